@@ -1,0 +1,1 @@
+"""Data in: datasets behind one interface, audio decoding, and the rejects report."""

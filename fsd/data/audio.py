@@ -1,0 +1,103 @@
+"""Decoding a clip into the recipe's waveform: float32 mono at the load rate, silence trimmed.
+
+Every way a clip can be unusable raises :class:`AudioError` with a reason a person can act on;
+callers record it as a rejection (featurize) or a 4xx answer (serving) instead of crashing.
+"""
+
+from __future__ import annotations
+
+import io
+from pathlib import Path
+
+import numpy as np
+import soundfile as sf
+
+from fsd.config import AudioConfig
+
+
+class AudioError(ValueError):
+    """A clip that cannot be turned into a usable waveform; ``str(err)`` is the reason."""
+
+
+AudioSource = str | Path | bytes
+
+
+def decode(source: AudioSource) -> tuple[np.ndarray, int]:
+    """Decode WAV/FLAC/OGG (anything libsndfile reads) into float32 of shape (frames, channels)."""
+    if isinstance(source, (bytes, bytearray, memoryview)):
+        if len(source) == 0:
+            raise AudioError("empty file (0 bytes)")
+        handle: io.BytesIO | str = io.BytesIO(bytes(source))
+    else:
+        path = Path(source)
+        if not path.is_file():
+            raise AudioError(f"file not found: {path.name}")
+        if path.stat().st_size == 0:
+            raise AudioError("empty file (0 bytes)")
+        handle = str(path)
+    try:
+        data, rate = sf.read(handle, dtype="float32", always_2d=True)
+    except (sf.LibsndfileError, RuntimeError, TypeError, ValueError) as exc:
+        raise AudioError(f"not decodable audio ({_short(exc)})") from None
+    if rate <= 0:
+        raise AudioError(f"invalid sample rate {rate}")
+    return data, int(rate)
+
+
+def to_mono(data: np.ndarray) -> np.ndarray:
+    """Average the channels (the recipe's mono mix-down)."""
+    return data.mean(axis=1, dtype=np.float32) if data.shape[1] > 1 else data[:, 0]
+
+
+def resample(y: np.ndarray, rate_in: int, rate_out: int, res_type: str = "soxr_hq") -> np.ndarray:
+    if rate_in == rate_out:
+        return y
+    import librosa
+
+    return librosa.resample(y, orig_sr=rate_in, target_sr=rate_out, res_type=res_type).astype(
+        np.float32, copy=False
+    )
+
+
+def trim_silence(y: np.ndarray, cfg: AudioConfig) -> np.ndarray:
+    """Leading and trailing silence off, as ``librosa.effects.trim`` with the recipe's defaults."""
+    import librosa
+
+    trimmed, _ = librosa.effects.trim(
+        y, top_db=cfg.trim_top_db, frame_length=cfg.trim_frame_length, hop_length=cfg.trim_hop_length
+    )
+    return trimmed
+
+
+def load_audio(source: AudioSource, cfg: AudioConfig) -> np.ndarray:
+    """Decode, check, mix to mono, resample to ``cfg.sample_rate`` and trim.
+
+    Raises AudioError for: empty or undecodable input, no samples, NaN/inf samples, a clip
+    that is silent throughout, and a clip outside ``[min_seconds, max_seconds]``.
+    """
+    data, rate = decode(source)
+    if data.shape[0] == 0:
+        raise AudioError("no audio samples")
+    seconds = data.shape[0] / rate
+    if seconds > cfg.max_seconds:
+        raise AudioError(f"too long: {seconds:.1f} s > audio.max_seconds {cfg.max_seconds:g} s")
+    if not np.isfinite(data).all():
+        raise AudioError("contains NaN or infinite samples")
+    y = to_mono(data)
+    if not np.any(y):
+        raise AudioError("silent: every sample is zero")
+    y = resample(y, rate, cfg.sample_rate, cfg.resample_type)
+    if cfg.trim:
+        y = trim_silence(y, cfg)
+    if y.size == 0 or not np.any(y):
+        raise AudioError("silent: nothing left after trimming silence")
+    if y.size / cfg.sample_rate < cfg.min_seconds:
+        raise AudioError(
+            f"too short: {y.size / cfg.sample_rate:.3f} s < audio.min_seconds {cfg.min_seconds:g} s"
+        )
+    return np.ascontiguousarray(y, dtype=np.float32)
+
+
+def _short(exc: Exception) -> str:
+    text = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+    return text[:160]
