@@ -1,0 +1,34 @@
+# Two commands on a fresh machine (Python 3.11+ and PyPI):
+#   make demo   set up .venv, run the whole pipeline on the embedded sample, tracked in MLflow
+#   make test   set up .venv, run the tests
+PYTHON ?= python3
+VENV ?= .venv
+BIN := $(VENV)/bin
+export MLFLOW_TRACKING_URI ?= sqlite:///mlflow.db
+export MLFLOW_SKIP_PIP_REQUIREMENTS_CHECK ?= true
+export TF_CPP_MIN_LOG_LEVEL ?= 2
+
+.PHONY: demo test setup ui clean
+
+setup: $(VENV)/.installed
+
+$(VENV)/.installed: pyproject.toml constraints.txt
+	$(PYTHON) -c 'import sys; assert sys.version_info >= (3, 11), "Python 3.11+ is needed"'
+	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install -q --upgrade pip
+	$(BIN)/python -m pip install -q -c constraints.txt -e '.[test]'
+	touch $@
+
+demo: setup
+	$(BIN)/fsd main --config experiments/demo.yaml
+	@echo
+	@echo "Open the runs with:  $(BIN)/mlflow ui --backend-store-uri $(MLFLOW_TRACKING_URI)"
+
+test: setup
+	$(BIN)/python -m pytest -q
+
+ui: setup
+	$(BIN)/mlflow ui --backend-store-uri $(MLFLOW_TRACKING_URI)
+
+clean:
+	rm -rf outputs mlflow.db mlruns mlartifacts

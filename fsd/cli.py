@@ -1,0 +1,110 @@
+"""``fsd`` commands: parse the command line, build the Config, hand over to an entry point.
+
+Overrides come three ways, all ending up as dotted ``key=value`` pairs:
+positional ``train.fold=3``, ``--set train.fold=3``, and ``--train.fold 3`` (what
+``mlflow run -P train.fold=3`` appends for a parameter the MLproject does not declare).
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import os
+import sys
+from collections.abc import Sequence
+
+from fsd.config import ConfigError, load_config
+
+log = logging.getLogger("fsd")
+
+# Entry points, in pipeline order; each module has add_arguments(parser) and run(cfg, args).
+COMMANDS = {
+    "featurize": "fsd.entrypoints.featurize",
+    "train-fold": "fsd.entrypoints.train_fold",
+    "ensemble": "fsd.entrypoints.ensemble",
+    "sweep": "fsd.entrypoints.sweep",
+    "main": "fsd.entrypoints.pipeline",
+    "predict": "fsd.entrypoints.predict",
+}
+
+
+def _load(module: str):
+    import importlib
+
+    return importlib.import_module(module)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="fsd",
+        description="Train, compare and serve sound classifiers (FSDKaggle2018 8th-place recipe), "
+        "every step tracked in MLflow.",
+        epilog="Each command takes --config and key=value overrides; `fsd COMMAND --help` for more.",
+    )
+    parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
+    for name, module in COMMANDS.items():
+        mod = _load(module)
+        p = sub.add_parser(name, help=mod.HELP, description=mod.__doc__,
+                           formatter_class=argparse.RawDescriptionHelpFormatter)
+        p.add_argument("--config", default="experiments/demo.yaml",
+                       help="experiment YAML, or a name under experiments/ (default: %(default)s)")
+        p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
+                       help="override a config field by dotted key, e.g. train.fold=3 (repeatable)")
+        mod.add_arguments(p)
+        p.set_defaults(_module=module)
+    return parser
+
+
+def split_overrides(extra: Sequence[str]) -> list[str]:
+    """Turn leftover ``key=value`` and ``--key value`` / ``--key=value`` tokens into overrides."""
+    out: list[str] = []
+    items = list(extra)
+    i = 0
+    while i < len(items):
+        tok = items[i]
+        if tok.startswith("--"):
+            key = tok[2:]
+            if "=" in key:
+                out.append(key)
+            elif i + 1 < len(items):
+                out.append(f"{key}={items[i + 1]}")
+                i += 1
+            else:
+                raise ConfigError(f"option {tok} has no value")
+        else:
+            # MLflow passes the declared `overrides` parameter as one space-separated string.
+            out.extend(tok.split())
+        i += 1
+    bad = [o for o in out if "=" not in o]
+    if bad:
+        raise ConfigError(f"cannot read {bad[0]!r} as an override; write key=value")
+    return out
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = build_parser()
+    args, extra = parser.parse_known_args(argv)
+    logging.basicConfig(
+        level=logging.DEBUG if args.verbose else logging.INFO,
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+    )
+    try:
+        overrides = list(args.overrides) + split_overrides(extra)
+        cfg = load_config(args.config, overrides)
+    except ConfigError as exc:
+        parser.exit(2, f"fsd: config error: {exc}\n")
+    os.environ.setdefault("MLFLOW_SKIP_PIP_REQUIREMENTS_CHECK", "true")
+    mod = _load(args._module)
+    try:
+        return int(mod.run(cfg, args) or 0)
+    except ConfigError as exc:
+        log.error("config error: %s", exc)
+        return 2
+    except KeyboardInterrupt:
+        log.error("interrupted; finished work is kept and a rerun resumes")
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,131 @@
+"""Decode every clip, compute log-mel and summary features, assign folds, and log it all.
+
+Resumable: a killed run recomputes only the shards that are missing. A run whose features
+already exist under the same key reuses them. Logs the resolved config, the dataset as an
+MLflow dataset input, counts, throughput, the length histogram with the derived crop limits,
+the PCA explained-variance plot, the fold assignment, the rejects report and the feature store.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+from pathlib import Path
+
+import mlflow
+
+from fsd import tracking
+from fsd.config import Config, ConfigError
+from fsd.entrypoints.flags import parse_flag
+
+HELP = "decode audio, compute features and folds (resumable), log them to MLflow"
+log = logging.getLogger(__name__)
+
+STORE_ARTIFACT = "features"
+
+
+def add_arguments(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--strict", nargs="?", const="true", default="false", type=parse_flag,
+                   help="exit non-zero when any clip or CSV row was rejected (after logging)")
+
+
+def run(cfg: Config, args: argparse.Namespace) -> int:
+    with tracking.stage_run(cfg, "featurize") as active:
+        result = featurize_logged(cfg)
+        log.info("featurize run %s: %d clips, %d rejected", active.info.run_id,
+                 result.stats["n_clips"], result.stats["n_rejected"])
+    if args.strict and result.rejects:
+        first = result.rejects[0]
+        log.error("--strict: %d rejected (first: %s: %s); see rejects.csv in run %s",
+                  len(result.rejects), first.fname, first.reason, active.info.run_id)
+        return 3
+    return 0
+
+
+def featurize_logged(cfg: Config):
+    """Run the featurize stage inside the active run and log what it produced."""
+    from fsd.features.featurize import featurize
+
+    result = featurize(cfg)
+    key = tracking.feature_key(cfg)
+    mlflow.set_tags({tracking.TAG_FEATURE_KEY: key, tracking.TAG_STORE_DIR: str(Path(result.store_dir).resolve()),
+                     "fsd.reused": str(result.reused).lower()})
+    index = result.store.index
+    dataset = mlflow.data.from_pandas(
+        index[["fname", "label", "fold", "verified", "seconds"]],
+        source=_dataset_source(cfg), name=f"{cfg.data.source}-{key}", targets="label",
+    )
+    mlflow.log_input(dataset, context="featurize")
+    mlflow.log_metrics({k: float(v) for k, v in result.stats.items() if _is_number(v)})
+    tracking.log_files(result.plots, "plots")
+    tracking.log_files([result.rejects_path, result.folds_path], "reports")
+    if cfg.store.log_to_mlflow:
+        _log_store(Path(result.store_dir))
+    return result
+
+
+def _log_store(store_dir: Path) -> None:
+    # Shards are a resume aid for this machine; other machines need only the consolidated files.
+    for child in sorted(store_dir.iterdir()):
+        if child.name == "shards" or child.name.startswith("."):
+            continue
+        if child.is_dir():
+            mlflow.log_artifacts(str(child), f"{STORE_ARTIFACT}/{child.name}")
+        else:
+            mlflow.log_artifact(str(child), STORE_ARTIFACT)
+
+
+def _dataset_source(cfg: Config) -> str:
+    if cfg.data.source == "fsdkaggle2018":
+        return str(Path(cfg.data.root).resolve())
+    if cfg.data.source == "folder":
+        return str(Path(cfg.data.csv).resolve())
+    return f"fsd-synthetic://seed={cfg.data.synthetic_seed}"
+
+
+def _is_number(v: object) -> bool:
+    return isinstance(v, (int, float)) and not isinstance(v, bool)
+
+
+def resolve_store(cfg: Config, features_run: str = ""):
+    """The FeatureStore a training step should use, and the featurize run it came from.
+
+    With ``features_run`` that run's features are used (refused when its feature parameters
+    differ from ``cfg``'s); otherwise the newest finished featurize run with the same feature key.
+    The local store is used where it exists (same machine); otherwise the run's ``features``
+    artifacts are downloaded into the local cache, so a fold can train on another machine.
+    """
+    from fsd.features.store import FeatureStore, StoreError
+
+    key = tracking.feature_key(cfg)
+    if features_run:
+        run = mlflow.get_run(features_run)
+        run_key = run.data.tags.get(tracking.TAG_FEATURE_KEY, "")
+        if run_key != key:
+            raise ConfigError(
+                f"features of run {features_run} are stale for this config: feature key "
+                f"{run_key or '?'} != {key} (data/audio/logmel/summary/folds settings differ); "
+                "run featurize with this config"
+            )
+    else:
+        runs = tracking.find_runs(cfg, "featurize", extra_filter=f"tags.`{tracking.TAG_FEATURE_KEY}` = '{key}'")
+        if not runs:
+            raise ConfigError(
+                f"no finished featurize run with feature key {key} in experiment "
+                f"{cfg.experiment_name!r}: run `fsd featurize --config ...` "
+                "(or `mlflow run . -e featurize`) with the same config first"
+            )
+        run = runs[0]
+    local = run.data.tags.get(tracking.TAG_STORE_DIR, "")
+    if local and Path(local).exists():
+        try:
+            return FeatureStore.open(local), run.info.run_id
+        except StoreError as exc:
+            log.warning("local store %s unusable (%s); fetching from MLflow", local, exc)
+    cache = Path(cfg.store.cache_dir) / "features" / key
+    log.info("downloading features of run %s into %s", run.info.run_id, cache)
+    tracking.download_artifacts(run.info.run_id, STORE_ARTIFACT, cache.parent / f".{key}.download")
+    downloaded = cache.parent / f".{key}.download" / STORE_ARTIFACT
+    if not cache.exists():
+        downloaded.rename(cache)
+    return FeatureStore.open(cache), run.info.run_id

@@ -1,0 +1,127 @@
+"""The MLflow edge: runs, the resolved config, per-epoch metrics, artifacts, and finding the
+runs of earlier steps (and their artifacts) again.
+
+Only this module, ``fsd/entrypoints/`` and the serving pyfunc import mlflow; every stage is a
+plain function that takes a Config and returns plain results.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+import mlflow
+from mlflow.entities import Run
+from mlflow.tracking import MlflowClient
+
+from fsd.config import Config, dump_config
+
+log = logging.getLogger(__name__)
+
+TAG_STAGE = "fsd.stage"
+TAG_CONFIG = "fsd.config_name"
+TAG_FEATURE_KEY = "fsd.feature_key"
+TAG_TRAIN_KEY = "fsd.train_key"
+TAG_FOLD = "fsd.fold"
+TAG_FEATURES_RUN = "fsd.features_run"
+TAG_STORE_DIR = "fsd.store_dir"
+
+# MLflow caps a param value at 6000 characters; long lists are still readable in config.yaml.
+_PARAM_LIMIT = 500
+
+# Sections that define the features; train keys add the model and training sections.
+FEATURE_SECTIONS = ("data", "audio", "logmel", "summary", "folds")
+TRAIN_SECTIONS = FEATURE_SECTIONS + ("pca", "model", "train")
+
+
+def feature_key(cfg: Config) -> str:
+    return cfg.section_key(*FEATURE_SECTIONS)
+
+
+def train_key(cfg: Config) -> str:
+    """Identifies one training recipe across its folds (the fold number itself excluded)."""
+    fold = cfg.train.fold
+    cfg.train.fold = 0
+    try:
+        return cfg.section_key(*TRAIN_SECTIONS)
+    finally:
+        cfg.train.fold = fold
+
+
+def set_experiment(cfg: Config) -> str:
+    """Select (or create) the config's experiment; return its id."""
+    if "MLFLOW_TRACKING_URI" not in os.environ and mlflow.get_tracking_uri().startswith("file:"):
+        # MLflow 3 refuses the plain ./mlruns file store; sqlite is its own recommended default.
+        mlflow.set_tracking_uri("sqlite:///mlflow.db")
+    exp = mlflow.set_experiment(cfg.experiment_name)
+    return exp.experiment_id
+
+
+@contextmanager
+def stage_run(
+    cfg: Config, stage: str, *, nested: bool = False, tags: dict[str, str] | None = None,
+    run_name: str | None = None,
+) -> Iterator[Run]:
+    """A run for one stage, with the fully resolved config logged as params and config.yaml."""
+    set_experiment(cfg)
+    name = run_name or cfg.tracking.run_name or f"{stage}"
+    all_tags = {TAG_STAGE: stage, TAG_CONFIG: cfg.name, **(tags or {})}
+    with mlflow.start_run(run_name=name, nested=nested, tags=all_tags) as run:
+        log_config(cfg)
+        yield run
+
+
+def log_config(cfg: Config) -> None:
+    params = {k: _param_value(v) for k, v in cfg.flat().items()}
+    mlflow.log_params(params)
+    mlflow.log_text(dump_config(cfg), "config.yaml")
+
+
+def _param_value(v: Any) -> str:
+    text = str(v)
+    return text if len(text) <= _PARAM_LIMIT else text[: _PARAM_LIMIT - 3] + "..."
+
+
+def epoch_logger(prefix: str = "") -> Callable[[str, int, dict[str, float]], None]:
+    """An ``on_epoch`` callback logging ``<stage>/<metric>`` with the epoch as step."""
+
+    def on_epoch(stage: str, epoch: int, metrics: dict[str, float]) -> None:
+        mlflow.log_metrics(
+            {f"{prefix}{stage}/{k}": float(v) for k, v in metrics.items() if v is not None},
+            step=int(epoch),
+        )
+
+    return on_epoch
+
+
+def log_files(paths: dict[str, Path] | list[Path], artifact_path: str | None = None) -> None:
+    items = paths.values() if isinstance(paths, dict) else paths
+    for p in items:
+        if p and Path(p).exists():
+            mlflow.log_artifact(str(p), artifact_path)
+
+
+def find_runs(
+    cfg: Config, stage: str, *, extra_filter: str = "", finished_only: bool = True,
+) -> list[Run]:
+    """Runs of ``stage`` in the config's experiment, newest first."""
+    exp_id = set_experiment(cfg)
+    flt = f"tags.`{TAG_STAGE}` = '{stage}'"
+    if finished_only:
+        flt += " and attributes.status = 'FINISHED'"
+    if extra_filter:
+        flt += f" and {extra_filter}"
+    return MlflowClient().search_runs(
+        [exp_id], filter_string=flt, order_by=["attributes.start_time DESC"], max_results=1000
+    )
+
+
+def download_artifacts(run_id: str, artifact_path: str, dst: Path) -> Path:
+    """Fetch a run's artifact folder into ``dst`` (a local cache); returns the local path."""
+    dst.mkdir(parents=True, exist_ok=True)
+    return Path(mlflow.artifacts.download_artifacts(run_id=run_id, artifact_path=artifact_path,
+                                                    dst_path=str(dst)))
