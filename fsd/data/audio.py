@@ -22,8 +22,14 @@ class AudioError(ValueError):
 AudioSource = str | Path | bytes
 
 
-def decode(source: AudioSource) -> tuple[np.ndarray, int]:
-    """Decode WAV/FLAC/OGG (anything libsndfile reads) into float32 of shape (frames, channels)."""
+def decode(source: AudioSource, max_seconds: float | None = None) -> tuple[np.ndarray, int]:
+    """Decode WAV/FLAC/OGG (anything libsndfile reads) into float32 of shape (frames, channels).
+
+    With ``max_seconds``, a longer clip is refused from its header before any sample is read,
+    so a huge upload cannot exhaust memory. A truncated file (its header promises more data
+    than it holds) decodes to the frames that are present: libsndfile counts those, not the
+    header's claim.
+    """
     if isinstance(source, (bytes, bytearray, memoryview)):
         if len(source) == 0:
             raise AudioError("empty file (0 bytes)")
@@ -36,12 +42,22 @@ def decode(source: AudioSource) -> tuple[np.ndarray, int]:
             raise AudioError("empty file (0 bytes)")
         handle = str(path)
     try:
-        data, rate = sf.read(handle, dtype="float32", always_2d=True)
-    except (sf.LibsndfileError, RuntimeError, TypeError, ValueError) as exc:
+        with sf.SoundFile(handle) as f:
+            rate = int(f.samplerate)
+            if rate <= 0 or f.channels <= 0:
+                raise AudioError(f"invalid header: {rate} Hz, {f.channels} channels")
+            if max_seconds is not None and f.frames / rate > max_seconds:
+                raise AudioError(
+                    f"too long: {f.frames / rate:.1f} s > audio.max_seconds {max_seconds:g} s"
+                )
+            data = f.read(dtype="float32", always_2d=True)
+    except AudioError:
+        raise
+    # SoundFileError covers libsndfile's refusals; OSError an unreadable file; the rest are
+    # what a corrupt header can make the reader raise. None of them may escape as a crash.
+    except (sf.SoundFileError, RuntimeError, OSError, EOFError, TypeError, ValueError) as exc:
         raise AudioError(f"not decodable audio ({_short(exc)})") from None
-    if rate <= 0:
-        raise AudioError(f"invalid sample rate {rate}")
-    return data, int(rate)
+    return data, rate
 
 
 def to_mono(data: np.ndarray) -> np.ndarray:
@@ -75,7 +91,7 @@ def load_audio(source: AudioSource, cfg: AudioConfig) -> np.ndarray:
     Raises AudioError for: empty or undecodable input, no samples, NaN/inf samples, a clip
     that is silent throughout, and a clip outside ``[min_seconds, max_seconds]``.
     """
-    data, rate = decode(source)
+    data, rate = decode(source, max_seconds=cfg.max_seconds)
     if data.shape[0] == 0:
         raise AudioError("no audio samples")
     seconds = data.shape[0] / rate

@@ -1,0 +1,93 @@
+"""The whole pipeline: featurize -> train every fold -> ensemble (and register), as nested runs
+under one ``main`` run.
+
+Like MLflow's multistep_workflow example, a step that already ran with the same inputs is
+not run again: featurize is reused when a finished run with the same feature key exists, a
+fold is skipped when a finished fold run of the same training key exists, and an interrupted
+fold resumes from its checkpoint. Rerunning after a crash therefore continues where it stopped.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+
+import mlflow
+
+from fsd import tracking
+from fsd.config import Config
+
+HELP = "run the whole pipeline (featurize, all folds, ensemble), skipping steps already done"
+log = logging.getLogger(__name__)
+
+
+def add_arguments(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--folds", default="",
+                   help="comma-separated folds to train (default: all folds of the config)")
+    p.add_argument("--no-ensemble", action="store_true", help="stop after training the folds")
+
+
+def run(cfg: Config, args: argparse.Namespace) -> int:
+    from fsd.entrypoints import ensemble as ensemble_step
+    from fsd.entrypoints import featurize as featurize_step
+    from fsd.entrypoints import train_fold as train_step
+
+    with tracking.stage_run(cfg, "main", run_name="main") as parent:
+        features_run = _featurize(cfg, featurize_step)
+        store, features_run = featurize_step.resolve_store(cfg, features_run)
+        folds = [int(f) for f in args.folds.split(",") if f.strip()] if args.folds else \
+            sorted(int(f) for f in store.index["fold"].unique())
+        done = _finished_folds(cfg)
+        fold_run_ids = []
+        for fold in folds:
+            cfg.train.fold = fold
+            if fold in done:
+                log.info("fold %d: finished run %s exists, skipped", fold, done[fold])
+                fold_run_ids.append(done[fold])
+                continue
+            _, run_id = train_step.train_fold_logged(cfg, store, features_run, nested=True)
+            fold_run_ids.append(run_id)
+        mlflow.log_param("fold_runs", ",".join(fold_run_ids))
+        summary = {"features_run": features_run, "fold_runs": fold_run_ids}
+        if not args.no_ensemble:
+            ensemble_run = ensemble_step.ensemble_logged(cfg, fold_run_ids, register=True, nested=True)
+            summary["ensemble_run"] = ensemble_run
+        mlflow.set_tags({f"fsd.{k}": str(v) for k, v in summary.items()})
+    _print_summary(cfg, parent.info.run_id, summary)
+    return 0
+
+
+def _featurize(cfg: Config, featurize_step) -> str:
+    key = tracking.feature_key(cfg)
+    runs = tracking.find_runs(cfg, "featurize", extra_filter=f"tags.`{tracking.TAG_FEATURE_KEY}` = '{key}'")
+    if runs:
+        log.info("featurize: finished run %s has the same feature key %s, reused", runs[0].info.run_id, key)
+        return runs[0].info.run_id
+    with tracking.stage_run(cfg, "featurize", nested=True) as child:
+        featurize_step.featurize_logged(cfg)
+        return child.info.run_id
+
+
+def _finished_folds(cfg: Config) -> dict[int, str]:
+    key = tracking.train_key(cfg)
+    runs = tracking.find_runs(cfg, "train_fold", extra_filter=f"tags.`{tracking.TAG_TRAIN_KEY}` = '{key}'")
+    out: dict[int, str] = {}
+    for r in runs:
+        out.setdefault(int(r.data.tags[tracking.TAG_FOLD]), r.info.run_id)
+    return out
+
+
+def _print_summary(cfg: Config, run_id: str, summary: dict) -> None:
+    client = mlflow.tracking.MlflowClient()
+    lines = [f"\nexperiment {cfg.experiment_name!r}, main run {run_id}",
+             f"  tracking URI: {mlflow.get_tracking_uri()}"]
+    for key in ("features_run", "ensemble_run"):
+        if summary.get(key):
+            r = client.get_run(summary[key])
+            metrics = ", ".join(f"{k}={v:.4g}" for k, v in sorted(r.data.metrics.items())[:8])
+            lines.append(f"  {key}: {r.info.run_id}  {metrics}")
+    for rid in summary.get("fold_runs", []):
+        r = client.get_run(rid)
+        lines.append(f"  fold {r.data.tags.get(tracking.TAG_FOLD)}: {rid}  "
+                     f"val_map3={r.data.metrics.get('val_map3', float('nan')):.4f}")
+    print("\n".join(lines))

@@ -1,0 +1,132 @@
+"""Train one fold of the two-stage recipe on the features of a featurize run.
+
+Every epoch's loss, val_loss, val_map3 and lr is logged with the epoch as step (``stage1/...``,
+``stage2/...``). The run is tagged with its fold, its featurize run and its training key (the
+same for every fold of one recipe, so the ensemble step can find the set), and logs the best
+model (.keras), the fold's scaler+PCA, history, plots and out-of-fold predictions.
+
+Resumable: rerunning the same command continues from the fold's last checkpoint, in the same
+MLflow run.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+from pathlib import Path
+
+import mlflow
+from mlflow.tracking import MlflowClient
+
+from fsd import tracking
+from fsd.config import Config, ConfigError
+from fsd.entrypoints.featurize import resolve_store
+from fsd.entrypoints.flags import optional_int
+
+HELP = "train one fold (two stages, MobileNetV2 + PCA), every epoch logged to MLflow"
+log = logging.getLogger(__name__)
+
+FOLD_ARTIFACT = "fold"
+RUN_ID_FILE = "mlflow_run_id"
+
+
+def add_arguments(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--fold", type=optional_int, default=None,
+                   help="the held-out fold (overrides train.fold)")
+    p.add_argument("--features-run", default="",
+                   help="featurize run id to take features from (default: newest with the same key)")
+
+
+def fold_workdir(cfg: Config, fold: int) -> Path:
+    """Outputs of one fold live under the experiment, keyed by the training recipe."""
+    return cfg.experiment_dir / "train" / tracking.train_key(cfg) / f"fold_{fold}"
+
+
+def run(cfg: Config, args: argparse.Namespace) -> int:
+    if args.fold is not None:
+        cfg.train.fold = args.fold
+        cfg.validate()
+    store, features_run = resolve_store(cfg, args.features_run or "")
+    train_fold_logged(cfg, store, features_run)
+    return 0
+
+
+def train_fold_logged(cfg: Config, store, features_run: str, *, nested: bool = False):
+    """Train ``cfg.train.fold`` inside an MLflow run (resuming the fold's unfinished run)."""
+    from fsd.train.fit import train_fold
+
+    fold = cfg.train.fold
+    workdir = fold_workdir(cfg, fold)
+    workdir.mkdir(parents=True, exist_ok=True)
+    tags = {tracking.TAG_FOLD: str(fold), tracking.TAG_FEATURES_RUN: features_run,
+            tracking.TAG_FEATURE_KEY: tracking.feature_key(cfg),
+            tracking.TAG_TRAIN_KEY: tracking.train_key(cfg)}
+    resume_id = _unfinished_run(workdir)
+    tracking.set_experiment(cfg)
+    if resume_id:
+        log.info("resuming fold %d in MLflow run %s", fold, resume_id)
+        ctx = mlflow.start_run(run_id=resume_id, nested=nested)
+    else:
+        ctx = tracking.stage_run(cfg, "train_fold", nested=nested, tags=tags,
+                                 run_name=f"fold-{fold}")
+    with ctx as active:
+        (workdir / RUN_ID_FILE).write_text(active.info.run_id)
+        result = train_fold(cfg, store, fold, workdir, on_epoch=tracking.epoch_logger())
+        log_fold_outputs(workdir)
+    return result, active.info.run_id
+
+
+def log_fold_outputs(workdir: Path) -> None:
+    summary = json.loads((workdir / "result.json").read_text())
+    mlflow.log_metrics({k: float(v) for k, v in summary.items()
+                        if isinstance(v, (int, float)) and not isinstance(v, bool) and k != "fold"})
+    for name in ("model.keras", "projector.joblib", "history.csv", "oof.csv", "result.json"):
+        if (workdir / name).exists():
+            mlflow.log_artifact(str(workdir / name), FOLD_ARTIFACT)
+    if (workdir / "plots").is_dir():
+        mlflow.log_artifacts(str(workdir / "plots"), "plots")
+
+
+def _unfinished_run(workdir: Path) -> str:
+    """The MLflow run an interrupted training of this fold left open, if any."""
+    path = workdir / RUN_ID_FILE
+    if not path.exists():
+        return ""
+    run_id = path.read_text().strip()
+    try:
+        status = MlflowClient().get_run(run_id).info.status
+    except Exception:  # the run may live in another tracking store; start a fresh one
+        return ""
+    return run_id if status in ("RUNNING", "FAILED", "KILLED") else ""
+
+
+def fold_runs(cfg: Config, run_ids: list[str] | None = None) -> dict[int, mlflow.entities.Run]:
+    """The finished fold runs of this training recipe, one per fold (the newest of each).
+
+    Explicit ``run_ids`` are checked to be fold runs of one training; an incomplete or mixed
+    set is refused with a message saying what is missing or different.
+    """
+    if run_ids:
+        runs = [mlflow.get_run(r) for r in run_ids]
+        keys = {r.data.tags.get(tracking.TAG_TRAIN_KEY) for r in runs}
+        if len(keys) != 1:
+            raise ConfigError(f"fold runs come from different trainings (train keys {sorted(map(str, keys))})")
+        not_done = [r.info.run_id for r in runs if r.info.status != "FINISHED"]
+        if not_done:
+            raise ConfigError(f"fold runs not finished: {not_done}")
+    else:
+        key = tracking.train_key(cfg)
+        runs = tracking.find_runs(cfg, "train_fold", extra_filter=f"tags.`{tracking.TAG_TRAIN_KEY}` = '{key}'")
+    by_fold: dict[int, mlflow.entities.Run] = {}
+    for r in runs:
+        by_fold.setdefault(int(r.data.tags[tracking.TAG_FOLD]), r)
+    expected = set(range(cfg.folds.n_folds))
+    missing = sorted(expected - set(by_fold))
+    if missing:
+        raise ConfigError(
+            f"incomplete set of fold runs for training key {tracking.train_key(cfg)}: folds "
+            f"{missing} are missing (have {sorted(by_fold)}); train them with "
+            "`fsd train-fold --fold K` using the same config"
+        )
+    return dict(sorted(by_fold.items()))

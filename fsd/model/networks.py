@@ -1,0 +1,74 @@
+"""The recipe's two networks and the stage-1 -> stage-2 transfer.
+
+Both networks call one sub-model, ``mel_branch`` (BN -> 1x1 conv -> 1x1 conv -> MobileNetV2 ->
+global average pooling). Stage 2 is initialised from stage 1 by copying that sub-model's
+weights as a whole, so the transfer is by structure, not by guessing layer names; the dense
+head is fresh and nothing is frozen.
+"""
+
+from __future__ import annotations
+
+import keras
+from keras import layers
+
+from fsd.config import ModelConfig
+from fsd.model.mobilenet import load_backbone_weights, mobilenet_v2_features
+
+MEL_BRANCH = "mel_branch"
+MEL_INPUT = "logmel"
+PCA_INPUT = "pca"
+
+
+def build_mel_branch(model_cfg: ModelConfig, n_mels: int = 64) -> keras.Model:
+    """(batch, time, n_mels, 1) with any time length -> (batch, backbone channels)."""
+    inp = keras.Input((None, n_mels, 1), name="mel_branch_input")
+    x = layers.BatchNormalization(name="mel_bn")(inp)
+    x = layers.Conv2D(model_cfg.conv1_filters, 1, activation="relu", name="mel_conv1")(x)
+    x = layers.Conv2D(model_cfg.conv2_filters, 1, activation="relu", name="mel_conv2")(x)
+    x = mobilenet_v2_features(x, alpha=model_cfg.width)
+    x = layers.GlobalAveragePooling2D(name="mel_gap")(x)
+    branch = keras.Model(inp, x, name=MEL_BRANCH)
+    load_backbone_weights(branch, model_cfg.backbone_weights, model_cfg.width)
+    return branch
+
+
+def build_network(model_cfg: ModelConfig, n_classes: int, n_mels: int = 64,
+                  pca_dim: int | None = None) -> keras.Model:
+    """Stage 1 (``pca_dim=None``: log-mel only) or stage 2 (log-mel + PCA vector) network.
+
+    Inputs are ``logmel`` (batch, time, n_mels, 1) and, for stage 2, ``pca`` (batch, pca_dim);
+    the output is a softmax over ``n_classes``.
+    """
+    if n_classes < 2:
+        raise ValueError(f"need at least 2 classes, got {n_classes}")
+    mel = keras.Input((None, n_mels, 1), name=MEL_INPUT)
+    x = build_mel_branch(model_cfg, n_mels)(mel)
+    inputs = [mel]
+    if pca_dim:
+        pca = keras.Input((pca_dim,), name=PCA_INPUT)
+        inputs.append(pca)
+        x = layers.Concatenate(name="concat")([x, layers.BatchNormalization(name="pca_bn")(pca)])
+    x = layers.Dense(model_cfg.dense1, activation="relu", name="head_dense1")(x)
+    x = layers.BatchNormalization(name="head_bn1")(x)
+    x = layers.Dense(model_cfg.dense2, activation="relu", name="head_dense2")(x)
+    x = layers.BatchNormalization(name="head_bn2")(x)
+    out = layers.Dense(n_classes, activation="softmax", name="predictions")(x)
+    name = "mel_pca_net" if pca_dim else "mel_net"
+    return keras.Model(inputs if pca_dim else mel, out, name=name)
+
+
+def network_pca_dim(model: keras.Model) -> int | None:
+    """The PCA input width of a network from :func:`build_network`, or None for stage 1."""
+    for t in model.inputs:
+        if len(t.shape) == 2:
+            return int(t.shape[-1])
+    return None
+
+
+def transfer_mel_branch(source: keras.Model, target: keras.Model) -> None:
+    """Copy the whole ``mel_branch`` (BN, both 1x1 convs, MobileNetV2) from source to target."""
+    src, dst = source.get_layer(MEL_BRANCH), target.get_layer(MEL_BRANCH)
+    src_w, dst_w = src.get_weights(), dst.get_weights()
+    if [w.shape for w in src_w] != [w.shape for w in dst_w]:
+        raise ValueError("mel branches differ in structure (model.width or n_mels changed?)")
+    dst.set_weights(src_w)
