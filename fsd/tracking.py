@@ -57,6 +57,14 @@ def set_experiment(cfg: Config) -> str:
     if "MLFLOW_TRACKING_URI" not in os.environ and mlflow.get_tracking_uri().startswith("file:"):
         # MLflow 3 refuses the plain ./mlruns file store; sqlite is its own recommended default.
         mlflow.set_tracking_uri("sqlite:///mlflow.db")
+    active = mlflow.active_run()
+    launched_by = active.info.run_id if active else os.environ.get("MLFLOW_RUN_ID")
+    if launched_by:
+        # `mlflow run` (or a parent step) opened a run in the experiment it was told; that
+        # experiment wins, so nested steps and later steps launched the same way find it.
+        exp_id = MlflowClient().get_run(launched_by).info.experiment_id
+        mlflow.set_experiment(experiment_id=exp_id)
+        return exp_id
     exp = mlflow.set_experiment(cfg.experiment_name)
     return exp.experiment_id
 

@@ -14,6 +14,7 @@ from __future__ import annotations
 import argparse
 import json
 import logging
+import os
 from pathlib import Path
 
 import mlflow
@@ -62,7 +63,8 @@ def train_fold_logged(cfg: Config, store, features_run: str, *, nested: bool = F
     tags = {tracking.TAG_FOLD: str(fold), tracking.TAG_FEATURES_RUN: features_run,
             tracking.TAG_FEATURE_KEY: tracking.feature_key(cfg),
             tracking.TAG_TRAIN_KEY: tracking.train_key(cfg)}
-    resume_id = _unfinished_run(workdir)
+    # Under `mlflow run` the launcher already opened this step's run; use that one.
+    resume_id = "" if os.environ.get("MLFLOW_RUN_ID") else _unfinished_run(workdir)
     tracking.set_experiment(cfg)
     if resume_id:
         log.info("resuming fold %d in MLflow run %s", fold, resume_id)

@@ -1,0 +1,181 @@
+"""The ensemble as one self-contained directory, and the object that scores features with it.
+
+Layout (everything serving needs; nothing refers back to the training machine)::
+
+    ensemble.json        labels, fold list, TTA defaults, crop limits, class prior, scores
+    config.yaml          the resolved training config (audio, log-mel and summary settings)
+    folds/fold_<k>/model.keras, projector.joblib
+
+:func:`build_bundle` assembles it from the fold runs' downloaded artifacts; :class:`Ensemble`
+loads it (the pyfunc's ``load_context`` and the ensemble step use the same object).
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from fsd.config import Config, dump_config, load_config
+from fsd.ensemble.tta import TTAResult, predict_ensemble
+
+BUNDLE_FORMAT = 1
+MANIFEST = "ensemble.json"
+CONFIG = "config.yaml"
+
+
+class BundleError(ValueError):
+    """An ensemble directory that is missing files or does not hang together."""
+
+
+@dataclass
+class FoldFiles:
+    """One fold's outputs as the training step logged them (artifact folder ``fold/``)."""
+
+    fold: int
+    model: Path
+    projector: Path | None = None
+    run_id: str = ""
+
+
+@dataclass
+class BundleInfo:
+    """What ensemble.json records besides the fold list."""
+
+    labels: list[str]
+    tta_lengths: list[int]
+    tta_crops: int
+    seed: int
+    top_k: int
+    batch_size: int
+    crop_min: int
+    crop_max: int
+    prior: list[float]
+    max_request_clips: int
+    max_clip_bytes: int
+    train_key: str = ""
+    scores: dict[str, float] = field(default_factory=dict)
+
+
+def build_bundle(dst: Path, folds: Sequence[FoldFiles], cfg: Config, info: BundleInfo) -> Path:
+    """Copy each fold's model and projector under ``dst`` and write the manifest and config."""
+    if not folds:
+        raise BundleError("an ensemble needs at least one fold")
+    if len(info.labels) < 2:
+        raise BundleError(f"need at least 2 labels, got {info.labels}")
+    if dst.exists():
+        shutil.rmtree(dst)
+    (dst / "folds").mkdir(parents=True)
+    entries = []
+    for f in sorted(folds, key=lambda f: f.fold):
+        if not Path(f.model).is_file():
+            raise BundleError(f"fold {f.fold}: model file {f.model} is missing")
+        sub = dst / "folds" / f"fold_{f.fold}"
+        sub.mkdir()
+        shutil.copy2(f.model, sub / "model.keras")
+        entry: dict[str, Any] = {"fold": int(f.fold), "run_id": f.run_id,
+                                 "model": f"folds/fold_{f.fold}/model.keras", "projector": None}
+        if f.projector is not None and Path(f.projector).is_file():
+            shutil.copy2(f.projector, sub / "projector.joblib")
+            entry["projector"] = f"folds/fold_{f.fold}/projector.joblib"
+        entries.append(entry)
+    manifest = {"format": BUNDLE_FORMAT, "folds": entries, **info.__dict__}
+    (dst / MANIFEST).write_text(json.dumps(manifest, indent=2, default=_jsonable))
+    (dst / CONFIG).write_text(dump_config(cfg))
+    return dst
+
+
+def _jsonable(v: Any) -> Any:
+    if isinstance(v, np.generic):
+        return v.item()
+    if isinstance(v, np.ndarray):
+        return v.tolist()
+    raise TypeError(f"not JSON serialisable: {type(v).__name__}")
+
+
+def read_manifest(path: Path) -> dict[str, Any]:
+    file = Path(path) / MANIFEST
+    if not file.is_file():
+        raise BundleError(f"{path} is not an ensemble bundle: {MANIFEST} is missing")
+    manifest = json.loads(file.read_text())
+    if manifest.get("format") != BUNDLE_FORMAT:
+        raise BundleError(f"unsupported bundle format {manifest.get('format')!r}")
+    return manifest
+
+
+class Ensemble:
+    """Fold models + their scaler/PCA + labels + TTA defaults, loaded from a bundle."""
+
+    def __init__(self, cfg: Config, info: BundleInfo, models: list, projectors: list,
+                 folds: list[int]):
+        self.cfg = cfg
+        self.info = info
+        self.models = models
+        self.projectors = projectors
+        self.folds = folds
+
+    @property
+    def labels(self) -> list[str]:
+        return self.info.labels
+
+    @classmethod
+    def load(cls, path: str | Path) -> Ensemble:
+        import keras
+
+        from fsd.features.projection import SummaryProjector
+
+        path = Path(path)
+        manifest = read_manifest(path)
+        cfg = load_config(path / CONFIG)
+        fields = set(BundleInfo.__dataclass_fields__)
+        info = BundleInfo(**{k: v for k, v in manifest.items() if k in fields})
+        models, projectors, folds = [], [], []
+        for entry in manifest["folds"]:
+            model = keras.models.load_model(path / entry["model"], compile=False)
+            takes_pca = len(model.inputs) == 2
+            projector = None
+            if takes_pca:
+                if not entry.get("projector"):
+                    raise BundleError(f"fold {entry['fold']}: the model takes PCA input but the "
+                                      "bundle has no projector for it")
+                projector = SummaryProjector.load(path / entry["projector"])
+            models.append(model)
+            projectors.append(projector)
+            folds.append(int(entry["fold"]))
+        return cls(cfg, info, models, projectors, folds)
+
+    def pca_inputs(self, summaries: np.ndarray | None) -> list[np.ndarray | None]:
+        """Each fold's PCA input (its own scaler+PCA) for ``summaries`` (n, 1133)."""
+        out: list[np.ndarray | None] = []
+        for proj in self.projectors:
+            if proj is None:
+                out.append(None)
+                continue
+            if summaries is None:
+                raise BundleError("this ensemble needs summary features (summary.enabled)")
+            out.append(np.asarray(proj.transform(np.asarray(summaries, np.float32)), np.float32))
+        return out
+
+    def score(self, logmels: Sequence[np.ndarray], summaries: np.ndarray | None,
+              lengths: Sequence[int] | None = None, crops: int | None = None,
+              seed: int | None = None, members: Sequence[np.ndarray | None] | None = None,
+              ) -> TTAResult:
+        """Folds x lengths x crops over the clips (see :func:`fsd.ensemble.tta.predict_ensemble`)."""
+        return predict_ensemble(
+            self.models, logmels, self.pca_inputs(summaries),
+            lengths=list(lengths or self.info.tta_lengths),
+            crops=int(crops or self.info.tta_crops),
+            seed=self.info.seed if seed is None else int(seed),
+            batch_size=self.info.batch_size, members=members,
+        )
+
+    def predict(self, logmels: Sequence[np.ndarray], summaries: np.ndarray | None,
+                lengths: Sequence[int] | None = None, crops: int | None = None,
+                seed: int | None = None) -> np.ndarray:
+        """(n, classes) geometric-mean probabilities over all folds, lengths and crops."""
+        return self.score(logmels, summaries, lengths, crops, seed).probs()

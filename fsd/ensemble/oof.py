@@ -1,0 +1,140 @@
+"""Out-of-fold scoring: every train clip scored (with TTA) by the fold model that did not see it.
+
+MAP@3 overall, per fold and per class, a per-clip table, and plots. Per class is the mean over
+the clips of that class of 1/rank of their label in the top 3 — the share of the overall
+metric each class earns, which is what shows where the ensemble is weak.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+
+@dataclass
+class OOFScores:
+    """MAP@k out of fold; ``frame`` has one row per clip (fname, fold, label, top labels, rr)."""
+
+    k: int
+    overall: float
+    per_fold: dict[int, float]
+    per_class: dict[str, float]
+    class_counts: dict[str, int]
+    frame: pd.DataFrame = field(repr=False)
+
+    def metrics(self) -> dict[str, float]:
+        """Flat MLflow metric names: oof_map3, oof_map3_fold_<k>, oof_map3_class/<label>."""
+        out = {f"oof_map{self.k}": self.overall}
+        out.update({f"oof_map{self.k}_fold_{f}": v for f, v in self.per_fold.items()})
+        out.update({f"oof_map{self.k}_class/{metric_safe(c)}": v
+                    for c, v in self.per_class.items() if np.isfinite(v)})
+        return out
+
+
+def metric_safe(name: str) -> str:
+    """MLflow metric names allow alphanumerics and _ - . space / only."""
+    return re.sub(r"[^0-9A-Za-z_\-. /]", "_", name)
+
+
+def reciprocal_ranks(y_true: np.ndarray, probs: np.ndarray, k: int = 3) -> np.ndarray:
+    """Per clip 1/rank of the true class among the top ``k`` (0 when absent); stable ties."""
+    y = np.asarray(y_true, dtype=np.int64).reshape(-1)
+    top = np.argsort(-np.asarray(probs), axis=1, kind="stable")[:, :k]
+    hit = top == y[:, None]
+    return np.where(hit.any(axis=1), 1.0 / (np.argmax(hit, axis=1) + 1), 0.0)
+
+
+def score_oof(fnames: Sequence[str], y_true: np.ndarray, folds: np.ndarray, probs: np.ndarray,
+              labels: Sequence[str], k: int = 3) -> OOFScores:
+    """MAP@k of out-of-fold ``probs`` overall, per fold and per class."""
+    y_true = np.asarray(y_true, dtype=np.int64)
+    folds = np.asarray(folds, dtype=np.int64)
+    if not (len(fnames) == len(y_true) == len(folds) == len(probs)):
+        raise ValueError("fnames, y_true, folds and probs must have one row per clip")
+    if len(y_true) == 0:
+        raise ValueError("no out-of-fold clips to score")
+    rr = reciprocal_ranks(y_true, probs, k)
+    top = np.argsort(-np.asarray(probs), axis=1, kind="stable")[:, :k]
+    names = np.asarray(labels, dtype=object)
+    frame = pd.DataFrame({"fname": list(map(str, fnames)), "fold": folds,
+                          "label": names[y_true], "rr": rr})
+    for j in range(k):
+        frame[f"pred_{j + 1}"] = names[top[:, j]]
+    frame["p_true"] = np.asarray(probs)[np.arange(len(y_true)), y_true]
+    per_fold = {int(f): float(rr[folds == f].mean()) for f in sorted(set(folds.tolist()))}
+    per_class, counts = {}, {}
+    for c, name in enumerate(labels):
+        sel = y_true == c
+        counts[str(name)] = int(sel.sum())
+        per_class[str(name)] = float(rr[sel].mean()) if sel.any() else float("nan")
+    return OOFScores(k=k, overall=float(rr.mean()), per_fold=per_fold, per_class=per_class,
+                     class_counts=counts, frame=frame)
+
+
+def per_class_table(scores: OOFScores) -> pd.DataFrame:
+    return pd.DataFrame({
+        "label": list(scores.per_class),
+        f"map{scores.k}": list(scores.per_class.values()),
+        "clips": [scores.class_counts[c] for c in scores.per_class],
+    }).sort_values(f"map{scores.k}", kind="stable")
+
+
+def plot_oof(scores: OOFScores, y_true: np.ndarray, probs: np.ndarray, labels: Sequence[str],
+             out_dir: Path) -> dict[str, Path]:
+    """per_class.png (sorted bars), per_fold.png and confusion.png (top-1, row-normalised)."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    out_dir.mkdir(parents=True, exist_ok=True)
+    paths: dict[str, Path] = {}
+    k = scores.k
+
+    table = per_class_table(scores)
+    fig, ax = plt.subplots(figsize=(7, max(2.5, 0.22 * len(table) + 1)))
+    ax.barh(table["label"], table[f"map{k}"].fillna(0), color="tab:blue")
+    ax.axvline(scores.overall, color="tab:red", ls="--", label=f"overall {scores.overall:.3f}")
+    ax.set_xlim(0, 1)
+    ax.set_xlabel(f"out-of-fold MAP@{k}")
+    ax.set_title(f"MAP@{k} per class (out of fold, with TTA)")
+    ax.legend(loc="lower right")
+    fig.tight_layout()
+    paths["per_class"] = out_dir / "per_class.png"
+    fig.savefig(paths["per_class"], dpi=100)
+    plt.close(fig)
+
+    fig, ax = plt.subplots(figsize=(max(3, 0.5 * len(scores.per_fold) + 2), 3))
+    ax.bar([str(f) for f in scores.per_fold], list(scores.per_fold.values()), color="tab:green")
+    ax.axhline(scores.overall, color="tab:red", ls="--")
+    ax.set_ylim(0, 1)
+    ax.set_xlabel("fold")
+    ax.set_ylabel(f"MAP@{k}")
+    ax.set_title("out-of-fold MAP@3 per fold")
+    fig.tight_layout()
+    paths["per_fold"] = out_dir / "per_fold.png"
+    fig.savefig(paths["per_fold"], dpi=100)
+    plt.close(fig)
+
+    n = len(labels)
+    cm = np.zeros((n, n))
+    np.add.at(cm, (np.asarray(y_true, np.int64), np.argmax(probs, axis=1)), 1)
+    cm /= np.maximum(cm.sum(axis=1, keepdims=True), 1)
+    size = max(4, 0.25 * n + 2)
+    fig, ax = plt.subplots(figsize=(size, size))
+    ax.imshow(cm, cmap="Blues", vmin=0, vmax=1)
+    ax.set_xticks(range(n), labels, rotation=90, fontsize=7)
+    ax.set_yticks(range(n), labels, fontsize=7)
+    ax.set_xlabel("predicted (top 1)")
+    ax.set_ylabel("true")
+    ax.set_title("out-of-fold confusion (row-normalised)")
+    fig.tight_layout()
+    paths["confusion"] = out_dir / "confusion.png"
+    fig.savefig(paths["confusion"], dpi=100)
+    plt.close(fig)
+    return paths

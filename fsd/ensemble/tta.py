@@ -1,0 +1,174 @@
+"""Test-time augmentation over many fold models at once: folds x lengths x crops, geometric mean.
+
+The recipe scores every clip with K fold models x L crop lengths x C random crops and combines
+the K*L*C softmax outputs by their geometric mean. Done clip by clip that is K*L*C tiny forward
+passes per clip; here the crops of *all* clips are grouped by length, each length's views are
+built once (one tensor of n_clips*C crops) and every fold model runs over that tensor in large
+batches. The crop positions are drawn once per (clip, length, crop) and shared by the fold
+models, so the tensor is built once per length rather than once per fold.
+
+``members`` restricts a model to some clips (out-of-fold scoring: fold k's model scores only
+fold k's clips); each clip's geometric mean is over the views of the models that scored it.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import numpy as np
+
+from fsd.config import EnsembleConfig
+from fsd.model.inference import crop_offsets
+
+# Softmax outputs can underflow to exactly 0 in float32; this floor keeps log() finite.
+LOG_FLOOR = 1e-12
+# One length's views are built in chunks of clips so a big test set never needs them all in RAM.
+MAX_VIEW_BYTES = 256 * 2**20
+
+
+def tta_lengths(cfg: EnsembleConfig, crop_min: int, crop_max: int) -> list[int]:
+    """``cfg.tta_lengths`` when given, else ``tta_n_lengths`` equally spaced in [crop_min, crop_max].
+
+    The recipe's six test lengths span the 25th..75th percentile of train lengths, ends included
+    (263, 363, ..., 763), i.e. the training crop limits.
+    """
+    if cfg.tta_lengths:
+        return [int(v) for v in cfg.tta_lengths]
+    if crop_min <= 0 or crop_max < crop_min:
+        raise ValueError(f"cannot derive TTA lengths from crop limits [{crop_min}, {crop_max}]")
+    n = max(1, int(cfg.tta_n_lengths))
+    if n == 1:
+        return [int(round((crop_min + crop_max) / 2))]
+    return sorted({int(round(v)) for v in np.linspace(crop_min, crop_max, n)})
+
+
+def crop_positions(n_clips: int, lengths: Sequence[int], crops: int, seed: int) -> np.ndarray:
+    """Positions in [0, 1) of shape (len(lengths), n_clips, crops); NaN (the centre) when
+    ``crops == 1``. Drawn in the order :func:`fsd.model.inference.predict_tta` draws them
+    (per length, per crop, all clips), so one model gives the same views either way."""
+    if crops == 1:
+        return np.full((len(lengths), n_clips, 1), np.nan)
+    rng = np.random.default_rng(seed)
+    return rng.random((len(lengths), crops, n_clips)).transpose(0, 2, 1)
+
+
+def build_views(logmels: Sequence[np.ndarray], length: int, positions: np.ndarray,
+                out: np.ndarray | None = None) -> np.ndarray:
+    """(n_clips * crops, length, n_mels, 1) float32: each clip cropped (or zero-padded at the
+    drawn offset) to ``length``, crops of one clip adjacent. ``positions`` is (n_clips, crops);
+    NaN means the centre."""
+    n, crops = positions.shape
+    n_mels = logmels[0].shape[1]
+    shape = (n * crops, length, n_mels, 1)
+    if out is None or out.shape != shape:
+        out = np.zeros(shape, dtype=np.float32)
+    else:
+        out[...] = 0.0
+    frames = np.array([len(m) for m in logmels], dtype=np.int64)
+    for c in range(crops):
+        pos = positions[:, c]
+        offsets = crop_offsets(frames, length, None if np.isnan(pos).all() else pos)
+        for i, (m, f, o) in enumerate(zip(logmels, frames, offsets)):
+            row = out[i * crops + c, :, :, 0]
+            if f >= length:
+                row[:] = m[o:o + length]
+            else:
+                row[o:o + f] = m
+    return out
+
+
+@dataclass
+class TTAResult:
+    """Summed log-probabilities and view counts per clip; :meth:`probs` is the geometric mean."""
+
+    log_sum: np.ndarray  # (n_clips, n_classes) float64
+    count: np.ndarray  # (n_clips,) views that scored each clip
+
+    def probs(self) -> np.ndarray:
+        return geometric_mean(self.log_sum, self.count)
+
+
+def geometric_mean(log_sum: np.ndarray, count: np.ndarray) -> np.ndarray:
+    """exp(mean log p), renormalised to sum to 1 per row (rows with no views stay uniform)."""
+    count = np.asarray(count, dtype=np.float64).reshape(-1, 1)
+    mean = np.asarray(log_sum, dtype=np.float64) / np.maximum(count, 1.0)
+    mean = mean - mean.max(axis=1, keepdims=True)
+    out = np.exp(mean)
+    out /= out.sum(axis=1, keepdims=True)
+    return out.astype(np.float32)
+
+
+def geometric_mean_of(probs: Sequence[np.ndarray]) -> np.ndarray:
+    """The geometric mean of several (n, classes) probability arrays, renormalised."""
+    stack = np.log(np.maximum(np.stack([np.asarray(p, np.float64) for p in probs]), LOG_FLOOR))
+    return geometric_mean(stack.sum(axis=0), np.full(stack.shape[1], len(probs)))
+
+
+def _forward(model, views: np.ndarray, pca: np.ndarray | None, batch_size: int) -> np.ndarray:
+    """Softmax outputs for all ``views`` in batches; predict_on_batch keeps Keras' compiled
+    predict step (one trace per shape, relaxed by reduce_retracing) without model.predict's
+    per-call dataset and callback set-up, which dominates for small requests."""
+    n = len(views)
+    outs = []
+    for start in range(0, n, batch_size):
+        x = views[start:start + batch_size]
+        inputs = x if pca is None else [x, pca[start:start + batch_size]]
+        outs.append(np.asarray(model.predict_on_batch(inputs)))
+    return np.concatenate(outs, axis=0)
+
+
+def predict_ensemble(
+    models: Sequence, logmels: Sequence[np.ndarray], pcas: Sequence[np.ndarray | None],
+    lengths: Sequence[int], crops: int, seed: int = 0, batch_size: int = 256,
+    members: Sequence[np.ndarray | None] | None = None, max_view_bytes: int = MAX_VIEW_BYTES,
+) -> TTAResult:
+    """Score ``logmels`` with every model x length x crop; returns the log-prob sums.
+
+    ``pcas[k]`` is model k's PCA input for all clips (None for a log-mel-only model);
+    ``members[k]`` the clip indices model k scores (None: all).
+    """
+    n = len(logmels)
+    if n == 0:
+        raise ValueError("no clips to score")
+    if not lengths or min(lengths) <= 0 or crops < 1:
+        raise ValueError(f"need positive lengths and crops >= 1, got {list(lengths)}, {crops}")
+    if len(pcas) != len(models):
+        raise ValueError(f"{len(models)} models but {len(pcas)} PCA inputs")
+    members = list(members) if members is not None else [None] * len(models)
+    sets = [np.arange(n) if m is None else np.asarray(m, dtype=np.int64) for m in members]
+    logmels = [np.asarray(m, dtype=np.float32) for m in logmels]
+    n_mels = logmels[0].shape[1]
+    positions = crop_positions(n, lengths, crops, seed)
+    log_sum: np.ndarray | None = None
+    count = np.zeros(n, dtype=np.int64)
+    for li, length in enumerate(lengths):
+        per_clip = crops * length * n_mels * 4
+        chunk = max(1, min(n, max_view_bytes // max(per_clip, 1)))
+        buf: np.ndarray | None = None
+        for start in range(0, n, chunk):
+            idx = np.arange(start, min(start + chunk, n))
+            wanted = [s[(s >= idx[0]) & (s <= idx[-1])] for s in sets]
+            if not any(len(w) for w in wanted):
+                continue
+            # only clips some model scores need views
+            need = np.unique(np.concatenate(wanted))
+            buf = build_views([logmels[i] for i in need], length, positions[li, need],
+                              out=buf if buf is not None and len(need) * crops == len(buf) else None)
+            where = {int(c): j for j, c in enumerate(need)}
+            for model, pca, w in zip(models, pcas, wanted):
+                if not len(w):
+                    continue
+                rows = (np.array([where[int(c)] for c in w])[:, None] * crops
+                        + np.arange(crops)[None, :]).reshape(-1)
+                views = buf if len(rows) == len(buf) else buf[rows]
+                p_in = None if pca is None else np.repeat(np.asarray(pca, np.float32)[w], crops, axis=0)
+                probs = _forward(model, views, p_in, batch_size)
+                logp = np.log(np.maximum(probs.astype(np.float64), LOG_FLOOR))
+                if log_sum is None:
+                    log_sum = np.zeros((n, logp.shape[1]), dtype=np.float64)
+                np.add.at(log_sum, w, logp.reshape(len(w), crops, -1).sum(axis=1))
+                count[w] += crops
+    if log_sum is None:
+        raise ValueError("no model scored any clip (empty members)")
+    return TTAResult(log_sum=log_sum, count=count)

@@ -1,0 +1,276 @@
+"""Combine the fold models of one training into a TTA ensemble, score it, register it.
+
+Finds the fold runs of one training (same training key; or exactly the runs given with
+--fold-runs) and refuses an incomplete or mixed set. Downloads each fold's model and scaler+PCA,
+scores every train clip out of fold with the recipe's test-time augmentation (folds x lengths x
+random crops, geometric mean) and logs MAP@3 overall, per fold and per class with plots. Where
+the dataset has test clips it writes a Kaggle submission (every test clip, three labels; a clip
+without features gets the training prior's top 3) and scores it where test labels exist
+(public/private MAP@3). Logs the whole ensemble as an MLflow pyfunc that takes raw audio and
+registers it; the alias (e.g. ``champion``) moves only when the out-of-fold MAP@3 beats the
+holder's, and the comparison is recorded in the run.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import time
+from pathlib import Path
+
+import mlflow
+import numpy as np
+import pandas as pd
+
+from fsd import tracking
+from fsd.config import Config, ConfigError, load_config
+from fsd.entrypoints.featurize import resolve_store
+from fsd.entrypoints.flags import parse_flag
+from fsd.entrypoints.train_fold import FOLD_ARTIFACT, fold_runs
+
+HELP = "TTA ensemble of a training's folds: out-of-fold MAP@3, submission, registered pyfunc"
+log = logging.getLogger(__name__)
+
+TAG_FOLD_RUNS = "fsd.fold_runs"
+
+
+def add_arguments(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--fold-runs", default="",
+                   help="comma-separated fold run ids (default: the newest finished run of each "
+                        "fold with this config's training key)")
+    p.add_argument("--register", nargs="?", const="true", default="true", type=parse_flag,
+                   help="register the model under ensemble.model_name and move ensemble.alias "
+                        "when it beats the holder (default: %(default)s)")
+
+
+def run(cfg: Config, args: argparse.Namespace) -> int:
+    ids = [r.strip() for r in (args.fold_runs or "").split(",") if r.strip()]
+    result = build_ensemble(cfg, ids or None, register=args.register)
+    log.info("ensemble run %s: out-of-fold MAP@3 %.4f%s", result["run_id"], result["oof_map3"],
+             f"; {result['promotion']['reason']}" if result.get("promotion") else "")
+    return 0
+
+
+def select_fold_runs(cfg: Config, run_ids: list[str] | None) -> dict[int, mlflow.entities.Run]:
+    """The fold runs to combine; refuses duplicates, mixed trainings and mixed features."""
+    if run_ids and len(set(run_ids)) != len(run_ids):
+        raise ConfigError(f"--fold-runs lists a run twice: {run_ids}")
+    if run_ids:
+        folds = [mlflow.get_run(r).data.tags.get(tracking.TAG_FOLD) for r in run_ids]
+        dup = sorted({f for f in folds if folds.count(f) > 1}, key=str)
+        if dup:
+            raise ConfigError(f"--fold-runs gives more than one run for fold(s) {dup}")
+        if None in folds:
+            raise ConfigError(f"run {run_ids[folds.index(None)]} is not a train_fold run "
+                              "(no fsd.fold tag)")
+    runs = fold_runs(cfg, run_ids)
+    feats = {r.data.tags.get(tracking.TAG_FEATURES_RUN, "") for r in runs.values()}
+    if len(feats) != 1:
+        raise ConfigError(f"fold runs were trained on different featurize runs {sorted(feats)}; "
+                          "retrain the folds on one feature store")
+    return runs
+
+
+def training_config(cfg: Config, run: mlflow.entities.Run) -> Config:
+    """The config the folds were trained with (features, model), with this run's ensemble,
+    tracking and output settings: serving must featurize exactly as training did."""
+    try:
+        text = mlflow.artifacts.load_text(f"runs:/{run.info.run_id}/config.yaml")
+    except Exception as exc:  # an old run without config.yaml: fall back to the given config
+        log.warning("fold run %s has no readable config.yaml (%s); using this config",
+                    run.info.run_id, exc)
+        return cfg
+    path = cfg.experiment_dir / "ensemble" / f".config-{run.info.run_id}.yaml"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(text)
+    trained = load_config(path)
+    trained.name, trained.output_dir = cfg.name, cfg.output_dir
+    trained.ensemble, trained.tracking, trained.store = cfg.ensemble, cfg.tracking, cfg.store
+    return trained
+
+
+def build_ensemble(cfg: Config, run_ids: list[str] | None = None, *, register: bool = True) -> dict:
+    """The ensemble stage; returns a summary dict (run_id, oof_map3, model_uri, promotion...)."""
+    from fsd.ensemble.bundle import BundleInfo, Ensemble, FoldFiles, build_bundle
+    from fsd.ensemble.oof import per_class_table, plot_oof, score_oof
+    from fsd.ensemble.submission import class_prior
+    from fsd.ensemble.tta import tta_lengths
+    from fsd.serving.pyfunc import log_ensemble_model, register_and_promote
+
+    runs = select_fold_runs(cfg, run_ids)
+    first = next(iter(runs.values()))
+    train_cfg = training_config(cfg, first)
+    key = first.data.tags.get(tracking.TAG_TRAIN_KEY, "")
+    features_run = first.data.tags.get(tracking.TAG_FEATURES_RUN, "")
+    store, features_run = resolve_store(train_cfg, features_run)
+    index = store.index
+    labels = list(store.labels)
+    work = cfg.experiment_dir / "ensemble" / (key or "adhoc")
+    tags = {tracking.TAG_TRAIN_KEY: key, tracking.TAG_FEATURES_RUN: features_run,
+            tracking.TAG_FEATURE_KEY: tracking.feature_key(train_cfg),
+            TAG_FOLD_RUNS: ",".join(r.info.run_id for r in runs.values())}
+    with tracking.stage_run(train_cfg, "ensemble", tags=tags) as active:
+        files = []
+        for fold, r in runs.items():
+            local = tracking.download_artifacts(r.info.run_id, FOLD_ARTIFACT,
+                                                work / "downloads" / r.info.run_id)
+            proj = local / "projector.joblib"
+            files.append(FoldFiles(fold=fold, model=local / "model.keras",
+                                   projector=proj if proj.exists() else None, run_id=r.info.run_id))
+        crop_min = train_cfg.train.crop_min or int(store.meta["crop_min"])
+        crop_max = train_cfg.train.crop_max or int(store.meta["crop_max"])
+        lengths = tta_lengths(cfg.ensemble, crop_min, crop_max)
+        e = cfg.ensemble
+        info = BundleInfo(
+            labels=labels, tta_lengths=lengths, tta_crops=e.tta_crops, seed=e.seed, top_k=e.top_k,
+            batch_size=e.batch_size, crop_min=crop_min, crop_max=crop_max,
+            prior=class_prior(index["label_id"].to_numpy(), len(labels)).tolist(),
+            max_request_clips=e.max_request_clips, max_clip_bytes=e.max_clip_bytes,
+            train_key=key,
+        )
+        mlflow.log_params({"ensemble.folds": len(files), "ensemble.lengths_used": str(lengths),
+                           "ensemble.views_per_clip": len(lengths) * e.tta_crops})
+        bundle = build_bundle(work / "bundle", files, train_cfg, info)
+        ensemble = Ensemble.load(bundle)
+
+        # --- out of fold: each train clip scored by the fold model that held it out -------
+        t0 = time.perf_counter()
+        logmels = [store.logmel(i) for i in range(len(index))]
+        summaries = store.summary if train_cfg.summary.enabled else None
+        folds = index["fold"].to_numpy()
+        members = [np.flatnonzero(folds == f) for f in ensemble.folds]
+        res = ensemble.score(logmels, summaries, members=members)
+        scored = res.count > 0
+        if not scored.all():
+            log.warning("%d train clips are in no fold of this ensemble; left out of the OOF score",
+                        int((~scored).sum()))
+        probs = res.probs()
+        y = index["label_id"].to_numpy()
+        oof = score_oof(index["fname"][scored].tolist(), y[scored], folds[scored], probs[scored],
+                        labels, k=3)
+        seconds = time.perf_counter() - t0
+        mlflow.log_metrics({**oof.metrics(), "oof_seconds": seconds,
+                            "oof_clips_per_s": float(scored.sum()) / max(seconds, 1e-9)})
+        mlflow.log_metrics(_training_scores(work / "downloads", runs))
+        plots = plot_oof(oof, y[scored], probs[scored], labels, work / "plots")
+        tracking.log_files(plots, "plots")
+        _log_frame(oof.frame, work / "oof_ensemble.csv", "oof")
+        _log_frame(per_class_table(oof), work / "oof_per_class.csv", "oof")
+        info.scores = {"oof_map3": oof.overall}
+
+        # --- test clips: predictions, submission, scores where labelled ---------------------
+        test_scores = _score_test(train_cfg, store, ensemble, info, work)
+        info.scores.update(test_scores)
+        (bundle / "ensemble.json").write_text(_with_scores(bundle / "ensemble.json", info.scores))
+
+        model_info = log_ensemble_model(bundle, info, name="model",
+                                        sample_rate=train_cfg.audio.sample_rate)
+        mlflow.set_tag("fsd.model_uri", model_info.model_uri)
+        summary = {"run_id": active.info.run_id, "oof_map3": oof.overall,
+                   "model_uri": model_info.model_uri, "tta_lengths": lengths, **test_scores}
+        if register:
+            promo = register_and_promote(model_info.model_uri, e.model_name, e.alias, oof.overall,
+                                         run_id=active.info.run_id, train_key=key)
+            mlflow.log_dict(promo.as_dict(), "registry/promotion.json")
+            mlflow.set_tags({"fsd.registered_version": promo.version,
+                             "fsd.alias_moved": str(promo.moved).lower(),
+                             "fsd.alias_reason": promo.reason})
+            if promo.previous_score is not None:
+                mlflow.log_metric("holder_oof_map3", promo.previous_score)
+            summary["promotion"] = promo.as_dict()
+    return summary
+
+
+def _with_scores(manifest: Path, scores: dict[str, float]) -> str:
+    data = json.loads(manifest.read_text())
+    data["scores"] = {k: float(v) for k, v in scores.items()}
+    return json.dumps(data, indent=2)
+
+
+def _training_scores(downloads: Path, runs: dict) -> dict[str, float]:
+    """The folds' own validation scores (fixed lengths, no random crops), for comparison."""
+    values = []
+    for r in runs.values():
+        path = downloads / r.info.run_id / FOLD_ARTIFACT / "result.json"
+        try:
+            data = json.loads(path.read_text())
+        except (OSError, ValueError):
+            continue
+        for name in ("val_map3", "best_val_map3", "map3"):
+            if isinstance(data.get(name), (int, float)):
+                values.append(float(data[name]))
+                break
+    return {"folds_val_map3_mean": float(np.mean(values))} if values else {}
+
+
+def _log_frame(frame: pd.DataFrame, path: Path, artifact_path: str) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    frame.to_csv(path, index=False)
+    mlflow.log_artifact(str(path), artifact_path)
+
+
+def _score_test(cfg: Config, store, ensemble, info, work: Path) -> dict[str, float]:
+    """Predict the store's test split, write and log the submission, score it where labelled."""
+    from fsd.ensemble.submission import build_submission, score_submission, validate_submission
+
+    test_store, all_test = _test_split(cfg, store)
+    if test_store is None and all_test is None:
+        log.info("no test split in this dataset: no submission")
+        return {}
+    names: list[str] = []
+    probs = np.zeros((0, len(info.labels)), dtype=np.float32)
+    if test_store is not None and len(test_store.index):
+        tindex = test_store.index
+        t0 = time.perf_counter()
+        logmels = [test_store.logmel(i) for i in range(len(tindex))]
+        summaries = test_store.summary if cfg.summary.enabled else None
+        probs = ensemble.predict(logmels, summaries)
+        mlflow.log_metrics({"test_seconds": time.perf_counter() - t0,
+                            "test_clips_predicted": float(len(tindex))})
+        names = tindex["fname"].astype(str).tolist()
+        pred = pd.DataFrame(probs, columns=info.labels)
+        pred.insert(0, "fname", names)
+        _log_frame(pred, work / "test_probabilities.csv", "test")
+    expected = list(all_test["fname"].astype(str)) if all_test is not None else names
+    sub = build_submission(expected, names, probs, info.labels, np.asarray(info.prior), k=3)
+    validate_submission(sub, expected, info.labels, k=3)
+    n_prior = len(set(sub["fname"]) - set(names))
+    mlflow.log_metric("test_clips_prior_only", float(n_prior))
+    if n_prior:
+        log.warning("%d test clips have no features (undecodable or empty); they get the "
+                    "training prior's top 3", n_prior)
+    _log_frame(sub, work / "submission.csv", "submission")
+    truth = all_test if all_test is not None else (test_store.index if test_store is not None else None)
+    scores = score_submission(sub, truth) if truth is not None else {}
+    if scores:
+        mlflow.log_metrics(scores)
+    return {k: v for k, v in scores.items() if k.endswith("map3")}
+
+
+def _test_split(cfg: Config, store):
+    """(the store's test split or None, every test clip of the dataset or None).
+
+    The dataset's own list is the authority for what a submission must contain (it includes
+    clips the featurizer rejected); where the dataset cannot be loaded here the store's index is.
+    """
+    from fsd.features.store import FeatureStore, StoreError
+
+    test_store = None
+    try:
+        test_store = FeatureStore.open(store.path, split="test")
+    except (StoreError, FileNotFoundError, ValueError) as exc:
+        log.info("no test split in the feature store (%s)", exc)
+    all_test = None
+    try:
+        from fsd.data.dataset import load_dataset
+
+        ds = load_dataset(cfg)
+        if ds.test is not None and len(ds.test):
+            all_test = ds.test
+    except Exception as exc:  # the data may live on another machine; the store suffices
+        log.info("dataset not loadable here (%s); the submission covers the store's test clips",
+                 exc)
+    if test_store is not None and all_test is None:
+        all_test = test_store.index
+    return test_store, all_test

@@ -1,0 +1,110 @@
+"""Run a registered ensemble on local audio files and print the top labels per file.
+
+The model is any MLflow model URI: ``models:/<name>@<alias>`` (default: the config's
+ensemble.model_name @ ensemble.alias), ``models:/<name>/<version>`` or ``runs:/<run>/model``.
+The files are read here and sent as bytes, as a client of the served model would send them;
+a file the model refuses is reported with the reason and the others are still predicted.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+from pathlib import Path
+
+import pandas as pd
+
+from fsd.config import Config
+from fsd.entrypoints.flags import optional_int
+
+HELP = "top labels for local audio files from a registered ensemble (models:/name@alias)"
+log = logging.getLogger(__name__)
+
+
+def add_arguments(p: argparse.ArgumentParser) -> None:
+    p.add_argument("files", nargs="+", metavar="FILE", help="audio files (wav, flac, ogg, ...)")
+    p.add_argument("--model", default="",
+                   help="model URI (default: models:/<ensemble.model_name>@<ensemble.alias>)")
+    p.add_argument("--top-k", type=optional_int, default=None,
+                   help="labels per file (default: ensemble.top_k)")
+    p.add_argument("--output", default="", help="also write the table to this CSV")
+
+
+def run(cfg: Config, args: argparse.Namespace) -> int:
+    import mlflow
+    from mlflow.exceptions import MlflowException
+
+    from fsd import tracking
+
+    tracking.set_experiment(cfg)  # selects the same tracking store the ensemble step used
+    uri = args.model or f"models:/{cfg.ensemble.model_name}@{cfg.ensemble.alias}"
+    top_k = args.top_k or cfg.ensemble.top_k
+    try:
+        model = mlflow.pyfunc.load_model(uri)
+    except MlflowException as exc:
+        log.error("cannot load model %s: %s", uri, exc.message)
+        return 2
+    rows, failed = [], 0
+    blobs: list[tuple[str, bytes]] = []
+    for f in args.files:
+        path = Path(f)
+        try:
+            blobs.append((path.name, path.read_bytes()))
+        except OSError as exc:
+            rows.append({"fname": path.name, "error": exc.strerror or str(exc)})
+            failed += 1
+    if blobs:
+        frame = _predict(model, [b for _, b in blobs], top_k)
+        if frame is not None:
+            for (name, _), rec in zip(blobs, frame.to_dict("records")):
+                rows.append({"fname": name, **rec})
+        else:  # one bad file fails the batch: retry one by one to say which
+            for name, blob in blobs:
+                try:
+                    out = model.predict(pd.DataFrame({"audio": [blob]}), params={"top_k": top_k})
+                    rows.append({"fname": name, **out.to_dict("records")[0]})
+                except MlflowException as exc:
+                    rows.append({"fname": name, "error": _reason(exc.message)})
+                    failed += 1
+    table = format_table(rows, top_k)
+    print(table)
+    if args.output:
+        pd.DataFrame(rows).to_csv(args.output, index=False)
+    return 1 if failed else 0
+
+
+def _predict(model, blobs: list[bytes], top_k: int) -> pd.DataFrame | None:
+    from mlflow.exceptions import MlflowException
+
+    try:
+        return model.predict(pd.DataFrame({"audio": blobs}), params={"top_k": top_k})
+    except MlflowException:
+        return None
+
+
+def _reason(message: str) -> str:
+    # the pyfunc names the row ("row 0: ..."); one file per call, so the row adds nothing
+    return message.split(": ", 1)[1] if message.startswith("row ") else message
+
+
+def format_table(rows: list[dict], top_k: int) -> str:
+    """A fixed-width table: fname, then label/score pairs (or the error)."""
+    header = ["fname"] + [h for j in range(1, top_k + 1) for h in (f"label_{j}", f"score_{j}")]
+    lines = []
+    for r in rows:
+        if "error" in r and isinstance(r.get("error"), str):
+            lines.append([r["fname"], f"ERROR: {r['error']}"])
+            continue
+        cells = [str(r["fname"])]
+        for j in range(1, top_k + 1):
+            cells += [str(r.get(f"label_{j}", "")), f"{float(r.get(f'score_{j}', float('nan'))):.3f}"]
+        lines.append(cells)
+    good = [line for line in lines if not line[-1].startswith("ERROR")]
+    widths = [max([len(header[i])] + [len(line[i]) for line in good]) for i in range(len(header))]
+    out = ["  ".join(h.ljust(w) for h, w in zip(header, widths))]
+    for line in lines:
+        if line[-1].startswith("ERROR"):
+            out.append(line[0].ljust(widths[0]) + "  " + line[1])
+        else:
+            out.append("  ".join(c.ljust(w) for c, w in zip(line, widths)))
+    return "\n".join(out)

@@ -1,0 +1,209 @@
+"""Search mixup alpha (per stage) and the crop limits with Optuna; every trial a nested run.
+
+One parent run per invocation holds the study: its trials table (trials.csv), Optuna's
+optimization-history and param-importance plots, the best params, and the best trial written
+out as a ready-to-run experiment config (artifact best_config.yaml, also written to
+<output_dir>/<name>/sweep/<study>/best.yaml). Under it, one nested run per trial logs the
+trial's config, every epoch's metrics and its validation MAP@3, tagged with the trial number
+and its state; a pruned trial ends KILLED, a failed one FAILED, and the sweep goes on.
+
+Trials train ``sweep.folds`` with the sweep's short schedules (sweep.cyclic_epochs,
+plateau_low_epochs, plateau_high_epochs); the objective is their mean validation MAP@3. The
+study lives in sweep.storage (default: a sqlite file under the experiment's outputs; any
+SQLAlchemy URL, e.g. PostgreSQL for several workers): rerunning with the same study name
+continues it, adding --n-trials trials.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+from pathlib import Path
+from typing import Any
+
+import mlflow
+import optuna
+from mlflow.tracking import MlflowClient
+from optuna.trial import TrialState
+
+from fsd import tracking
+from fsd.config import Config, ConfigError
+from fsd.entrypoints.featurize import resolve_store
+from fsd.entrypoints.flags import optional_float, optional_int
+from fsd.sweep import export, study
+
+HELP = "Optuna study over mixup alpha and crop limits, every trial a nested MLflow run"
+log = logging.getLogger(__name__)
+
+STAGE_TRIAL = "sweep_trial"
+TAG_STUDY = "fsd.sweep.study"
+TAG_STORAGE = "fsd.sweep.storage"
+TAG_TRIAL = "fsd.sweep.trial"
+TAG_STATE = "fsd.sweep.state"
+TAG_PRUNED = "fsd.sweep.pruned"
+TAG_ERROR = "fsd.sweep.error"
+TAG_BEST_TRIAL = "fsd.sweep.best_trial"
+TAG_BEST_RUN = "fsd.sweep.best_run"
+TAG_WORKDIR = "fsd.sweep.workdir"
+
+BEST_CONFIG_ARTIFACT = "best_config.yaml"
+RUN_ID_ATTR = "mlflow_run_id"  # trial user attr: the trial's nested run
+
+_STATUS = {TrialState.COMPLETE: "FINISHED", TrialState.PRUNED: "KILLED",
+           TrialState.FAIL: "FAILED"}
+
+
+def add_arguments(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--n-trials", type=optional_int, default=None,
+                   help="trials to run now (default: sweep.n_trials); a rerun with the same study "
+                        "name adds them to the study")
+    p.add_argument("--timeout", type=optional_float, default=None,
+                   help="start no trial after this many seconds (default: sweep.timeout; 0: none)")
+    p.add_argument("--features-run", default="",
+                   help="featurize run id to take features from (default: newest with the same key)")
+
+
+def run(cfg: Config, args: argparse.Namespace) -> int:
+    if args.n_trials is not None:
+        cfg.sweep.n_trials = args.n_trials
+    if args.timeout is not None:
+        cfg.sweep.timeout = args.timeout
+    cfg.validate()
+    study.check_space(cfg)
+    if not cfg.sweep.n_trials and not cfg.sweep.timeout:
+        raise ConfigError("sweep.n_trials and sweep.timeout are both 0: the sweep would never end; "
+                          "give --n-trials or --timeout")
+    url = study.storage_url(cfg)
+    if study.redact(url) != url:
+        log.warning("sweep.storage carries a password; it is left out of every log and config "
+                    "(let the driver find it: PGPASSWORD, ~/.pgpass, MYSQL_PWD)")
+    store, features_run = resolve_store(cfg, getattr(args, "features_run", "") or "")
+    opt = study.open_study(cfg, study.make_storage(url))
+    root = study.study_dir(cfg)
+    n_before = len(opt.trials)
+    log.info("study %r in %s: %d earlier trials; running up to %s more (timeout %s s)",
+             opt.study_name, study.redact(url), n_before, cfg.sweep.n_trials or "unlimited",
+             cfg.sweep.timeout or "none")
+    shown = _without_password(cfg)
+    tags = {TAG_STUDY: opt.study_name, TAG_STORAGE: study.redact(url),
+            tracking.TAG_FEATURES_RUN: features_run,
+            tracking.TAG_FEATURE_KEY: tracking.feature_key(cfg)}
+    with tracking.stage_run(shown, "sweep", tags=tags,
+                            run_name=cfg.tracking.run_name or f"sweep-{opt.study_name}") as parent:
+        tracker = MlflowTrialTracker(shown, opt.study_name, features_run)
+        objective = study.Objective(cfg, store, root, tracker=tracker)
+        study.optimize(opt, objective, cfg.sweep.n_trials, cfg.sweep.timeout)
+        return log_study(opt, shown, root, parent.info.run_id, n_before)
+
+
+def _without_password(cfg: Config) -> Config:
+    if not cfg.sweep.storage:
+        return cfg
+    return study.apply_params(cfg, {"sweep.storage": study.redact(cfg.sweep.storage)})
+
+
+class MlflowTrialTracker(study.TrialTracker):
+    """Each trial as a run nested under the active sweep run."""
+
+    def __init__(self, cfg: Config, study_name: str, features_run: str) -> None:
+        self.cfg = cfg
+        self.study_name = study_name
+        self.features_run = features_run
+        self.multi_fold = len(cfg.sweep.folds) > 1
+        self.run_id = ""
+
+    def start(self, trial: optuna.Trial, params: dict[str, Any], cfg: Config) -> None:
+        tags = {tracking.TAG_STAGE: STAGE_TRIAL, tracking.TAG_CONFIG: cfg.name,
+                TAG_STUDY: self.study_name, TAG_TRIAL: str(trial.number),
+                TAG_STATE: TrialState.RUNNING.name,
+                TAG_WORKDIR: str(trial.user_attrs.get("workdir", "")),
+                tracking.TAG_FEATURES_RUN: self.features_run}
+        # Not a context manager: a pruned trial must end KILLED, and leaving `with` on an
+        # exception would mark it FAILED.
+        run = mlflow.start_run(run_name=f"trial-{trial.number}", nested=True, tags=tags)
+        self.run_id = run.info.run_id
+        trial.set_user_attr(RUN_ID_ATTR, self.run_id)
+        tracking.log_config(_without_password(cfg))
+        mlflow.log_dict({k: v for k, v in params.items()}, "trial_params.json")
+
+    def on_epoch(self, fold: int) -> study.OnEpoch:
+        return tracking.epoch_logger(f"fold_{fold}/" if self.multi_fold else "")
+
+    def fold_done(self, fold: int, value: float, workdir: Path) -> None:
+        if self.multi_fold:
+            mlflow.log_metric(f"fold_{fold}/{study.OBJECTIVE}", value)
+        # The model stays in the workdir: a sweep keeps only what compares trials.
+        tracking.log_files([workdir / "history.csv", workdir / "result.json"], f"fold_{fold}")
+        if (workdir / "plots").is_dir():
+            mlflow.log_artifacts(str(workdir / "plots"), f"fold_{fold}/plots")
+
+    def finish(self, trial: optuna.Trial, state: TrialState, value: float | None,
+               error: BaseException | None) -> None:
+        if not self.run_id:
+            return
+        tags = {TAG_STATE: state.name}
+        status = _STATUS[state]
+        if state == TrialState.PRUNED:
+            tags[TAG_PRUNED] = str(error)[:1000]
+        elif error is not None:
+            tags[TAG_ERROR] = f"{type(error).__name__}: {error}"[:1000]
+            if not isinstance(error, Exception):  # Ctrl-C, SystemExit: stopped, not broken
+                status = "KILLED"
+        client = MlflowClient()
+        try:
+            for k, v in tags.items():
+                client.set_tag(self.run_id, k, v)
+            if value is not None:
+                client.log_metric(self.run_id, study.OBJECTIVE, value)
+        finally:
+            active = mlflow.active_run()
+            if active is not None and active.info.run_id == self.run_id:
+                mlflow.end_run(status)
+            else:
+                client.set_terminated(self.run_id, status)
+            self.run_id = ""
+
+
+def log_study(opt: optuna.Study, cfg: Config, root: Path, run_id: str, n_before: int) -> int:
+    """Log the study's summary into the active (parent) run; 1 when no trial ever completed."""
+    summary = study.summary(opt)
+    new = opt.trials[n_before:]
+    n_new_failed = sum(t.state == TrialState.FAIL for t in new)
+    mlflow.log_metrics({
+        "n_trials": summary["n_trials"], "n_complete": summary["n_complete"],
+        "n_pruned": summary["n_pruned"], "n_failed": summary["n_failed"],
+        "n_new_trials": len(new), "n_new_failed": n_new_failed,
+    })
+    table = study.trials_table(opt)
+    mlflow.log_text(table.to_csv(index=False), "study/trials.csv")
+    mlflow.log_dict(summary, "study/summary.json")
+    plots, notes = study.save_plots(opt, root / "plots")
+    tracking.log_files(plots, "plots")
+    for note in notes:
+        log.info("sweep plots: %s", note)
+    if notes:
+        mlflow.log_text("\n".join(notes) + "\n", "plots/notes.txt")
+
+    best = study.best_trial(opt)
+    if best is None:
+        log.error("study %r has no completed trial (%d pruned, %d failed): no best config",
+                  opt.study_name, summary["n_pruned"], summary["n_failed"])
+        return 1
+    mlflow.log_metric(f"best_{study.OBJECTIVE}", best.value)
+    mlflow.log_params({f"best.{k}": v for k, v in best.params.items()})
+    mlflow.set_tags({TAG_BEST_TRIAL: str(best.number),
+                     TAG_BEST_RUN: best.user_attrs.get(RUN_ID_ATTR, "")})
+    path = root / "best.yaml"
+    header = (f"Best trial {best.number} of Optuna study {opt.study_name!r}: {study.OBJECTIVE} "
+              f"{best.value:.4f} (trained with the sweep's short schedules; the schedules below "
+              f"are the full ones).\nFrom MLflow sweep run {run_id}.\n"
+              f"Train it: fsd main --config {path}")
+    export.write_best_config(cfg, dict(best.params), path, header=header)
+    mlflow.log_text(path.read_text(), BEST_CONFIG_ARTIFACT)
+    log.info("best trial %d: %s %.4f with %s; config written to %s", best.number,
+             study.OBJECTIVE, best.value, best.params, path)
+    if new and n_new_failed == len(new):
+        log.error("all %d trials of this run failed; see the %s tag of their runs",
+                  len(new), TAG_ERROR)
+        return 1
+    return 0

@@ -1,0 +1,195 @@
+"""The ensemble as an MLflow pyfunc that takes raw audio, and its registration with an alias.
+
+Input: a DataFrame with one column ``audio`` of file bytes (base64 strings in a JSON request;
+the signature declares the column ``binary`` so MLflow's scoring server decodes them) in any
+format libsndfile reads. Output per clip: ``label_1, score_1, ..., label_k, score_k``
+(optionally ``prob_<label>`` for every class). Inference settings arrive as MLflow ``params``
+(``tta_lengths``, ``tta_crops``, ``top_k``, ``seed``, ``return_probabilities``), declared in the
+signature with the ensemble's defaults.
+
+A malformed request raises ``MlflowException(..., INVALID_PARAMETER_VALUE)``, which the scoring
+server answers with HTTP 400 and the message; the model's code travels with it
+(``code_paths``), so it loads where ``fsd`` is not installed.
+"""
+
+from __future__ import annotations
+
+import io
+import logging
+import threading
+from dataclasses import dataclass
+from importlib import metadata
+from pathlib import Path
+from typing import Any
+
+import mlflow
+import numpy as np
+import pandas as pd
+from mlflow.exceptions import MlflowException
+from mlflow.protos.databricks_pb2 import INVALID_PARAMETER_VALUE
+from mlflow.tracking import MlflowClient
+
+import fsd
+from fsd.serving.requests import AUDIO_COLUMN, RequestError, response_frame, score_request
+
+log = logging.getLogger(__name__)
+
+BUNDLE_ARTIFACT = "bundle"
+SCORE_TAG = "fsd.oof_map3"
+TRAIN_KEY_TAG = "fsd.train_key"
+
+# The packages the model imports at load and predict time; versions are the installed ones.
+_REQUIREMENTS = ("mlflow", "tensorflow", "tensorflow-cpu", "keras", "librosa", "soundfile",
+                 "soxr", "numpy", "pandas", "scikit-learn", "scipy", "joblib", "pyyaml")
+
+
+class EnsembleModel(mlflow.pyfunc.PythonModel):
+    """Raw audio in, top-k labels out; all folds x TTA lengths x crops, geometric mean."""
+
+    def load_context(self, context) -> None:
+        from fsd.ensemble.bundle import Ensemble
+
+        self._ensemble = Ensemble.load(context.artifacts[BUNDLE_ARTIFACT])
+        # The scoring server calls predict from worker threads; TF already uses every core
+        # for one forward pass, so passes are serialised while decoding stays concurrent.
+        self._lock = threading.Lock()
+
+    def predict(self, context, model_input: pd.DataFrame, params: dict[str, Any] | None = None):
+        try:
+            return score_request(_Locked(self._ensemble, self._lock), model_input, params)
+        except RequestError as exc:
+            raise MlflowException(str(exc), error_code=INVALID_PARAMETER_VALUE) from None
+
+
+class _Locked:
+    """The ensemble with its forward passes behind a lock (see load_context)."""
+
+    def __init__(self, ensemble, lock: threading.Lock):
+        self._e, self._lock = ensemble, lock
+        self.info, self.labels, self.cfg = ensemble.info, ensemble.labels, ensemble.cfg
+
+    def predict(self, *args, **kwargs) -> np.ndarray:
+        with self._lock:
+            return self._e.predict(*args, **kwargs)
+
+
+def example_wav(seconds: float = 1.0, sr: int = 44100, seed: int = 0) -> bytes:
+    """A small deterministic WAV (a decaying chirp over noise) for input examples and probes."""
+    import soundfile as sf
+
+    rng = np.random.default_rng(seed)
+    t = np.arange(int(seconds * sr)) / sr
+    y = 0.4 * np.sin(2 * np.pi * (300 + 900 * t) * t) * np.exp(-1.5 * t)
+    y += 0.05 * rng.standard_normal(len(t))
+    buf = io.BytesIO()
+    sf.write(buf, y.astype(np.float32), sr, format="WAV", subtype="PCM_16")
+    return buf.getvalue()
+
+
+def default_params(info) -> dict[str, Any]:
+    """The params the signature declares, with the bundle's defaults."""
+    return {"tta_lengths": [int(v) for v in info.tta_lengths], "tta_crops": int(info.tta_crops),
+            "top_k": int(info.top_k), "seed": int(info.seed), "return_probabilities": False}
+
+
+def pip_requirements() -> list[str]:
+    """Installed versions of what the model needs (no inference pass over a loaded model)."""
+    reqs = []
+    for name in _REQUIREMENTS:
+        try:
+            reqs.append(f"{name}=={metadata.version(name)}")
+        except metadata.PackageNotFoundError:
+            continue
+    return reqs
+
+
+def log_ensemble_model(bundle_dir: Path, info, name: str = "model",
+                       sample_rate: int = 44100) -> mlflow.models.model.ModelInfo:
+    """Log the bundle as a pyfunc in the active run; returns the ModelInfo (``model_uri``).
+
+    The input example (one short WAV) is validated for serving by MLflow at log time, so a
+    model that cannot answer its own example fails here rather than at deployment.
+    """
+    from mlflow.models import infer_signature
+
+    example = pd.DataFrame({AUDIO_COLUMN: [example_wav(sr=sample_rate)]})
+    n = len(info.labels)
+    out_example = response_frame(np.full((1, n), 1.0 / n), info.labels, info.top_k)
+    signature = infer_signature(example, out_example, params=default_params(info))
+    return mlflow.pyfunc.log_model(
+        name=name,
+        python_model=EnsembleModel(),
+        artifacts={BUNDLE_ARTIFACT: str(bundle_dir)},
+        signature=signature,
+        input_example=example,
+        code_paths=[str(Path(fsd.__file__).resolve().parent)],
+        pip_requirements=pip_requirements(),
+    )
+
+
+@dataclass
+class Promotion:
+    """The outcome of registering a model version and comparing it with the alias holder."""
+
+    name: str
+    alias: str
+    version: str
+    score: float
+    previous_version: str | None
+    previous_score: float | None
+    moved: bool
+    reason: str
+
+    def as_dict(self) -> dict[str, Any]:
+        return dict(self.__dict__)
+
+
+def holder_score(client: MlflowClient, mv) -> float | None:
+    """A version's recorded out-of-fold MAP@3: its tag, else its run's ``oof_map3`` metric."""
+    tag = (mv.tags or {}).get(SCORE_TAG)
+    if tag not in (None, ""):
+        try:
+            return float(tag)
+        except ValueError:
+            pass
+    if mv.run_id:
+        try:
+            value = client.get_run(mv.run_id).data.metrics.get("oof_map3")
+        except MlflowException:
+            value = None
+        if value is not None:
+            return float(value)
+    return None
+
+
+def register_and_promote(model_uri: str, name: str, alias: str, score: float,
+                         run_id: str | None = None, train_key: str = "") -> Promotion:
+    """Register ``model_uri`` as a new version of ``name``; move ``alias`` to it only when
+    ``score`` beats the current holder's (strictly). A holder without a recorded score loses."""
+    client = MlflowClient()
+    mv = mlflow.register_model(model_uri, name, tags={SCORE_TAG: f"{score:.6f}",
+                                                      TRAIN_KEY_TAG: train_key})
+    version = str(mv.version)
+    held = client.get_registered_model(name).aliases or {}
+    holder = client.get_model_version(name, str(held[alias])) if alias in held else None
+    prev_version = str(holder.version) if holder is not None else None
+    prev_score = holder_score(client, holder) if holder is not None else None
+    if holder is None:
+        moved, reason = True, f"no version held @{alias}"
+    elif prev_version == version:
+        moved, reason = False, "already the holder"
+    elif prev_score is None:
+        moved, reason = True, f"v{prev_version} has no recorded oof_map3"
+    elif score > prev_score:
+        moved, reason = True, f"oof_map3 {score:.4f} > {prev_score:.4f} of v{prev_version}"
+    else:
+        moved, reason = False, f"oof_map3 {score:.4f} <= {prev_score:.4f} of v{prev_version}"
+    if moved:
+        client.set_registered_model_alias(name, alias, version)
+    client.set_model_version_tag(name, version, "fsd.promotion",
+                                 f"{'moved' if moved else 'kept'} @{alias}: {reason}")
+    log.info("%s v%s: %s @%s (%s)", name, version, "took" if moved else "did not take", alias,
+             reason)
+    return Promotion(name=name, alias=alias, version=version, score=float(score),
+                     previous_version=prev_version, previous_score=prev_score, moved=moved,
+                     reason=reason)

@@ -1,0 +1,206 @@
+"""The Optuna sweep: search space, objective and pruning, storage, export, and the entry point."""
+
+from __future__ import annotations
+
+import math
+from pathlib import Path
+from types import SimpleNamespace
+
+import optuna
+import pytest
+from optuna.trial import TrialState
+
+from fsd.config import Config, ConfigError, SweepConfig, from_dict, load_config
+from fsd.sweep import export, study
+
+REPO = Path(__file__).resolve().parents[1]
+
+optuna.logging.set_verbosity(optuna.logging.WARNING)
+
+
+def _cfg(tmp_path: Path, **sweep: object) -> Config:
+    return from_dict({"name": "t", "output_dir": str(tmp_path / "out"),
+                      "folds": {"n_folds": 2}, "sweep": sweep})
+
+
+# -- search space -------------------------------------------------------------------------------
+
+SPACES = [
+    {},  # the defaults: crop ranges touch at 400
+    {"crop_min_low": 50, "crop_min_high": 150, "crop_max_low": 200, "crop_max_high": 400},
+    {"crop_min_low": 100, "crop_min_high": 900, "crop_max_low": 50, "crop_max_high": 901},
+    {"crop_min_low": 10, "crop_min_high": 10, "crop_max_low": 11, "crop_max_high": 11},
+    {"alpha1_min": 0.0, "alpha1_max": 1.0, "alpha2_min": 0.4, "alpha2_max": 0.4},
+]
+
+
+@pytest.mark.parametrize("space", SPACES)
+@pytest.mark.parametrize("sampler", ["random", "tpe"])
+def test_search_space_keeps_min_below_max(tmp_path, space, sampler):
+    sw = _cfg(tmp_path, **space).sweep
+    seen = []
+
+    def objective(trial: optuna.Trial) -> float:
+        p = study.suggest_params(trial, sw)
+        seen.append(p)
+        return -abs(p[study.CROP_MAX] - p[study.CROP_MIN] - 100) + p[study.ALPHA1]
+
+    s = optuna.samplers.RandomSampler(seed=1) if sampler == "random" else \
+        optuna.samplers.TPESampler(seed=1, n_startup_trials=5)
+    optuna.create_study(direction="maximize", sampler=s).optimize(objective, n_trials=60)
+    for p in seen:
+        assert sw.crop_min_low <= p[study.CROP_MIN] <= sw.crop_min_high
+        assert p[study.CROP_MIN] < p[study.CROP_MAX] <= sw.crop_max_high
+        assert p[study.CROP_MAX] >= sw.crop_max_low
+        assert isinstance(p[study.CROP_MIN], int) and isinstance(p[study.CROP_MAX], int)
+        assert sw.alpha1_min <= p[study.ALPHA1] <= sw.alpha1_max
+        assert sw.alpha2_min <= p[study.ALPHA2] <= sw.alpha2_max
+        # every sample is a config that validates
+        study.trial_config(_cfg(tmp_path, **space), p)
+
+
+def test_alpha_is_searched_on_a_log_scale_only_when_it_can_be(tmp_path):
+    trial = optuna.create_study().ask()
+    study.suggest_params(trial, SweepConfig(alpha1_min=0.0, alpha1_max=1.0))
+    assert not trial.distributions[study.ALPHA1].log
+    assert trial.distributions[study.ALPHA2].log
+
+
+@pytest.mark.parametrize("bad, match", [
+    ({"alpha1_min": 2.0, "alpha1_max": 1.0}, "alpha1_min"),
+    ({"crop_min_low": 0}, "crop_min_low"),
+    ({"crop_max_low": 900, "crop_max_high": 800}, "crop_max_low"),
+    ({"folds": [0, 5]}, "outside"),
+    ({"cyclic_epochs": 0, "plateau_low_epochs": 0, "plateau_high_epochs": 0}, "at least one"),
+])
+def test_unusable_sweep_sections_are_refused(tmp_path, bad, match):
+    with pytest.raises(ConfigError, match=match):
+        study.check_space(_cfg(tmp_path, **bad))
+
+
+def test_trials_train_short_schedules_and_the_best_config_keeps_the_full_ones(tmp_path):
+    cfg = _cfg(tmp_path, cyclic_epochs=2, plateau_low_epochs=1, plateau_high_epochs=0)
+    params = {study.ALPHA1: 0.7, study.ALPHA2: 0.3, study.CROP_MIN: 120, study.CROP_MAX: 480}
+    t = study.trial_config(cfg, params)
+    for st in (t.train.stage1, t.train.stage2):
+        assert (st.cyclic_epochs, st.plateau_low_epochs, st.plateau_high_epochs) == (2, 1, 0)
+    assert (t.train.crop_min, t.train.crop_max, t.train.stage1.mixup_alpha) == (120, 480, 0.7)
+    assert cfg.train.crop_min == 0  # the sweep's own config is untouched
+
+    path = export.write_best_config(cfg, params, tmp_path / "best.yaml", header="trial 3\nof t")
+    text = path.read_text()
+    assert text.startswith("# trial 3\n# of t\n")
+    best = load_config(path)
+    assert best.name == "t"
+    assert (best.train.crop_min, best.train.crop_max) == (120, 480)
+    assert (best.train.stage1.mixup_alpha, best.train.stage2.mixup_alpha) == (0.7, 0.3)
+    assert best.train.stage1.cyclic_epochs == Config().train.stage1.cyclic_epochs == 100
+    assert best.to_dict() == study.apply_params(cfg, params).to_dict()
+
+
+# -- storage ------------------------------------------------------------------------------------
+
+def test_default_storage_is_a_sqlite_file_beside_the_experiment(tmp_path):
+    cfg = _cfg(tmp_path)
+    url = study.storage_url(cfg)
+    assert url == f"sqlite:///{(tmp_path / 'out' / 't' / 'sweep' / 'optuna.db').resolve()}"
+    assert study.study_name(cfg) == "t-sweep"
+    storage = study.make_storage(url)
+    assert (tmp_path / "out" / "t" / "sweep").is_dir()
+    assert storage.heartbeat_interval is None  # one local worker: no heartbeat thread
+    beating = study.make_storage(f"sqlite:///{tmp_path}/hb.db", heartbeat=True)
+    assert beating.heartbeat_interval == study.HEARTBEAT_S
+    assert beating.heartbeat_stale_trial_callback is not None
+
+
+def test_storage_passwords_never_reach_logs():
+    assert study.redact("postgresql://me:s3cret@db:5432/optuna") == "postgresql://me@db:5432/optuna"
+    assert study.redact("sqlite:////tmp/x.db") == "sqlite:////tmp/x.db"
+    assert not study.is_sqlite("postgresql+psycopg2://db/x") and study.is_sqlite("sqlite:///x.db")
+
+
+def test_reopening_a_study_continues_it_with_a_fresh_sampler_seed(tmp_path):
+    cfg = _cfg(tmp_path)
+    first = study.open_study(cfg)
+    first.optimize(lambda t: study.suggest_params(t, cfg.sweep)[study.ALPHA1], n_trials=2)
+    again = study.open_study(cfg)
+    assert len(again.trials) == 2 and again.study_name == "t-sweep"
+    again.optimize(lambda t: study.suggest_params(t, cfg.sweep)[study.ALPHA1], n_trials=1)
+    trials = study.open_study(cfg).trials
+    assert len(trials) == 3
+    # a rerun does not replay the first run's random start-up samples
+    assert trials[2].params != trials[0].params
+
+
+# -- the objective, with a stand-in for training --------------------------------------------------
+
+class Recorder(study.TrialTracker):
+    def __init__(self) -> None:
+        self.epochs: list[tuple[int, str, int]] = []
+        self.finished: dict[int, tuple[TrialState, float | None]] = {}
+        self.current = -1
+
+    def start(self, trial, params, cfg):
+        self.current = trial.number
+
+    def on_epoch(self, fold):
+        return lambda stage, epoch, m: self.epochs.append((self.current, stage, epoch))
+
+    def finish(self, trial, state, value, error):
+        self.finished[trial.number] = (state, value)
+
+
+def _scripted_train(scores: dict[int, float], failing: set[int]):
+    """A stand-in for train_fold: epochs with a per-trial score, or an error."""
+
+    def train(cfg, store, fold, workdir, on_epoch=None, progress=True):
+        trial = int(Path(workdir).parent.name.split("_")[1])
+        if trial in failing:
+            raise RuntimeError("out of memory")
+        for stage, st in (("stage1", cfg.train.stage1), ("stage2", cfg.train.stage2)):
+            for epoch in range(study.stage_epochs(st)):
+                on_epoch(stage, epoch, {"loss": 1.0, "val_loss": 1.0,
+                                        "val_map3": scores[trial], "lr": 1e-3})
+        return SimpleNamespace(val_map3=scores[trial] + fold * 0.01)
+
+    return train
+
+
+def test_objective_reports_global_steps_prunes_and_survives_failures(tmp_path):
+    cfg = _cfg(tmp_path, folds=[0, 1], cyclic_epochs=2, plateau_low_epochs=1,
+               plateau_high_epochs=1, pruner="median")
+    opt = study.open_study(cfg, optuna.storages.InMemoryStorage())
+    rec = Recorder()
+    # trials 0 and 1 start the median; 2 fails; 3 is far worse after warm-up and is pruned
+    objective = study.Objective(cfg, store=None, root=tmp_path / "s", tracker=rec,
+                                train_fn=_scripted_train({0: 0.8, 1: 0.9, 3: 0.1}, {2}))
+    study.optimize(opt, objective, n_trials=4, timeout=None)
+    states = [t.state for t in opt.trials]
+    assert states == [TrialState.COMPLETE, TrialState.COMPLETE, TrialState.FAIL, TrialState.PRUNED]
+    assert {n: s for n, (s, _) in rec.finished.items()} == dict(enumerate(states))
+    assert math.isclose(opt.trials[0].value, 0.805)  # mean over the two folds
+    # one step per epoch, across both stages and both folds: 2 x (4 + 4)
+    assert sorted(opt.trials[0].intermediate_values) == list(range(16))
+    # pruned right after the warm-up (the first cyclic phase of stage 1)
+    assert opt.trials[3].last_step == cfg.sweep.cyclic_epochs
+    assert (tmp_path / "s" / "trial_0" / "fold_1").is_dir()
+
+    table = study.trials_table(opt)
+    assert list(table.columns[:7]) == ["number", "state", "value", *study.PARAM_KEYS]
+    assert list(table.state) == ["COMPLETE", "COMPLETE", "FAIL", "PRUNED"]
+    s = study.summary(opt)
+    assert (s["n_complete"], s["n_pruned"], s["n_failed"], s["best_trial"]) == (2, 1, 1, 1)
+
+    plots, notes = study.save_plots(opt, tmp_path / "plots")
+    assert set(plots) == {"optimization_history", "param_importances"}
+    assert all(p.stat().st_size > 0 for p in plots.values())
+
+
+def test_importances_need_two_completed_trials_that_differ(tmp_path):
+    cfg = _cfg(tmp_path, pruner="none")
+    opt = study.open_study(cfg, optuna.storages.InMemoryStorage())
+    objective = study.Objective(cfg, None, tmp_path / "s", train_fn=_scripted_train({0: 0.5}, set()))
+    study.optimize(opt, objective, n_trials=1, timeout=None)
+    plots, notes = study.save_plots(opt, tmp_path / "plots")
+    assert set(plots) == {"optimization_history"}
+    assert any("param_importances skipped" in n and "2 completed" in n for n in notes)
