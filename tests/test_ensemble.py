@@ -3,6 +3,8 @@ the ensemble step end to end on tiny trained folds (tests/conftest_ensemble.py).
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import numpy as np
 import pytest
 
@@ -19,7 +21,9 @@ from fsd.ensemble.tta import (
 from fsd.model.inference import predict_tta
 from fsd.train.metrics import map_at_k
 
-pytest_plugins = ["tests.conftest_ensemble"]
+from conftest_ensemble import MODEL_NAME
+
+pytest_plugins = ["conftest_ensemble"]
 
 
 class StandIn:
@@ -152,10 +156,65 @@ def test_oof_scores_per_fold_and_class():
                       [.2, .5, .3]])
     s = score_oof([f"f{i}" for i in range(6)], y, folds, probs, labels)
     rr = reciprocal_ranks(y, probs)
-    np.testing.assert_allclose(rr, [1, .5, 1 / 3, 1, 1 / 3, 1])
+    np.testing.assert_allclose(rr, [1, .5, .5, 1, 1 / 3, 1])
     assert s.overall == pytest.approx(map_at_k(y, probs, 3))
-    assert s.per_fold == pytest.approx({0: (1 + .5 + 1 / 3) / 3, 1: (1 + 1 / 3 + 1) / 3})
-    assert s.per_class == pytest.approx({"a": .75, "b": (1 / 3 + 1) / 2, "c": (1 + 1 / 3) / 2})
+    assert s.per_fold == pytest.approx({0: (1 + .5 + .5) / 3, 1: (1 + 1 / 3 + 1) / 3})
+    assert s.per_class == pytest.approx({"a": .75, "b": (.5 + 1) / 2, "c": (1 + 1 / 3) / 2})
     m = s.metrics()
     assert m["oof_map3"] == s.overall and "oof_map3_fold_1" in m and "oof_map3_class/b" in m
     assert s.frame["pred_1"].tolist()[:2] == ["a", "b"]
+
+
+# --- the ensemble step end to end on tiny trained folds -----------------------------------
+
+
+def test_ensemble_step_scores_logs_submits_and_registers(ensemble_tracking):
+    import mlflow
+    from mlflow.tracking import MlflowClient
+
+    s = ensemble_tracking.summary
+    assert 0.0 <= s["oof_map3"] <= 1.0
+    run = mlflow.get_run(s["run_id"])
+    m = run.data.metrics
+    assert m["oof_map3"] == pytest.approx(s["oof_map3"])
+    assert {"oof_map3_fold_0", "oof_map3_fold_1"} <= set(m)
+    assert any(k.startswith("oof_map3_class/") for k in m)
+    assert "public_map3" in m and "private_map3" in m and m["test_clips_prior_only"] == 1
+    client = MlflowClient()
+    arts = {a.path for a in client.list_artifacts(s["run_id"], "plots")}
+    assert {"plots/per_class.png", "plots/per_fold.png", "plots/confusion.png"} <= arts
+    # the submission lists every test clip, the empty one included, with three labels
+    sub_path = mlflow.artifacts.download_artifacts(run_id=s["run_id"],
+                                                   artifact_path="submission/submission.csv")
+    import pandas as pd
+
+    sub = pd.read_csv(sub_path)
+    data_root = Path(ensemble_tracking.cfg.data.root)
+    wavs = sorted(p.name for p in (data_root / "FSDKaggle2018.audio_test").glob("*.wav"))
+    assert sorted(sub["fname"]) == wavs and "empty0.wav" in wavs
+    assert all(len(set(t.split(" "))) == 3 for t in sub["label"])
+    # registered and aliased; the comparison is recorded in the run
+    assert s["promotion"]["moved"] and run.data.tags["fsd.alias_moved"] == "true"
+    mv = client.get_model_version_by_alias(MODEL_NAME, "champion")
+    assert str(mv.version) == s["promotion"]["version"]
+    assert {a.path for a in client.list_artifacts(s["run_id"], "registry")} == {
+        "registry/promotion.json"}
+
+
+def test_incomplete_or_mixed_fold_sets_are_refused(ensemble_tracking):
+    import copy
+
+    from fsd.config import ConfigError
+    from fsd.entrypoints.ensemble import select_fold_runs
+
+    cfg = ensemble_tracking.cfg
+    ids = ensemble_tracking.fold_run_ids
+    with pytest.raises(ConfigError, match=r"folds \[1\] are missing"):
+        select_fold_runs(cfg, ids[:1])
+    with pytest.raises(ConfigError, match="lists a run twice"):
+        select_fold_runs(cfg, ids + [ids[0]])
+    other = copy.deepcopy(cfg)
+    other.folds.n_folds = 3
+    with pytest.raises(ConfigError, match="missing"):
+        select_fold_runs(other, None)  # no training with this key at all
+    assert sorted(select_fold_runs(cfg, ids)) == [0, 1]

@@ -204,3 +204,118 @@ def test_importances_need_two_completed_trials_that_differ(tmp_path):
     plots, notes = study.save_plots(opt, tmp_path / "plots")
     assert set(plots) == {"optimization_history"}
     assert any("param_importances skipped" in n and "2 completed" in n for n in notes)
+
+
+# -- the entry point ----------------------------------------------------------------------------
+
+def test_mlflow_empty_parameters_mean_use_the_config():
+    from fsd.cli import build_parser
+
+    args, _ = build_parser().parse_known_args(["sweep", "--n-trials", "", "--timeout", ""])
+    assert (args.n_trials, args.timeout) == (None, None)
+    args, _ = build_parser().parse_known_args(["sweep", "--n-trials", "4", "--timeout", "2.5"])
+    assert (args.n_trials, args.timeout) == (4, 2.5)
+
+
+class PruneTrial(optuna.pruners.BasePruner):
+    """A real pruner that stops one chosen trial at its first report, whatever it scored."""
+
+    def __init__(self, number: int) -> None:
+        self.number = number
+
+    def prune(self, study_: optuna.Study, trial: optuna.trial.FrozenTrial) -> bool:
+        return trial.number == self.number
+
+
+def _tiny(tmp_path: Path) -> list[str]:
+    return [
+        "--config", str(REPO / "experiments" / "demo.yaml"),
+        f"store.cache_dir={tmp_path}/cache", f"output_dir={tmp_path}/out",
+        "data.synthetic_clips_per_class=4", "pca.n_components=8",
+        "model.width=0.35", "model.dense1=32", "model.dense2=16",
+        "train.batch_size=16", "train.val_lengths=[100]",
+        "sweep.cyclic_epochs=1", "sweep.plateau_low_epochs=0", "sweep.plateau_high_epochs=0",
+        "sweep.alpha1_min=0.2", "sweep.alpha1_max=1.0", "sweep.alpha2_min=0.2",
+        "sweep.alpha2_max=1.0", "sweep.crop_min_low=30", "sweep.crop_min_high=60",
+        "sweep.crop_max_low=80", "sweep.crop_max_high=120",
+    ]
+
+
+@pytest.mark.slow
+def test_sweep_nests_trials_prunes_exports_and_continues(tmp_path, monkeypatch):
+    from mlflow.tracking import MlflowClient
+
+    from fsd.cli import main
+    from fsd.entrypoints import sweep as edge
+
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{tmp_path}/mlflow.db")
+    monkeypatch.chdir(tmp_path)  # nothing may land in the checkout
+    args = _tiny(tmp_path)
+    import fsd.entrypoints.featurize as fz  # TEMP workaround: fsd-synthetic:// unresolvable
+    monkeypatch.setattr(fz, "_dataset_source", lambda cfg: str(tmp_path))
+    assert main(["featurize", *args]) == 0
+
+    monkeypatch.setattr(study, "make_pruner", lambda sweep: PruneTrial(1))
+    assert main(["sweep", *args, "--n-trials", "3", "--timeout", ""]) == 0
+
+    client = MlflowClient()
+    exp = client.get_experiment_by_name("demo")
+    (parent,) = client.search_runs([exp.experiment_id], "tags.`fsd.stage` = 'sweep'")
+    assert parent.info.status == "FINISHED"
+    assert parent.data.tags[edge.TAG_STUDY] == "demo-sweep"
+    trials = client.search_runs([exp.experiment_id], "tags.`fsd.stage` = 'sweep_trial'")
+    assert len(trials) == 3
+    assert {r.data.tags["mlflow.parentRunId"] for r in trials} == {parent.info.run_id}
+    by_number = {int(r.data.tags[edge.TAG_TRIAL]): r for r in trials}
+    states = {n: (r.info.status, r.data.tags[edge.TAG_STATE]) for n, r in by_number.items()}
+    assert states == {0: ("FINISHED", "COMPLETE"), 1: ("KILLED", "PRUNED"),
+                      2: ("FINISHED", "COMPLETE")}
+    assert "step 0" in by_number[1].data.tags[edge.TAG_PRUNED]
+    done = by_number[0]
+    assert 0 <= done.data.metrics["val_map3"] <= 1
+    assert done.data.params["train.stage1.cyclic_epochs"] == "1"  # the short schedule
+    assert 30 <= int(done.data.params["train.crop_min"]) < int(done.data.params["train.crop_max"])
+    history = client.get_metric_history(done.info.run_id, "stage2/val_map3")
+    assert [m.step for m in history] == [0]
+    assert (tmp_path / "out" / "demo" / "sweep" / "demo-sweep" / "trial_2" / "fold_0"
+            / "result.json").exists()
+
+    # the parent: trials table, plots (or a note why not), best params, best config
+    arts = {a.path for a in client.list_artifacts(parent.info.run_id)}
+    assert {"study", "plots", "best_config.yaml"} <= arts
+    table = client.download_artifacts(parent.info.run_id, "study/trials.csv", str(tmp_path))
+    import pandas as pd
+
+    df = pd.read_csv(table)
+    assert list(df.state) == ["COMPLETE", "PRUNED", "COMPLETE"]
+    assert {"number", "value", *study.PARAM_KEYS} <= set(df.columns)
+    plots = {Path(a.path).name for a in client.list_artifacts(parent.info.run_id, "plots")}
+    assert "optimization_history.png" in plots
+    assert "param_importances.png" in plots or "notes.txt" in plots
+    best_value = parent.data.metrics["best_val_map3"]
+    assert best_value == max(df.value.dropna())
+    best_path = tmp_path / "out" / "demo" / "sweep" / "demo-sweep" / "best.yaml"
+    best = load_config(best_path)
+    best_number = int(parent.data.tags[edge.TAG_BEST_TRIAL])
+    row = df[df.number == best_number].iloc[0]
+    assert best.train.crop_min == row["train.crop_min"] < best.train.crop_max == row["train.crop_max"]
+    assert math.isclose(best.train.stage2.mixup_alpha, row["train.stage2.mixup_alpha"])
+    assert best.train.stage1.cyclic_epochs == 2  # demo's full schedule, not the sweep's
+    assert parent.data.params[f"best.{study.CROP_MIN}"] == str(best.train.crop_min)
+    logged = client.download_artifacts(parent.info.run_id, "best_config.yaml", str(tmp_path / "a"))
+    assert Path(logged).read_text() == best_path.read_text()
+    best.validate()
+
+    # a rerun with the same study name continues the study
+    monkeypatch.setattr(study, "make_pruner", lambda sweep: optuna.pruners.NopPruner())
+    assert main(["sweep", *args, "--n-trials", "1"]) == 0
+    url = study.storage_url(load_config(REPO / "experiments" / "demo.yaml", args[2:]))
+    loaded = optuna.load_study(study_name="demo-sweep", storage=url)
+    assert [t.number for t in loaded.trials] == [0, 1, 2, 3]
+    parents = client.search_runs([exp.experiment_id], "tags.`fsd.stage` = 'sweep'")
+    assert len(parents) == 2
+    newest = max(parents, key=lambda r: r.info.start_time)
+    kids = client.search_runs([exp.experiment_id],
+                              f"tags.`mlflow.parentRunId` = '{newest.info.run_id}'")
+    assert [k.data.tags[edge.TAG_TRIAL] for k in kids] == ["3"]
+    assert newest.data.metrics["n_trials"] == 4 and newest.data.metrics["n_new_trials"] == 1

@@ -118,8 +118,7 @@ def build_ensemble(cfg: Config, run_ids: list[str] | None = None, *, register: b
             proj = local / "projector.joblib"
             files.append(FoldFiles(fold=fold, model=local / "model.keras",
                                    projector=proj if proj.exists() else None, run_id=r.info.run_id))
-        crop_min = train_cfg.train.crop_min or int(store.meta["crop_min"])
-        crop_max = train_cfg.train.crop_max or int(store.meta["crop_max"])
+        crop_min, crop_max = _crop_limits(train_cfg, store, work / "downloads", runs)
         lengths = tta_lengths(cfg.ensemble, crop_min, crop_max)
         e = cfg.ensemble
         info = BundleInfo(
@@ -182,6 +181,26 @@ def build_ensemble(cfg: Config, run_ids: list[str] | None = None, *, register: b
     return summary
 
 
+def _crop_limits(cfg: Config, store, downloads: Path, runs: dict) -> tuple[int, int]:
+    """The crop limits training used (each fold records them), else as training derives them."""
+    from fsd.train.batches import resolve_crop_limits
+
+    found = set()
+    for r in runs.values():
+        try:
+            data = json.loads((downloads / r.info.run_id / FOLD_ARTIFACT / "result.json").read_text())
+            found.add((int(data["crop_min"]), int(data["crop_max"])))
+        except (OSError, ValueError, KeyError, TypeError):
+            continue
+    if len(found) == 1:
+        return found.pop()
+    if len(found) > 1:
+        log.warning("folds trained with different crop limits %s; using their hull", sorted(found))
+        return min(lo for lo, _ in found), max(hi for _, hi in found)
+    frames = store.index["frames"].to_numpy(np.int64)
+    return resolve_crop_limits(cfg.train, dict(getattr(store, "meta", {}) or {}), frames)
+
+
 def _with_scores(manifest: Path, scores: dict[str, float]) -> str:
     data = json.loads(manifest.read_text())
     data["scores"] = {k: float(v) for k, v in scores.items()}
@@ -211,66 +230,47 @@ def _log_frame(frame: pd.DataFrame, path: Path, artifact_path: str) -> None:
 
 
 def _score_test(cfg: Config, store, ensemble, info, work: Path) -> dict[str, float]:
-    """Predict the store's test split, write and log the submission, score it where labelled."""
+    """Predict the store's test split, write and log the submission, score it where labelled.
+
+    The test index lists every test clip of the dataset, the undecodable ones too (``ok``
+    false, 0 frames): those get the training prior's top 3, so the submission is complete.
+    """
     from fsd.ensemble.submission import build_submission, score_submission, validate_submission
 
-    test_store, all_test = _test_split(cfg, store)
-    if test_store is None and all_test is None:
+    if "test" not in getattr(store, "splits", []):
         log.info("no test split in this dataset: no submission")
         return {}
-    names: list[str] = []
+    test = store.open_split("test")
+    tindex = test.index
+    ok = tindex["ok"].astype(bool).to_numpy() if "ok" in tindex else np.ones(len(tindex), bool)
+    ok &= tindex["frames"].to_numpy() > 0
+    rows = np.flatnonzero(ok)
+    names = tindex["fname"].astype(str).to_numpy()[rows].tolist()
     probs = np.zeros((0, len(info.labels)), dtype=np.float32)
-    if test_store is not None and len(test_store.index):
-        tindex = test_store.index
+    if len(rows):
         t0 = time.perf_counter()
-        logmels = [test_store.logmel(i) for i in range(len(tindex))]
-        summaries = test_store.summary if cfg.summary.enabled else None
+        logmels = [test.logmel(int(i)) for i in rows]
+        summaries = np.asarray(test.summary)[rows] if cfg.summary.enabled else None
         probs = ensemble.predict(logmels, summaries)
-        mlflow.log_metrics({"test_seconds": time.perf_counter() - t0,
-                            "test_clips_predicted": float(len(tindex))})
-        names = tindex["fname"].astype(str).tolist()
+        seconds = time.perf_counter() - t0
+        mlflow.log_metrics({"test_seconds": seconds, "test_clips_predicted": float(len(rows)),
+                            "test_clips_per_s": len(rows) / max(seconds, 1e-9)})
         pred = pd.DataFrame(probs, columns=info.labels)
         pred.insert(0, "fname", names)
         _log_frame(pred, work / "test_probabilities.csv", "test")
-    expected = list(all_test["fname"].astype(str)) if all_test is not None else names
+    expected = tindex["fname"].astype(str).tolist()
     sub = build_submission(expected, names, probs, info.labels, np.asarray(info.prior), k=3)
     validate_submission(sub, expected, info.labels, k=3)
-    n_prior = len(set(sub["fname"]) - set(names))
+    n_prior = int((~ok).sum())
     mlflow.log_metric("test_clips_prior_only", float(n_prior))
     if n_prior:
-        log.warning("%d test clips have no features (undecodable or empty); they get the "
-                    "training prior's top 3", n_prior)
+        failed = tindex.loc[~ok, "fname"].astype(str).tolist()
+        log.warning("%d test clips have no features (%s); they get the training prior's top 3",
+                    n_prior, ", ".join(failed[:5]))
     _log_frame(sub, work / "submission.csv", "submission")
-    truth = all_test if all_test is not None else (test_store.index if test_store is not None else None)
-    scores = score_submission(sub, truth) if truth is not None else {}
+    scores = score_submission(sub, tindex)
     if scores:
         mlflow.log_metrics(scores)
+        log.info("test MAP@3: %s", ", ".join(f"{k} {v:.4f}" for k, v in scores.items()
+                                             if k.endswith("map3")))
     return {k: v for k, v in scores.items() if k.endswith("map3")}
-
-
-def _test_split(cfg: Config, store):
-    """(the store's test split or None, every test clip of the dataset or None).
-
-    The dataset's own list is the authority for what a submission must contain (it includes
-    clips the featurizer rejected); where the dataset cannot be loaded here the store's index is.
-    """
-    from fsd.features.store import FeatureStore, StoreError
-
-    test_store = None
-    try:
-        test_store = FeatureStore.open(store.path, split="test")
-    except (StoreError, FileNotFoundError, ValueError) as exc:
-        log.info("no test split in the feature store (%s)", exc)
-    all_test = None
-    try:
-        from fsd.data.dataset import load_dataset
-
-        ds = load_dataset(cfg)
-        if ds.test is not None and len(ds.test):
-            all_test = ds.test
-    except Exception as exc:  # the data may live on another machine; the store suffices
-        log.info("dataset not loadable here (%s); the submission covers the store's test clips",
-                 exc)
-    if test_store is not None and all_test is None:
-        all_test = test_store.index
-    return test_store, all_test

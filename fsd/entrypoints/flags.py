@@ -16,22 +16,21 @@ def parse_flag(text: str | bool) -> bool:
     raise argparse.ArgumentTypeError(f"expected true or false, got {text!r}")
 
 
-def optional_int(text: str) -> int | None:
-    """An int, or None for an empty string (MLflow's way of saying 'not given')."""
+def _optional(text: str, kind: type, what: str):
     text = str(text).strip()
     if not text:
         return None
     try:
-        return int(text)
+        return kind(text)
     except ValueError:
-        raise argparse.ArgumentTypeError(f"expected an integer, got {text!r}") from None
+        raise argparse.ArgumentTypeError(f"expected {what}, got {text!r}") from None
+
+
+def optional_int(text: str) -> int | None:
+    """An int, or None for an empty string (MLflow's way of saying 'not given')."""
+    return _optional(text, int, "an integer")
 
 
 def optional_float(text: str) -> float | None:
-    text = str(text).strip()
-    if not text:
-        return None
-    try:
-        return float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a number, got {text!r}") from None
+    """A number, or None for an empty string."""
+    return _optional(text, float, "a number")

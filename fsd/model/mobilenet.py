@@ -12,6 +12,7 @@ compute the same function and share weights layer by layer (the padding layers h
 from __future__ import annotations
 
 import logging
+import warnings
 from pathlib import Path
 
 import keras
@@ -113,7 +114,10 @@ def _reference_model(alpha: float, weights: str) -> keras.Model:
                 f"(or put it in ~/.keras/models/), then set "
                 f"model.backbone_weights=/path/to/{fname}") from None
     try:
-        return keras.applications.MobileNetV2(weights=weights, **kwargs)
+        # A mismatched file makes Keras warn once per layer before it raises; the error is enough.
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            return keras.applications.MobileNetV2(weights=weights, **kwargs)
     except Exception as exc:
         raise WeightsError(
             f"{weights} is not a MobileNetV2 (include_top=False, width {alpha}) weights file: "

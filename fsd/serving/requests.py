@@ -218,7 +218,7 @@ def clip_features(blobs: Sequence[bytes], cfg) -> tuple[list[np.ndarray], np.nda
         if feats.logmel is None or len(feats.logmel) == 0:
             raise RequestError(f"row {i}: too short to compute a log-mel frame")
         logmels.append(np.asarray(feats.logmel, dtype=np.float32))
-        if feats.summary is not None:
+        if feats.summary is not None and np.size(feats.summary):  # empty: summary disabled
             summaries.append(np.asarray(feats.summary, dtype=np.float32))
     summary = np.stack(summaries) if len(summaries) == len(logmels) else None
     return logmels, summary

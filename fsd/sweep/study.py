@@ -22,6 +22,7 @@ import logging
 import math
 import re
 import shutil
+import sys
 import warnings
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -335,6 +336,14 @@ def _drop_checkpoints(trial_dir: Path) -> None:
         shutil.rmtree(ckpt, ignore_errors=True)
 
 
+def _release_models() -> None:
+    # Every trial builds new networks; without this, Keras' global state (layer name counters,
+    # TF graphs of traced functions) grows over a long sweep.
+    keras = sys.modules.get("keras")
+    if keras is not None:
+        keras.backend.clear_session()
+
+
 def _default_train() -> TrainFn:
     from fsd.train.fit import train_fold  # TensorFlow loads only when a trial trains
 
@@ -369,6 +378,8 @@ class Objective:
             _drop_checkpoints(trial_dir)
             self.tracker.finish(trial, TrialState.FAIL, None, exc)
             raise
+        finally:
+            _release_models()
         self.tracker.finish(trial, TrialState.COMPLETE, value, None)
         log.info("trial %d: %s = %.4f with %s", trial.number, OBJECTIVE, value, params)
         return value

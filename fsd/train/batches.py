@@ -113,10 +113,11 @@ def crop_lengths(crop_min: int, crop_max: int, bucket: int) -> np.ndarray:
 
 
 def draw_crop_length(rng: np.random.Generator, crop_min: int, crop_max: int, bucket: int) -> int:
-    """A uniform integer in [crop_min, crop_max), rounded to the nearest allowed length."""
+    """One of :func:`crop_lengths`, uniformly: a uniform length in [crop_min, crop_max) on a
+    ``bucket``-frame grid. (Rounding a uniform integer to the grid instead would over-weight
+    the last grid point, which also collects the lengths above it.)"""
     allowed = crop_lengths(crop_min, crop_max, bucket)
-    length = rng.integers(crop_min, crop_max)
-    return int(allowed[np.argmin(np.abs(allowed - length))])
+    return int(allowed[rng.integers(0, len(allowed))])
 
 
 def balanced_class_weights(label_ids: np.ndarray, n_classes: int) -> np.ndarray:

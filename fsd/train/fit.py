@@ -126,8 +126,16 @@ def _check_store(store: FeatureSource, fold: int) -> tuple[np.ndarray, np.ndarra
     if fold not in present:
         raise TrainError(f"fold {fold} is not a fold of this feature store (its folds: "
                          f"{present}); pick train.fold among them")
-    val_rows = np.flatnonzero(folds == fold)
-    train_rows = np.flatnonzero(folds != fold)
+    # Rows the featurizer could not process (ok=False) or that hold no frames cannot train.
+    usable = index["frames"].to_numpy(np.int64) > 0
+    if "ok" in index.columns:
+        usable &= index["ok"].to_numpy(bool)
+    if not usable.all():
+        log.warning("skipping %d clips without features", int((~usable).sum()))
+    val_rows = np.flatnonzero((folds == fold) & usable)
+    train_rows = np.flatnonzero((folds != fold) & usable)
+    if len(val_rows) == 0:
+        raise TrainError(f"fold {fold} holds no clips with features")
     if len(train_rows) == 0:
         raise TrainError(f"holding out fold {fold} leaves no training clips")
     if len(np.unique(label_ids[train_rows])) < 2:
@@ -154,14 +162,11 @@ def _summary(store: FeatureSource) -> np.ndarray:
 def _fit_projector(cfg: Config, x: np.ndarray, path: Path):
     from fsd.features.projection import SummaryProjector
 
-    pca_cfg = cfg.pca
-    limit = min(x.shape)
-    if pca_cfg.n_components >= 1 and pca_cfg.n_components > limit:
-        # Small datasets (the sample, a quick sweep) cannot support the recipe's 350.
-        log.warning("pca.n_components=%s exceeds what %d clips x %d features allow; using %d",
-                    pca_cfg.n_components, x.shape[0], x.shape[1], limit)
-        pca_cfg = replace(pca_cfg, n_components=limit)
-    projector = SummaryProjector(pca_cfg).fit(x)
+    try:
+        # caps n_components at min(clips, features) itself, for small data like the sample
+        projector = SummaryProjector.from_config(cfg.pca).fit(x)
+    except ValueError as exc:
+        raise TrainError(f"cannot fit the summary projection: {exc}") from None
     projector.save(path)
     return projector
 
@@ -296,16 +301,42 @@ def _reset_optimizer(model: keras.Model, lr: float) -> None:
     opt.learning_rate = lr
 
 
-def _compile(model: keras.Model, lr: float) -> None:
+def _compile(model: keras.Model, lr: float, run_eagerly: bool = False) -> None:
     model.compile(optimizer=keras.optimizers.Adam(learning_rate=lr),
-                  loss="categorical_crossentropy")
+                  loss="categorical_crossentropy", run_eagerly=run_eagerly)
     model.optimizer.build(model.trainable_variables)
+
+
+def run_epoch(model: keras.Model, ds: TrainBatches, epoch: int, phase: Phase,
+              phase_epoch: int, lr: float, bar: tqdm | None = None) -> tuple[list[float], float]:
+    """One epoch of ``ds`` (batches built ahead on a thread) through ``train_on_batch``.
+
+    In a cyclic phase the LR follows :func:`triangular_lr` per step (step size = one epoch,
+    counted from the phase start). Stops at the first non-finite loss. Returns the batch
+    losses and the last LR used.
+    """
+    losses: list[float] = []
+    for step, batch in enumerate(prefetch(ds, epoch)):
+        if phase.cyclic:
+            lr = triangular_lr(phase_epoch * len(ds) + step, len(ds), phase.lr, phase.lr_max)
+            model.optimizer.learning_rate = lr
+        logs = model.train_on_batch(batch.inputs, batch.y, sample_weight=batch.w,
+                                    return_dict=True)
+        losses.append(float(logs["loss"]))
+        if not math.isfinite(losses[-1]):
+            break
+        if bar is not None:
+            bar.update(1)
+            bar.set_postfix(loss=f"{losses[-1]:.3f}", lr=f"{lr:.2g}")
+    return losses, lr
 
 
 class _FoldTrainer:
     def __init__(self, cfg: Config, store: FeatureSource, fold: int, workdir: Path,
-                 data: _FoldData, state: dict, on_epoch: OnEpoch | None, progress: bool) -> None:
+                 data: _FoldData, state: dict, on_epoch: OnEpoch | None, progress: bool,
+                 run_eagerly: bool = False) -> None:
         self.cfg, self.store, self.fold, self.workdir = cfg, store, fold, workdir
+        self.run_eagerly = run_eagerly
         self.data, self.state, self.on_epoch, self.progress = data, state, on_epoch, progress
         self.ckpt = _Checkpoint(workdir)
         self.shapes: set[tuple[int, ...]] = {tuple(s) for s in state["shapes"]}
@@ -335,25 +366,16 @@ class _FoldTrainer:
     def _train_epoch(self, model: keras.Model, ds: TrainBatches, phase: Phase, stage: str,
                      lr: float) -> tuple[float, float]:
         st = self.state
-        losses = []
         bar = tqdm(total=len(ds), disable=not self.progress, leave=False, unit="batch",
                    desc=f"fold {self.fold} {stage} {phase.name} epoch {st['stage_epoch']}")
         t0 = time.perf_counter()
-        for step, batch in enumerate(prefetch(ds, st["stage_epoch"])):
-            if phase.cyclic:
-                it = st["phase_epoch"] * len(ds) + step
-                lr = triangular_lr(it, len(ds), phase.lr, phase.lr_max)
-                model.optimizer.learning_rate = lr
-            logs = model.train_on_batch(batch.inputs, batch.y, sample_weight=batch.w,
-                                        return_dict=True)
-            loss = float(logs["loss"])
-            if not math.isfinite(loss):
-                raise TrainError(f"training loss became {loss} in {stage} phase {phase.name} "
-                                 f"epoch {st['stage_epoch']} (learning rate {lr:g})")
-            losses.append(loss)
-            bar.update(1)
-            bar.set_postfix(loss=f"{loss:.3f}", lr=f"{lr:.2g}")
-        bar.close()
+        try:
+            losses, lr = run_epoch(model, ds, st["stage_epoch"], phase, st["phase_epoch"], lr, bar)
+        finally:
+            bar.close()
+        if not all(math.isfinite(v) for v in losses):
+            raise TrainError(f"training loss became {losses[-1]} in {stage} phase {phase.name} "
+                             f"epoch {st['stage_epoch']} (learning rate {lr:g})")
         st["train_seconds"] += time.perf_counter() - t0
         st["train_samples"] += len(ds) * ds.batch_size
         self.shapes |= ds.shapes
@@ -366,7 +388,7 @@ class _FoldTrainer:
         phases = stage_phases(st_cfg)
         st = self.state
         model = self._build(stage)
-        _compile(model, phases[0].lr if phases else st_cfg.plateau_low_lr)
+        _compile(model, phases[0].lr if phases else st_cfg.plateau_low_lr, self.run_eagerly)
         snap = self.ckpt.snapshot(st)
         best: list[np.ndarray] | None = None
         if snap is not None:
@@ -443,6 +465,8 @@ class _FoldTrainer:
 
         wd = self.workdir
         model = keras.saving.load_model(wd / "model.keras", compile=False)
+        if self.run_eagerly:
+            model.compile(run_eagerly=True)
         val_loss, val_map3, probs = self.validate(model, "stage2")
         labels = self.data.labels
         idx = self.store.index.iloc[self.data.val_rows]
@@ -494,10 +518,14 @@ def _result(fold: int, wd: Path, hist: pd.DataFrame, metrics: dict[str, Any]) ->
 
 
 def train_fold(cfg: Config, store: FeatureSource, fold: int, workdir: str | Path,
-               on_epoch: OnEpoch | None = None, progress: bool = True) -> FoldResult:
+               on_epoch: OnEpoch | None = None, progress: bool = True, *,
+               run_eagerly: bool = False) -> FoldResult:
     """Train the two-stage recipe holding out ``fold``; resume from ``workdir`` if it has a
     checkpoint. ``on_epoch(stage, epoch, metrics)`` is called after each epoch's checkpoint
     (``epoch`` counts from 0 across a stage's phases); an exception it raises propagates.
+
+    ``run_eagerly`` skips graph tracing (about 15-25 s per network on a small CPU): slower per
+    step, so only for tests and debugging on tiny data.
     """
     workdir = Path(workdir)
     workdir.mkdir(parents=True, exist_ok=True)
@@ -520,7 +548,8 @@ def train_fold(cfg: Config, store: FeatureSource, fold: int, workdir: str | Path
             log.info("fold %d already trained in %s", fold, workdir)
             hist = pd.read_csv(workdir / "history.csv")
             return _result(fold, workdir, hist, json.loads((workdir / "result.json").read_text()))
-    trainer = _FoldTrainer(cfg, store, fold, workdir, data, state, on_epoch, progress)
+    trainer = _FoldTrainer(cfg, store, fold, workdir, data, state, on_epoch, progress,
+                           run_eagerly)
     for stage in STAGES:
         if state["stage"] == stage:
             trainer.run_stage(stage)

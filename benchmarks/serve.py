@@ -1,0 +1,271 @@
+"""Ensemble inference speed: batched TTA vs a naive loop vs the raw forward pass, and the served
+model's latency and throughput.
+
+Part 1 (in process): K fold models (tiny, random weights) x L lengths x C crops over a set of
+clips. ``batched`` is :func:`fsd.ensemble.tta.predict_ensemble` (crops of all clips grouped by
+length, one tensor per length, every fold over it in large batches); ``naive`` is one predict
+call per crop per fold per clip; ``raw`` is only the fold models' forward passes over the very
+same view tensors, already built (the ceiling). Target: batched >= 0.8 of raw.
+
+Part 2 (served): the same ensemble logged as the pyfunc, registered in a temporary sqlite
+tracking store, served by a real ``mlflow models serve --env-manager local`` on 127.0.0.1.
+Latency p50/p95 of one 5 s clip per request, then throughput with 8 concurrent clients.
+Every request is bounded by a timeout and the server is always stopped.
+
+    .venv/bin/python benchmarks/serve.py                # both parts, defaults below
+    .venv/bin/python benchmarks/serve.py --skip-serve   # part 1 only
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import statistics
+import sys
+import tempfile
+import threading
+import time
+from pathlib import Path
+
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+import numpy as np  # noqa: E402
+
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
+                                formatter_class=argparse.RawDescriptionHelpFormatter,
+                                epilog=__doc__.split("\n\n", 1)[1])
+    p.add_argument("--folds", type=int, default=2)
+    p.add_argument("--lengths", type=int, default=6, help="TTA lengths (equally spaced)")
+    p.add_argument("--crop-min", type=int, default=100, help="shortest TTA length (frames)")
+    p.add_argument("--crop-max", type=int, default=300, help="longest TTA length (frames)")
+    p.add_argument("--crops", type=int, default=5, help="random crops per length")
+    p.add_argument("--clips", type=int, default=24, help="clips in part 1")
+    p.add_argument("--classes", type=int, default=41)
+    p.add_argument("--pca", type=int, default=16, help="PCA components (model input)")
+    p.add_argument("--width", type=float, default=0.35, help="MobileNetV2 width")
+    p.add_argument("--dense1", type=int, default=32)
+    p.add_argument("--dense2", type=int, default=16)
+    p.add_argument("--batch-size", type=int, default=256)
+    p.add_argument("--repeats", type=int, default=3, help="timed repeats (best is reported)")
+    p.add_argument("--naive-clips", type=int, default=6,
+                   help="clips timed for the naive loop (it is slow; clips/s is extrapolated)")
+    p.add_argument("--skip-serve", action="store_true", help="part 1 only")
+    p.add_argument("--clip-seconds", type=float, default=5.0)
+    p.add_argument("--latency-requests", type=int, default=20)
+    p.add_argument("--concurrency", type=int, default=8)
+    p.add_argument("--requests-per-client", type=int, default=3)
+    p.add_argument("--json", default="", help="also write the figures to this JSON file")
+    return p.parse_args(argv)
+
+
+# --------------------------------------------------------------------------- part 1
+
+
+def make_models(args):
+    from fsd.config import ModelConfig
+    from fsd.model.networks import build_network
+
+    mc = ModelConfig(width=args.width, dense1=args.dense1, dense2=args.dense2)
+    return [build_network(mc, args.classes, 64, args.pca) for _ in range(args.folds)]
+
+
+def make_clips(n: int, seed: int = 0) -> list[np.ndarray]:
+    rng = np.random.default_rng(seed)
+    # FSDKaggle2018-like spread: many short clips, some longer than the longest crop
+    frames = np.clip(rng.lognormal(np.log(350), 0.7, n), 40, 3000).astype(int)
+    return [rng.random((f, 64), dtype=np.float32) for f in frames]
+
+
+def best_of(repeats: int, fn) -> float:
+    times = []
+    for _ in range(repeats):
+        t0 = time.perf_counter()
+        fn()
+        times.append(time.perf_counter() - t0)
+    return min(times)
+
+
+def bench_tta(args) -> dict:
+    from fsd.ensemble.tta import build_views, crop_positions, predict_ensemble
+
+    models = make_models(args)
+    clips = make_clips(args.clips)
+    rng = np.random.default_rng(1)
+    pcas = [rng.normal(size=(len(clips), args.pca)).astype(np.float32) for _ in models]
+    lengths = sorted({int(round(v)) for v in np.linspace(args.crop_min, args.crop_max, args.lengths)})
+    crops, bs = args.crops, args.batch_size
+
+    def batched():
+        return predict_ensemble(models, clips, pcas, lengths, crops, seed=0, batch_size=bs)
+
+    # the same tensors the batched path builds, prepared outside the timer
+    pos = crop_positions(len(clips), lengths, crops, 0)
+    views = {L: build_views(clips, L, pos[i]) for i, L in enumerate(lengths)}
+    pca_rep = [np.repeat(p, crops, axis=0) for p in pcas]
+
+    def raw():
+        for m, p in zip(models, pca_rep):
+            for L in lengths:
+                x = views[L]
+                for s in range(0, len(x), bs):
+                    m.predict_on_batch([x[s:s + bs], p[s:s + bs]])
+
+    sub = clips[:args.naive_clips]
+
+    def naive():
+        for m, p in zip(models, pcas):
+            for i, clip in enumerate(sub):
+                for li, L in enumerate(lengths):
+                    for c in range(crops):
+                        x = build_views([clip], L, pos[li, i:i + 1, c:c + 1])
+                        m.predict_on_batch([x, p[i:i + 1]])
+
+    batched()  # warm-up: traces the predict step for every shape
+    raw()
+    naive()
+    t_batched = best_of(args.repeats, batched)
+    t_raw = best_of(args.repeats, raw)
+    t_naive = best_of(max(1, args.repeats - 1), naive)
+    n = len(clips)
+    out = {
+        "folds": len(models), "lengths": lengths, "crops": crops, "clips": n,
+        "views_per_clip": len(models) * len(lengths) * crops,
+        "batched_clips_per_s": n / t_batched,
+        "raw_clips_per_s": n / t_raw,
+        "naive_clips_per_s": len(sub) / t_naive,
+    }
+    out["batched_over_raw"] = out["batched_clips_per_s"] / out["raw_clips_per_s"]
+    out["batched_over_naive"] = out["batched_clips_per_s"] / out["naive_clips_per_s"]
+    return out
+
+
+# --------------------------------------------------------------------------- part 2
+
+
+def build_served_model(args, root: Path) -> str:
+    """Save the tiny fold models + fitted projectors as a bundle, log and register it."""
+    import mlflow
+
+    from fsd.config import Config
+    from fsd.ensemble.bundle import BundleInfo, FoldFiles, build_bundle
+    from fsd.features.projection import SummaryProjector
+    from fsd.serving.pyfunc import log_ensemble_model, register_and_promote
+
+    cfg = Config()
+    cfg.model.width, cfg.model.dense1, cfg.model.dense2 = args.width, args.dense1, args.dense2
+    cfg.pca.n_components = args.pca
+    rng = np.random.default_rng(0)
+    files = []
+    for k, m in enumerate(make_models(args)):
+        d = root / f"fold_{k}"
+        d.mkdir(parents=True)
+        m.save(d / "model.keras")
+        proj = SummaryProjector.from_config(cfg.pca).fit(rng.normal(size=(64, 1133)).astype(np.float32))
+        proj.save(d / "projector.joblib")
+        files.append(FoldFiles(fold=k, model=d / "model.keras", projector=d / "projector.joblib"))
+    lengths = sorted({int(round(v)) for v in np.linspace(args.crop_min, args.crop_max, args.lengths)})
+    labels = [f"class_{i:02d}" for i in range(args.classes)]
+    info = BundleInfo(labels=labels, tta_lengths=lengths, tta_crops=args.crops, seed=0, top_k=3,
+                      batch_size=args.batch_size, crop_min=args.crop_min, crop_max=args.crop_max,
+                      prior=[1.0 / args.classes] * args.classes, max_request_clips=64,
+                      max_clip_bytes=20_000_000)
+    bundle = build_bundle(root / "bundle", files, cfg, info)
+    mlflow.set_experiment("serve-benchmark")
+    with mlflow.start_run():
+        model_info = log_ensemble_model(bundle, info)
+        mlflow.log_metric("oof_map3", 0.5)
+    register_and_promote(model_info.model_uri, "bench-ensemble", "champion", 0.5)
+    return "models:/bench-ensemble@champion"
+
+
+def clip_wav(seconds: float, seed: int = 0) -> bytes:
+    import io
+
+    import soundfile as sf
+
+    rng = np.random.default_rng(seed)
+    sr = 44100
+    t = np.arange(int(seconds * sr)) / sr
+    y = 0.3 * np.sin(2 * np.pi * (220 + 40 * np.sin(2 * np.pi * 0.5 * t)) * t)
+    y += 0.05 * rng.standard_normal(len(t))
+    buf = io.BytesIO()
+    sf.write(buf, y.astype(np.float32), sr, format="WAV", subtype="PCM_16")
+    return buf.getvalue()
+
+
+def bench_serve(args) -> dict:
+    from fsd.serving.pyfunc import LocalServer, audio_request
+
+    tmp = Path(tempfile.mkdtemp(prefix="fsd-serve-bench-"))
+    os.environ["MLFLOW_TRACKING_URI"] = f"sqlite:///{tmp}/mlflow.db"
+    os.environ.setdefault("MLFLOW_SKIP_PIP_REQUIREMENTS_CHECK", "true")
+    uri = build_served_model(args, tmp)
+    body = audio_request([clip_wav(args.clip_seconds)])
+    with LocalServer(uri, start_timeout=300, request_timeout=120, log_path=tmp / "server.log") as srv:
+        status, out = srv.invoke(body)  # warm-up: traces every length
+        if status != 200:
+            raise RuntimeError(f"warm-up request failed ({status}): {out}")
+        lat = []
+        for _ in range(args.latency_requests):
+            t0 = time.perf_counter()
+            status, _ = srv.invoke(body, timeout=120)
+            lat.append(time.perf_counter() - t0)
+            assert status == 200, status
+        results: list[tuple[int, float]] = []
+        lock = threading.Lock()
+
+        def client():
+            for _ in range(args.requests_per_client):
+                t0 = time.perf_counter()
+                st, _ = srv.invoke(body, timeout=300)
+                with lock:
+                    results.append((st, time.perf_counter() - t0))
+
+        threads = [threading.Thread(target=client) for _ in range(args.concurrency)]
+        t0 = time.perf_counter()
+        for th in threads:
+            th.start()
+        for th in threads:
+            th.join(timeout=900)
+        wall = time.perf_counter() - t0
+    ok = [d for s, d in results if s == 200]
+    conc = sorted(d for _, d in results)
+    return {
+        "clip_seconds": args.clip_seconds,
+        "latency_p50_s": statistics.median(lat),
+        "latency_p95_s": float(np.percentile(lat, 95)),
+        "concurrency": args.concurrency,
+        "requests": len(results), "ok": len(ok),
+        "throughput_clips_per_s": len(ok) / wall,
+        "concurrent_p50_s": statistics.median(conc) if conc else float("nan"),
+        "concurrent_p95_s": float(np.percentile(conc, 95)) if conc else float("nan"),
+    }
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(argv)
+    figures: dict = {"tta": bench_tta(args)}
+    t = figures["tta"]
+    print(f"TTA {t['folds']} folds x {len(t['lengths'])} lengths {t['lengths']} x {t['crops']} crops "
+          f"= {t['views_per_clip']} views/clip, {t['clips']} clips")
+    print(f"  batched {t['batched_clips_per_s']:.2f} clips/s | naive {t['naive_clips_per_s']:.2f} | "
+          f"raw forward {t['raw_clips_per_s']:.2f} | batched/raw {t['batched_over_raw']:.2f} | "
+          f"batched/naive {t['batched_over_naive']:.1f}x")
+    if not args.skip_serve:
+        figures["serve"] = s = bench_serve(args)
+        print(f"served, one {s['clip_seconds']:g} s clip: p50 {s['latency_p50_s'] * 1000:.0f} ms, "
+              f"p95 {s['latency_p95_s'] * 1000:.0f} ms")
+        print(f"  {s['concurrency']} concurrent clients: {s['throughput_clips_per_s']:.2f} clips/s, "
+              f"p50 {s['concurrent_p50_s'] * 1000:.0f} ms, p95 {s['concurrent_p95_s'] * 1000:.0f} ms "
+              f"({s['ok']}/{s['requests']} ok)")
+    if args.json:
+        Path(args.json).write_text(json.dumps(figures, indent=2))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

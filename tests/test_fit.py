@@ -1,0 +1,141 @@
+"""The schedule, train_fold's early errors, an end-to-end fold with interruption and resume."""
+
+from __future__ import annotations
+
+import json
+import math
+
+import keras
+import numpy as np
+import pandas as pd
+import pytest
+
+from fsd.config import StageConfig, load_config
+from fsd.train.batches import MemoryStore
+from fsd.train.fit import TrainError, train_fold
+from fsd.train.metrics import map_at_k
+from fsd.train.schedule import PlateauState, stage_phases, triangular_lr
+
+# ---------------------------------------------------------------- schedule
+
+
+def test_triangular_lr_values():
+    lrs = [triangular_lr(i, 4, 1e-4, 1e-3) for i in range(13)]
+    expected = [1e-4, 3.25e-4, 5.5e-4, 7.75e-4, 1e-3, 7.75e-4, 5.5e-4, 3.25e-4, 1e-4,
+                3.25e-4, 5.5e-4, 7.75e-4, 1e-3]
+    np.testing.assert_allclose(lrs, expected, rtol=1e-9)
+
+
+def test_phases_follow_the_stage_config():
+    phases = stage_phases(StageConfig())
+    assert [(p.name, p.max_epochs, p.lr, p.cyclic) for p in phases] == [
+        ("A", 100, 1e-4, True), ("B", 100, 1e-5, False), ("C", 100, 1e-4, False)]
+    assert phases[0].lr_max == 1e-3
+    assert [p.name for p in stage_phases(StageConfig(plateau_low_epochs=0))] == ["A", "C"]
+
+
+def test_plateau_reduces_lr_and_stops_like_keras():
+    p = PlateauState(stop_patience=4, lr_patience=2, factor=0.1, lr=1e-4)
+    losses = [1.0, 0.9, 0.95, 0.93, 0.91, 0.92, 0.8]
+    out = [(p.update(v), p.lr) for v in losses]
+    # epochs 3 and 4 without improvement -> lr x0.1 after epoch 4 (index 3); again after 5, 6
+    assert [s for s, _ in out] == [False, False, False, False, False, True, False]
+    np.testing.assert_allclose([lr for _, lr in out],
+                               [1e-4, 1e-4, 1e-4, 1e-5, 1e-5, 1e-6, 1e-6])
+    assert PlateauState.from_dict(p.to_dict()) == p
+
+
+# ---------------------------------------------------------------- train_fold
+
+
+TINY = [
+    "model.width=0.35", "model.dense1=32", "model.dense2=16", "train.batch_size=8",
+    "train.crop_min=32", "train.crop_max=64", "train.crop_bucket=32", "train.val_lengths=[40]",
+    "pca.n_components=4", "folds.n_folds=2",
+    "train.stage1.cyclic_epochs=2", "train.stage1.plateau_low_epochs=1",
+    "train.stage1.plateau_high_epochs=0",
+    "train.stage2.cyclic_epochs=1", "train.stage2.plateau_low_epochs=0",
+    "train.stage2.plateau_high_epochs=1",
+]
+
+
+def tiny_store(n_clips: int = 16) -> MemoryStore:
+    return MemoryStore.random(n_clips=n_clips, n_classes=3, frames=(20, 90), summary_dim=12, seed=2)
+
+
+class Interrupt(Exception):
+    pass
+
+
+def test_errors_come_before_training(tmp_path):
+    cfg = load_config(None, TINY)
+    store = tiny_store()
+    with pytest.raises(TrainError, match=r"fold 5 is not a fold .*\[0, 1\]"):
+        train_fold(cfg, store, 5, tmp_path / "a", progress=False)
+    no_summary = MemoryStore(store.index, store.labels, store.logmels, None, store.meta)
+    with pytest.raises(TrainError, match="summary"):
+        train_fold(cfg, no_summary, 0, tmp_path / "b", progress=False)
+    ck = tmp_path / "c" / "checkpoint"
+    ck.mkdir(parents=True)
+    (ck / "state.json").write_text(json.dumps({"version": 1, "fold": 0, "labels": ["x"] * 41}))
+    with pytest.raises(TrainError, match="41 classes but the feature store has 3"):
+        train_fold(cfg, store, 0, tmp_path / "c", progress=False)
+    assert not (tmp_path / "c" / "projector.joblib").exists()
+
+
+def test_train_fold_end_to_end_with_interruption_and_resume(tmp_path):
+    cfg = load_config(None, TINY)
+    store = tiny_store()
+    wd = tmp_path / "fold0"
+    calls: list[tuple[str, int, dict]] = []
+
+    def stop_after_first(stage, epoch, metrics):
+        calls.append((stage, epoch, metrics))
+        raise Interrupt  # an Optuna pruner, a kill: after the epoch's checkpoint
+
+    with pytest.raises(Interrupt):
+        train_fold(cfg, store, 0, wd, on_epoch=stop_after_first, progress=False, run_eagerly=True)
+    assert [(s, e) for s, e, _ in calls] == [("stage1", 0)]
+    assert set(calls[0][2]) == {"loss", "val_loss", "val_map3", "lr"}
+    state = json.loads((wd / "checkpoint" / "state.json").read_text())
+    assert (state["stage"], state["stage_epoch"], state["phase"], state["phase_epoch"]) == (
+        "stage1", 1, 0, 1)
+    with np.load(wd / "checkpoint" / state["snapshot"] / "optimizer.npz") as z:
+        assert int(z["arr_0"]) == 1  # Adam's step counter (8 clips = 1 step), kept for resume
+    first_row = pd.read_csv(wd / "history.csv").iloc[0]
+
+    resumed: list[tuple[str, int]] = []
+    result = train_fold(cfg, store, 0, wd, on_epoch=lambda s, e, m: resumed.append((s, e)),
+                        progress=False, run_eagerly=True)
+    # continues with the second epoch of stage 1's phase A, redoes nothing
+    assert resumed == [("stage1", 1), ("stage1", 2), ("stage2", 0), ("stage2", 1)]
+    hist = result.history
+    assert list(hist.columns) == ["stage", "phase", "epoch", "loss", "val_loss", "val_map3", "lr"]
+    assert list(zip(hist["stage"], hist["phase"], hist["epoch"])) == [
+        ("stage1", "A", 0), ("stage1", "A", 1), ("stage1", "B", 2),
+        ("stage2", "A", 0), ("stage2", "C", 1)]
+    assert hist.iloc[0]["val_loss"] == pytest.approx(first_row["val_loss"])
+    # the cyclic LR went on from the resumed iteration: 1 step/epoch, min at 0, max at 1
+    np.testing.assert_allclose(hist["lr"], [1e-4, 1e-3, 1e-5, 1e-4, 1e-4])
+
+    for path in (result.model_path, result.projector_path, result.history_path, result.oof_path,
+                 result.result_path):
+        assert path.exists(), path
+    assert sorted(result.plots) == ["confusion_matrix", "per_class_ap", "training_curves"]
+    model = keras.saving.load_model(result.model_path)
+    assert len(model.inputs) == 2
+    oof = pd.read_csv(result.oof_path)
+    assert list(oof.columns) == ["fname", "label", *store.labels]
+    val = store.index[store.index.fold == 0]
+    assert oof["fname"].tolist() == val["fname"].tolist()
+    probs = oof[store.labels].to_numpy()
+    np.testing.assert_allclose(probs.sum(axis=1), 1, rtol=1e-5)
+    summary = json.loads(result.result_path.read_text())
+    assert summary["val_map3"] == pytest.approx(map_at_k(val["label_id"], probs), abs=1e-6)
+    assert (summary["n_train"], summary["n_val"], summary["epochs"]) == (8, 8, 5)
+    assert summary["distinct_shapes"] == 1 and summary["samples_per_s"] > 0
+    assert math.isfinite(summary["val_loss"]) and summary["pca_components"] == 4
+
+    again: list = []
+    done = train_fold(cfg, store, 0, wd, on_epoch=lambda *a: again.append(a), progress=False)
+    assert again == [] and done.metrics == summary
