@@ -113,7 +113,8 @@ def _quad(y: np.ndarray, start: int) -> list[float]:
 
 def seed_set3(x: np.ndarray) -> np.ndarray:
     starts = np.arange(100, len(x), 2000)
-    spectra = pd.DataFrame([np.abs(np.fft.fft(x[a:b].astype(np.float64))) for a, b in zip(starts[:-1], starts[1:])])
+    x64 = x.astype(np.float64)  # numpy < 2 (2018) always transformed in double precision
+    spectra = pd.DataFrame([np.abs(np.fft.fft(x64[a:b])) for a, b in zip(starts[:-1], starts[1:])])
     m = spectra.apply(lambda col: np.log(1 + np.mean(col)), axis=0).to_numpy()[:1000]
     top = np.max(m)
     lead = int(np.min(np.where(m == top)))

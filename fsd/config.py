@@ -203,7 +203,7 @@ class SweepConfig:
     """An Optuna study over mixup alpha (per stage) and the crop limits."""
 
     study_name: str = ""  # empty: "<config name>-sweep"
-    storage: str = ""  # empty: sqlite:///<output_dir>/optuna.db; any SQLAlchemy URL
+    storage: str = ""  # empty: sqlite:///<experiment_dir>/sweep/optuna.db; any SQLAlchemy URL
     n_trials: int = 20
     timeout: float = 0.0  # seconds; 0: no limit
     folds: list[int] = field(default_factory=lambda: [0])
@@ -219,6 +219,8 @@ class SweepConfig:
     plateau_low_epochs: int = 3
     plateau_high_epochs: int = 3
     pruner: str = "median"  # median | none
+    pruner_startup_trials: int = 2  # trials that run to the end before any is pruned
+    pruner_warmup_steps: int = -1  # epochs before a trial can be pruned; -1: sweep.cyclic_epochs
     seed: int = 0
 
 

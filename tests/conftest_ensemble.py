@@ -10,6 +10,7 @@ audio) runs end to end. Test modules load this with ``pytest_plugins = ["conftes
 from __future__ import annotations
 
 import csv
+import functools
 import os
 import shutil
 from collections.abc import Iterator
@@ -131,6 +132,7 @@ def trained_ensemble(tmp_path_factory) -> TrainedEnsemble:
     from fsd.entrypoints.ensemble import build_ensemble
     from fsd.entrypoints.featurize import featurize_logged, resolve_store
     from fsd.entrypoints.train_fold import train_fold_logged
+    from fsd.train import fit
 
     root = tmp_path_factory.mktemp("ensemble")
     uri = f"sqlite:///{root}/mlflow.db"
@@ -141,10 +143,13 @@ def trained_ensemble(tmp_path_factory) -> TrainedEnsemble:
             featurize_logged(cfg)
         store, features_run = resolve_store(cfg)
         run_ids = []
-        for fold in range(cfg.folds.n_folds):
-            cfg.train.fold = fold
-            _, run_id = train_fold_logged(cfg, store, features_run)
-            run_ids.append(run_id)
+        with pytest.MonkeyPatch.context() as mp:
+            # eager steps: tracing a train step costs more than one tiny epoch
+            mp.setattr(fit, "train_fold", functools.partial(fit.train_fold, run_eagerly=True))
+            for fold in range(cfg.folds.n_folds):
+                cfg.train.fold = fold
+                _, run_id = train_fold_logged(cfg, store, features_run)
+                run_ids.append(run_id)
         cfg.train.fold = 0
         summary = build_ensemble(cfg, None, register=True)
     return TrainedEnsemble(root=root, uri=uri, cfg=cfg, fold_run_ids=run_ids, summary=summary)

@@ -21,8 +21,6 @@ from fsd.ensemble.tta import (
 from fsd.model.inference import predict_tta
 from fsd.train.metrics import map_at_k
 
-from conftest_ensemble import MODEL_NAME
-
 pytest_plugins = ["conftest_ensemble"]
 
 
@@ -195,7 +193,7 @@ def test_ensemble_step_scores_logs_submits_and_registers(ensemble_tracking):
     assert all(len(set(t.split(" "))) == 3 for t in sub["label"])
     # registered and aliased; the comparison is recorded in the run
     assert s["promotion"]["moved"] and run.data.tags["fsd.alias_moved"] == "true"
-    mv = client.get_model_version_by_alias(MODEL_NAME, "champion")
+    mv = client.get_model_version_by_alias(ensemble_tracking.cfg.ensemble.model_name, "champion")
     assert str(mv.version) == s["promotion"]["version"]
     assert {a.path for a in client.list_artifacts(s["run_id"], "registry")} == {
         "registry/promotion.json"}

@@ -139,3 +139,24 @@ def test_train_fold_end_to_end_with_interruption_and_resume(tmp_path):
     again: list = []
     done = train_fold(cfg, store, 0, wd, on_epoch=lambda *a: again.append(a), progress=False)
     assert again == [] and done.metrics == summary
+
+
+def test_train_fold_on_a_featurized_store(tmp_path):
+    """The real FeatureStore from featurize on the embedded sample, 2 folds."""
+    from fsd.features.featurize import featurize
+
+    cfg = load_config(None, ["data.source=synthetic", "data.synthetic_clips_per_class=3",
+                             f"store.cache_dir={tmp_path / 'cache'}", "store.workers=1",
+                             f"output_dir={tmp_path / 'out'}", *TINY,
+                             "train.stage1.cyclic_epochs=1", "train.stage1.plateau_low_epochs=0",
+                             "train.stage2.plateau_high_epochs=0", "train.crop_min=0",
+                             "train.crop_max=0", "train.crop_bucket=25"])
+    store = featurize(cfg, progress=False).store
+    assert store.meta["crop_min"] < store.meta["crop_max"]
+    result = train_fold(cfg, store, 1, tmp_path / "fold1", progress=False, run_eagerly=True)
+    m = result.metrics
+    assert (m["crop_min"], m["crop_max"]) == (store.meta["crop_min"], store.meta["crop_max"])
+    assert m["n_val"] == int((store.index.fold == 1).sum()) and m["epochs"] == 2
+    oof = pd.read_csv(result.oof_path)
+    assert list(oof.columns[2:]) == store.labels and len(oof) == m["n_val"]
+    assert 0 < m["val_map3"] <= 1

@@ -43,6 +43,7 @@ def test_networks_take_any_length():
     n_classes = 5
     stage1 = build_network(TINY, n_classes)
     stage2 = build_network(TINY, n_classes, pca_dim=7)
+    stage2.compile(run_eagerly=True)  # stage 1 covers graph mode; tracing twice costs seconds
     assert stage1.inputs[0].shape[1] is None
     rng = np.random.default_rng(0)
     for frames in (50, 263, 401):

@@ -40,6 +40,9 @@ def test_bytes_and_base64_strings_are_accepted():
     wrapped = base64.encodebytes(wav).decode()
     assert clips_from_frame(pd.DataFrame({"audio": [wrapped]}), 4, 10**7) == [wav]
     assert clips_from_frame({"audio": [wav, wav]}, 4, 10**7) == [wav, wav]
+    # MLflow's {"inputs": {"audio": [...]}} arrives as one row holding the list
+    one_row = pd.DataFrame({"audio": [[b64, b64]]})
+    assert clips_from_frame(one_row, 4, 10**7) == [wav, wav]
 
 
 @pytest.mark.parametrize("frame, message", [
@@ -152,3 +155,92 @@ def test_alias_moves_only_when_the_new_score_beats_the_holder(tmp_path, monkeypa
     assert str(client.get_model_version_by_alias("alias-test", "champion").version) == better.version
     assert "kept @champion" in client.get_model_version("alias-test", worse.version).tags[
         "fsd.promotion"]
+
+
+# --- the registered pyfunc, loaded from the registry -------------------------------------
+
+
+def _test_wavs(trained) -> list[bytes]:
+    from pathlib import Path
+
+    test_dir = Path(trained.cfg.data.root) / "FSDKaggle2018.audio_test"
+    return [p.read_bytes() for p in sorted(test_dir.glob("t_*.wav"))[:2]]
+
+
+def test_registered_pyfunc_predicts_on_raw_wav_bytes(ensemble_tracking):
+    import mlflow
+    from mlflow.exceptions import MlflowException
+
+    model = mlflow.pyfunc.load_model(ensemble_tracking.model_uri)
+    labels = set(ensemble_tracking.summary["promotion"] and _labels(ensemble_tracking))
+    blobs = _test_wavs(ensemble_tracking)
+    out = model.predict(pd.DataFrame({"audio": blobs}))
+    assert list(out.columns) == ["label_1", "score_1", "label_2", "score_2", "label_3", "score_3"]
+    assert len(out) == len(blobs)
+    for _, row in out.iterrows():
+        assert {row.label_1, row.label_2, row.label_3} <= labels
+        assert row.score_1 >= row.score_2 >= row.score_3 > 0
+    full = model.predict(pd.DataFrame({"audio": blobs[:1]}),
+                         params={"top_k": 2, "return_probabilities": True, "tta_crops": 1})
+    probs = full[[c for c in full.columns if c.startswith("prob_")]]
+    assert probs.shape[1] == len(labels) and probs.sum(axis=1).iloc[0] == pytest.approx(1, abs=1e-4)
+    assert "label_3" not in full.columns
+    with pytest.raises(MlflowException, match="not usable audio") as err:
+        model.predict(pd.DataFrame({"audio": [b"RIFF....WAVEfmt not really"]}))
+    assert err.value.get_http_status_code() == 400
+    # the model carries its own code, so it loads where fsd is not installed
+    local = mlflow.artifacts.download_artifacts(ensemble_tracking.model_uri)
+    from pathlib import Path
+
+    assert (Path(local) / "code" / "fsd" / "serving" / "pyfunc.py").is_file()
+
+
+def _labels(trained) -> list[str]:
+    import json
+    from pathlib import Path
+
+    import mlflow
+
+    local = Path(mlflow.artifacts.download_artifacts(trained.model_uri))
+    bundle = next(local.glob("artifacts/*/ensemble.json"))
+    return json.loads(bundle.read_text())["labels"]
+
+
+# --- a real `mlflow models serve` ----------------------------------------------------------
+
+
+def test_served_model_answers_good_requests_and_refuses_bad_ones(ensemble_tracking):
+    from fsd.serving.pyfunc import LocalServer, audio_request
+
+    blobs = _test_wavs(ensemble_tracking)
+    labels = set(_labels(ensemble_tracking))
+    b64 = base64.b64encode(blobs[0]).decode()
+    split = lambda rows, cols=("audio",): {"dataframe_split": {"columns": list(cols),  # noqa: E731
+                                                              "data": rows}}
+    bad = {
+        "not base64": split([["@@@ this is not base64 @@@"]]),
+        "not audio": split([[base64.b64encode(b"hello, this is not audio at all").decode()]]),
+        "empty clip": split([[""]]),
+        "no rows": split([]),
+        "too large": split([[base64.b64encode(b"\0" * 2_100_000).decode()]]),
+        "too many clips": split([[b64]] * 5),
+        "wrong column": split([[b64]], cols=("sound",)),
+        "a path": split([["/etc/passwd"]]),
+        "bad param": {**split([[b64]]), "params": {"top_k": 0}},
+        "not json": "{this is not json",
+    }
+    with LocalServer(ensemble_tracking.model_uri, start_timeout=240) as srv:
+        status, body = srv.invoke(audio_request(blobs, {"top_k": 3}))
+        assert status == 200, body
+        preds = body["predictions"]
+        assert len(preds) == 2 and all({p["label_1"], p["label_2"], p["label_3"]} <= labels
+                                       for p in preds)
+        seen = {}
+        for name, payload in bad.items():
+            status, answer = srv.invoke(payload)
+            seen[name] = status
+            assert 400 <= status < 500, (name, status, answer)
+            assert isinstance(answer, dict) and answer.get("message"), (name, answer)
+        print("status codes for bad requests:", seen)
+        status, _ = srv.invoke(audio_request(blobs[:1]))  # still serving after all of them
+        assert status == 200

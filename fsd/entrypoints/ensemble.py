@@ -243,7 +243,7 @@ def _score_test(cfg: Config, store, ensemble, info, work: Path) -> dict[str, flo
     test = store.open_split("test")
     tindex = test.index
     ok = tindex["ok"].astype(bool).to_numpy() if "ok" in tindex else np.ones(len(tindex), bool)
-    ok &= tindex["frames"].to_numpy() > 0
+    ok = ok & (tindex["frames"].to_numpy() > 0)
     rows = np.flatnonzero(ok)
     names = tindex["fname"].astype(str).to_numpy()[rows].tolist()
     probs = np.zeros((0, len(info.labels)), dtype=np.float32)

@@ -80,7 +80,11 @@ def _dataset_source(cfg: Config) -> str:
         return str(Path(cfg.data.root).resolve())
     if cfg.data.source == "folder":
         return str(Path(cfg.data.csv).resolve())
-    return f"fsd-synthetic://seed={cfg.data.synthetic_seed}"
+    from fsd.data.synthetic import ensure_sample
+
+    # The generated sample is real files on disk; MLflow resolves a local path as the source.
+    return str(ensure_sample(cfg.store.cache_dir, cfg.data.synthetic_clips_per_class,
+                             cfg.data.synthetic_seed, cfg.audio.sample_rate).resolve())
 
 
 def _is_number(v: object) -> bool:

@@ -31,11 +31,11 @@ import numpy as np
 import pandas as pd
 
 from fsd.config import Config
-from fsd.data.rejects import Reject, write_rejects
+from fsd.data.rejects import Reject, rejects_frame
 from fsd.features.store import (
+    FEATURE_VERSION,
     SHARDS,
     STORE_SECTIONS,
-    FEATURE_VERSION,
     ClipResult,
     FeatureStore,
     ShardSpec,
@@ -44,6 +44,7 @@ from fsd.features.store import (
     consolidate,
     length_stats,
     plan_shards,
+    read_meta,
     read_shard_info,
     shard_is_valid,
     store_dir,
@@ -111,12 +112,23 @@ def resolve_workers(cfg: Config) -> int:
     return max(1, os.cpu_count() or 1) if n <= 0 else n
 
 
+# Imported once by the fork server, so workers start warm: librosa loads these lazily on
+# first use, which took 2-9 s per worker on a busy machine.
+_PRELOAD = ["fsd.features.extract", "librosa.core.spectrum", "librosa.core.audio",
+            "librosa.core.constantq", "librosa.core.convert", "librosa.feature", "librosa.filters",
+            "librosa.effects", "librosa.decompose", "librosa.util", "scipy.signal", "scipy.fft",
+            "scipy.sparse", "soxr", "threadpoolctl"]
+# Below this much pending audio (bytes on disk; ~6 min of 16-bit 44.1 kHz WAV) one in-process
+# worker finishes before a pool would have started.
+_POOL_MIN_BYTES = 32_000_000
+
+
 def _pool_context():
     methods = mp.get_all_start_methods()
     # Never fork: the parent may hold threads (TensorFlow, MLflow) that fork would deadlock on.
     if "forkserver" in methods:
         ctx = mp.get_context("forkserver")
-        ctx.set_forkserver_preload(["fsd.features.extract"])
+        ctx.set_forkserver_preload(_PRELOAD)
         return ctx
     return mp.get_context("spawn")
 
@@ -132,16 +144,23 @@ def featurize(cfg: Config, progress: bool = True) -> FeaturizeResult:
     t_start = time.perf_counter()
     ds = load_dataset(cfg)
     train = _with_folds(ds.train, cfg)
-    key = store_key(cfg, ds.fingerprint())
+    fingerprint = ds.fingerprint()
+    key = store_key(cfg, fingerprint)
     root = store_dir(cfg, key)
     n_sum = summary_dim(cfg.summary) if cfg.summary.enabled else 0
 
     if (root / "meta.json").is_file():
         try:
-            return _reused(cfg, root, key, t_start, progress)
-        except StoreError as exc:
-            log.warning("existing store %s is unusable (%s); rebuilding", root, exc)
-            (root / "meta.json").unlink(missing_ok=True)
+            read_meta(root)
+        except StoreError:
+            pass  # an interrupted run: resume below
+        else:
+            try:
+                return _reused(cfg, root, key, t_start)
+            except StoreError as exc:
+                log.warning("feature store %s is unusable (%s); rebuilding it from its shards",
+                            root, exc)
+        (root / "meta.json").unlink(missing_ok=True)
 
     root.mkdir(parents=True, exist_ok=True)
     label_ids = {name: i for i, name in enumerate(ds.labels)}
@@ -197,9 +216,7 @@ def featurize(cfg: Config, progress: bool = True) -> FeaturizeResult:
         audio_rejects += [Reject(str(f), "audio", str(r))
                           for f, ok, r in zip(info["fnames"], info["ok"], info["reason"]) if not ok]
     rejects = list(ds.rejects) + audio_rejects
-    rejects_path = write_rejects(rejects, root / ".rejects.csv")
-    os.replace(rejects_path, root / "rejects.csv")
-    rejects_path = root / "rejects.csv"
+    rejects_path = write_csv(root / "rejects.csv", rejects_frame(rejects))
     tr = indexes["train"]
     folds_path = write_csv(root / "folds.csv", tr[["fname", "label", "fold", "verified"]])
     te = indexes.get("test")
@@ -242,7 +259,7 @@ def featurize(cfg: Config, progress: bool = True) -> FeaturizeResult:
     store_meta = {
         "key": key,
         "feature_version": FEATURE_VERSION,
-        "fingerprint": ds.fingerprint(),
+        "fingerprint": fingerprint,
         "dataset": ds.name,
         "complete": False,
         "splits": list(splits),
@@ -262,13 +279,12 @@ def featurize(cfg: Config, progress: bool = True) -> FeaturizeResult:
         "test_failed": ([] if failed_test is None else
                         [{"fname": f, "reason": r} for f, r in failed_test.itertuples(index=False)]),
     }
-    # meta.json without `complete` lets FeatureStore read the fresh split for the plots
-    write_json(root / "meta.json", store_meta)
-    plots = make_plots(cfg, root, tr, lengths, hop_s)
+    summary = np.load(root / "train" / "summary.npy", mmap_mode="r")
+    plots = make_plots(cfg, root, tr["frames"].to_numpy(), lengths, hop_s, summary)
     stats["elapsed_s"] = time.perf_counter() - t_start
     store_meta["stats"] = stats
     store_meta["complete"] = True
-    write_json(root / "meta.json", store_meta)
+    write_json(root / "meta.json", store_meta)  # last: from here on the store is complete
     store = FeatureStore.open(root, "train", expected_key=key)
     log.info("featurized %d clips (%.0f s of audio) in %.1f s: %.1f audio-s/s with %d workers",
              stats["n_clips"], audio_seconds, stats["elapsed_s"], stats["audio_seconds_per_s"],
@@ -287,9 +303,7 @@ def _with_folds(train: pd.DataFrame, cfg: Config) -> pd.DataFrame:
     return out
 
 
-def _reused(cfg: Config, root: Path, key: str, t_start: float, progress: bool) -> FeaturizeResult:
-    from fsd.data.rejects import Reject
-
+def _reused(cfg: Config, root: Path, key: str, t_start: float) -> FeaturizeResult:
     store = FeatureStore.open(root, "train", expected_key=key)
     rejects_path = root / "rejects.csv"
     rejects: list[Reject] = []
@@ -299,15 +313,15 @@ def _reused(cfg: Config, root: Path, key: str, t_start: float, progress: bool) -
     stats = dict(store.meta.get("stats", {}))
     hop_s = float(store.meta.get("hop_seconds", cfg.logmel.hop_length / cfg.logmel.sample_rate))
     lengths = {"crop_min": store.meta["crop_min"], "crop_max": store.meta["crop_max"]}
-    plots = make_plots(cfg, root, store.index, lengths, hop_s, store=store, only_missing=True)
+    plots = make_plots(cfg, root, store.frames, lengths, hop_s, store.summary, only_missing=True)
     stats["elapsed_s"] = time.perf_counter() - t_start
     log.info("feature store %s is complete; reusing it (%d clips)", root, len(store))
     return FeaturizeResult(store_dir=root, store=store, rejects=rejects, stats=stats, plots=plots,
                            reused=True, rejects_path=rejects_path, folds_path=root / "folds.csv")
 
 
-def make_plots(cfg: Config, root: Path, index: pd.DataFrame, lengths: dict, hop_s: float,
-               store: FeatureStore | None = None, only_missing: bool = False) -> dict[str, Path]:
+def make_plots(cfg: Config, root: Path, frames: np.ndarray, lengths: dict, hop_s: float,
+               summary: np.ndarray | None, only_missing: bool = False) -> dict[str, Path]:
     """Length histogram with the crop limits; PCA explained variance on all train clips."""
     from fsd.features.report import plot_lengths, plot_pca_variance
 
@@ -315,32 +329,19 @@ def make_plots(cfg: Config, root: Path, index: pd.DataFrame, lengths: dict, hop_
     plots: dict[str, Path] = {}
     target = out_dir / "length_histogram.png"
     if not (only_missing and target.is_file()):
-        plot_lengths(index["frames"].to_numpy(), int(lengths["crop_min"]), int(lengths["crop_max"]),
-                     target, hop_s)
+        plot_lengths(frames, int(lengths["crop_min"]), int(lengths["crop_max"]), target, hop_s)
     plots["length_histogram"] = target
     target = out_dir / "pca_explained_variance.png"
-    if cfg.summary.enabled and len(index) >= 2:
+    if cfg.summary.enabled and summary is not None and summary.shape[0] >= 2 and summary.shape[1]:
         if not (only_missing and target.is_file()):
             from fsd.features.projection import SummaryProjector
 
-            summary = (store if store is not None else _open_fresh(root)).summary
             X = np.asarray(summary, dtype=np.float64)
+            # every component, for the whole curve; the configured count is marked on it
             projector = SummaryProjector(n_components=min(X.shape)).fit(X)
             plot_pca_variance(projector.explained_variance_ratio_, cfg.pca.n_components, target)
         plots["pca_explained_variance"] = target
     return plots
-
-
-def _open_fresh(root: Path) -> FeatureStore:
-    # The split files are complete; meta.json is not marked complete yet.
-    import json
-
-    meta = json.loads((root / "meta.json").read_text())
-    meta["complete"] = True
-    d = root / "train"
-    index = pd.read_csv(d / "index.csv", keep_default_na=False, dtype={"fname": str, "label": str})
-    return FeatureStore(root, "train", meta, index, np.load(d / "logmel.npy", mmap_mode="r"),
-                        np.load(d / "summary.npy", mmap_mode="r"))
 
 
 # --- running the shards ------------------------------------------------------------------------
@@ -356,6 +357,17 @@ def _compute_shards(cfg: Config, todo: list[ShardSpec], paths: dict[str, list[st
     stats = {"seconds": 0.0, "workers": workers}
     if not todo:
         return stats
+    if workers > 1:
+        pending_bytes = 0
+        for sp in todo:
+            for j in range(len(sp.fnames)):
+                try:
+                    pending_bytes += os.path.getsize(paths[sp.split][sp.start + j])
+                except OSError:
+                    pass
+        if pending_bytes < _POOL_MIN_BYTES:
+            log.info("%.1f MB of audio to featurize: one in-process worker", pending_bytes / 1e6)
+            workers = stats["workers"] = 1
     # Chunks small enough to balance the cores and to move the progress bar, large enough
     # that per-task overhead stays negligible.
     chunk = max(1, min(8, math.ceil(n_clips / (workers * 4))))

@@ -20,6 +20,7 @@ Choices against librosa 0.11's changed defaults:
 
 from __future__ import annotations
 
+import warnings
 from functools import lru_cache
 
 import numpy as np
@@ -89,7 +90,10 @@ def logmel(y: np.ndarray, sr: int, cfg: LogMelConfig) -> np.ndarray:
     if y.size == 0:
         return np.zeros((0, cfg.n_mels), dtype=np.float32)
     y = resample(y, sr, cfg.sample_rate)
-    spec = power_spectrogram(y, cfg.n_fft, cfg.hop_length, cfg.power)
+    with warnings.catch_warnings():
+        # clips shorter than one window are expected: reflect padding still frames them
+        warnings.filterwarnings("ignore", message=r"n_fft=\d+ is too large", category=UserWarning)
+        spec = power_spectrogram(y, cfg.n_fft, cfg.hop_length, cfg.power)
     basis = mel_basis(cfg.sample_rate, cfg.n_fft, cfg.n_mels, float(cfg.fmin), float(cfg.fmax))
     mel = basis @ spec  # (n_mels, frames)
     db = power_to_db(mel, cfg.amin, cfg.top_db)

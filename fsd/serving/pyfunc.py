@@ -1,8 +1,8 @@
 """The ensemble as an MLflow pyfunc that takes raw audio, and its registration with an alias.
 
-Input: a DataFrame with one column ``audio`` of file bytes (base64 strings in a JSON request;
-the signature declares the column ``binary`` so MLflow's scoring server decodes them) in any
-format libsndfile reads. Output per clip: ``label_1, score_1, ..., label_k, score_k``
+Input: a DataFrame with one column ``audio`` of file bytes (base64 strings in a JSON request,
+decoded here: the signature declares the column ``Any`` so that a bad string gets our message,
+not MLflow's) in any format libsndfile reads. Output per clip: ``label_1, score_1, ..., label_k, score_k``
 (optionally ``prob_<label>`` for every class). Inference settings arrive as MLflow ``params``
 (``tta_lengths``, ``tta_crops``, ``top_k``, ``seed``, ``return_probabilities``), declared in the
 signature with the ensemble's defaults.
@@ -110,12 +110,18 @@ def log_ensemble_model(bundle_dir: Path, info, name: str = "model",
     The input example (one short WAV) is validated for serving by MLflow at log time, so a
     model that cannot answer its own example fails here rather than at deployment.
     """
-    from mlflow.models import infer_signature
+    from mlflow.models import ModelSignature, infer_signature
+    from mlflow.types.schema import AnyType, ColSpec, Schema
 
     example = pd.DataFrame({AUDIO_COLUMN: [example_wav(sr=sample_rate)]})
     n = len(info.labels)
     out_example = response_frame(np.full((1, n), 1.0 / n), info.labels, info.top_k)
-    signature = infer_signature(example, out_example, params=default_params(info))
+    inferred = infer_signature(example, out_example, params=default_params(info))
+    # `audio` is declared Any, not binary: MLflow's own base64 decoding of a binary column
+    # answers junk with "Incorrect padding"; taking the strings as sent lets the request checks
+    # say what is wrong (not base64, empty, too large) and which row.
+    signature = ModelSignature(inputs=Schema([ColSpec(AnyType(), AUDIO_COLUMN)]),
+                               outputs=inferred.outputs, params=inferred.params)
     return mlflow.pyfunc.log_model(
         name=name,
         python_model=EnsembleModel(),

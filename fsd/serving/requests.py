@@ -4,10 +4,10 @@ Everything here raises :class:`RequestError`, whose text is what the client read
 turns it into MLflow's INVALID_PARAMETER_VALUE (HTTP 400). No mlflow import: the checks are
 plain functions, unit-tested without a server.
 
-A clip arrives as raw bytes (a pandas column of ``bytes``, which MLflow's scoring server makes
-from the base64 strings of a JSON request when the signature says ``binary``) or as a base64
-string (a caller that skips the signature). A string is only ever base64: it is never taken as
-a file name, so a request cannot make the server read its own files.
+A clip arrives as a base64 string (a JSON request; the signature declares the column ``Any``
+so MLflow passes the string through) or as raw bytes (a local ``pyfunc.predict`` call). A
+string is only ever base64: it is never taken as a file name, so a request cannot make the
+server read its own files.
 """
 
 from __future__ import annotations
@@ -69,7 +69,12 @@ def clips_from_frame(frame: Any, max_clips: int, max_clip_bytes: int) -> list[by
     extra = [c for c in columns if c != AUDIO_COLUMN]
     if extra:
         raise RequestError(f"unexpected column(s) {extra}; send only {AUDIO_COLUMN!r}")
-    n = len(frame)
+    values = frame[AUDIO_COLUMN].tolist()
+    if len(values) == 1 and isinstance(values[0], (list, tuple)) or (
+            len(values) == 1 and isinstance(values[0], np.ndarray) and values[0].dtype != np.uint8):
+        # {"inputs": {"audio": [clip, clip]}} reaches the model as one row holding the list
+        values = list(values[0])
+    n = len(values)
     if n == 0:
         raise RequestError("empty request: no clips")
     if n > max_clips:
@@ -77,7 +82,7 @@ def clips_from_frame(frame: Any, max_clips: int, max_clip_bytes: int) -> list[by
             f"too many clips in one request: {n} > {max_clips} (ensemble.max_request_clips); "
             "split it into several requests"
         )
-    return [_clip_bytes(v, i, max_clip_bytes) for i, v in enumerate(frame[AUDIO_COLUMN].tolist())]
+    return [_clip_bytes(v, i, max_clip_bytes) for i, v in enumerate(values)]
 
 
 def _frame_from_mapping(data: Mapping) -> pd.DataFrame:

@@ -20,10 +20,13 @@ from __future__ import annotations
 
 import logging
 import math
+import os
 import re
 import shutil
+import socket
 import sys
 import warnings
+import zlib
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -52,7 +55,6 @@ OBJECTIVE = "val_map3"
 # MedianPruner: a trial is compared with the median of earlier ones only once a couple have
 # finished, and not during the first cyclic-LR phase, where the learning rate still swings and
 # validation MAP@3 ranks trials poorly.
-PRUNER_STARTUP_TRIALS = 2
 
 # Heartbeats for shared (non-sqlite) storages: a worker that dies leaves its trial RUNNING;
 # after the grace period another worker marks it failed and re-queues its params (at most
@@ -114,11 +116,6 @@ def _suggest_alpha(trial: optuna.Trial, name: str, low: float, high: float) -> f
     # Beta(a, a) changes shape multiplicatively (0.1 vs 0.2 differs as much as 1 vs 2), so a
     # positive range is searched on a log scale; a range starting at 0 (mixup off) cannot be.
     return trial.suggest_float(name, low, high, log=0 < low < high)
-
-
-def crop_max_is_dynamic(sweep: SweepConfig) -> bool:
-    """Whether crop_max's sampled range depends on crop_min (the two ranges overlap)."""
-    return sweep.crop_max_low <= sweep.crop_min_high
 
 
 def apply_params(cfg: Config, values: dict[str, Any]) -> Config:
@@ -230,8 +227,9 @@ def make_pruner(sweep: SweepConfig) -> optuna.pruners.BasePruner:
     if sweep.pruner == "none":
         return optuna.pruners.NopPruner()
     if sweep.pruner == "median":
-        return optuna.pruners.MedianPruner(n_startup_trials=PRUNER_STARTUP_TRIALS,
-                                           n_warmup_steps=sweep.cyclic_epochs)
+        warmup = sweep.pruner_warmup_steps if sweep.pruner_warmup_steps >= 0 else sweep.cyclic_epochs
+        return optuna.pruners.MedianPruner(n_startup_trials=sweep.pruner_startup_trials,
+                                           n_warmup_steps=warmup)
     raise ConfigError(f"sweep.pruner must be median or none, got {sweep.pruner!r}")
 
 
@@ -243,10 +241,20 @@ def open_study(cfg: Config, storage: str | optuna.storages.BaseStorage | None = 
     study = optuna.create_study(storage=storage, study_name=study_name(cfg),
                                 direction="maximize", pruner=make_pruner(cfg.sweep),
                                 load_if_exists=True)
-    # Seeded by how far the study has got: reproducible, yet a rerun does not replay the
-    # first run's random start-up samples.
-    study.sampler = optuna.samplers.TPESampler(seed=cfg.sweep.seed + len(study.trials))
+    study.sampler = optuna.samplers.TPESampler(seed=sampler_seed(cfg, study, storage))
     return study
+
+
+def sampler_seed(cfg: Config, study: optuna.Study, storage: Any) -> int:
+    """sweep.seed plus how far the study has got: reproducible, yet a rerun does not replay
+    the first run's random start-up samples. Workers sharing a server storage also mix in who
+    they are, or workers started together would all draw the same samples (such a sweep is
+    not reproducible anyway: trials interleave)."""
+    seed = cfg.sweep.seed + len(study.trials)
+    url = getattr(storage, "url", storage if isinstance(storage, str) else "")
+    if url and not is_sqlite(url):
+        seed += zlib.crc32(f"{socket.gethostname()}:{os.getpid()}".encode())
+    return seed % 2**32
 
 
 def optimize(study: optuna.Study, objective: Callable[[optuna.Trial], float],
@@ -493,9 +501,11 @@ def save_plots(study: optuna.Study, out_dir: Path) -> tuple[dict[str, Path], lis
             notes.append(f"param_importances skipped: {reason}")
         else:
             save("param_importances", lambda: ovm.plot_param_importances(study))
-            if "param_importances" in plots and _dynamic_params(study):
-                notes.append(f"param_importances leaves out {', '.join(_dynamic_params(study))}: "
-                             "its range depended on another parameter (a dynamic search space)")
+            dynamic = _dynamic_params(study)
+            if "param_importances" in plots and dynamic:
+                # Optuna rates only parameters whose range was the same in every trial.
+                notes.append(f"param_importances leaves out {', '.join(dynamic)}: its range "
+                             "depended on another parameter (crop ranges overlap)")
     return plots, notes
 
 
