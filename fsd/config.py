@@ -220,6 +220,7 @@ class SweepConfig:
     plateau_high_epochs: int = 3
     pruner: str = "median"  # median | none
     pruner_startup_trials: int = 2  # trials that run to the end before any is pruned
+    # Not during the cyclic-LR phase by default: the LR still swings and MAP@3 ranks trials poorly.
     pruner_warmup_steps: int = -1  # epochs before a trial can be pruned; -1: sweep.cyclic_epochs
     seed: int = 0
 

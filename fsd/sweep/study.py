@@ -52,10 +52,6 @@ PARAM_KEYS = (ALPHA1, ALPHA2, CROP_MIN, CROP_MAX)
 
 OBJECTIVE = "val_map3"
 
-# MedianPruner: a trial is compared with the median of earlier ones only once a couple have
-# finished, and not during the first cyclic-LR phase, where the learning rate still swings and
-# validation MAP@3 ranks trials poorly.
-
 # Heartbeats for shared (non-sqlite) storages: a worker that dies leaves its trial RUNNING;
 # after the grace period another worker marks it failed and re-queues its params (at most
 # MAX_RETRY times).
