@@ -6,11 +6,14 @@ Side by side, same model, batch size, number of steps and batch shapes:
   mixup, sample weights) built ahead on a thread by ``prefetch`` and fed to the very loop
   ``train_fold`` uses (``fsd.train.fit.run_epoch``, cyclic LR set every step);
 * baseline: ``model.fit`` on ready-made numpy tensors with the same shapes (one fit call per
-  distinct crop length, in the pipeline's proportions).
+  distinct crop length, in the pipeline's proportions);
+* and, for reference, ``train_on_batch`` over the same ready tensors in the pipeline's shape
+  order: the model step alone, so pipeline / step is what the batch work itself costs.
 
-Graph tracing is done before either timer starts. Prints samples/s of both and their ratio
-(target >= 0.9). Data: random clips shaped like FSDKaggle2018's (log-uniform 0.5-15 s), or a
-feature store written by ``fsd featurize`` (``--store``).
+Graph tracing is done before any timer starts; the sides alternate for ``--repeats`` rounds
+and the best round of each counts. Prints samples/s and the ratios (target >= 0.9).
+Data: random clips shaped like FSDKaggle2018's (log-uniform 0.5-15 s), or a feature store
+written by ``fsd featurize`` (``--store``).
 
     python benchmarks/train.py            # ~1-2 minutes on 2 CPU cores
 """
@@ -119,32 +122,48 @@ def main(argv: list[str] | None = None) -> int:
     log.info("warm-up %.1f s", time.perf_counter() - t0)
 
     data = {length: tensors(length, k * args.batch_size) for length, k in per_length.items()}
-    fit_times, pipe_times = [], []
-    # Alternate the two sides so a neighbour's load on a shared machine hits both alike.
+    # The pipeline's shape sequence, replayed from ready tensors: the model step alone.
+    ready = []
+    used = Counter()
+    for length in lengths:
+        inputs, y, w = data[length]
+        s = slice(used[length] * args.batch_size, (used[length] + 1) * args.batch_size)
+        used[length] += 1
+        ready.append(([a[s] for a in inputs] if isinstance(inputs, list) else inputs[s], y[s], w[s]))
+    times: dict[str, list[float]] = {"fit": [], "step": [], "pipeline": []}
+    # Alternate the sides so a neighbour's load on a shared machine hits all of them alike.
     for _ in range(args.repeats):
         t0 = time.perf_counter()
         for length in sorted(data):
             inputs, y, w = data[length]
             model.fit(inputs, y, sample_weight=w, batch_size=args.batch_size, epochs=1,
                       verbose=0, shuffle=False)
-        fit_times.append(time.perf_counter() - t0)
+        times["fit"].append(time.perf_counter() - t0)
+        t0 = time.perf_counter()
+        for inputs, y, w in ready:
+            model.train_on_batch(inputs, y, sample_weight=w)
+        times["step"].append(time.perf_counter() - t0)
         ds.shapes.clear()
         t0 = time.perf_counter()
         losses, _ = run_epoch(model, ds, 1, phase, 0, 1e-4)
-        pipe_times.append(time.perf_counter() - t0)
+        times["pipeline"].append(time.perf_counter() - t0)
         assert len(losses) == args.steps
         assert sorted({s[1] for s in ds.shapes}) == sorted(per_length)
-    fit_s, pipe_s = min(fit_times), min(pipe_times)
-
+    best = {k: min(v) for k, v in times.items()}
     samples = args.steps * args.batch_size
-    fit_rate, pipe_rate = samples / fit_s, samples / pipe_s
-    print(f"batch shapes        : {len(per_length)} distinct lengths {dict(sorted(per_length.items()))}")
-    print(f"batch building only : {samples / build_s:8.1f} samples/s (no training, one thread)")
-    print(f"model.fit baseline  : {fit_rate:8.1f} samples/s ({fit_s:.1f} s, {len(data)} fit calls)")
-    print(f"train_fold pipeline : {pipe_rate:8.1f} samples/s ({pipe_s:.1f} s)")
-    print(f"ratio               : {pipe_rate / fit_rate:8.3f} (target >= 0.9; best of "
-          f"{args.repeats} rounds, all: fit {[round(t, 1) for t in fit_times]} s, "
-          f"pipeline {[round(t, 1) for t in pipe_times]} s)")
+    rate = {k: samples / v for k, v in best.items()}
+    print(f"batch shapes          : {len(per_length)} distinct lengths "
+          f"{dict(sorted(per_length.items()))}")
+    print(f"batch building only   : {samples / build_s:8.1f} samples/s (no training, one thread)")
+    print(f"model.fit, in memory  : {rate['fit']:8.1f} samples/s ({best['fit']:.1f} s, "
+          f"{len(data)} fit calls)")
+    print(f"train_on_batch, ready : {rate['step']:8.1f} samples/s ({best['step']:.1f} s, "
+          f"the model step alone)")
+    print(f"train_fold pipeline   : {rate['pipeline']:8.1f} samples/s ({best['pipeline']:.1f} s)")
+    print(f"ratio vs model.fit    : {rate['pipeline'] / rate['fit']:8.3f} (target >= 0.9)")
+    print(f"ratio vs model step   : {rate['pipeline'] / rate['step']:8.3f} (the pipeline's own cost)")
+    print(f"rounds (s, best of {args.repeats} counts): "
+          + ", ".join(f"{k} {[round(t, 1) for t in v]}" for k, v in times.items()))
     return 0
 
 

@@ -5,8 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from fsd.train.augment import (erase_boxes, mixup, random_erase, shift_flip_index, time_flip,
-                               time_shift)
+from fsd.train.augment import erase_boxes, mixup, random_erase, shift_flip_index, time_flip, time_shift
 
 
 def frames_batch(b: int = 16, t: int = 50, m: int = 8) -> np.ndarray:

@@ -7,8 +7,15 @@ import pandas as pd
 import pytest
 
 from fsd.config import TrainConfig
-from fsd.train.batches import (MemoryStore, TrainBatches, balanced_class_weights, crop_lengths,
-                               prefetch, resolve_crop_limits, sample_weights)
+from fsd.train.batches import (
+    MemoryStore,
+    TrainBatches,
+    balanced_class_weights,
+    crop_lengths,
+    prefetch,
+    resolve_crop_limits,
+    sample_weights,
+)
 
 
 def ramp_store(lengths: list[int], labels: list[int] | None = None,
@@ -81,7 +88,7 @@ def test_class_weights_and_unverified_weights_reach_the_batches():
     store = ramp_store([50] * 8, labels=labels, verified=verified)
     ds = TrainBatches(store, np.arange(8), plain_cfg(class_weights=True, unverified_weight=0.0,
                                                     batch_size=8), (20, 21), 0.0)
-    x, y, bw = ds[0]
+    _, y, bw = ds[0]
     expected = np.where(np.array(verified)[ds._order(0)], 1.0, 0.0) * np.where(
         y.argmax(axis=1) == 0, 8 / 12, 2.0)
     np.testing.assert_allclose(bw, expected, rtol=1e-6)
@@ -96,7 +103,7 @@ def test_mixup_in_batches_mixes_labels_and_pca():
     b = ds.batch(0)
     assert b.pca.shape == (8, 3)
     assert ((b.y > 0) & (b.y < 1)).any()
-    inputs, y, w = ds[0]
+    inputs, _, _ = ds[0]
     assert isinstance(inputs, list) and len(inputs) == 2
 
 

@@ -62,14 +62,14 @@ def test_stage_transfer_copies_the_whole_mel_branch_and_freezes_nothing():
     stage2 = build_network(TINY, 4, pca_dim=6)
     transfer_mel_branch(stage1, stage2)
     src, dst = stage1.get_layer(MEL_BRANCH), stage2.get_layer(MEL_BRANCH)
-    names = [l.name for l in dst.layers if l.weights]
+    names = [layer.name for layer in dst.layers if layer.weights]
     assert {"mel_bn", "mel_conv1", "mel_conv2", "Conv1", "block_16_project", "Conv_1_bn"} <= set(names)
     for a, b in zip(src.get_weights(), dst.get_weights()):
         np.testing.assert_array_equal(a, b)
     # the head is fresh: its first dense layer does not carry stage 1's weights
     assert not np.array_equal(stage1.get_layer("head_dense2").get_weights()[0],
                               stage2.get_layer("head_dense2").get_weights()[0])
-    assert all(l.trainable for l in stage2.layers) and all(l.trainable for l in dst.layers)
+    assert all(layer.trainable for layer in [*stage2.layers, *dst.layers])
     with pytest.raises(ValueError):
         transfer_mel_branch(build_network(ModelConfig(width=0.5, dense1=8, dense2=8), 4), stage2)
 

@@ -244,3 +244,22 @@ def test_served_model_answers_good_requests_and_refuses_bad_ones(ensemble_tracki
         print("status codes for bad requests:", seen)
         status, _ = srv.invoke(audio_request(blobs[:1]))  # still serving after all of them
         assert status == 200
+
+
+def test_fsd_predict_prints_a_table_and_names_bad_files(ensemble_tracking, tmp_path, capsys):
+    from pathlib import Path
+
+    from fsd.cli import main
+
+    test_dir = Path(ensemble_tracking.cfg.data.root) / "FSDKaggle2018.audio_test"
+    good = sorted(test_dir.glob("t_*.wav"))[:2]
+    junk = tmp_path / "junk.wav"
+    junk.write_bytes(b"definitely not audio")
+    rc = main(["predict", *map(str, good), str(junk), "--model", ensemble_tracking.model_uri,
+               "--top-k", "2", "--config", "experiments/demo.yaml"])
+    out = capsys.readouterr().out
+    lines = out.strip().splitlines()
+    assert lines[0].split() == ["fname", "label_1", "score_1", "label_2", "score_2"]
+    assert [line.split()[0] for line in lines[1:]] == [good[0].name, good[1].name, "junk.wav"]
+    assert "ERROR: not usable audio" in lines[3]
+    assert rc == 1  # a file failed

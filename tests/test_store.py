@@ -136,3 +136,15 @@ def test_length_stats_and_key():
     assert k == store_key(cfg, "fp1") and k != store_key(cfg, "fp2")
     assert k != store_key(load_config(None, ["logmel.n_mels=32"]), "fp1")
     assert k == store_key(load_config(None, ["train.fold=3", "store.workers=5"]), "fp1")
+
+
+def test_leftovers_of_killed_runs_are_removed(tmp_path):
+    from fsd.features.store import remove_leftovers
+
+    dead = tmp_path / ".logmel.npy.tmp-999999999"
+    mine = tmp_path / f".summary.npy.tmp-{__import__('os').getpid()}"
+    keep = tmp_path / "logmel.npy"
+    for p in (dead, mine, keep):
+        p.write_bytes(b"x")
+    assert remove_leftovers(tmp_path) == 2
+    assert keep.exists() and not dead.exists() and not mine.exists()

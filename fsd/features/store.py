@@ -66,6 +66,36 @@ def _tmp(path: Path) -> Path:
     return path.with_name(f".{path.name}.tmp-{os.getpid()}")
 
 
+def remove_leftovers(directory: Path) -> int:
+    """Delete temporary files of killed runs (``.<name>.tmp-<pid>`` whose process is gone).
+
+    A killed consolidation can leave a GB-sized half-written log-mel array behind.
+    """
+    removed = 0
+    if not directory.is_dir():
+        return 0
+    for p in directory.glob(".*.tmp-*"):
+        try:
+            pid = int(p.name.rsplit("-", 1)[1])
+        except ValueError:
+            continue
+        if pid != os.getpid() and _alive(pid):
+            continue  # another run writing right now
+        p.unlink(missing_ok=True)
+        removed += 1
+    return removed
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
 def write_json(path: Path, data: dict) -> Path:
     tmp = _tmp(path)
     tmp.write_text(json.dumps(data, indent=2, sort_keys=False, default=_json_default))
@@ -204,6 +234,7 @@ def consolidate(store: Path, split: str, index: pd.DataFrame, specs: Sequence[Sh
 
     split_dir = store / split
     split_dir.mkdir(parents=True, exist_ok=True)
+    remove_leftovers(split_dir)
     dtype = np.float16 if float16 else np.float32
     mel_path, sum_path = split_dir / "logmel.npy", split_dir / "summary.npy"
     mel_tmp, sum_tmp = _tmp(mel_path), _tmp(sum_path)
@@ -386,7 +417,7 @@ def clean_stale_shards(store: Path, keep: Iterable[str]) -> int:
     if not shard_dir.is_dir():
         return 0
     wanted = set(keep)
-    removed = 0
+    removed = remove_leftovers(shard_dir)
     for p in shard_dir.iterdir():
         # temporary files may belong to a run writing right now; leave them be
         if p.name not in wanted and not p.name.startswith("."):

@@ -1,6 +1,25 @@
-"""Variable-length MobileNetV2, the mel and mel+PCA networks, stage transfer, TTA inference."""
+"""Variable-length MobileNetV2, the mel and mel+PCA networks, stage transfer, TTA inference.
 
-from fsd.model.inference import predict_tta
-from fsd.model.networks import build_mel_branch, build_network, transfer_mel_branch
+``fsd.model.inference`` needs only numpy; the network modules import Keras (and with it the
+backend), so they are loaded on first use rather than with the package.
+"""
 
-__all__ = ["build_mel_branch", "build_network", "predict_tta", "transfer_mel_branch"]
+from __future__ import annotations
+
+import importlib
+from typing import Any
+
+_LAZY = {
+    "build_mel_branch": "fsd.model.networks",
+    "build_network": "fsd.model.networks",
+    "transfer_mel_branch": "fsd.model.networks",
+    "predict_tta": "fsd.model.inference",
+}
+
+__all__ = sorted(_LAZY)
+
+
+def __getattr__(name: str) -> Any:
+    if name in _LAZY:
+        return getattr(importlib.import_module(_LAZY[name]), name)
+    raise AttributeError(f"module 'fsd.model' has no attribute {name!r}")

@@ -91,7 +91,7 @@ def backbone_layer_names(alpha: float = 1.0) -> list[str]:
     """Names of the weight-carrying backbone layers, in order (for transfer and loading)."""
     inp = keras.Input((32, 32, 3))
     out = mobilenet_v2_features(inp, alpha)
-    return [l.name for l in keras.Model(inp, out).layers if l.weights]
+    return [layer.name for layer in keras.Model(inp, out).layers if layer.weights]
 
 
 def _reference_model(alpha: float, weights: str) -> keras.Model:

@@ -17,7 +17,7 @@ import os
 import shutil
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -257,8 +257,15 @@ class _Checkpoint:
                 shutil.rmtree(p, ignore_errors=True)
 
 
-def _new_state(fold: int, labels: list[str], model_key: str, train_key: str) -> dict:
-    return {"version": CHECKPOINT_VERSION, "fold": fold, "labels": labels,
+def _new_state(fold: int, labels: list[str], model_key: str, train_key: str,
+               seed: int) -> dict:
+    # The RNG "state" is its derivation: augmentation draws come from numpy
+    # SeedSequence([seed, stream, epoch, step]), stream = 100 * fold + stage number, and each
+    # stage's network is initialised after keras.utils.set_random_seed(seed + 1000 * fold +
+    # stage index); the epoch counters below are all a resumed run needs to continue them.
+    rng = {"seed": seed, "data_stream": {s: 100 * fold + i + 1 for i, s in enumerate(STAGES)},
+           "init_seed": {s: seed + 1000 * fold + i for i, s in enumerate(STAGES)}}
+    return {"version": CHECKPOINT_VERSION, "fold": fold, "labels": labels, "rng": rng,
             "model_key": model_key, "train_key": train_key, "stage": STAGES[0],
             **_stage_start(), "history": [], "shapes": [], "train_seconds": 0.0,
             "train_samples": 0, "snapshot": None}
@@ -344,7 +351,7 @@ class _FoldTrainer:
     # ---- pieces
     def _build(self, stage: str) -> keras.Model:
         # Seed per stage so a resumed run builds the same fresh head as an uninterrupted one.
-        keras.utils.set_random_seed(self.cfg.train.seed + 1000 * self.fold + STAGES.index(stage))
+        keras.utils.set_random_seed(self.state["rng"]["init_seed"][stage])
         pca_dim = self.data.pca_train.shape[1] if stage == "stage2" else None
         model = build_network(self.cfg.model, len(self.data.labels), self.data.n_mels, pca_dim)
         return model
@@ -352,8 +359,8 @@ class _FoldTrainer:
     def _batches(self, stage: str, st: StageConfig) -> TrainBatches:
         return TrainBatches(
             self.store, self.data.train_rows, self.cfg.train, self.data.crop, st.mixup_alpha,
-            pca=self.data.pca_train if stage == "stage2" else None, seed=self.cfg.train.seed,
-            stream=100 * self.fold + STAGES.index(stage) + 1,
+            pca=self.data.pca_train if stage == "stage2" else None, seed=self.state["rng"]["seed"],
+            stream=self.state["rng"]["data_stream"][stage],
             steps_per_epoch=self.cfg.train.steps_per_epoch, n_classes=len(self.data.labels))
 
     def validate(self, model: keras.Model, stage: str) -> tuple[float, float, np.ndarray]:
@@ -492,12 +499,13 @@ class _FoldTrainer:
             "fold": self.fold,
             "val_map3": val_map3,
             "val_loss": val_loss,
-            "n_train": int(len(self.data.train_rows)),
-            "n_val": int(len(self.data.val_rows)),
-            "epochs": int(len(hist)),
+            "n_train": len(self.data.train_rows),
+            "n_val": len(self.data.val_rows),
+            "epochs": len(hist),
             "epochs_stage1": int(per_stage.get("stage1", 0)),
             "epochs_stage2": int(per_stage.get("stage2", 0)),
-            "stage1_val_map3": float(s1.loc[s1["val_loss"].idxmin(), "val_map3"]) if len(s1) else float("nan"),
+            "stage1_val_map3": (float(s1.loc[s1["val_loss"].idxmin(), "val_map3"]) if len(s1)
+                                else float("nan")),
             "distinct_shapes": len(st["shapes"]),
             "crop_min": int(self.data.crop[0]),
             "crop_max": int(self.data.crop[1]),
@@ -508,7 +516,9 @@ class _FoldTrainer:
         }
         _atomic_write_text(wd / "result.json", json.dumps(metrics, indent=1))
         log.info("fold %d done: val_map3 %.4f val_loss %.4f", self.fold, val_map3, val_loss)
-        return _result(self.fold, wd, hist, metrics)
+        result = _result(self.fold, wd, hist, metrics)
+        result.plots = plots
+        return result
 
 
 def _result(fold: int, wd: Path, hist: pd.DataFrame, metrics: dict[str, Any]) -> FoldResult:
@@ -541,7 +551,7 @@ def train_fold(cfg: Config, store: FeatureSource, fold: int, workdir: str | Path
     model_key = _model_key(cfg, data)
     train_key = json.dumps(cfg.to_dict()["train"], sort_keys=True)
     if state is None:
-        state = _new_state(fold, labels, model_key, train_key)
+        state = _new_state(fold, labels, model_key, train_key, cfg.train.seed)
     else:
         _check_resume(state, fold, labels, model_key, train_key, ckpt.dir)
         if state["stage"] == "done" and (workdir / "result.json").exists():
