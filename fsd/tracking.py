@@ -84,7 +84,14 @@ def stage_run(
 
 
 def log_config(cfg: Config) -> None:
-    params = {k: _param_value(v) for k, v in cfg.flat().items()}
+    """Log every resolved field as a param (and the whole config as config.yaml).
+
+    Under `mlflow run`, the -P values were already logged under the same dotted keys as the
+    user typed them ("2" where the config holds 2.0); params cannot change, so those stay.
+    """
+    active = mlflow.active_run()
+    logged = MlflowClient().get_run(active.info.run_id).data.params if active else {}
+    params = {k: _param_value(v) for k, v in cfg.flat().items() if k not in logged}
     mlflow.log_params(params)
     mlflow.log_text(dump_config(cfg), "config.yaml")
 

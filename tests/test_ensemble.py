@@ -216,3 +216,35 @@ def test_incomplete_or_mixed_fold_sets_are_refused(ensemble_tracking):
     with pytest.raises(ConfigError, match="missing"):
         select_fold_runs(other, None)  # no training with this key at all
     assert sorted(select_fold_runs(cfg, ids)) == [0, 1]
+
+
+def test_lazy_clip_rows_give_the_same_scores():
+    from fsd.ensemble.tta import ClipRows
+
+    clips = _clips(8)
+    fetched = []
+
+    def fetch(i):
+        fetched.append(i)
+        return clips[i].astype(np.float16)  # as a float16 store hands them out
+
+    m = StandIn(8, 3, None, seed=6)
+    eager = predict_ensemble([m], [c.astype(np.float16).astype(np.float32) for c in clips],
+                             [None], [15, 30], 2, seed=1)
+    lazy = predict_ensemble([m], ClipRows(fetch, range(8)), [None], [15, 30], 2, seed=1)
+    np.testing.assert_allclose(lazy.log_sum, eager.log_sum, rtol=1e-6)
+    assert set(fetched) == set(range(8))
+
+
+def test_fsd_ensemble_command_refuses_an_incomplete_set(ensemble_tracking, caplog):
+    from fsd.cli import main
+
+    ids = ensemble_tracking.fold_run_ids
+    with caplog.at_level("ERROR"):
+        rc = main(["ensemble", "--config", "experiments/demo.yaml", "--fold-runs", ids[1],
+                   "--register", "false"])
+    assert rc == 2
+    assert "folds [0] are missing" in caplog.text
+    with caplog.at_level("ERROR"):
+        assert main(["ensemble", "--fold-runs", "0123456789abcdef"]) == 2
+    assert "not found" in caplog.text

@@ -13,7 +13,9 @@ REPO = Path(__file__).resolve().parents[1]
 
 def _mlflow_run(entry: str, tmp_path: Path, *params: str) -> subprocess.CompletedProcess:
     env = {**os.environ, "MLFLOW_TRACKING_URI": f"sqlite:///{tmp_path}/mlflow.db",
-           "MLFLOW_SKIP_PIP_REQUIREMENTS_CHECK": "true"}
+           "MLFLOW_SKIP_PIP_REQUIREMENTS_CHECK": "true",
+           # the MLproject's `python -m fsd` must be this interpreter, as in an activated venv
+           "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ.get('PATH', '')}"}
     cmd = [sys.executable, "-m", "mlflow", "run", str(REPO), "-e", entry, "--env-manager", "local",
            "--experiment-name", "it"]
     for p in params:
@@ -65,4 +67,5 @@ def test_strict_fails_on_rejects_after_logging(tmp_path):
                       "data.source=folder", f"data.audio_dir={audio}", f"data.csv={csv}",
                       "data.verified_column=", f"store.cache_dir={tmp_path}/cache", "pca.n_components=2")
     assert out.returncode != 0
-    assert "bad.wav" in out.stderr and "strict" in out.stderr
+    printed = out.stdout + out.stderr
+    assert "bad.wav" in printed and "--strict: 1 rejected" in printed

@@ -20,7 +20,9 @@ TINY = ["model.width=0.35", "model.dense1=32", "model.dense2=16", "train.batch_s
 
 def _env(tmp_path: Path) -> dict:
     return {**os.environ, "MLFLOW_TRACKING_URI": f"sqlite:///{tmp_path}/mlflow.db",
-            "MLFLOW_SKIP_PIP_REQUIREMENTS_CHECK": "true", "TF_CPP_MIN_LOG_LEVEL": "2"}
+            "MLFLOW_SKIP_PIP_REQUIREMENTS_CHECK": "true",
+           # the MLproject's `python -m fsd` must be this interpreter, as in an activated venv
+           "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ.get('PATH', '')}", "TF_CPP_MIN_LOG_LEVEL": "2"}
 
 
 def _mlflow_run(entry: str, tmp_path: Path, *params: str) -> subprocess.CompletedProcess:

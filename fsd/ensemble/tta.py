@@ -13,7 +13,7 @@ fold k's clips); each clip's geometric mean is over the views of the models that
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 import numpy as np
@@ -78,6 +78,21 @@ def build_views(logmels: Sequence[np.ndarray], length: int, positions: np.ndarra
     return out
 
 
+class ClipRows(Sequence):
+    """Clips fetched on demand, e.g. ``ClipRows(store.logmel, rows)`` over a memory-mapped
+    feature store: scoring thousands of clips then holds one chunk's log-mels, not all."""
+
+    def __init__(self, fetch: Callable[[int], np.ndarray], rows: Sequence[int]):
+        self._fetch = fetch
+        self.rows = np.asarray(rows, dtype=np.int64)
+
+    def __len__(self) -> int:
+        return len(self.rows)
+
+    def __getitem__(self, i: int) -> np.ndarray:
+        return self._fetch(int(self.rows[i]))
+
+
 @dataclass
 class TTAResult:
     """Summed log-probabilities and view counts per clip; :meth:`probs` is the geometric mean."""
@@ -126,7 +141,8 @@ def predict_ensemble(
     """Score ``logmels`` with every model x length x crop; returns the log-prob sums.
 
     ``pcas[k]`` is model k's PCA input for all clips (None for a log-mel-only model);
-    ``members[k]`` the clip indices model k scores (None: all).
+    ``members[k]`` the clip indices model k scores (None: all). ``logmels`` may be lazy
+    (:class:`ClipRows`): views are built a chunk of clips at a time.
     """
     n = len(logmels)
     if n == 0:
@@ -137,8 +153,7 @@ def predict_ensemble(
         raise ValueError(f"{len(models)} models but {len(pcas)} PCA inputs")
     members = list(members) if members is not None else [None] * len(models)
     sets = [np.arange(n) if m is None else np.asarray(m, dtype=np.int64) for m in members]
-    logmels = [np.asarray(m, dtype=np.float32) for m in logmels]
-    n_mels = logmels[0].shape[1]
+    n_mels = np.shape(logmels[0])[1]
     positions = crop_positions(n, lengths, crops, seed)
     log_sum: np.ndarray | None = None
     count = np.zeros(n, dtype=np.int64)

@@ -57,7 +57,7 @@ def select_fold_runs(cfg: Config, run_ids: list[str] | None) -> dict[int, mlflow
     if run_ids and len(set(run_ids)) != len(run_ids):
         raise ConfigError(f"--fold-runs lists a run twice: {run_ids}")
     if run_ids:
-        folds = [mlflow.get_run(r).data.tags.get(tracking.TAG_FOLD) for r in run_ids]
+        folds = [_get_run(r).data.tags.get(tracking.TAG_FOLD) for r in run_ids]
         dup = sorted({f for f in folds if folds.count(f) > 1}, key=str)
         if dup:
             raise ConfigError(f"--fold-runs gives more than one run for fold(s) {dup}")
@@ -70,6 +70,16 @@ def select_fold_runs(cfg: Config, run_ids: list[str] | None) -> dict[int, mlflow
         raise ConfigError(f"fold runs were trained on different featurize runs {sorted(feats)}; "
                           "retrain the folds on one feature store")
     return runs
+
+
+def _get_run(run_id: str) -> mlflow.entities.Run:
+    from mlflow.exceptions import MlflowException
+
+    try:
+        return mlflow.get_run(run_id)
+    except MlflowException as exc:
+        raise ConfigError(f"--fold-runs: run {run_id!r} not found in {mlflow.get_tracking_uri()} "
+                          f"({exc.message.splitlines()[0] if exc.message else exc})") from None
 
 
 def training_config(cfg: Config, run: mlflow.entities.Run) -> Config:
@@ -90,12 +100,19 @@ def training_config(cfg: Config, run: mlflow.entities.Run) -> Config:
     return trained
 
 
-def build_ensemble(cfg: Config, run_ids: list[str] | None = None, *, register: bool = True) -> dict:
+def ensemble_logged(cfg: Config, run_ids: list[str] | None = None, *, register: bool = True,
+                    nested: bool = False) -> str:
+    """The ensemble stage in its own (optionally nested) run; returns that run's id."""
+    return build_ensemble(cfg, run_ids, register=register, nested=nested)["run_id"]
+
+
+def build_ensemble(cfg: Config, run_ids: list[str] | None = None, *, register: bool = True,
+                   nested: bool = False) -> dict:
     """The ensemble stage; returns a summary dict (run_id, oof_map3, model_uri, promotion...)."""
     from fsd.ensemble.bundle import BundleInfo, Ensemble, FoldFiles, build_bundle
     from fsd.ensemble.oof import per_class_table, plot_oof, score_oof
     from fsd.ensemble.submission import class_prior
-    from fsd.ensemble.tta import tta_lengths
+    from fsd.ensemble.tta import ClipRows, tta_lengths
     from fsd.serving.pyfunc import log_ensemble_model, register_and_promote
 
     runs = select_fold_runs(cfg, run_ids)
@@ -110,7 +127,7 @@ def build_ensemble(cfg: Config, run_ids: list[str] | None = None, *, register: b
     tags = {tracking.TAG_TRAIN_KEY: key, tracking.TAG_FEATURES_RUN: features_run,
             tracking.TAG_FEATURE_KEY: tracking.feature_key(train_cfg),
             TAG_FOLD_RUNS: ",".join(r.info.run_id for r in runs.values())}
-    with tracking.stage_run(train_cfg, "ensemble", tags=tags) as active:
+    with tracking.stage_run(train_cfg, "ensemble", tags=tags, nested=nested) as active:
         files = []
         for fold, r in runs.items():
             local = tracking.download_artifacts(r.info.run_id, FOLD_ARTIFACT,
@@ -118,6 +135,8 @@ def build_ensemble(cfg: Config, run_ids: list[str] | None = None, *, register: b
             proj = local / "projector.joblib"
             files.append(FoldFiles(fold=fold, model=local / "model.keras",
                                    projector=proj if proj.exists() else None, run_id=r.info.run_id))
+        # outputs per run: two ensemble runs of one training never share a folder
+        out = work / active.info.run_id
         crop_min, crop_max = _crop_limits(train_cfg, store, work / "downloads", runs)
         lengths = tta_lengths(cfg.ensemble, crop_min, crop_max)
         e = cfg.ensemble
@@ -130,12 +149,12 @@ def build_ensemble(cfg: Config, run_ids: list[str] | None = None, *, register: b
         )
         mlflow.log_params({"ensemble.folds": len(files), "ensemble.lengths_used": str(lengths),
                            "ensemble.views_per_clip": len(lengths) * e.tta_crops})
-        bundle = build_bundle(work / "bundle", files, train_cfg, info)
+        bundle = build_bundle(out / "bundle", files, train_cfg, info)
         ensemble = Ensemble.load(bundle)
 
         # --- out of fold: each train clip scored by the fold model that held it out -------
         t0 = time.perf_counter()
-        logmels = [store.logmel(i) for i in range(len(index))]
+        logmels = ClipRows(store.logmel, range(len(index)))
         summaries = store.summary if train_cfg.summary.enabled else None
         folds = index["fold"].to_numpy()
         members = [np.flatnonzero(folds == f) for f in ensemble.folds]
@@ -152,14 +171,14 @@ def build_ensemble(cfg: Config, run_ids: list[str] | None = None, *, register: b
         mlflow.log_metrics({**oof.metrics(), "oof_seconds": seconds,
                             "oof_clips_per_s": float(scored.sum()) / max(seconds, 1e-9)})
         mlflow.log_metrics(_training_scores(work / "downloads", runs))
-        plots = plot_oof(oof, y[scored], probs[scored], labels, work / "plots")
+        plots = plot_oof(oof, y[scored], probs[scored], labels, out / "plots")
         tracking.log_files(plots, "plots")
-        _log_frame(oof.frame, work / "oof_ensemble.csv", "oof")
-        _log_frame(per_class_table(oof), work / "oof_per_class.csv", "oof")
+        _log_frame(oof.frame, out / "oof_ensemble.csv", "oof")
+        _log_frame(per_class_table(oof), out / "oof_per_class.csv", "oof")
         info.scores = {"oof_map3": oof.overall}
 
         # --- test clips: predictions, submission, scores where labelled ---------------------
-        test_scores = _score_test(train_cfg, store, ensemble, info, work)
+        test_scores = _score_test(train_cfg, store, ensemble, info, out)
         info.scores.update(test_scores)
         (bundle / "ensemble.json").write_text(_with_scores(bundle / "ensemble.json", info.scores))
 
@@ -236,6 +255,7 @@ def _score_test(cfg: Config, store, ensemble, info, work: Path) -> dict[str, flo
     false, 0 frames): those get the training prior's top 3, so the submission is complete.
     """
     from fsd.ensemble.submission import build_submission, score_submission, validate_submission
+    from fsd.ensemble.tta import ClipRows
 
     if "test" not in getattr(store, "splits", []):
         log.info("no test split in this dataset: no submission")
@@ -249,7 +269,7 @@ def _score_test(cfg: Config, store, ensemble, info, work: Path) -> dict[str, flo
     probs = np.zeros((0, len(info.labels)), dtype=np.float32)
     if len(rows):
         t0 = time.perf_counter()
-        logmels = [test.logmel(int(i)) for i in rows]
+        logmels = ClipRows(test.logmel, rows)
         summaries = np.asarray(test.summary)[rows] if cfg.summary.enabled else None
         probs = ensemble.predict(logmels, summaries)
         seconds = time.perf_counter() - t0

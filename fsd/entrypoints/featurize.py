@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import argparse
 import logging
+import warnings
 from pathlib import Path
 
 import mlflow
@@ -51,10 +52,13 @@ def featurize_logged(cfg: Config):
     mlflow.set_tags({tracking.TAG_FEATURE_KEY: key, tracking.TAG_STORE_DIR: str(Path(result.store_dir).resolve()),
                      "fsd.reused": str(result.reused).lower()})
     index = result.store.index
-    dataset = mlflow.data.from_pandas(
-        index[["fname", "label", "fold", "verified", "seconds"]],
-        source=_dataset_source(cfg), name=f"{cfg.data.source}-{key}", targets="label",
-    )
+    with warnings.catch_warnings():
+        # MLflow hints about integer columns and ambiguous local sources; neither applies here.
+        warnings.simplefilter("ignore", UserWarning)
+        dataset = mlflow.data.from_pandas(
+            index[["fname", "label", "fold", "verified", "seconds"]],
+            source=_dataset_source(cfg), name=f"{cfg.data.source}-{key}", targets="label",
+        )
     mlflow.log_input(dataset, context="featurize")
     mlflow.log_metrics({k: float(v) for k, v in result.stats.items() if _is_number(v)})
     tracking.log_files(result.plots, "plots")

@@ -34,9 +34,8 @@ def run(cfg: Config, args: argparse.Namespace) -> int:
     import mlflow
     from mlflow.exceptions import MlflowException
 
-    from fsd import tracking
-
-    tracking.set_experiment(cfg)  # selects the same tracking store the ensemble step used
+    # MLflow 3's default store (sqlite:///mlflow.db in the working directory) or
+    # MLFLOW_TRACKING_URI: the same store the ensemble step registered into
     uri = args.model or f"models:/{cfg.ensemble.model_name}@{cfg.ensemble.alias}"
     top_k = args.top_k or cfg.ensemble.top_k
     try:

@@ -2,10 +2,10 @@
 
 Input: a DataFrame with one column ``audio`` of file bytes (base64 strings in a JSON request,
 decoded here: the signature declares the column ``Any`` so that a bad string gets our message,
-not MLflow's) in any format libsndfile reads. Output per clip: ``label_1, score_1, ..., label_k, score_k``
-(optionally ``prob_<label>`` for every class). Inference settings arrive as MLflow ``params``
-(``tta_lengths``, ``tta_crops``, ``top_k``, ``seed``, ``return_probabilities``), declared in the
-signature with the ensemble's defaults.
+not MLflow's) in any format libsndfile reads. Output per clip: ``label_1, score_1, ...,
+label_k, score_k`` (optionally ``prob_<label>`` for every class). Inference settings arrive as
+MLflow ``params`` (``tta_lengths``, ``tta_crops``, ``top_k``, ``seed``,
+``return_probabilities``), declared in the signature with the ensemble's defaults.
 
 A malformed request raises ``MlflowException(..., INVALID_PARAMETER_VALUE)``, which the scoring
 server answers with HTTP 400 and the message; the model's code travels with it

@@ -159,6 +159,10 @@ class TrainBatches(keras.utils.PyDataset):
     ``rows``: store rows to train on; ``pca``: their PCA vectors (aligned with ``rows``) for
     stage 2, else None. Every batch has ``batch_size`` clips (an epoch's order wraps around)
     so the batch dimension never changes; the crop length is drawn per batch.
+
+    ``train_fold`` consumes it through :func:`prefetch` and ``train_on_batch``. Passing it to
+    ``model.fit`` works only when every batch has one crop length: Keras fixes the input
+    signature from the first batches it sees.
     """
 
     def __init__(self, store: FeatureSource, rows: np.ndarray, train_cfg: TrainConfig,
