@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import base64
 import io
+import subprocess
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -165,7 +167,6 @@ def test_alias_moves_only_when_the_new_score_beats_the_holder(tmp_path, monkeypa
 
 
 def _test_wavs(trained) -> list[bytes]:
-
     test_dir = Path(trained.cfg.data.root) / "FSDKaggle2018.audio_test"
     return [p.read_bytes() for p in sorted(test_dir.glob("t_*.wav"))[:2]]
 
@@ -193,9 +194,6 @@ def test_registered_pyfunc_predicts_on_raw_wav_bytes(ensemble_tracking):
     assert err.value.get_http_status_code() == 400
     # the model carries its own code, so it loads where fsd is not installed: a fresh
     # interpreter with the checkout and the editable install hidden loads and predicts
-    import subprocess
-    import sys
-
     local = Path(mlflow.artifacts.download_artifacts(ensemble_tracking.model_uri))
     assert (local / "code" / "fsd" / "serving" / "pyfunc.py").is_file()
     wav = Path(ensemble_tracking.root) / "probe.wav"
@@ -261,6 +259,11 @@ def test_served_model_answers_good_requests_and_refuses_bad_ones(ensemble_tracki
         preds = body["predictions"]
         assert len(preds) == 2 and all({p["label_1"], p["label_2"], p["label_3"]} <= labels
                                        for p in preds)
+        # the other JSON layouts MLflow accepts reach the model too
+        for layout in ({"inputs": {"audio": [b64, b64]}},
+                       {"dataframe_records": [{"audio": b64}, {"audio": b64}]}):
+            status, body = srv.invoke(layout)
+            assert status == 200 and len(body["predictions"]) == 2, (layout.keys(), body)
         seen = {}
         for name, payload in bad.items():
             status, answer = srv.invoke(payload)

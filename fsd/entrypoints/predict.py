@@ -18,6 +18,9 @@ from fsd.config import Config
 from fsd.entrypoints.flags import optional_int
 
 HELP = "top labels for local audio files from a registered ensemble (models:/name@alias)"
+# Files per predict call: well under ensemble.max_request_clips, and a bad file costs a retry
+# of only its own chunk.
+CHUNK = 16
 log = logging.getLogger(__name__)
 
 
@@ -43,28 +46,29 @@ def run(cfg: Config, args: argparse.Namespace) -> int:
     except MlflowException as exc:
         log.error("cannot load model %s: %s", uri, exc.message)
         return 2
-    rows, failed = [], 0
-    blobs: list[tuple[str, bytes]] = []
+    rows: list[dict] = []
+    readable: list[tuple[int, bytes]] = []
     for f in args.files:
         path = Path(f)
+        rows.append({"fname": path.name})
         try:
-            blobs.append((path.name, path.read_bytes()))
+            readable.append((len(rows) - 1, path.read_bytes()))
         except OSError as exc:
-            rows.append({"fname": path.name, "error": exc.strerror or str(exc)})
-            failed += 1
-    if blobs:
-        frame = _predict(model, [b for _, b in blobs], top_k)
+            rows[-1]["error"] = exc.strerror or str(exc)
+    for start in range(0, len(readable), CHUNK):
+        chunk = readable[start:start + CHUNK]
+        frame = _predict(model, [b for _, b in chunk], top_k)
         if frame is not None:
-            for (name, _), rec in zip(blobs, frame.to_dict("records")):
-                rows.append({"fname": name, **rec})
-        else:  # one bad file fails the batch: retry one by one to say which
-            for name, blob in blobs:
-                try:
-                    out = model.predict(pd.DataFrame({"audio": [blob]}), params={"top_k": top_k})
-                    rows.append({"fname": name, **out.to_dict("records")[0]})
-                except MlflowException as exc:
-                    rows.append({"fname": name, "error": _reason(exc.message)})
-                    failed += 1
+            for (i, _), rec in zip(chunk, frame.to_dict("records")):
+                rows[i].update(rec)
+            continue
+        for i, blob in chunk:  # one bad file fails its batch: retry one by one to say which
+            try:
+                out = model.predict(pd.DataFrame({"audio": [blob]}), params={"top_k": top_k})
+                rows[i].update(out.to_dict("records")[0])
+            except MlflowException as exc:
+                rows[i]["error"] = _reason(exc.message)
+    failed = sum("error" in r for r in rows)
     table = format_table(rows, top_k)
     print(table)
     if args.output:
@@ -87,23 +91,25 @@ def _reason(message: str) -> str:
 
 
 def format_table(rows: list[dict], top_k: int) -> str:
-    """A fixed-width table: fname, then label/score pairs (or the error)."""
+    """A fixed-width table: fname, then label/score pairs, or ``ERROR: reason`` for a file the
+    model refused."""
     header = ["fname"] + [h for j in range(1, top_k + 1) for h in (f"label_{j}", f"score_{j}")]
-    lines = []
+    table: list[tuple[bool, list[str]]] = []
     for r in rows:
-        if "error" in r and isinstance(r.get("error"), str):
-            lines.append([r["fname"], f"ERROR: {r['error']}"])
+        if r.get("error"):
+            table.append((True, [str(r["fname"]), f"ERROR: {r['error']}"]))
             continue
         cells = [str(r["fname"])]
         for j in range(1, top_k + 1):
             cells += [str(r.get(f"label_{j}", "")), f"{float(r.get(f'score_{j}', float('nan'))):.3f}"]
-        lines.append(cells)
-    good = [line for line in lines if not line[-1].startswith("ERROR")]
-    widths = [max([len(header[i])] + [len(line[i]) for line in good]) for i in range(len(header))]
-    out = ["  ".join(h.ljust(w) for h, w in zip(header, widths))]
-    for line in lines:
-        if line[-1].startswith("ERROR"):
-            out.append(line[0].ljust(widths[0]) + "  " + line[1])
-        else:
-            out.append("  ".join(c.ljust(w) for c, w in zip(line, widths)))
-    return "\n".join(out)
+        table.append((False, cells))
+    widths = [len(h) for h in header]
+    for is_error, cells in table:
+        for i, c in enumerate(cells[:1] if is_error else cells):
+            widths[i] = max(widths[i], len(c))
+    lines = [header] + [cells for _, cells in table]
+    errors = [False] + [e for e, _ in table]
+    return "\n".join(
+        (cells[0].ljust(widths[0]) + "  " + cells[1]) if err else
+        "  ".join(c.ljust(w) for c, w in zip(cells, widths)).rstrip()
+        for err, cells in zip(errors, lines))

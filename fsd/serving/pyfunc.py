@@ -219,6 +219,7 @@ class LocalServer:
         self.log_path = log_path
         self._proc = None
         self._log = None
+        self._own_log = False
 
     def __enter__(self) -> LocalServer:
         import os
@@ -235,6 +236,7 @@ class LocalServer:
             self._log = tempfile.NamedTemporaryFile("w+b", prefix="fsd-serve-", suffix=".log",
                                                     delete=False)
             self.log_path = Path(self._log.name)
+            self._own_log = True
         else:
             self._log = open(self.log_path, "w+b")
         cmd = [sys.executable, "-m", "mlflow", "models", "serve", "-m", self.model_uri,
@@ -291,6 +293,9 @@ class LocalServer:
         if self._log is not None:
             self._log.close()
             self._log = None
+        if self._own_log:  # a temp log of ours; errors already carried its tail
+            Path(self.log_path).unlink(missing_ok=True)
+            self._own_log = False
 
     def __exit__(self, *exc) -> None:
         self.stop()

@@ -70,9 +70,9 @@ def clips_from_frame(frame: Any, max_clips: int, max_clip_bytes: int) -> list[by
     if extra:
         raise RequestError(f"unexpected column(s) {extra}; send only {AUDIO_COLUMN!r}")
     values = frame[AUDIO_COLUMN].tolist()
-    if len(values) == 1 and isinstance(values[0], (list, tuple)) or (
-            len(values) == 1 and isinstance(values[0], np.ndarray) and values[0].dtype != np.uint8):
-        # {"inputs": {"audio": [clip, clip]}} reaches the model as one row holding the list
+    nested = len(values) == 1 and (isinstance(values[0], (list, tuple)) or (
+        isinstance(values[0], np.ndarray) and values[0].dtype != np.uint8))
+    if nested:  # {"inputs": {"audio": [clip, clip]}} reaches the model as one row of a list
         values = list(values[0])
     n = len(values)
     if n == 0:
