@@ -1,0 +1,50 @@
+"""`fsd main`: the whole pipeline as nested runs, and a rerun that skips what is done."""
+
+from pathlib import Path
+
+import pytest
+from mlflow.tracking import MlflowClient
+
+from fsd.cli import main
+
+REPO = Path(__file__).resolve().parents[1]
+
+TINY = ["model.width=0.35", "model.dense1=32", "model.dense2=16", "train.batch_size=16",
+        "train.crop_min=30", "train.crop_max=60", "train.crop_bucket=30", "train.val_lengths=40",
+        "train.stage1.cyclic_epochs=1", "train.stage1.plateau_low_epochs=0",
+        "train.stage1.plateau_high_epochs=0", "train.stage2.cyclic_epochs=1",
+        "train.stage2.plateau_low_epochs=0", "train.stage2.plateau_high_epochs=0",
+        "data.synthetic_clips_per_class=3", "pca.n_components=4", "ensemble.tta_n_lengths=2",
+        "ensemble.tta_crops=2", "ensemble.model_name=fsd-pipeline-test"]
+
+
+@pytest.mark.slow
+def test_main_runs_every_step_nested_then_skips_them(tmp_path, monkeypatch, capsys):
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{tmp_path}/mlflow.db")
+    monkeypatch.setenv("MLFLOW_SKIP_PIP_REQUIREMENTS_CHECK", "true")
+    args = ["main", "--config", str(REPO / "experiments" / "demo.yaml"),
+            f"store.cache_dir={tmp_path}/cache", f"output_dir={tmp_path}/out", *TINY]
+    assert main(args) == 0
+    printed = capsys.readouterr().out
+    assert "main run" in printed and "fold 1" in printed
+
+    client = MlflowClient()
+    exp = client.get_experiment_by_name("demo")
+    runs = client.search_runs([exp.experiment_id])
+    by_stage = {}
+    for r in runs:
+        by_stage.setdefault(r.data.tags["fsd.stage"], []).append(r)
+    assert {len(by_stage[s]) for s in ("main", "featurize", "ensemble")} == {1}
+    assert len(by_stage["train_fold"]) == 2
+    parent = by_stage["main"][0].info.run_id
+    for stage in ("featurize", "train_fold", "ensemble"):
+        assert all(r.data.tags.get("mlflow.parentRunId") == parent for r in by_stage[stage])
+    version = client.get_model_version_by_alias("fsd-pipeline-test", "champion")
+    assert version.run_id == by_stage["ensemble"][0].info.run_id
+
+    # the same command again: featurize and both folds are found and skipped
+    assert main(args + ["--no-ensemble"]) == 0
+    runs = client.search_runs([exp.experiment_id])
+    stages = [r.data.tags["fsd.stage"] for r in runs]
+    assert stages.count("main") == 2 and stages.count("featurize") == 1
+    assert stages.count("train_fold") == 2
