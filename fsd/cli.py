@@ -95,6 +95,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     except ConfigError as exc:
         parser.exit(2, f"fsd: config error: {exc}\n")
     os.environ.setdefault("MLFLOW_SKIP_PIP_REQUIREMENTS_CHECK", "true")
+    # Our own bars show progress; MLflow's per-download bars for a few small files are noise.
+    os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
+    if not args.verbose:
+        # Retracing at each TTA length is expected and bounded; TF warns about it at length.
+        logging.getLogger("tensorflow").setLevel(logging.ERROR)
     mod = _load(args._module)
     try:
         return int(mod.run(cfg, args) or 0)

@@ -121,18 +121,31 @@ def log_files(paths: dict[str, Path] | list[Path], artifact_path: str | None = N
 
 
 def find_runs(
-    cfg: Config, stage: str, *, extra_filter: str = "", finished_only: bool = True,
+    cfg: Config, stage: str, *, tags: dict[str, str] | None = None, finished_only: bool = True,
 ) -> list[Run]:
-    """Runs of ``stage`` in the config's experiment, newest first."""
+    """Runs of ``stage`` in the config's experiment carrying ``tags``, newest first."""
     exp_id = set_experiment(cfg)
     flt = f"tags.`{TAG_STAGE}` = '{stage}'"
     if finished_only:
         flt += " and attributes.status = 'FINISHED'"
-    if extra_filter:
-        flt += f" and {extra_filter}"
+    for key, value in (tags or {}).items():
+        flt += f" and tags.`{key}` = '{value}'"
     return MlflowClient().search_runs(
         [exp_id], filter_string=flt, order_by=["attributes.start_time DESC"], max_results=1000
     )
+
+
+def featurize_runs(cfg: Config) -> list[Run]:
+    """Finished featurize runs whose features match ``cfg``, newest first."""
+    return find_runs(cfg, "featurize", tags={TAG_FEATURE_KEY: feature_key(cfg)})
+
+
+def finished_folds(cfg: Config) -> dict[int, Run]:
+    """The newest finished fold run of ``cfg``'s training recipe, per fold."""
+    by_fold: dict[int, Run] = {}
+    for r in find_runs(cfg, "train_fold", tags={TAG_TRAIN_KEY: train_key(cfg)}):
+        by_fold.setdefault(int(r.data.tags[TAG_FOLD]), r)
+    return by_fold
 
 
 def download_artifacts(run_id: str, artifact_path: str, dst: Path) -> Path:

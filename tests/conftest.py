@@ -52,3 +52,21 @@ def write_audio(tmp_path: Path) -> Callable[..., Path]:
         return path
 
     return write
+
+
+@pytest.fixture(autouse=True)
+def _isolated_mlflow_environment():
+    """mlflow.set_experiment writes MLFLOW_EXPERIMENT_ID into os.environ; keep each test's
+    MLflow settings (env vars, active runs) from leaking into the next one's subprocesses."""
+    import os
+
+    before = {k: v for k, v in os.environ.items() if k.startswith("MLFLOW_")}
+    yield
+    import mlflow
+
+    while mlflow.active_run():
+        mlflow.end_run()
+    for k in [k for k in os.environ if k.startswith("MLFLOW_")]:
+        if k not in before:
+            del os.environ[k]
+    os.environ.update(before)

@@ -1,31 +1,15 @@
 """`featurize` through `mlflow run` on the embedded sample, and what it logged."""
 
-import os
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
+from launch import mlflow_run
 from mlflow.tracking import MlflowClient
-
-REPO = Path(__file__).resolve().parents[1]
-
-
-def _mlflow_run(entry: str, tmp_path: Path, *params: str) -> subprocess.CompletedProcess:
-    env = {**os.environ, "MLFLOW_TRACKING_URI": f"sqlite:///{tmp_path}/mlflow.db",
-           "MLFLOW_SKIP_PIP_REQUIREMENTS_CHECK": "true",
-           # the MLproject's `python -m fsd` must be this interpreter, as in an activated venv
-           "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ.get('PATH', '')}"}
-    cmd = [sys.executable, "-m", "mlflow", "run", str(REPO), "-e", entry, "--env-manager", "local",
-           "--experiment-name", "it"]
-    for p in params:
-        cmd += ["-P", p]
-    return subprocess.run(cmd, cwd=REPO, env=env, capture_output=True, text=True, timeout=600)
 
 
 @pytest.mark.slow
 def test_featurize_through_mlflow_run(tmp_path, monkeypatch):
-    out = _mlflow_run("featurize", tmp_path, "config=experiments/demo.yaml",
+    out = mlflow_run("featurize", tmp_path, "config=experiments/demo.yaml",
                       f"store.cache_dir={tmp_path}/cache", f"output_dir={tmp_path}/out")
     assert out.returncode == 0, out.stderr[-3000:]
     monkeypatch.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{tmp_path}/mlflow.db")
@@ -50,6 +34,7 @@ def test_featurize_through_mlflow_run(tmp_path, monkeypatch):
     assert "meta.json" in features and "train" in features
 
 
+
 @pytest.mark.slow
 def test_strict_fails_on_rejects_after_logging(tmp_path):
     csv = tmp_path / "meta.csv"
@@ -63,7 +48,7 @@ def test_strict_fails_on_rejects_after_logging(tmp_path):
         sf.write(audio / f"ok{i}.wav", rng.normal(0, 0.1, 22050).astype("float32"), 44100)
     (audio / "bad.wav").write_bytes(b"not audio at all")
     csv.write_text("fname,label\n" + "".join(f"ok{i}.wav,{'ab'[i % 2]}\n" for i in range(4)) + "bad.wav,a\n")
-    out = _mlflow_run("featurize", tmp_path, "config=experiments/demo.yaml", "strict=true",
+    out = mlflow_run("featurize", tmp_path, "config=experiments/demo.yaml", "strict=true",
                       "data.source=folder", f"data.audio_dir={audio}", f"data.csv={csv}",
                       "data.verified_column=", f"store.cache_dir={tmp_path}/cache", "pca.n_components=2")
     assert out.returncode != 0

@@ -1,14 +1,10 @@
 """`train_fold` through `mlflow run` on the embedded sample with a tiny config, and the pipeline."""
 
-import os
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
+from launch import fsd_command, mlflow_run
 from mlflow.tracking import MlflowClient
-
-REPO = Path(__file__).resolve().parents[1]
 
 TINY = ["model.width=0.35", "model.dense1=32", "model.dense2=16", "train.batch_size=8",
         "train.crop_min=40", "train.crop_max=90", "train.val_lengths=50,100",
@@ -18,28 +14,13 @@ TINY = ["model.width=0.35", "model.dense1=32", "model.dense2=16", "train.batch_s
         "data.synthetic_clips_per_class=3", "pca.n_components=4"]
 
 
-def _env(tmp_path: Path) -> dict:
-    return {**os.environ, "MLFLOW_TRACKING_URI": f"sqlite:///{tmp_path}/mlflow.db",
-            "MLFLOW_SKIP_PIP_REQUIREMENTS_CHECK": "true",
-           # the MLproject's `python -m fsd` must be this interpreter, as in an activated venv
-           "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ.get('PATH', '')}", "TF_CPP_MIN_LOG_LEVEL": "2"}
-
-
-def _mlflow_run(entry: str, tmp_path: Path, *params: str) -> subprocess.CompletedProcess:
-    cmd = [sys.executable, "-m", "mlflow", "run", str(REPO), "-e", entry, "--env-manager", "local",
-           "--experiment-name", "it"]
-    for p in params:
-        cmd += ["-P", p]
-    return subprocess.run(cmd, cwd=REPO, env=_env(tmp_path), capture_output=True, text=True, timeout=900)
-
-
 @pytest.mark.slow
-def test_train_fold_through_mlflow_run(tmp_path, monkeypatch):
+def test_train_fold_throughmlflow_run(tmp_path, monkeypatch):
     common = ["config=experiments/demo.yaml", f"store.cache_dir={tmp_path}/cache",
               f"output_dir={tmp_path}/out", "overrides=" + " ".join(TINY)]
-    out = _mlflow_run("featurize", tmp_path, *common)
+    out = mlflow_run("featurize", tmp_path, *common)
     assert out.returncode == 0, out.stderr[-3000:]
-    out = _mlflow_run("train_fold", tmp_path, "fold=1", *common)
+    out = mlflow_run("train_fold", tmp_path, "fold=1", *common)
     assert out.returncode == 0, out.stderr[-3000:]
 
     monkeypatch.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{tmp_path}/mlflow.db")
@@ -63,10 +44,9 @@ def test_train_fold_through_mlflow_run(tmp_path, monkeypatch):
 
 @pytest.mark.slow
 def test_train_fold_refuses_bad_input_before_training(tmp_path):
-    env = _env(tmp_path)
-    base = [sys.executable, "-m", "fsd", "train-fold", "--config", "experiments/demo.yaml",
+    base = ["train-fold", "--config", "experiments/demo.yaml",
             f"store.cache_dir={tmp_path}/cache", f"output_dir={tmp_path}/out"]
-    out = subprocess.run(base + ["--fold", "7"], cwd=REPO, env=env, capture_output=True, text=True, timeout=300)
+    out = fsd_command(tmp_path, *base, "--fold", "7")
     assert out.returncode == 2 and "train.fold must be in [0, 2)" in out.stderr
-    out = subprocess.run(base, cwd=REPO, env=env, capture_output=True, text=True, timeout=300)
+    out = fsd_command(tmp_path, *base)
     assert out.returncode == 2 and "no finished featurize run" in out.stderr

@@ -116,7 +116,7 @@ def resolve_store(cfg: Config, features_run: str = ""):
                 "run featurize with this config"
             )
     else:
-        runs = tracking.find_runs(cfg, "featurize", extra_filter=f"tags.`{tracking.TAG_FEATURE_KEY}` = '{key}'")
+        runs = tracking.featurize_runs(cfg)
         if not runs:
             raise ConfigError(
                 f"no finished featurize run with feature key {key} in experiment "

@@ -37,7 +37,7 @@ def run(cfg: Config, args: argparse.Namespace) -> int:
         store, features_run = featurize_step.resolve_store(cfg, features_run)
         folds = [int(f) for f in args.folds.split(",") if f.strip()] if args.folds else \
             sorted(int(f) for f in store.index["fold"].unique())
-        done = _finished_folds(cfg)
+        done = {fold: r.info.run_id for fold, r in tracking.finished_folds(cfg).items()}
         fold_run_ids = []
         for fold in folds:
             cfg.train.fold = fold
@@ -58,23 +58,13 @@ def run(cfg: Config, args: argparse.Namespace) -> int:
 
 
 def _featurize(cfg: Config, featurize_step) -> str:
-    key = tracking.feature_key(cfg)
-    runs = tracking.find_runs(cfg, "featurize", extra_filter=f"tags.`{tracking.TAG_FEATURE_KEY}` = '{key}'")
+    runs = tracking.featurize_runs(cfg)
     if runs:
-        log.info("featurize: finished run %s has the same feature key %s, reused", runs[0].info.run_id, key)
+        log.info("featurize: finished run %s has the same feature key, reused", runs[0].info.run_id)
         return runs[0].info.run_id
     with tracking.stage_run(cfg, "featurize", nested=True) as child:
         featurize_step.featurize_logged(cfg)
         return child.info.run_id
-
-
-def _finished_folds(cfg: Config) -> dict[int, str]:
-    key = tracking.train_key(cfg)
-    runs = tracking.find_runs(cfg, "train_fold", extra_filter=f"tags.`{tracking.TAG_TRAIN_KEY}` = '{key}'")
-    out: dict[int, str] = {}
-    for r in runs:
-        out.setdefault(int(r.data.tags[tracking.TAG_FOLD]), r.info.run_id)
-    return out
 
 
 def _print_summary(cfg: Config, run_id: str, summary: dict) -> None:

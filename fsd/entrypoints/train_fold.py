@@ -113,16 +113,20 @@ def fold_runs(cfg: Config, run_ids: list[str] | None = None) -> dict[int, mlflow
         runs = [mlflow.get_run(r) for r in run_ids]
         keys = {r.data.tags.get(tracking.TAG_TRAIN_KEY) for r in runs}
         if len(keys) != 1:
-            raise ConfigError(f"fold runs come from different trainings (train keys {sorted(map(str, keys))})")
+            raise ConfigError(
+                f"fold runs come from different trainings (train keys {sorted(map(str, keys))})")
         not_done = [r.info.run_id for r in runs if r.info.status != "FINISHED"]
         if not_done:
             raise ConfigError(f"fold runs not finished: {not_done}")
+        by_fold: dict[int, mlflow.entities.Run] = {}
+        for r in runs:
+            fold = int(r.data.tags[tracking.TAG_FOLD])
+            if fold in by_fold:
+                raise ConfigError(f"runs {by_fold[fold].info.run_id} and {r.info.run_id} both "
+                                  f"trained fold {fold}; name one run per fold")
+            by_fold[fold] = r
     else:
-        key = tracking.train_key(cfg)
-        runs = tracking.find_runs(cfg, "train_fold", extra_filter=f"tags.`{tracking.TAG_TRAIN_KEY}` = '{key}'")
-    by_fold: dict[int, mlflow.entities.Run] = {}
-    for r in runs:
-        by_fold.setdefault(int(r.data.tags[tracking.TAG_FOLD]), r)
+        by_fold = tracking.finished_folds(cfg)
     expected = set(range(cfg.folds.n_folds))
     missing = sorted(expected - set(by_fold))
     if missing:
