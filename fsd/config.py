@@ -134,6 +134,9 @@ class ModelConfig:
     conv2_filters: int = 3
     dense1: int = 1536
     dense2: int = 384
+    # The backbone's BatchNorm momentum (keras.applications: 0.999). Its moving statistics need
+    # ~1/(1-momentum) steps to settle: lower it for runs of a few hundred steps.
+    bn_momentum: float = 0.999
 
 
 @dataclass
@@ -290,6 +293,7 @@ class Config:
                "must not exceed half of logmel.sample_rate")
         _check(self.logmel.norm_max > self.logmel.norm_min, "logmel.norm_max",
                "must exceed logmel.norm_min")
+        _check(0 < self.model.bn_momentum < 1, "model.bn_momentum", "must be in (0, 1)")
         _check(self.pca.n_components > 0, "pca.n_components", "must be positive")
         _check(self.pca.fit_on in ("train_folds", "all"), "pca.fit_on",
                "must be train_folds or all")

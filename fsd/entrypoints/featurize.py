@@ -49,7 +49,8 @@ def featurize_logged(cfg: Config):
 
     result = featurize(cfg)
     key = tracking.feature_key(cfg)
-    mlflow.set_tags({tracking.TAG_FEATURE_KEY: key, tracking.TAG_STORE_DIR: str(Path(result.store_dir).resolve()),
+    mlflow.set_tags({tracking.TAG_FEATURE_KEY: key,
+                     tracking.TAG_STORE_DIR: str(Path(result.store_dir).resolve()),
                      "fsd.reused": str(result.reused).lower()})
     index = result.store.index
     with warnings.catch_warnings():

@@ -22,7 +22,10 @@ log = logging.getLogger(__name__)
 
 # The keras.applications ImageNet checkpoints exist for these widths only.
 IMAGENET_WIDTHS = (0.35, 0.5, 0.75, 1.0, 1.3, 1.4)
-_BN = {"epsilon": 1e-3, "momentum": 0.999}
+# keras.applications' MobileNetV2 BN settings. Momentum 0.999 needs thousands of steps before
+# the moving statistics describe the data; short runs (demos, tests, sweep trials) want less.
+BN_EPSILON = 1e-3
+BN_MOMENTUM = 0.999
 
 
 class WeightsError(ValueError):
@@ -38,7 +41,8 @@ def make_divisible(v: float, divisor: int = 8, min_value: int | None = None) -> 
     return new_v
 
 
-def _inverted_res_block(x, expansion: int, stride: int, alpha: float, filters: int, block_id: int):
+def _inverted_res_block(x, expansion: int, stride: int, alpha: float, filters: int, block_id: int,
+                        bn: dict[str, float]):
     in_channels = x.shape[-1]
     pointwise_filters = make_divisible(int(filters * alpha), 8)
     inputs = x
@@ -46,15 +50,15 @@ def _inverted_res_block(x, expansion: int, stride: int, alpha: float, filters: i
     if block_id:
         x = layers.Conv2D(expansion * in_channels, 1, padding="same", use_bias=False,
                           name=f"{prefix}expand")(x)
-        x = layers.BatchNormalization(name=f"{prefix}expand_BN", **_BN)(x)
+        x = layers.BatchNormalization(name=f"{prefix}expand_BN", **bn)(x)
         x = layers.ReLU(6.0, name=f"{prefix}expand_relu")(x)
     x = layers.DepthwiseConv2D(3, strides=stride, padding="same", use_bias=False,
                                name=f"{prefix}depthwise")(x)
-    x = layers.BatchNormalization(name=f"{prefix}depthwise_BN", **_BN)(x)
+    x = layers.BatchNormalization(name=f"{prefix}depthwise_BN", **bn)(x)
     x = layers.ReLU(6.0, name=f"{prefix}depthwise_relu")(x)
     x = layers.Conv2D(pointwise_filters, 1, padding="same", use_bias=False,
                       name=f"{prefix}project")(x)
-    x = layers.BatchNormalization(name=f"{prefix}project_BN", **_BN)(x)
+    x = layers.BatchNormalization(name=f"{prefix}project_BN", **bn)(x)
     if in_channels == pointwise_filters and stride == 1:
         return layers.Add(name=f"{prefix}add")([inputs, x])
     return x
@@ -72,18 +76,19 @@ BLOCKS: tuple[tuple[int, int, int], ...] = (
 )
 
 
-def mobilenet_v2_features(x, alpha: float = 1.0):
+def mobilenet_v2_features(x, alpha: float = 1.0, bn_momentum: float = BN_MOMENTUM):
     """Apply the MobileNetV2 feature extractor (no top, no pooling) to a 3-channel tensor."""
+    bn = {"epsilon": BN_EPSILON, "momentum": bn_momentum}
     x = layers.Conv2D(make_divisible(32 * alpha, 8), 3, strides=2, padding="same",
                       use_bias=False, name="Conv1")(x)
-    x = layers.BatchNormalization(name="bn_Conv1", **_BN)(x)
+    x = layers.BatchNormalization(name="bn_Conv1", **bn)(x)
     x = layers.ReLU(6.0, name="Conv1_relu")(x)
     for block_id, (filters, stride, expansion) in enumerate(BLOCKS):
-        x = _inverted_res_block(x, expansion, stride, alpha, filters, block_id)
+        x = _inverted_res_block(x, expansion, stride, alpha, filters, block_id, bn)
     # No width multiplier on the last conv below 1.0, as in the paper.
     last = make_divisible(1280 * alpha, 8) if alpha > 1.0 else 1280
     x = layers.Conv2D(last, 1, use_bias=False, name="Conv_1")(x)
-    x = layers.BatchNormalization(name="Conv_1_bn", **_BN)(x)
+    x = layers.BatchNormalization(name="Conv_1_bn", **bn)(x)
     return layers.ReLU(6.0, name="out_relu")(x)
 
 

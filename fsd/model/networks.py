@@ -25,7 +25,7 @@ def build_mel_branch(model_cfg: ModelConfig, n_mels: int = 64) -> keras.Model:
     x = layers.BatchNormalization(name="mel_bn")(inp)
     x = layers.Conv2D(model_cfg.conv1_filters, 1, activation="relu", name="mel_conv1")(x)
     x = layers.Conv2D(model_cfg.conv2_filters, 1, activation="relu", name="mel_conv2")(x)
-    x = mobilenet_v2_features(x, alpha=model_cfg.width)
+    x = mobilenet_v2_features(x, alpha=model_cfg.width, bn_momentum=model_cfg.bn_momentum)
     x = layers.GlobalAveragePooling2D(name="mel_gap")(x)
     branch = keras.Model(inp, x, name=MEL_BRANCH)
     load_backbone_weights(branch, model_cfg.backbone_weights, model_cfg.width)
