@@ -8,7 +8,7 @@ export MLFLOW_TRACKING_URI ?= sqlite:///mlflow.db
 export MLFLOW_SKIP_PIP_REQUIREMENTS_CHECK ?= true
 export TF_CPP_MIN_LOG_LEVEL ?= 2
 
-.PHONY: demo test setup ui clean
+.PHONY: demo test setup ui lint clean
 
 setup: $(VENV)/.installed
 
@@ -26,6 +26,10 @@ demo: setup
 
 test: setup
 	$(BIN)/python -m pytest -q
+
+lint: setup
+	$(BIN)/python -m pip install -q -c constraints.txt ruff
+	$(BIN)/ruff check --select E,F,W,I fsd tests benchmarks
 
 ui: setup
 	$(BIN)/mlflow ui --backend-store-uri $(MLFLOW_TRACKING_URI)

@@ -6,7 +6,8 @@ import pytest
 from launch import fsd_command, mlflow_run
 from mlflow.tracking import MlflowClient
 
-TINY = ["model.width=0.35", "model.dense1=32", "model.dense2=16", "train.batch_size=8",
+TINY = ["train.steps_per_epoch=0",
+        "model.width=0.35", "model.dense1=32", "model.dense2=16", "train.batch_size=8",
         "train.crop_min=40", "train.crop_max=90", "train.val_lengths=50,100",
         "train.stage1.cyclic_epochs=1", "train.stage1.plateau_low_epochs=1",
         "train.stage1.plateau_high_epochs=0", "train.stage2.cyclic_epochs=1",

@@ -9,7 +9,8 @@ from fsd.cli import main
 
 REPO = Path(__file__).resolve().parents[1]
 
-TINY = ["model.width=0.35", "model.dense1=32", "model.dense2=16", "train.batch_size=16",
+TINY = ["train.steps_per_epoch=0",
+        "model.width=0.35", "model.dense1=32", "model.dense2=16", "train.batch_size=16",
         "train.crop_min=30", "train.crop_max=60", "train.crop_bucket=30", "train.val_lengths=40",
         "train.stage1.cyclic_epochs=1", "train.stage1.plateau_low_epochs=0",
         "train.stage1.plateau_high_epochs=0", "train.stage2.cyclic_epochs=1",

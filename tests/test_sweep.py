@@ -269,7 +269,7 @@ def _tiny(tmp_path: Path) -> list[str]:
         f"store.cache_dir={tmp_path}/cache", f"output_dir={tmp_path}/out",
         "data.synthetic_clips_per_class=4", "pca.n_components=8",
         "model.width=0.35", "model.dense1=32", "model.dense2=16",
-        "train.batch_size=16", "train.val_lengths=[100]",
+        "train.batch_size=16", "train.val_lengths=[100]", "train.steps_per_epoch=0",
         "sweep.cyclic_epochs=1", "sweep.plateau_low_epochs=0", "sweep.plateau_high_epochs=0",
         "sweep.alpha1_min=0.2", "sweep.alpha1_max=1.0", "sweep.alpha2_min=0.2",
         "sweep.alpha2_max=1.0", "sweep.crop_min_low=30", "sweep.crop_min_high=60",
