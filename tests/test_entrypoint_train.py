@@ -51,3 +51,26 @@ def test_train_fold_refuses_bad_input_before_training(tmp_path):
     assert out.returncode == 2 and "train.fold must be in [0, 2)" in out.stderr
     out = fsd_command(tmp_path, *base)
     assert out.returncode == 2 and "no finished featurize run" in out.stderr
+
+
+@pytest.mark.slow
+def test_featurize_and_train_fold_on_the_real_fixture(tmp_path, monkeypatch, shared_data):
+    """The 30 real FSDKaggle2018 clips, through the same commands a user types."""
+    from fsd.cli import main
+
+    root = shared_data / "fsdkaggle2018-fixture"
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{tmp_path}/mlflow.db")
+    args = ["--config", "experiments/demo.yaml", "data.source=fsdkaggle2018", f"data.root={root}",
+            f"store.cache_dir={tmp_path}/cache", f"output_dir={tmp_path}/out", *TINY]
+    assert main(["featurize", "--strict", *args]) == 0
+    assert main(["train-fold", "--fold", "0", *args]) == 0
+
+    client = MlflowClient()
+    exp = client.get_experiment_by_name("demo")
+    (featurized,) = client.search_runs([exp.experiment_id], "tags.`fsd.stage` = 'featurize'")
+    assert featurized.data.metrics["n_clips"] == 30 and featurized.data.metrics["n_rejected"] == 0
+    (trained,) = client.search_runs([exp.experiment_id], "tags.`fsd.stage` = 'train_fold'")
+    assert trained.info.status == "FINISHED"
+    assert 0.0 <= trained.data.metrics["val_map3"] <= 1.0
+    oof = {Path(a.path).name for a in client.list_artifacts(trained.info.run_id, "fold")}
+    assert "oof.csv" in oof

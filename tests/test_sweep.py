@@ -335,7 +335,8 @@ def test_sweep_nests_trials_prunes_exports_and_continues(tmp_path, monkeypatch):
     assert (best.train.crop_min, best.train.crop_max) == (df[study.CROP_MIN][0],
                                                            df[study.CROP_MAX][0])
     assert math.isclose(best.train.stage2.mixup_alpha, df[study.ALPHA2][0])
-    assert best.train.stage1.cyclic_epochs == 2  # demo's full schedule, not the sweep's
+    demo = load_config(REPO / "experiments" / "demo.yaml")
+    assert best.train.stage1.cyclic_epochs == demo.train.stage1.cyclic_epochs  # not the sweep's
     assert parent.data.params[f"best.{study.CROP_MIN}"] == str(best.train.crop_min)
     logged = client.download_artifacts(parent.info.run_id, "best_config.yaml", str(tmp_path / "a"))
     assert Path(logged).read_text() == (study_dir / "best.yaml").read_text()
