@@ -370,7 +370,10 @@ def _coerce(value: Any, tp: Any, key: str) -> Any:
                 raise ValueError(value)
             if isinstance(value, bool):
                 raise ValueError(value)
-            return int(float(value)) if isinstance(value, str) else int(value)
+            number = float(value) if isinstance(value, str) else value
+            if isinstance(number, float) and not number.is_integer():
+                raise ValueError(value)
+            return int(number)
         if tp is float:
             if isinstance(value, bool):
                 raise ValueError(value)

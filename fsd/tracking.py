@@ -29,6 +29,9 @@ TAG_TRAIN_KEY = "fsd.train_key"
 TAG_FOLD = "fsd.fold"
 TAG_FEATURES_RUN = "fsd.features_run"
 TAG_STORE_DIR = "fsd.store_dir"
+# The feature store's own key: the feature settings *and* the dataset's fingerprint (file names,
+# sizes, mtimes), so changed clips never reuse old features or folds trained on them.
+TAG_STORE_KEY = "fsd.store_key"
 
 # MLflow caps a param value at 6000 characters; long lists are still readable in config.yaml.
 _PARAM_LIMIT = 500
@@ -140,11 +143,18 @@ def featurize_runs(cfg: Config) -> list[Run]:
     return find_runs(cfg, "featurize", tags={TAG_FEATURE_KEY: feature_key(cfg)})
 
 
-def finished_folds(cfg: Config) -> dict[int, Run]:
-    """The newest finished fold run of ``cfg``'s training recipe, per fold."""
+def finished_folds(cfg: Config, store_key: str | None = None) -> dict[int, Run]:
+    """The newest finished fold run of ``cfg``'s training recipe, per fold, on one store.
+
+    ``store_key`` None: the store of the newest such fold run (the latest features).
+    """
+    runs = find_runs(cfg, "train_fold", tags={TAG_TRAIN_KEY: train_key(cfg)})
+    if store_key is None and runs:
+        store_key = runs[0].data.tags.get(TAG_STORE_KEY, "")
     by_fold: dict[int, Run] = {}
-    for r in find_runs(cfg, "train_fold", tags={TAG_TRAIN_KEY: train_key(cfg)}):
-        by_fold.setdefault(int(r.data.tags[TAG_FOLD]), r)
+    for r in runs:
+        if r.data.tags.get(TAG_STORE_KEY, "") == store_key:
+            by_fold.setdefault(int(r.data.tags[TAG_FOLD]), r)
     return by_fold
 
 

@@ -1,5 +1,6 @@
 """`fsd main`: the whole pipeline as nested runs, and a rerun that skips what is done."""
 
+import os
 from pathlib import Path
 
 import pytest
@@ -49,3 +50,10 @@ def test_main_runs_every_step_nested_then_skips_them(tmp_path, monkeypatch, caps
     stages = [r.data.tags["fsd.stage"] for r in runs]
     assert stages.count("main") == 2 and stages.count("featurize") == 1
     assert stages.count("train_fold") == 2
+
+    # a changed clip (new mtime) is new data: featurize runs again and fold 0 is retrained
+    wav = next((tmp_path / "cache").glob("synthetic-*/*.wav"))
+    os.utime(wav, (wav.stat().st_atime, wav.stat().st_mtime + 60))
+    assert main(args + ["--no-ensemble", "--folds", "0"]) == 0
+    stages = [r.data.tags["fsd.stage"] for r in client.search_runs([exp.experiment_id])]
+    assert stages.count("featurize") == 2 and stages.count("train_fold") == 3

@@ -10,6 +10,8 @@ from __future__ import annotations
 
 import argparse
 import logging
+import os
+import tempfile
 import warnings
 from pathlib import Path
 
@@ -49,7 +51,7 @@ def featurize_logged(cfg: Config):
 
     result = featurize(cfg)
     key = tracking.feature_key(cfg)
-    mlflow.set_tags({tracking.TAG_FEATURE_KEY: key,
+    mlflow.set_tags({tracking.TAG_FEATURE_KEY: key, tracking.TAG_STORE_KEY: result.store.key,
                      tracking.TAG_STORE_DIR: str(Path(result.store_dir).resolve()),
                      "fsd.reused": str(result.reused).lower()})
     index = result.store.index
@@ -125,16 +127,24 @@ def resolve_store(cfg: Config, features_run: str = ""):
                 "(or `mlflow run . -e featurize`) with the same config first"
             )
         run = runs[0]
+    store_key = run.data.tags.get(tracking.TAG_STORE_KEY) or None
     local = run.data.tags.get(tracking.TAG_STORE_DIR, "")
-    if local and Path(local).exists():
-        try:
-            return FeatureStore.open(local), run.info.run_id
-        except StoreError as exc:
-            log.warning("local store %s unusable (%s); fetching from MLflow", local, exc)
-    cache = Path(cfg.store.cache_dir) / "features" / key
+    cache = Path(cfg.store.cache_dir) / "features" / (store_key or key)
+    for candidate in (Path(local) if local else None, cache):
+        if candidate is not None and candidate.exists():
+            try:
+                return FeatureStore.open(candidate, expected_key=store_key), run.info.run_id
+            except StoreError as exc:
+                log.warning("store %s unusable (%s); fetching from MLflow", candidate, exc)
     log.info("downloading features of run %s into %s", run.info.run_id, cache)
-    tracking.download_artifacts(run.info.run_id, STORE_ARTIFACT, cache.parent / f".{key}.download")
-    downloaded = cache.parent / f".{key}.download" / STORE_ARTIFACT
-    if not cache.exists():
-        downloaded.rename(cache)
-    return FeatureStore.open(cache), run.info.run_id
+    cache.parent.mkdir(parents=True, exist_ok=True)
+    # A private download folder, moved into place in one step: folds started together on one
+    # machine each fetch, and the first complete copy wins.
+    with tempfile.TemporaryDirectory(dir=cache.parent, prefix=".download-") as tmp:
+        downloaded = tracking.download_artifacts(run.info.run_id, STORE_ARTIFACT, Path(tmp))
+        try:
+            os.replace(downloaded, cache)
+        except OSError:
+            if not cache.exists():
+                raise
+    return FeatureStore.open(cache, expected_key=store_key), run.info.run_id

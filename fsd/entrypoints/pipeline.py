@@ -12,6 +12,7 @@ from __future__ import annotations
 import argparse
 import logging
 
+import keras
 import mlflow
 
 from fsd import tracking
@@ -37,7 +38,7 @@ def run(cfg: Config, args: argparse.Namespace) -> int:
         store, features_run = featurize_step.resolve_store(cfg, features_run)
         folds = [int(f) for f in args.folds.split(",") if f.strip()] if args.folds else \
             sorted(int(f) for f in store.index["fold"].unique())
-        done = {fold: r.info.run_id for fold, r in tracking.finished_folds(cfg).items()}
+        done = {fold: r.info.run_id for fold, r in tracking.finished_folds(cfg, store.key).items()}
         fold_run_ids = []
         for fold in folds:
             cfg.train.fold = fold
@@ -47,6 +48,7 @@ def run(cfg: Config, args: argparse.Namespace) -> int:
                 continue
             _, run_id = train_step.train_fold_logged(cfg, store, features_run, nested=True)
             fold_run_ids.append(run_id)
+            keras.backend.clear_session()  # one process trains every fold: free the last graph
         mlflow.log_param("fold_runs", ",".join(fold_run_ids))
         summary = {"features_run": features_run, "fold_runs": fold_run_ids}
         if not args.no_ensemble:
@@ -58,9 +60,13 @@ def run(cfg: Config, args: argparse.Namespace) -> int:
 
 
 def _featurize(cfg: Config, featurize_step) -> str:
-    runs = tracking.featurize_runs(cfg)
+    from fsd.features.featurize import expected_store_key
+
+    key = expected_store_key(cfg)
+    runs = [r for r in tracking.featurize_runs(cfg) if r.data.tags.get(tracking.TAG_STORE_KEY) == key]
     if runs:
-        log.info("featurize: finished run %s has the same feature key, reused", runs[0].info.run_id)
+        log.info("featurize: finished run %s has the same settings and data, reused",
+                 runs[0].info.run_id)
         return runs[0].info.run_id
     with tracking.stage_run(cfg, "featurize", nested=True) as child:
         featurize_step.featurize_logged(cfg)

@@ -122,9 +122,14 @@ class MlflowTrialTracker(study.TrialTracker):
         # exception would mark it FAILED.
         run = mlflow.start_run(run_name=f"trial-{trial.number}", nested=True, tags=tags)
         self.run_id = run.info.run_id
-        trial.set_user_attr(RUN_ID_ATTR, self.run_id)
-        tracking.log_config(_without_password(cfg))
-        mlflow.log_dict({k: v for k, v in params.items()}, "trial_params.json")
+        try:
+            trial.set_user_attr(RUN_ID_ATTR, self.run_id)
+            tracking.log_config(_without_password(cfg))
+            mlflow.log_dict({k: v for k, v in params.items()}, "trial_params.json")
+        except Exception:
+            # Left active, this run would become the parent of every later trial.
+            mlflow.end_run("FAILED")
+            raise
 
     def on_epoch(self, fold: int) -> study.OnEpoch:
         return tracking.epoch_logger(f"fold_{fold}/" if self.multi_fold else "")

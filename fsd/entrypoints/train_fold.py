@@ -5,8 +5,8 @@ Every epoch's loss, val_loss, val_map3 and lr is logged with the epoch as step (
 same for every fold of one recipe, so the ensemble step can find the set), and logs the best
 model (.keras), the fold's scaler+PCA, history, plots and out-of-fold predictions.
 
-Resumable: rerunning the same command continues from the fold's last checkpoint, in the same
-MLflow run.
+Resumable: rerunning the same command continues from the fold's last checkpoint (started with
+``fsd train-fold``, also in the same MLflow run; under ``mlflow run`` the launcher opens a new one).
 """
 
 from __future__ import annotations
@@ -39,9 +39,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                    help="featurize run id to take features from (default: newest with the same key)")
 
 
-def fold_workdir(cfg: Config, fold: int) -> Path:
-    """Outputs of one fold live under the experiment, keyed by the training recipe."""
-    return cfg.experiment_dir / "train" / tracking.train_key(cfg) / f"fold_{fold}"
+def fold_workdir(cfg: Config, fold: int, store_key: str) -> Path:
+    """Outputs of one fold live under the experiment, keyed by the recipe and the features."""
+    return cfg.experiment_dir / "train" / f"{tracking.train_key(cfg)}-{store_key[:8]}" / f"fold_{fold}"
 
 
 def run(cfg: Config, args: argparse.Namespace) -> int:
@@ -58,16 +58,19 @@ def train_fold_logged(cfg: Config, store, features_run: str, *, nested: bool = F
     from fsd.train.fit import train_fold
 
     fold = cfg.train.fold
-    workdir = fold_workdir(cfg, fold)
+    workdir = fold_workdir(cfg, fold, store.key)
     workdir.mkdir(parents=True, exist_ok=True)
     tags = {tracking.TAG_FOLD: str(fold), tracking.TAG_FEATURES_RUN: features_run,
-            tracking.TAG_FEATURE_KEY: tracking.feature_key(cfg),
+            tracking.TAG_FEATURE_KEY: tracking.feature_key(cfg), tracking.TAG_STORE_KEY: store.key,
             tracking.TAG_TRAIN_KEY: tracking.train_key(cfg)}
     # Under `mlflow run` the launcher already opened this step's run; use that one.
     resume_id = "" if os.environ.get("MLFLOW_RUN_ID") else _unfinished_run(workdir)
-    tracking.set_experiment(cfg)
+    if not resume_id:
+        tracking.set_experiment(cfg)
     if resume_id:
         log.info("resuming fold %d in MLflow run %s", fold, resume_id)
+        # The interrupted run may live in another experiment (e.g. `mlflow run`'s default).
+        mlflow.set_experiment(experiment_id=MlflowClient().get_run(resume_id).info.experiment_id)
         ctx = mlflow.start_run(run_id=resume_id, nested=nested)
     else:
         ctx = tracking.stage_run(cfg, "train_fold", nested=nested, tags=tags,
@@ -111,10 +114,12 @@ def fold_runs(cfg: Config, run_ids: list[str] | None = None) -> dict[int, mlflow
     """
     if run_ids:
         runs = [mlflow.get_run(r) for r in run_ids]
-        keys = {r.data.tags.get(tracking.TAG_TRAIN_KEY) for r in runs}
+        keys = {(r.data.tags.get(tracking.TAG_TRAIN_KEY), r.data.tags.get(tracking.TAG_STORE_KEY))
+                for r in runs}
         if len(keys) != 1:
             raise ConfigError(
-                f"fold runs come from different trainings (train keys {sorted(map(str, keys))})")
+                f"fold runs come from different trainings or features (train/store keys "
+                f"{sorted(map(str, keys))})")
         not_done = [r.info.run_id for r in runs if r.info.status != "FINISHED"]
         if not_done:
             raise ConfigError(f"fold runs not finished: {not_done}")

@@ -136,6 +136,13 @@ def _pool_context():
 # --- the stage -------------------------------------------------------------------------------
 
 
+def expected_store_key(cfg: Config) -> str:
+    """The key featurize would give this config's dataset as it is on disk now."""
+    from fsd.data.dataset import load_dataset
+
+    return store_key(cfg, load_dataset(cfg).fingerprint())
+
+
 def featurize(cfg: Config, progress: bool = True) -> FeaturizeResult:
     """Compute (or reuse) the feature store of ``cfg``'s dataset. See the module docstring."""
     from fsd.data.dataset import load_dataset

@@ -36,11 +36,11 @@ log = logging.getLogger(__name__)
 
 BUNDLE_ARTIFACT = "bundle"
 SCORE_TAG = "fsd.oof_map3"
-TRAIN_KEY_TAG = "fsd.train_key"
+TRAIN_KEY_TAG = "fsd.train_key"  # = fsd.tracking.TAG_TRAIN_KEY (pyfunc code stays light)
 
 # The packages the model imports at load and predict time; versions are the installed ones.
 _REQUIREMENTS = ("mlflow", "tensorflow", "tensorflow-cpu", "keras", "librosa", "soundfile",
-                 "soxr", "numpy", "pandas", "scikit-learn", "scipy", "joblib", "pyyaml")
+                 "soxr", "numba", "numpy", "pandas", "scikit-learn", "scipy", "joblib", "pyyaml")
 
 
 class EnsembleModel(mlflow.pyfunc.PythonModel):
