@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 
 from fsd.config import EnsembleConfig
-from fsd.ensemble.oof import reciprocal_ranks, score_oof
+from fsd.ensemble.oof import score_oof
 from fsd.ensemble.tta import (
     build_views,
     crop_positions,
@@ -18,8 +18,7 @@ from fsd.ensemble.tta import (
     predict_ensemble,
     tta_lengths,
 )
-from fsd.model.inference import predict_tta
-from fsd.train.metrics import map_at_k
+from fsd.train.metrics import map_at_k, reciprocal_ranks
 
 pytest_plugins = ["conftest_ensemble"]
 
@@ -88,16 +87,6 @@ def test_views_crop_long_and_pad_short_clips():
         np.testing.assert_array_equal(crop, long[start:start + 6])
         padded = v[3 + c, :, :, 0]
         assert padded.sum() == short.sum() and padded[:, 0].tolist().count(1.0) == 3
-
-
-def test_one_model_matches_predict_tta():
-    clips = _clips(7)
-    m = StandIn(8, 5, None, seed=0)
-    for crops in (1, 3):
-        ours = predict_ensemble([m], clips, [None], [10, 25, 40], crops, seed=4, batch_size=4)
-        ref = predict_tta(m, clips, None, [10, 25, 40], crops=crops, seed=4, batch_size=4)
-        np.testing.assert_allclose(ours.probs(), ref, rtol=1e-5, atol=1e-6)
-        assert (ours.count == 3 * crops).all()
 
 
 def test_folds_batched_equal_the_naive_loop():

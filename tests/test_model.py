@@ -7,7 +7,8 @@ import numpy as np
 import pytest
 
 from fsd.config import ModelConfig
-from fsd.model.inference import crop_offsets, fit_length, predict_tta
+from fsd.ensemble.tta import predict_ensemble
+from fsd.model.inference import crop_offsets
 from fsd.model.mobilenet import WeightsError, load_backbone_weights, mobilenet_v2_features
 from fsd.model.networks import MEL_BRANCH, build_network, network_pca_dim, transfer_mel_branch
 
@@ -128,64 +129,17 @@ def test_imagenet_offline_is_a_clear_error(monkeypatch):
 # ---------------------------------------------------------------- inference
 
 
-def test_crop_offsets_and_fit_length():
+def test_crop_offsets_centre_and_random():
     np.testing.assert_array_equal(crop_offsets(np.array([10, 4, 6]), 6, None), [2, 1, 0])
     assert (crop_offsets(np.array([10] * 50), 6, np.linspace(0, 0.999, 50)) <= 4).all()
-    x = np.arange(1, 11, dtype=np.float32)[:, None]
-    np.testing.assert_array_equal(fit_length(x, 4, 3)[:, 0], [4, 5, 6, 7])
-    np.testing.assert_array_equal(fit_length(x, 13, 2)[:, 0], [0, 0, *range(1, 11), 0])
 
 
-class MeanModel:
-    """A stand-in model: class 0's logit is the mean input, class 1's is 0; records batches."""
-
-    def __init__(self, n_inputs: int = 1) -> None:
-        self.inputs = [None] * n_inputs
-        self.batches: list[tuple] = []
-
-    def predict_on_batch(self, x):
-        mel = x[0] if isinstance(x, list) else x
-        self.batches.append(mel.shape)
-        m = mel.mean(axis=(1, 2, 3)) + (x[1].sum(axis=1) if isinstance(x, list) else 0)
-        logits = np.stack([m, np.zeros_like(m)], axis=1)
-        e = np.exp(logits - logits.max(axis=1, keepdims=True))
-        return (e / e.sum(axis=1, keepdims=True)).astype(np.float32)
-
-
-def test_predict_tta_geometric_mean_and_constant_batches():
-    rng = np.random.default_rng(0)
-    clips = [rng.random((n, 4), dtype=np.float32) for n in (30, 80, 5, 120, 60)]
-    model = MeanModel()
-    out = predict_tta(model, clips, None, [20, 50], crops=1, batch_size=2)
-    assert out.shape == (5, 2)
-    assert {s[0] for s in model.batches} == {2}, "the last batch is padded to the batch size"
-    # by hand: logit mean over views -> geometric mean of two-class softmax = softmax of mean
-    expected = []
-    for c in clips:
-        means = []
-        for length in (20, 50):
-            off = crop_offsets(np.array([len(c)]), length, None)[0]
-            means.append(fit_length(c, length, off).mean())
-        m = np.mean(means)
-        expected.append([np.exp(m) / (np.exp(m) + 1), 1 / (np.exp(m) + 1)])
-    np.testing.assert_allclose(out, expected, rtol=1e-5)
-    a = predict_tta(MeanModel(), clips, None, [20], crops=3, seed=1)
-    b = predict_tta(MeanModel(), clips, None, [20], crops=3, seed=1)
-    c = predict_tta(MeanModel(), clips, None, [20], crops=3, seed=2)
-    np.testing.assert_array_equal(a, b)
-    assert not np.allclose(a, c)
-    with_pca = predict_tta(MeanModel(2), clips, np.ones((5, 3), np.float32), [20], batch_size=8)
-    assert with_pca.shape == (5, 2)
-    with pytest.raises(ValueError, match="PCA"):
-        predict_tta(MeanModel(2), clips, None, [20])
-
-
-def test_predict_tta_is_safe_with_zero_probabilities():
+def test_tta_is_safe_with_zero_probabilities():
     class Hard:
         inputs = [None]
 
         def predict_on_batch(self, x):
             return np.tile([1.0, 0.0], (len(x), 1)).astype(np.float32)
 
-    out = predict_tta(Hard(), [np.zeros((10, 4), np.float32)], None, [8, 12], crops=2)
+    out = predict_ensemble([Hard()], [np.zeros((10, 4), np.float32)], [None], [8, 12], crops=2).probs()
     assert np.isfinite(out).all() and out[0, 0] == pytest.approx(1.0)

@@ -15,6 +15,8 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from fsd.train.metrics import reciprocal_ranks
+
 
 @dataclass
 class OOFScores:
@@ -39,14 +41,6 @@ class OOFScores:
 def metric_safe(name: str) -> str:
     """MLflow metric names allow alphanumerics and _ - . space / only."""
     return re.sub(r"[^0-9A-Za-z_\-. /]", "_", name)
-
-
-def reciprocal_ranks(y_true: np.ndarray, probs: np.ndarray, k: int = 3) -> np.ndarray:
-    """Per clip 1/rank of the true class among the top ``k`` (0 when absent); stable ties."""
-    y = np.asarray(y_true, dtype=np.int64).reshape(-1)
-    top = np.argsort(-np.asarray(probs), axis=1, kind="stable")[:, :k]
-    hit = top == y[:, None]
-    return np.where(hit.any(axis=1), 1.0 / (np.argmax(hit, axis=1) + 1), 0.0)
 
 
 def score_oof(fnames: Sequence[str], y_true: np.ndarray, folds: np.ndarray, probs: np.ndarray,

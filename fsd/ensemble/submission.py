@@ -12,6 +12,8 @@ from collections.abc import Sequence
 import numpy as np
 import pandas as pd
 
+from fsd.train.metrics import top_k_labels
+
 SCORED_USAGES = ("Public", "Private")
 
 
@@ -20,12 +22,6 @@ def class_prior(label_ids: Sequence[int], n_classes: int) -> np.ndarray:
     counts = np.bincount(np.asarray(label_ids, dtype=np.int64), minlength=n_classes)[:n_classes]
     counts = counts.astype(np.float64) + 1.0
     return (counts / counts.sum()).astype(np.float32)
-
-
-def top_labels(probs: np.ndarray, labels: Sequence[str], k: int = 3) -> list[list[str]]:
-    """The ``k`` best labels per row, best first (ties by label order, deterministic)."""
-    top = np.argsort(-np.asarray(probs), axis=1, kind="stable")[:, :k]
-    return [[labels[j] for j in row] for row in top]
 
 
 def build_submission(
@@ -42,8 +38,8 @@ def build_submission(
         raise ValueError(f"{len(scored_fnames)} scored names but {len(probs)} probability rows")
     if len(labels) < k:
         raise ValueError(f"need at least {k} labels for a top-{k} submission, have {len(labels)}")
-    by_name = dict(zip(map(str, scored_fnames), top_labels(probs, labels, k))) if len(probs) else {}
-    fallback = top_labels(np.asarray(prior)[None, :], labels, k)[0]
+    by_name = dict(zip(map(str, scored_fnames), top_k_labels(probs, labels, k))) if len(probs) else {}
+    fallback = top_k_labels(np.asarray(prior)[None, :], labels, k)[0]
     names = list(dict.fromkeys(map(str, all_fnames)))
     seen = set(names)
     names += [f for f in map(str, scored_fnames) if f not in seen]

@@ -22,6 +22,8 @@ from fsd.config import EnsembleConfig
 from fsd.model.inference import crop_offsets
 
 # Softmax outputs can underflow to exactly 0 in float32; this floor keeps log() finite.
+# Softmax outputs can underflow to exactly 0 in float32; this floor keeps log() finite
+# without moving any probability that matters for ranking.
 LOG_FLOOR = 1e-12
 # One length's views are built in chunks of clips so a big test set never needs them all in RAM.
 MAX_VIEW_BYTES = 256 * 2**20
@@ -45,8 +47,8 @@ def tta_lengths(cfg: EnsembleConfig, crop_min: int, crop_max: int) -> list[int]:
 
 def crop_positions(n_clips: int, lengths: Sequence[int], crops: int, seed: int) -> np.ndarray:
     """Positions in [0, 1) of shape (len(lengths), n_clips, crops); NaN (the centre) when
-    ``crops == 1``. Drawn in the order :func:`fsd.model.inference.predict_tta` draws them
-    (per length, per crop, all clips), so one model gives the same views either way."""
+    ``crops == 1``. Drawn per length, per crop, for all clips, so a seed gives the same views
+    whatever the batching."""
     if crops == 1:
         return np.full((len(lengths), n_clips, 1), np.nan)
     rng = np.random.default_rng(seed)

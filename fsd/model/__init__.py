@@ -1,4 +1,4 @@
-"""Variable-length MobileNetV2, the mel and mel+PCA networks, stage transfer, TTA inference.
+"""Variable-length MobileNetV2, the mel and mel+PCA networks, stage transfer, crop offsets.
 
 ``fsd.model.inference`` needs only numpy; the network modules import Keras (and with it the
 backend), so they are loaded on first use rather than with the package.
@@ -13,7 +13,6 @@ _LAZY = {
     "build_mel_branch": "fsd.model.networks",
     "build_network": "fsd.model.networks",
     "transfer_mel_branch": "fsd.model.networks",
-    "predict_tta": "fsd.model.inference",
 }
 
 __all__ = sorted(_LAZY)

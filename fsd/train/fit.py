@@ -27,7 +27,7 @@ import pandas as pd
 from tqdm import tqdm
 
 from fsd.config import Config, StageConfig
-from fsd.model.inference import predict_tta
+from fsd.ensemble.tta import predict_ensemble
 from fsd.model.networks import build_network, transfer_mel_branch
 from fsd.train.batches import FeatureSource, TrainBatches, load_clips, prefetch, resolve_crop_limits
 from fsd.train.metrics import categorical_crossentropy, map_at_k, per_class_ap
@@ -365,8 +365,8 @@ class _FoldTrainer:
 
     def validate(self, model: keras.Model, stage: str) -> tuple[float, float, np.ndarray]:
         pca = self.data.pca_val if stage == "stage2" else None
-        probs = predict_tta(model, self.data.val_clips, pca, self.cfg.train.val_lengths,
-                            crops=1, seed=0, batch_size=self.cfg.train.batch_size)
+        probs = predict_ensemble([model], self.data.val_clips, [pca], self.cfg.train.val_lengths,
+                                 crops=1, batch_size=self.cfg.train.batch_size).probs()
         return (categorical_crossentropy(self.data.val_y, probs),
                 map_at_k(self.data.val_y, probs, 3), probs)
 

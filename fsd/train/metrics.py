@@ -5,8 +5,8 @@ from __future__ import annotations
 import numpy as np
 
 
-def map_at_k(y_true, probs, k: int = 3) -> float:
-    """Mean over clips of 1/rank of the true label among the top ``k`` predictions, else 0.
+def reciprocal_ranks(y_true, probs, k: int = 3) -> np.ndarray:
+    """Per clip 1/rank of the true class among the top ``k`` scores, else 0.
 
     ``y_true``: (n,) integer class ids; ``probs``: (n, classes) scores. Ties are broken by
     the lower class index (stable sort), so the result is deterministic.
@@ -15,14 +15,19 @@ def map_at_k(y_true, probs, k: int = 3) -> float:
     p = np.asarray(probs)
     if p.ndim != 2 or len(p) != len(y):
         raise ValueError(f"probs must be (n, classes) with n={len(y)}, got {p.shape}")
-    if len(y) == 0:
-        raise ValueError("map_at_k needs at least one clip")
     if k < 1:
         raise ValueError(f"k must be >= 1, got {k}")
     top = np.argsort(-p, axis=1, kind="stable")[:, :k]
     hit = top == y[:, None]
-    ranks = np.argmax(hit, axis=1) + 1
-    return float(np.mean(np.where(hit.any(axis=1), 1.0 / ranks, 0.0)))
+    return np.where(hit.any(axis=1), 1.0 / (np.argmax(hit, axis=1) + 1), 0.0)
+
+
+def map_at_k(y_true, probs, k: int = 3) -> float:
+    """Kaggle's MAP@k: the mean over clips of :func:`reciprocal_ranks`."""
+    rr = reciprocal_ranks(y_true, probs, k)
+    if len(rr) == 0:
+        raise ValueError("map_at_k needs at least one clip")
+    return float(np.mean(rr))
 
 
 def top_k_labels(probs: np.ndarray, labels: list[str], k: int = 3) -> list[list[str]]:
