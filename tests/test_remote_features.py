@@ -1,6 +1,7 @@
 """A fold on "another machine": features fetched from a real MLflow tracking server's artifacts."""
 
 import os
+import shutil
 import socket
 import subprocess
 import sys
@@ -81,3 +82,21 @@ def test_features_are_fetched_through_the_tracking_server(tmp_path, tracking_ser
     # a second resolve uses the local cache, no second download
     again, _ = resolve_store(there)
     assert again.path == store.path
+
+
+@pytest.mark.slow
+def test_a_reused_store_is_not_uploaded_twice(tmp_path, tracking_server):
+    cfg = from_dict({"name": "remote"}, OVERRIDES + [f"store.cache_dir={tmp_path}/machine_a"])
+    with tracking.stage_run(cfg, "featurize") as first:
+        featurize_logged(cfg)
+    with tracking.stage_run(cfg, "featurize") as second:
+        result = featurize_logged(cfg)
+    assert result.reused
+    client = tracking.MlflowClient()
+    assert client.get_run(second.info.run_id).data.tags["fsd.store_run"] == first.info.run_id
+    assert "features" not in {a.path for a in client.list_artifacts(second.info.run_id)}
+    # a fold elsewhere still finds the features, through the run that holds them
+    shutil.rmtree(result.store_dir)
+    there = from_dict({"name": "remote"}, OVERRIDES + [f"store.cache_dir={tmp_path}/machine_b"])
+    store, features_run = resolve_store(there)
+    assert features_run == second.info.run_id and len(store.index) > 0

@@ -25,6 +25,7 @@ HELP = "decode audio, compute features and folds (resumable), log them to MLflow
 log = logging.getLogger(__name__)
 
 STORE_ARTIFACT = "features"
+TAG_STORE_RUN = "fsd.store_run"  # set where a reused store was logged by an earlier run
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
@@ -67,8 +68,21 @@ def featurize_logged(cfg: Config):
     tracking.log_files(result.plots, "plots")
     tracking.log_files([result.rejects_path, result.folds_path], "reports")
     if cfg.store.log_to_mlflow:
-        _log_store(Path(result.store_dir))
+        holder = _run_holding_store(cfg, result.store.key) if result.reused else None
+        if holder:
+            # The same store (GBs on the full dataset) is already an artifact of that run.
+            mlflow.set_tag(TAG_STORE_RUN, holder)
+        else:
+            _log_store(Path(result.store_dir))
     return result
+
+
+def _run_holding_store(cfg: Config, store_key: str) -> str | None:
+    """A finished featurize run that logged the store with this key, if any."""
+    for run in tracking.featurize_runs(cfg):
+        if run.data.tags.get(tracking.TAG_STORE_KEY) == store_key:
+            return run.data.tags.get(TAG_STORE_RUN, run.info.run_id)
+    return None
 
 
 def _log_store(store_dir: Path) -> None:
@@ -136,12 +150,13 @@ def resolve_store(cfg: Config, features_run: str = ""):
                 return FeatureStore.open(candidate, expected_key=store_key), run.info.run_id
             except StoreError as exc:
                 log.warning("store %s unusable (%s); fetching from MLflow", candidate, exc)
-    log.info("downloading features of run %s into %s", run.info.run_id, cache)
+    holder = run.data.tags.get(TAG_STORE_RUN, run.info.run_id)
+    log.info("downloading features of run %s into %s", holder, cache)
     cache.parent.mkdir(parents=True, exist_ok=True)
     # A private download folder, moved into place in one step: folds started together on one
     # machine each fetch, and the first complete copy wins.
     with tempfile.TemporaryDirectory(dir=cache.parent, prefix=".download-") as tmp:
-        downloaded = tracking.download_artifacts(run.info.run_id, STORE_ARTIFACT, Path(tmp))
+        downloaded = tracking.download_artifacts(holder, STORE_ARTIFACT, Path(tmp))
         try:
             os.replace(downloaded, cache)
         except OSError:
