@@ -19,6 +19,7 @@ from mlflow.entities import Run
 from mlflow.tracking import MlflowClient
 
 from fsd.config import Config, dump_config
+from fsd.features.store import STORE_SECTIONS
 
 log = logging.getLogger(__name__)
 
@@ -37,7 +38,7 @@ TAG_STORE_KEY = "fsd.store_key"
 _PARAM_LIMIT = 500
 
 # Sections that define the features; train keys add the model and training sections.
-FEATURE_SECTIONS = ("data", "audio", "logmel", "summary", "folds")
+FEATURE_SECTIONS = ("data",) + STORE_SECTIONS
 TRAIN_SECTIONS = FEATURE_SECTIONS + ("pca", "model", "train")
 
 

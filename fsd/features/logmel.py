@@ -27,6 +27,7 @@ from functools import lru_cache
 import numpy as np
 
 from fsd.config import LogMelConfig
+from fsd.data.audio import resample
 
 
 @lru_cache(maxsize=16)
@@ -39,17 +40,6 @@ def mel_basis(sr: int, n_fft: int, n_mels: int, fmin: float, fmax: float) -> np.
     ).astype(np.float32)
     basis.setflags(write=False)
     return basis
-
-
-def resample(y: np.ndarray, sr: int, target_sr: int) -> np.ndarray:
-    """Band-limited resampling with soxr HQ (the default of librosa >= 0.10)."""
-    if sr == target_sr:
-        return np.asarray(y, dtype=np.float32)
-    import soxr
-
-    return soxr.resample(np.asarray(y, dtype=np.float32), sr, target_sr, quality="HQ").astype(
-        np.float32, copy=False
-    )
 
 
 def power_spectrogram(y: np.ndarray, n_fft: int, hop_length: int, power: float = 2.0) -> np.ndarray:
@@ -90,7 +80,7 @@ def logmel(y: np.ndarray, sr: int, cfg: LogMelConfig) -> np.ndarray:
         raise ValueError(f"logmel expects a mono 1-D waveform, got shape {y.shape}")
     if y.size == 0:
         return np.zeros((0, cfg.n_mels), dtype=np.float32)
-    y = resample(y, sr, cfg.sample_rate)
+    y = resample(y, sr, cfg.sample_rate, "soxr_hq")
     with warnings.catch_warnings():
         # clips shorter than one window are expected: reflect padding still frames them
         warnings.filterwarnings("ignore", message=r"n_fft=\d+ is too large", category=UserWarning)
