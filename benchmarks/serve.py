@@ -2,7 +2,7 @@
 model's latency and throughput.
 
 Part 1 (in process): K fold models (tiny, random weights) x L lengths x C crops over a set of
-clips. ``batched`` is :func:`fsd.ensemble.tta.predict_ensemble` (crops of all clips grouped by
+clips. ``batched`` is :func:`fsd.model.tta.predict_ensemble` (crops of all clips grouped by
 length, one tensor per length, every fold over it in large batches); ``naive`` is one predict
 call per crop per fold per clip; ``raw`` is only the fold models' forward passes over the very
 same view tensors, already built (the ceiling). Target: batched >= 0.8 of raw.
@@ -90,8 +90,8 @@ def best_of(repeats: int, fn) -> float:
 
 
 def bench_tta(args) -> dict:
-    from fsd.ensemble import tta
-    from fsd.ensemble.tta import build_views, crop_positions, predict_ensemble
+    from fsd.model import tta
+    from fsd.model.tta import build_views, crop_positions, predict_ensemble
 
     models = make_models(args)
     clips = make_clips(args.clips)

@@ -111,6 +111,9 @@ class FoldConfig:
     n_folds: int = 10
     seed: int = 20180629
     use_dataset_folds: bool = False
+    # A dataset column whose equal values must share a fold (takes of one recording, a
+    # speaker, a session): StratifiedGroupKFold then keeps every group inside one fold.
+    group_column: str = ""
 
 
 @dataclass
@@ -126,8 +129,16 @@ class StoreConfig:
 
 @dataclass
 class ModelConfig:
-    """The recipe's network: 1x1 convs -> MobileNetV2 -> GAP (+ BN'd PCA) -> dense head."""
+    """The recipe's network: 1x1 convs -> MobileNetV2 -> GAP (+ BN'd PCA) -> dense head.
 
+    ``backbone: cnn`` swaps the 1x1 convs + MobileNetV2 for a small VGG-style CNN (blocks of
+    two 3x3 conv-BN-ReLU and 2x2 average pooling, as the DCASE baseline and PANNs' CNN6/CNN10),
+    which learns from scratch in far fewer steps on a few hundred clips.
+    """
+
+    backbone: str = "mobilenetv2"  # mobilenetv2 | cnn
+    cnn_channels: list[int] = field(default_factory=lambda: [32, 64, 128, 256])
+    dropout: float = 0.0  # before each dense layer of the head (and the classifier)
     width: float = 1.0
     backbone_weights: str = "none"  # none | imagenet | path to a .weights.h5 / .keras file
     conv1_filters: int = 10
@@ -177,12 +188,38 @@ class TrainConfig:
     erase_area_max: float = 0.4
     erase_aspect_min: float = 0.3
     erase_aspect_max: float = 3.33
+    # SpecAugment (Park et al. 2019): masks per clip, each up to the given width, filled with
+    # the clip's mean. Off in the recipe.
+    freq_masks: int = 0
+    freq_mask_max: int = 8  # mel bands
+    time_masks: int = 0
+    time_mask_max: float = 0.1  # fraction of the crop length
     class_weights: bool = False
     unverified_weight: float = 1.0  # 0 masks unverified labels, 1 treats them as verified
     stage1: StageConfig = field(default_factory=StageConfig)
     stage2: StageConfig = field(default_factory=_stage2)
-    val_lengths: list[int] = field(default_factory=lambda: [263, 363, 463, 563, 663, 763])
-    steps_per_epoch: int = 0  # 0: one pass over the training clips
+    # Fixed validation lengths (frames); empty: val_n_lengths equally spaced over the crop
+    # limits, so validation scores the lengths training draws (derived limits included).
+    val_lengths: list[int] = field(default_factory=list)
+    val_n_lengths: int = 6
+    steps_per_epoch: int = 0  # 0: one pass over the training clips (see min_steps_per_epoch)
+    # An epoch has at least this many steps, so a phase of N epochs gets N * this many updates
+    # however few clips there are (a few hundred clips at batch 32 are ~10 steps a pass).
+    min_steps_per_epoch: int = 0
+
+
+@dataclass
+class BaselineConfig:
+    """scikit-learn models on the store's summary features, on the CNN's folds."""
+
+    models: list[str] = field(default_factory=lambda: ["logreg", "hgb"])  # logreg | hgb
+    logreg_c: float = 0.1
+    logreg_max_iter: int = 2000
+    hgb_max_iter: int = 200
+    hgb_learning_rate: float = 0.1
+    hgb_max_leaf_nodes: int = 15
+    hgb_l2: float = 1.0
+    seed: int = 0
 
 
 @dataclass
@@ -195,6 +232,10 @@ class EnsembleConfig:
     seed: int = 0
     top_k: int = 3
     batch_size: int = 256
+    # Blend the CNN ensemble with the best baseline: p = w * cnn + (1 - w) * baseline, w chosen
+    # on out-of-fold predictions over blend_steps + 1 equally spaced values in [0, 1].
+    blend: bool = True
+    blend_steps: int = 20
     model_name: str = "fsd-ensemble"
     alias: str = "champion"
     max_request_clips: int = 64
@@ -251,6 +292,7 @@ class Config:
     store: StoreConfig = field(default_factory=StoreConfig)
     model: ModelConfig = field(default_factory=ModelConfig)
     train: TrainConfig = field(default_factory=TrainConfig)
+    baseline: BaselineConfig = field(default_factory=BaselineConfig)
     ensemble: EnsembleConfig = field(default_factory=EnsembleConfig)
     sweep: SweepConfig = field(default_factory=SweepConfig)
     tracking: TrackingConfig = field(default_factory=TrackingConfig)
@@ -311,8 +353,22 @@ class Config:
             _check(st.mixup_alpha >= 0, f"train.{name}.mixup_alpha", "must be >= 0")
             _check(0 < st.cyclic_lr_min <= st.cyclic_lr_max, f"train.{name}.cyclic_lr_min",
                    "must be positive and <= cyclic_lr_max")
-        _check(len(self.train.val_lengths) > 0 and min(self.train.val_lengths) > 0,
-               "train.val_lengths", "must be a non-empty list of positive frame counts")
+        _check(not self.train.val_lengths or min(self.train.val_lengths) > 0,
+               "train.val_lengths", "must hold positive frame counts (or be empty)")
+        _check(self.train.val_n_lengths >= 1, "train.val_n_lengths", "must be >= 1")
+        _check(self.train.min_steps_per_epoch >= 0, "train.min_steps_per_epoch", "must be >= 0")
+        _check(self.model.backbone in ("mobilenetv2", "cnn"), "model.backbone",
+               f"must be mobilenetv2 or cnn, got {self.model.backbone!r}")
+        _check(bool(self.model.cnn_channels) and min(self.model.cnn_channels) > 0,
+               "model.cnn_channels", "must be a non-empty list of positive channel counts")
+        _check(0 <= self.model.dropout < 1, "model.dropout", "must be in [0, 1)")
+        for key in ("freq_masks", "freq_mask_max", "time_masks"):
+            _check(getattr(self.train, key) >= 0, f"train.{key}", "must be >= 0")
+        _check(0 <= self.train.time_mask_max <= 1, "train.time_mask_max", "must be in [0, 1]")
+        bad = [m for m in self.baseline.models if m not in ("logreg", "hgb")]
+        _check(not bad, "baseline.models", f"may hold logreg and hgb only, got {bad}")
+        _check(self.baseline.logreg_c > 0, "baseline.logreg_c", "must be positive")
+        _check(self.ensemble.blend_steps >= 1, "ensemble.blend_steps", "must be >= 1")
         _check(self.ensemble.top_k >= 1, "ensemble.top_k", "must be >= 1")
         _check(self.ensemble.tta_crops >= 1, "ensemble.tta_crops", "must be >= 1")
         _check(self.sweep.crop_min_high < self.sweep.crop_max_high, "sweep.crop_min_high",

@@ -10,7 +10,7 @@ import pytest
 
 from fsd.config import EnsembleConfig
 from fsd.ensemble.oof import score_oof
-from fsd.ensemble.tta import (
+from fsd.model.tta import (
     build_views,
     crop_positions,
     geometric_mean,
@@ -208,7 +208,7 @@ def test_incomplete_or_mixed_fold_sets_are_refused(ensemble_tracking):
 
 
 def test_lazy_clip_rows_give_the_same_scores():
-    from fsd.ensemble.tta import ClipRows
+    from fsd.model.tta import ClipRows
 
     clips = _clips(8)
     fetched = []

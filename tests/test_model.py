@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 
 from fsd.config import ModelConfig
-from fsd.ensemble.tta import predict_ensemble
+from fsd.model.tta import predict_ensemble
 from fsd.model.inference import crop_offsets
 from fsd.model.mobilenet import WeightsError, load_backbone_weights, mobilenet_v2_features
 from fsd.model.networks import MEL_BRANCH, build_network, network_pca_dim, transfer_mel_branch

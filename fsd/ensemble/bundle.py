@@ -22,7 +22,7 @@ from typing import Any
 import numpy as np
 
 from fsd.config import Config, dump_config, load_config
-from fsd.ensemble.tta import TTAResult, predict_ensemble
+from fsd.model.tta import TTAResult, predict_ensemble
 
 BUNDLE_FORMAT = 1
 MANIFEST = "ensemble.json"
@@ -165,7 +165,7 @@ class Ensemble:
               lengths: Sequence[int] | None = None, crops: int | None = None,
               seed: int | None = None, members: Sequence[np.ndarray | None] | None = None,
               ) -> TTAResult:
-        """Folds x lengths x crops over the clips (see :func:`fsd.ensemble.tta.predict_ensemble`)."""
+        """Folds x lengths x crops over the clips (see :func:`fsd.model.tta.predict_ensemble`)."""
         return predict_ensemble(
             self.models, logmels, self.pca_inputs(summaries),
             lengths=list(lengths or self.info.tta_lengths),

@@ -112,7 +112,7 @@ def build_ensemble(cfg: Config, run_ids: list[str] | None = None, *, register: b
     from fsd.ensemble.bundle import BundleInfo, Ensemble, FoldFiles, build_bundle
     from fsd.ensemble.oof import per_class_table, plot_oof, score_oof
     from fsd.ensemble.submission import class_prior
-    from fsd.ensemble.tta import ClipRows, tta_lengths
+    from fsd.model.tta import ClipRows, tta_lengths
     from fsd.serving.pyfunc import log_ensemble_model, register_and_promote
 
     runs = select_fold_runs(cfg, run_ids)
@@ -255,7 +255,7 @@ def _score_test(cfg: Config, store, ensemble, info, work: Path) -> dict[str, flo
     false, 0 frames): those get the training prior's top 3, so the submission is complete.
     """
     from fsd.ensemble.submission import build_submission, score_submission, validate_submission
-    from fsd.ensemble.tta import ClipRows
+    from fsd.model.tta import ClipRows
 
     if "test" not in getattr(store, "splits", []):
         log.info("no test split in this dataset: no submission")

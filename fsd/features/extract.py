@@ -25,7 +25,7 @@ class ClipFeatures:
 
 def features_from_waveform(y: np.ndarray, sr: int, cfg: Config) -> ClipFeatures:
     """Features of an already loaded (decoded, resampled, trimmed) waveform."""
-    mel = logmel(y, sr, cfg.logmel)
+    mel = logmel(y, sr, cfg.logmel, cfg.audio.resample_type)
     if cfg.summary.enabled:
         summ = summary_features(y, sr, cfg.summary)
     else:

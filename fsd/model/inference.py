@@ -1,7 +1,7 @@
 """Where a fixed-length view of a clip starts (crop or padding offset).
 
 The views themselves, the batched forward passes and the geometric mean live in
-:mod:`fsd.ensemble.tta`, which validation (one model) and the ensemble (all folds) share.
+:mod:`fsd.model.tta`, which validation (one model) and the ensemble (all folds) share.
 """
 
 from __future__ import annotations

@@ -27,7 +27,7 @@ import pandas as pd
 from tqdm import tqdm
 
 from fsd.config import Config, StageConfig
-from fsd.ensemble.tta import predict_ensemble
+from fsd.model.tta import predict_ensemble
 from fsd.model.networks import build_network, transfer_mel_branch
 from fsd.train.batches import FeatureSource, TrainBatches, load_clips, prefetch, resolve_crop_limits
 from fsd.train.metrics import categorical_crossentropy, map_at_k, per_class_ap
@@ -100,6 +100,7 @@ class _FoldData:
     val_clips: list[np.ndarray]
     n_mels: int
     crop: tuple[int, int]
+    val_lengths: list[int]
     pca_train: np.ndarray
     pca_val: np.ndarray
     projector_path: Path
@@ -196,8 +197,9 @@ def _prepare(cfg: Config, store: FeatureSource, fold: int, workdir: Path,
     pca_val = np.asarray(projector.transform(summary[val_rows]), dtype=np.float32)
     val_clips = load_clips(store, val_rows)
     val_y = store.index["label_id"].to_numpy(np.int64)[val_rows]
+    val_lengths = spaced_lengths(cfg.train.val_lengths, cfg.train.val_n_lengths, *crop)
     return _FoldData(labels, train_rows, val_rows, val_y, val_clips, probe.shape[1], crop,
-                     pca_train, pca_val, projector_path)
+                     val_lengths, pca_train, pca_val, projector_path)
 
 
 # --------------------------------------------------------------------------- checkpoint
@@ -365,7 +367,7 @@ class _FoldTrainer:
 
     def validate(self, model: keras.Model, stage: str) -> tuple[float, float, np.ndarray]:
         pca = self.data.pca_val if stage == "stage2" else None
-        probs = predict_ensemble([model], self.data.val_clips, [pca], self.cfg.train.val_lengths,
+        probs = predict_ensemble([model], self.data.val_clips, [pca], self.data.val_lengths,
                                  crops=1, batch_size=self.cfg.train.batch_size).probs()
         return (categorical_crossentropy(self.data.val_y, probs),
                 map_at_k(self.data.val_y, probs, 3), probs)

@@ -35,11 +35,17 @@ def tta_lengths(cfg: EnsembleConfig, crop_min: int, crop_max: int) -> list[int]:
     The recipe's six test lengths span the 25th..75th percentile of train lengths, ends included
     (263, 363, ..., 763), i.e. the training crop limits.
     """
-    if cfg.tta_lengths:
-        return [int(v) for v in cfg.tta_lengths]
+    return spaced_lengths(cfg.tta_lengths, cfg.tta_n_lengths, crop_min, crop_max)
+
+
+def spaced_lengths(fixed: Sequence[int], n: int, crop_min: int, crop_max: int) -> list[int]:
+    """``fixed`` when given, else ``n`` lengths equally spaced in [crop_min, crop_max], ends
+    included: TTA and validation score the crop lengths training draws."""
+    if fixed:
+        return [int(v) for v in fixed]
     if crop_min <= 0 or crop_max < crop_min:
-        raise ValueError(f"cannot derive TTA lengths from crop limits [{crop_min}, {crop_max}]")
-    n = max(1, int(cfg.tta_n_lengths))
+        raise ValueError(f"cannot derive lengths from crop limits [{crop_min}, {crop_max}]")
+    n = max(1, int(n))
     if n == 1:
         return [int(round((crop_min + crop_max) / 2))]
     return sorted({int(round(v)) for v in np.linspace(crop_min, crop_max, n)})
