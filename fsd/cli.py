@@ -21,6 +21,7 @@ log = logging.getLogger("fsd")
 COMMANDS = {
     "featurize": "fsd.entrypoints.featurize",
     "train-fold": "fsd.entrypoints.train_fold",
+    "baseline": "fsd.entrypoints.baseline",
     "ensemble": "fsd.entrypoints.ensemble",
     "sweep": "fsd.entrypoints.sweep",
     "main": "fsd.entrypoints.pipeline",

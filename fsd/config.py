@@ -138,7 +138,11 @@ class ModelConfig:
 
     backbone: str = "mobilenetv2"  # mobilenetv2 | cnn
     cnn_channels: list[int] = field(default_factory=lambda: [32, 64, 128, 256])
+    cnn_convs: int = 2  # 3x3 convolutions per block (1 is ~3x cheaper)
     dropout: float = 0.0  # before each dense layer of the head (and the classifier)
+    # The original fed (mel, time) images; true transposes our (time, mel) log-mels so that
+    # ImageNet filters see frequency vertically as the original's did.
+    mel_first: bool = False
     width: float = 1.0
     backbone_weights: str = "none"  # none | imagenet | path to a .weights.h5 / .keras file
     conv1_filters: int = 10
@@ -219,6 +223,9 @@ class BaselineConfig:
     hgb_learning_rate: float = 0.1
     hgb_max_leaf_nodes: int = 15
     hgb_l2: float = 1.0
+    # Early stopping on this fraction of the training clips (stratified, seeded; never the
+    # held-out fold); 0 turns it off. Skipped where a fold is too small to stratify.
+    hgb_validation_fraction: float = 0.1
     seed: int = 0
 
 
@@ -361,13 +368,19 @@ class Config:
                f"must be mobilenetv2 or cnn, got {self.model.backbone!r}")
         _check(bool(self.model.cnn_channels) and min(self.model.cnn_channels) > 0,
                "model.cnn_channels", "must be a non-empty list of positive channel counts")
+        _check(self.model.cnn_convs >= 1, "model.cnn_convs", "must be >= 1")
         _check(0 <= self.model.dropout < 1, "model.dropout", "must be in [0, 1)")
+        _check(self.model.backbone == "mobilenetv2" or self.model.backbone_weights.lower()
+               in ("", "none"), "model.backbone_weights",
+               "applies to the mobilenetv2 backbone only (the cnn trains from scratch)")
         for key in ("freq_masks", "freq_mask_max", "time_masks"):
             _check(getattr(self.train, key) >= 0, f"train.{key}", "must be >= 0")
         _check(0 <= self.train.time_mask_max <= 1, "train.time_mask_max", "must be in [0, 1]")
         bad = [m for m in self.baseline.models if m not in ("logreg", "hgb")]
         _check(not bad, "baseline.models", f"may hold logreg and hgb only, got {bad}")
         _check(self.baseline.logreg_c > 0, "baseline.logreg_c", "must be positive")
+        _check(0 <= self.baseline.hgb_validation_fraction < 1, "baseline.hgb_validation_fraction",
+               "must be in [0, 1)")
         _check(self.ensemble.blend_steps >= 1, "ensemble.blend_steps", "must be >= 1")
         _check(self.ensemble.top_k >= 1, "ensemble.top_k", "must be >= 1")
         _check(self.ensemble.tta_crops >= 1, "ensemble.tta_crops", "must be >= 1")

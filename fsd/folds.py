@@ -9,7 +9,7 @@ from collections.abc import Sequence
 
 import numpy as np
 import pandas as pd
-from sklearn.model_selection import StratifiedKFold
+from sklearn.model_selection import StratifiedGroupKFold, StratifiedKFold
 
 from fsd.config import FoldConfig
 
@@ -24,6 +24,7 @@ def assign_folds(
     labels: Sequence[str],
     cfg: FoldConfig,
     dataset_folds: Sequence[int] | np.ndarray | None = None,
+    groups: Sequence[str] | None = None,
 ) -> np.ndarray:
     """One fold id (0-based int) per clip, in the order of ``labels``.
 
@@ -37,6 +38,10 @@ def assign_folds(
     With ``cfg.use_dataset_folds`` the dataset's folds are returned after validation: every
     clip has one, and the values are exactly ``0..n-1`` (n distinct folds, n >= 2), whatever
     ``cfg.n_folds`` says.
+
+    With ``cfg.group_column`` (and ``groups``, one value per clip) every group stays inside one
+    fold: ``StratifiedGroupKFold(n_folds, shuffle=True, random_state=seed)``, so no score comes
+    from another take of a recording the model trained on.
     """
     y = np.asarray([str(x) for x in labels])
     if cfg.use_dataset_folds:
@@ -47,6 +52,8 @@ def assign_folds(
     if len(y) < k:
         raise ValueError(f"cannot split {len(y)} clips into folds.n_folds={k} folds: "
                          "every fold needs at least one clip")
+    if cfg.group_column:
+        return _group_folds(y, groups, k, cfg)
     small = sorted((c, n) for c, n in Counter(y.tolist()).items() if n < k)
     if not small:
         splitter = StratifiedKFold(n_splits=k, shuffle=True, random_state=cfg.seed)
@@ -62,6 +69,24 @@ def assign_folds(
         FoldWarning, stacklevel=2,
     )
     return _deal_folds(y, k, cfg.seed)
+
+
+def _group_folds(y: np.ndarray, groups: Sequence[str] | None, k: int, cfg: FoldConfig) -> np.ndarray:
+    if groups is None or len(groups) != len(y):
+        raise ValueError(f"folds.group_column={cfg.group_column!r} is set but the dataset gives "
+                         f"no group per clip (does its CSV have that column?)")
+    g = np.asarray([str(v) for v in groups])
+    n_groups = len(np.unique(g))
+    if n_groups < k:
+        raise ValueError(f"folds.group_column={cfg.group_column!r}: {n_groups} groups cannot "
+                         f"fill folds.n_folds={k} folds")
+    splitter = StratifiedGroupKFold(n_splits=k, shuffle=True, random_state=cfg.seed)
+    folds = np.full(len(y), -1, dtype=np.int64)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", UserWarning)  # sklearn's "least populated class" note
+        for fold, (_, test_idx) in enumerate(splitter.split(np.zeros(len(y)), y, g)):
+            folds[test_idx] = fold
+    return folds
 
 
 def _deal_folds(y: np.ndarray, k: int, seed: int) -> np.ndarray:

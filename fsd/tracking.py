@@ -33,6 +33,9 @@ TAG_STORE_DIR = "fsd.store_dir"
 # The feature store's own key: the feature settings *and* the dataset's fingerprint (file names,
 # sizes, mtimes), so changed clips never reuse old features or folds trained on them.
 TAG_STORE_KEY = "fsd.store_key"
+TAG_BASELINE = "fsd.baseline"  # the baseline model of a baseline run: logreg | hgb
+TAG_BASELINE_KEY = "fsd.baseline_key"  # that model's settings (see baseline_key)
+STAGE_BASELINE = "baseline"
 
 # MLflow caps a param value at 6000 characters; long lists are still readable in config.yaml.
 _PARAM_LIMIT = 500
@@ -54,6 +57,19 @@ def train_key(cfg: Config) -> str:
         return cfg.section_key(*TRAIN_SECTIONS)
     finally:
         cfg.train.fold = fold
+
+
+def baseline_key(cfg: Config, name: str) -> str:
+    """Identifies baseline ``name``'s settings (only its own: another model's change, or the
+    list of models, does not make a finished run stale). The data, features and folds are the
+    store key's part."""
+    import hashlib
+    import json
+
+    from fsd.baseline.model import model_params
+
+    payload = json.dumps(model_params(name, cfg.baseline), sort_keys=True)
+    return hashlib.sha256(payload.encode()).hexdigest()[:16]
 
 
 def set_experiment(cfg: Config) -> str:
@@ -157,6 +173,31 @@ def finished_folds(cfg: Config, store_key: str | None = None) -> dict[int, Run]:
         if r.data.tags.get(TAG_STORE_KEY, "") == store_key:
             by_fold.setdefault(int(r.data.tags[TAG_FOLD]), r)
     return by_fold
+
+
+def finished_baselines(cfg: Config, store_key: str, name: str | None = None,
+                       key: str | None = None) -> list[Run]:
+    """Finished baseline runs on the store ``store_key``, newest first; ``name`` and ``key``
+    (a :func:`baseline_key`) narrow them to one model and its settings."""
+    tags = {TAG_STORE_KEY: store_key}
+    if name:
+        tags[TAG_BASELINE] = name
+    if key:
+        tags[TAG_BASELINE_KEY] = key
+    return find_runs(cfg, STAGE_BASELINE, tags=tags)
+
+
+def finished_baseline(cfg: Config, store_key: str, name: str) -> Run | None:
+    """The newest finished run of baseline ``name`` with ``cfg``'s settings on this store."""
+    runs = finished_baselines(cfg, store_key, name, baseline_key(cfg, name))
+    return runs[0] if runs else None
+
+
+def best_baseline(cfg: Config, store_key: str, metric: str = "oof_map3") -> Run | None:
+    """The finished baseline run on this store with the highest ``metric`` (ties: newest)."""
+    scored = [r for r in finished_baselines(cfg, store_key) if metric in r.data.metrics]
+    # newest first, and max() keeps the first of equal scores
+    return max(scored, key=lambda r: r.data.metrics[metric]) if scored else None
 
 
 def download_artifacts(run_id: str, artifact_path: str, dst: Path) -> Path:

@@ -96,3 +96,28 @@ def test_mixup_alpha_zero_and_none_arrays():
     assert xm is x and none is None and (lam == 1).all()
     (xm, none), _ = mixup([x, None], 0.5, np.random.default_rng(0))
     assert none is None and xm.dtype == np.float32
+
+
+def test_spec_augment_masks_bands_with_the_clip_mean():
+    from fsd.train.augment import band_mask, spec_augment
+
+    rng = np.random.default_rng(0)
+    m = band_mask(500, 64, 2, 8, rng)
+    widths = m.sum(axis=1)
+    assert widths.max() <= 16 and widths.min() >= 0 and widths.mean() > 2
+    for row in m[:50]:  # each band is contiguous: at most 2 runs of True
+        assert np.count_nonzero(np.diff(row.astype(int)) == 1) + row[0] <= 2
+    x = rng.random((4, 100, 64), dtype=np.float32)
+    before = x.copy()
+    means = before.mean(axis=(1, 2))
+    spec_augment(x, 2, 10, 2, 20, np.random.default_rng(1))
+    changed = x != before
+    assert changed.any()
+    for b in range(4):
+        np.testing.assert_allclose(x[b][changed[b]], means[b], rtol=1e-6)
+        cols = changed[b].all(axis=0)  # masked mel bands span every frame
+        rows = changed[b].all(axis=1)  # masked frames span every band
+        assert (changed[b] == (cols[None, :] | rows[:, None])).all()
+    y = before.copy()
+    spec_augment(y, 0, 10, 0, 20, rng)
+    np.testing.assert_array_equal(y, before)

@@ -151,3 +151,24 @@ def test_prefetch_matches_direct_batches_and_reraises():
                        np.arange(8), TrainConfig(batch_size=2), (20, 30), 1.0)
     with pytest.raises(OSError, match="shard missing"):
         list(prefetch(bad, 0))
+
+
+def test_min_steps_per_epoch_gives_small_data_enough_updates():
+    store = ramp_store([50] * 10)
+    assert len(TrainBatches(store, np.arange(10), plain_cfg(), (30, 31), 0.0)) == 3
+    ds = TrainBatches(store, np.arange(10), plain_cfg(min_steps_per_epoch=25), (30, 31), 0.0)
+    assert len(ds) == 25
+    seen = np.bincount(ds._order(0), minlength=10)
+    assert seen.min() >= 9 and seen.max() <= 11  # whole shuffled passes, wrapped
+    big = TrainBatches(ramp_store([50] * 400), np.arange(400), plain_cfg(min_steps_per_epoch=25),
+                       (30, 31), 0.0)
+    assert len(big) == 100  # one pass is already more
+
+
+def test_spec_augment_is_applied_in_the_pipeline():
+    store = ramp_store([100] * 8)
+    ds = TrainBatches(store, np.arange(8), plain_cfg(freq_masks=1, freq_mask_max=4), (60, 61), 0.0)
+    x = ds.batch(0).x[..., 0]
+    # a ramp has equal values across mel bands; a masked band holds the clip mean instead
+    masked = ~np.isclose(x, x[:, :, :1]).all(axis=1)
+    assert masked.any()

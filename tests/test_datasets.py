@@ -12,7 +12,8 @@ import soundfile as sf
 
 from fsd.config import Config, from_dict
 from fsd.data.audio import load_audio
-from fsd.data.dataset import TEST_COLUMNS, TRAIN_COLUMNS, DatasetError, load_dataset
+from fsd.data.dataset import TEST_COLUMNS, TRAIN_COLUMNS, DatasetError
+from fsd.data.sources import load_dataset
 from fsd.data.rejects import Reject
 from fsd.folds import assign_folds
 

@@ -104,3 +104,21 @@ def test_full_dataset_folds(shared_data):
     folds = assign_folds(labels, FoldConfig())
     sizes = np.bincount(folds)
     assert len(sizes) == 10 and sizes.max() - sizes.min() <= 1 and sizes.sum() == 9473
+
+
+def test_group_column_keeps_every_group_in_one_fold():
+    rng = np.random.default_rng(0)
+    groups = [f"rec{g}" for g in rng.integers(0, 60, 300)]
+    labels = [f"c{int(g[3:]) % 5}" for g in groups]  # a group has one label, like takes
+    folds = assign_folds(labels, FoldConfig(n_folds=5, group_column="src_file"), groups=groups)
+    frame = pd.DataFrame({"g": groups, "f": folds})
+    assert (frame.groupby("g")["f"].nunique() == 1).all()
+    assert sorted(np.unique(folds)) == [0, 1, 2, 3, 4]
+    plain = assign_folds(labels, FoldConfig(n_folds=5))
+    assert (pd.DataFrame({"g": groups, "f": plain}).groupby("g")["f"].nunique() > 1).any(), \
+        "without the group column takes of one recording do spread over folds"
+    with pytest.raises(ValueError, match="no group per clip"):
+        assign_folds(labels, FoldConfig(n_folds=5, group_column="src_file"))
+    with pytest.raises(ValueError, match="3 groups cannot fill"):
+        assign_folds(["a", "b"] * 5, FoldConfig(n_folds=5, group_column="g"),
+                     groups=["x", "y", "z"] * 3 + ["x"])

@@ -143,3 +143,45 @@ def test_tta_is_safe_with_zero_probabilities():
 
     out = predict_ensemble([Hard()], [np.zeros((10, 4), np.float32)], [None], [8, 12], crops=2).probs()
     assert np.isfinite(out).all() and out[0, 0] == pytest.approx(1.0)
+
+
+@pytest.mark.parametrize("mel_first", [False, True])
+def test_cnn_backbone_takes_any_length_saves_and_transfers(tmp_path, mel_first):
+    cfg = ModelConfig(backbone="cnn", cnn_channels=[4, 8, 16], cnn_convs=1, dense1=8, dense2=8,
+                      dropout=0.2, mel_first=mel_first)
+    stage1 = build_network(cfg, 3, n_mels=16)
+    stage1.compile(run_eagerly=True)
+    names = {layer.name for layer in stage1.get_layer(MEL_BRANCH).layers}
+    assert {"cnn_block0_conv1", "cnn_block2_conv1", "cnn_freq_mean"} <= names
+    assert not any(n.startswith("block_") for n in names), "no MobileNetV2 blocks in the cnn"
+    rng = np.random.default_rng(0)
+    for frames in (9, 40, 123):
+        p = stage1.predict_on_batch(rng.random((2, frames, 16, 1), dtype=np.float32))
+        assert p.shape == (2, 3)
+        np.testing.assert_allclose(p.sum(axis=1), 1, rtol=1e-5)
+    stage2 = build_network(cfg, 3, n_mels=16, pca_dim=5)
+    transfer_mel_branch(stage1, stage2)
+    for a, b in zip(stage1.get_layer(MEL_BRANCH).get_weights(),
+                    stage2.get_layer(MEL_BRANCH).get_weights()):
+        np.testing.assert_array_equal(a, b)
+    stage2.save(tmp_path / "m.keras")
+    loaded = keras.saving.load_model(tmp_path / "m.keras", compile=False)
+    x = [rng.random((1, 50, 16, 1), dtype=np.float32), np.ones((1, 5), np.float32)]
+    np.testing.assert_allclose(loaded.predict_on_batch(x), stage2.predict_on_batch(x), rtol=1e-5)
+
+
+def test_mel_first_transposes_the_input():
+    """With mel_first the backbone sees (mel, time): the frequency axis is the image height."""
+    cfg = ModelConfig(width=0.35, dense1=8, dense2=8, mel_first=True)
+    branch = build_network(cfg, 3).get_layer(MEL_BRANCH)
+    permute = branch.get_layer("mel_first")
+    assert tuple(permute.output.shape[1:3]) == (64, None)
+
+
+def test_pretrained_weights_are_refused_for_the_cnn():
+    from fsd.config import ConfigError, from_dict
+
+    with pytest.raises(ConfigError, match="model.backbone_weights"):
+        from_dict({"model": {"backbone": "cnn", "backbone_weights": "imagenet"}})
+    with pytest.raises(ConfigError, match="model.backbone must be"):
+        from_dict({"model": {"backbone": "resnet"}})

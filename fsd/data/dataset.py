@@ -93,53 +93,6 @@ class Dataset:
                 f"{n_test} test clips, {len(self.rejects)} rejects")
 
 
-def load_dataset(cfg) -> Dataset:  # cfg: fsd.config.Config
-    """Dispatch on ``cfg.data.source``, then apply ``cfg.data.max_clips``."""
-    # The loaders import the helpers below, so they are imported here, not at module level.
-    from fsd.data.folder_csv import load_folder
-    from fsd.data.fsdkaggle2018 import load_fsdkaggle2018
-    from fsd.data.synthetic import ensure_sample
-
-    data = cfg.data
-    if data.source == "fsdkaggle2018":
-        ds = load_fsdkaggle2018(data.root)
-    elif data.source == "folder":
-        root = Path(data.root) if data.root else None
-        ds = load_folder(
-            _under(root, data.audio_dir), _under(root, data.csv),
-            file_column=data.file_column, label_column=data.label_column,
-            fold_column=data.fold_column, verified_column=data.verified_column,
-        )
-    elif data.source == "synthetic":
-        csv = ensure_sample(cfg.store.cache_dir, data.synthetic_clips_per_class,
-                            data.synthetic_seed, cfg.audio.sample_rate)
-        ds = load_folder(csv.parent, csv, file_column="fname", label_column="label",
-                         fold_column="", verified_column="manually_verified", name="synthetic")
-    else:
-        raise DatasetError(
-            f"unknown data.source {data.source!r}; use synthetic, fsdkaggle2018 or folder"
-        )
-    if data.max_clips > 0 and len(ds.train) > data.max_clips:
-        ds.train = limit_round_robin(ds.train, data.max_clips)
-        ds.labels = sorted(ds.train["label"].unique())
-        if ds.test is not None:
-            # Scoring a class the model cannot predict would only add noise to a quick run.
-            ds.test.loc[~ds.test["label"].isin(ds.labels + [""]), "label"] = ""
-        log.info("data.max_clips=%d: kept %d train clips over %d labels",
-                 data.max_clips, len(ds.train), len(ds.labels))
-    log.info("%s", ds.summary())
-    if ds.rejects:
-        log.warning("%d metadata rows left out (first: %s: %s)", len(ds.rejects),
-                    ds.rejects[0].fname, ds.rejects[0].reason)
-    return ds
-
-
-def _under(root: Path | None, path: str) -> Path:
-    """A relative ``data.audio_dir``/``data.csv`` is taken under ``data.root`` when one is set."""
-    p = Path(path)
-    return root / p if root is not None and not p.is_absolute() else p
-
-
 # --- helpers shared by the loaders -------------------------------------------------------
 
 
@@ -214,25 +167,29 @@ def build_train(
     label_column: str = "label",
     verified_column: str = "",
     fold_column: str = "",
+    group_column: str = "",
 ) -> tuple[pd.DataFrame, list[Reject]]:
     """Turn metadata rows + a folder listing into the train frame and its rejects.
 
     Rows keep the CSV's order (fold assignment depends on it). The first row of a duplicated
     fname wins. Audio files in the folder that no row names are rejected too, so that the
     rejects report accounts for every file. Fold values are mapped to 0-based ranks of the
-    distinct values (ESC-10's 1..5 -> 0..4).
+    distinct values (ESC-10's 1..5 -> 0..4). With ``group_column`` the frame gains a ``group``
+    column (a blank value makes the clip a group of its own) for group-aware folds.
     """
     n = len(table)
     names = table[file_column].tolist()
     labels = table[label_column].tolist()
     verified = table[verified_column].tolist() if verified_column else [True] * n
     folds = table[fold_column].tolist() if fold_column else [None] * n
+    groups = table[group_column].tolist() if group_column else [None] * n
 
     rejects: list[Reject] = []
     seen: set[str] = set()
     rows: list[tuple[str, str, str, bool, int]] = []
-    for i, (raw_name, raw_label, raw_ver, raw_fold) in enumerate(
-        zip(names, labels, verified, folds)
+    row_groups: list[str] = []
+    for i, (raw_name, raw_label, raw_ver, raw_fold, raw_group) in enumerate(
+        zip(names, labels, verified, folds, groups)
     ):
         line = i + 2  # the header is line 1
         fname = text(raw_name)
@@ -271,6 +228,7 @@ def build_train(
                 continue
             fold = parsed
         rows.append((fname, path, label, ver, fold))
+        row_groups.append(text(raw_group) or fname)
 
     for fname in sorted(set(files) - seen):
         rejects.append(Reject(fname, "metadata", f"audio file not listed in {csv_name}"))
@@ -278,6 +236,8 @@ def build_train(
     train = pd.DataFrame(rows, columns=TRAIN_COLUMNS)
     train["verified"] = train["verified"].astype(bool)
     train["fold"] = train["fold"].astype("int64")
+    if group_column:
+        train["group"] = row_groups
     if fold_column and len(train):
         distinct = sorted(train["fold"].unique())
         mapping = {int(v): k for k, v in enumerate(distinct)}

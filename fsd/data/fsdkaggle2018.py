@@ -56,8 +56,10 @@ def _first(root: Path, candidates: tuple[str, ...], kind: str) -> Path | None:
     return None
 
 
-def load_fsdkaggle2018(root: str | Path) -> Dataset:
-    """Train clips from the train folder + train CSV; test clips from the test folder."""
+def load_fsdkaggle2018(root: str | Path, group_column: str = "") -> Dataset:
+    """Train clips from the train folder + train CSV; test clips from the test folder.
+
+    ``group_column`` (e.g. ``freesound_id``) names a train CSV column for group-aware folds."""
     root = Path(root)
     if not root.is_dir():
         raise DatasetError(f"data.root {str(root)!r} does not exist")
@@ -69,10 +71,11 @@ def load_fsdkaggle2018(root: str | Path) -> Dataset:
     if train_csv is None:
         raise DatasetError(f"no train CSV under {str(root)!r}; expected one of "
                            f"{', '.join(TRAIN_CSVS)}")
-    table = read_table(train_csv, ["fname", "label", "manually_verified"], "train CSV")
+    table = read_table(train_csv, ["fname", "label", "manually_verified", group_column],
+                       "train CSV")
     train, rejects = build_train(
         table, scan_audio(train_dir, [".wav"]), audio_dir=train_dir, csv_name=train_csv.name,
-        verified_column="manually_verified",
+        verified_column="manually_verified", group_column=group_column,
     )
     require_clips(train, rejects, f"fsdkaggle2018 ({root})")
     labels = sorted(train["label"].unique())

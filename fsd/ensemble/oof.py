@@ -1,6 +1,6 @@
 """Out-of-fold scoring: every train clip scored (with TTA) by the fold model that did not see it.
 
-MAP@3 overall, per fold and per class, a per-clip table, and plots. Per class is the mean over
+MAP@3 and top-1 accuracy overall and per fold, MAP@3 per class, a per-clip table, and plots. Per class is the mean over
 the clips of that class of 1/rank of their label in the top 3 — the share of the overall
 metric each class earns, which is what shows where the ensemble is weak.
 """
@@ -20,7 +20,8 @@ from fsd.train.metrics import reciprocal_ranks
 
 @dataclass
 class OOFScores:
-    """MAP@k out of fold; ``frame`` has one row per clip (fname, fold, label, top labels, rr)."""
+    """MAP@k (and top-1 accuracy) out of fold; ``frame`` has one row per clip (fname, fold,
+    label, top labels, rr)."""
 
     k: int
     overall: float
@@ -28,11 +29,17 @@ class OOFScores:
     per_class: dict[str, float]
     class_counts: dict[str, int]
     frame: pd.DataFrame = field(repr=False)
+    accuracy: float = float("nan")
+    per_fold_accuracy: dict[int, float] = field(default_factory=dict)
 
     def metrics(self) -> dict[str, float]:
-        """Flat MLflow metric names: oof_map3, oof_map3_fold_<k>, oof_map3_class/<label>."""
+        """Flat MLflow metric names: oof_map3, oof_accuracy, oof_map3_fold_<k>,
+        oof_accuracy_fold_<k>, oof_map3_class/<label>."""
         out = {f"oof_map{self.k}": self.overall}
+        if np.isfinite(self.accuracy):
+            out["oof_accuracy"] = self.accuracy
         out.update({f"oof_map{self.k}_fold_{f}": v for f, v in self.per_fold.items()})
+        out.update({f"oof_accuracy_fold_{f}": v for f, v in self.per_fold_accuracy.items()})
         out.update({f"oof_map{self.k}_class/{metric_safe(c)}": v
                     for c, v in self.per_class.items() if np.isfinite(v)})
         return out
@@ -60,14 +67,18 @@ def score_oof(fnames: Sequence[str], y_true: np.ndarray, folds: np.ndarray, prob
     for j in range(k):
         frame[f"pred_{j + 1}"] = names[top[:, j]]
     frame["p_true"] = np.asarray(probs)[np.arange(len(y_true)), y_true]
-    per_fold = {int(f): float(rr[folds == f].mean()) for f in sorted(set(folds.tolist()))}
+    fold_ids = sorted(set(folds.tolist()))
+    per_fold = {int(f): float(rr[folds == f].mean()) for f in fold_ids}
+    hit = top[:, 0] == y_true
+    per_fold_acc = {int(f): float(hit[folds == f].mean()) for f in fold_ids}
     per_class, counts = {}, {}
     for c, name in enumerate(labels):
         sel = y_true == c
         counts[str(name)] = int(sel.sum())
         per_class[str(name)] = float(rr[sel].mean()) if sel.any() else float("nan")
     return OOFScores(k=k, overall=float(rr.mean()), per_fold=per_fold, per_class=per_class,
-                     class_counts=counts, frame=frame)
+                     class_counts=counts, frame=frame, accuracy=float(hit.mean()),
+                     per_fold_accuracy=per_fold_acc)
 
 
 def per_class_table(scores: OOFScores) -> pd.DataFrame:
@@ -79,8 +90,9 @@ def per_class_table(scores: OOFScores) -> pd.DataFrame:
 
 
 def plot_oof(scores: OOFScores, y_true: np.ndarray, probs: np.ndarray, labels: Sequence[str],
-             out_dir: Path) -> dict[str, Path]:
-    """per_class.png (sorted bars), per_fold.png and confusion.png (top-1, row-normalised)."""
+             out_dir: Path, what: str = "with TTA") -> dict[str, Path]:
+    """per_class.png (sorted bars), per_fold.png and confusion.png (top-1, row-normalised);
+    ``what`` names the model in the titles (e.g. ``with TTA``, ``logreg``)."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -96,7 +108,7 @@ def plot_oof(scores: OOFScores, y_true: np.ndarray, probs: np.ndarray, labels: S
     ax.axvline(scores.overall, color="tab:red", ls="--", label=f"overall {scores.overall:.3f}")
     ax.set_xlim(0, 1)
     ax.set_xlabel(f"out-of-fold MAP@{k}")
-    ax.set_title(f"MAP@{k} per class (out of fold, with TTA)")
+    ax.set_title(f"MAP@{k} per class (out of fold, {what})")
     ax.legend(loc="lower right")
     fig.tight_layout()
     paths["per_class"] = out_dir / "per_class.png"
@@ -109,7 +121,7 @@ def plot_oof(scores: OOFScores, y_true: np.ndarray, probs: np.ndarray, labels: S
     ax.set_ylim(0, 1)
     ax.set_xlabel("fold")
     ax.set_ylabel(f"MAP@{k}")
-    ax.set_title("out-of-fold MAP@3 per fold")
+    ax.set_title(f"out-of-fold MAP@{k} per fold ({what})")
     fig.tight_layout()
     paths["per_fold"] = out_dir / "per_fold.png"
     fig.savefig(paths["per_fold"], dpi=100)
@@ -126,7 +138,7 @@ def plot_oof(scores: OOFScores, y_true: np.ndarray, probs: np.ndarray, labels: S
     ax.set_yticks(range(n), labels, fontsize=7)
     ax.set_xlabel("predicted (top 1)")
     ax.set_ylabel("true")
-    ax.set_title("out-of-fold confusion (row-normalised)")
+    ax.set_title(f"out-of-fold confusion, {what} (row-normalised)")
     fig.tight_layout()
     paths["confusion"] = out_dir / "confusion.png"
     fig.savefig(paths["confusion"], dpi=100)

@@ -9,6 +9,14 @@ without features gets the training prior's top 3) and scores it where test label
 (public/private MAP@3). Logs the whole ensemble as an MLflow pyfunc that takes raw audio and
 registers it; the alias (e.g. ``champion``) moves only when the out-of-fold MAP@3 beats the
 holder's, and the comparison is recorded in the run.
+
+With ``ensemble.blend`` and a finished baseline run on the same feature store (``fsd
+baseline``), the best baseline (by its out-of-fold MAP@3) is blended in: ``p = w * cnn + (1 - w)
+* baseline``, ``w`` chosen on both out-of-fold predictions (aligned by file name) over
+``ensemble.blend_steps + 1`` values in [0, 1] (ties: the larger ``w``). The headline
+``oof_map3``/``oof_accuracy``, the alias comparison, the test predictions and the served model
+are then the blend's (param ``ensemble.blended=true``); ``cnn_oof_map3``/``cnn_oof_accuracy``
+keep the CNN's own. A weight of 1 blends nothing: the bundle stays CNN-only.
 """
 
 from __future__ import annotations
@@ -28,11 +36,15 @@ from fsd.config import Config, ConfigError, load_config
 from fsd.entrypoints.featurize import resolve_store
 from fsd.entrypoints.flags import parse_flag
 from fsd.entrypoints.train_fold import FOLD_ARTIFACT, fold_runs
+from fsd.train.metrics import reciprocal_ranks
 
 HELP = "TTA ensemble of a training's folds: out-of-fold MAP@3, submission, registered pyfunc"
 log = logging.getLogger(__name__)
 
 TAG_FOLD_RUNS = "fsd.fold_runs"
+TAG_BLENDED = "fsd.blended"
+TAG_BLEND_RUN = "fsd.blend_baseline_run"
+TAG_BLEND_MODEL = "fsd.blend_baseline"
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
@@ -109,7 +121,7 @@ def ensemble_logged(cfg: Config, run_ids: list[str] | None = None, *, register: 
 def build_ensemble(cfg: Config, run_ids: list[str] | None = None, *, register: bool = True,
                    nested: bool = False) -> dict:
     """The ensemble stage; returns a summary dict (run_id, oof_map3, model_uri, promotion...)."""
-    from fsd.ensemble.bundle import BundleInfo, Ensemble, FoldFiles, build_bundle
+    from fsd.ensemble.bundle import BundleInfo, Ensemble, FoldFiles, attach_baseline, build_bundle
     from fsd.ensemble.oof import per_class_table, plot_oof, score_oof
     from fsd.ensemble.submission import class_prior
     from fsd.model.tta import ClipRows, tta_lengths
@@ -163,19 +175,40 @@ def build_ensemble(cfg: Config, run_ids: list[str] | None = None, *, register: b
         if not scored.all():
             log.warning("%d train clips are in no fold of this ensemble; left out of the OOF score",
                         int((~scored).sum()))
-        probs = res.probs()
-        y = index["label_id"].to_numpy()
-        oof = score_oof(index["fname"][scored].tolist(), y[scored], folds[scored], probs[scored],
-                        labels, k=3)
+        y = index["label_id"].to_numpy()[scored]
+        names = index["fname"].astype(str)[scored].tolist()
+        cnn_probs = res.probs()[scored]
+        cnn_oof = score_oof(names, y, folds[scored], cnn_probs, labels, k=3)
         seconds = time.perf_counter() - t0
-        mlflow.log_metrics({**oof.metrics(), "oof_seconds": seconds,
-                            "oof_clips_per_s": float(scored.sum()) / max(seconds, 1e-9)})
+        mlflow.log_metrics({"oof_seconds": seconds,
+                            "oof_clips_per_s": float(scored.sum()) / max(seconds, 1e-9),
+                            "cnn_oof_map3": cnn_oof.overall, "cnn_oof_accuracy": cnn_oof.accuracy})
+        blend = _choose_blend(train_cfg, store, names, y, cnn_probs, labels, work / "downloads",
+                              out) if e.blend else None
+        probs, oof = cnn_probs, cnn_oof
+        blended = blend is not None and blend["weight"] < 1.0
+        if blended:
+            probs = blend["probs"]
+            oof = score_oof(names, y, folds[scored], probs, labels, k=3)
+            attach_baseline(bundle, blend["model"], blend["weight"], name=blend["name"],
+                            run_id=blend["run_id"])
+            ensemble.reload_baseline(bundle)  # test clips and serving: the blended model
+            info.baseline, info.blend_weight = ensemble.info.baseline, ensemble.info.blend_weight
+            _log_frame(cnn_oof.frame, out / "oof_cnn.csv", "oof")
+        mlflow.log_param("ensemble.blended", str(blended).lower())
+        mlflow.set_tag(TAG_BLENDED, str(blended).lower())
+        mlflow.log_metrics(oof.metrics())
         mlflow.log_metrics(_training_scores(work / "downloads", runs))
-        plots = plot_oof(oof, y[scored], probs[scored], labels, out / "plots")
+        plots = plot_oof(oof, y, probs, labels, out / "plots",
+                         what=f"with TTA + {blend['name']}" if blended else "with TTA")
         tracking.log_files(plots, "plots")
         _log_frame(oof.frame, out / "oof_ensemble.csv", "oof")
         _log_frame(per_class_table(oof), out / "oof_per_class.csv", "oof")
-        info.scores = {"oof_map3": oof.overall}
+        info.scores = {"oof_map3": oof.overall, "oof_accuracy": oof.accuracy,
+                       "cnn_oof_map3": cnn_oof.overall}
+        if blend is not None:
+            info.scores.update({"blend_weight": blend["weight"],
+                                "blend_oof_map3": blend["oof_map3"]})
 
         # --- test clips: predictions, submission, scores where labelled ---------------------
         test_scores = _score_test(train_cfg, store, ensemble, info, out)
@@ -186,7 +219,12 @@ def build_ensemble(cfg: Config, run_ids: list[str] | None = None, *, register: b
                                         sample_rate=train_cfg.audio.sample_rate)
         mlflow.set_tag("fsd.model_uri", model_info.model_uri)
         summary = {"run_id": active.info.run_id, "oof_map3": oof.overall,
-                   "model_uri": model_info.model_uri, "tta_lengths": lengths, **test_scores}
+                   "oof_accuracy": oof.accuracy, "cnn_oof_map3": cnn_oof.overall,
+                   "blended": blended, "model_uri": model_info.model_uri, "tta_lengths": lengths,
+                   **test_scores}
+        if blend is not None:
+            summary.update({"blend_weight": blend["weight"], "baseline_run": blend["run_id"],
+                            "blend_oof_map3": blend["oof_map3"]})
         if register:
             promo = register_and_promote(model_info.model_uri, e.model_name, e.alias, oof.overall,
                                          run_id=active.info.run_id, train_key=key)
@@ -198,6 +236,53 @@ def build_ensemble(cfg: Config, run_ids: list[str] | None = None, *, register: b
                 mlflow.log_metric("holder_oof_map3", promo.previous_score)
             summary["promotion"] = promo.as_dict()
     return summary
+
+
+def _choose_blend(cfg: Config, store, fnames: list[str], y: np.ndarray, cnn: np.ndarray,
+                  labels: list[str], downloads: Path, out: Path) -> dict | None:
+    """Blend the CNN's out-of-fold ``cnn`` with the best finished baseline on this store.
+
+    Logs the blend's metrics and tags and returns {weight, probs (blended, one row per clip),
+    oof_map3, name, run_id, model (local path of its final model)}; None when there is no
+    usable baseline run (nothing is logged then but a line saying so).
+    """
+    from fsd.baseline.blend import align_probabilities, blend, choose_weight
+    from fsd.entrypoints.baseline import download_model, load_oof_probabilities
+
+    best = tracking.best_baseline(cfg, store.key)
+    if best is None:
+        log.info("ensemble.blend: no finished baseline run on this feature store (store key %s); "
+                 "the ensemble is the CNN alone (run `fsd baseline` to blend)", store.key[:8])
+        return None
+    rid = best.info.run_id
+    name = best.data.tags.get(tracking.TAG_BASELINE, "baseline")
+    try:
+        frame = load_oof_probabilities(rid, downloads / rid)
+        base, found = align_probabilities(frame, fnames, labels)
+        model = download_model(rid, downloads / rid)
+    except (OSError, ValueError, mlflow.exceptions.MlflowException) as exc:
+        log.warning("ensemble.blend: baseline run %s is unusable (%s); no blend", rid, exc)
+        return None
+    if not found.any():
+        log.warning("ensemble.blend: baseline run %s scored none of these clips; no blend", rid)
+        return None
+    if not found.all():
+        log.warning("ensemble.blend: baseline run %s has no out-of-fold probabilities for %d of "
+                    "%d clips; those keep the CNN's", rid, int((~found).sum()), len(found))
+    choice = choose_weight(y[found], cnn[found], base[found], cfg.ensemble.blend_steps, k=3)
+    base = np.where(found[:, None], base, cnn)  # a clip without a baseline row keeps the CNN's
+    probs = blend(cnn, base, choice.weight)
+    oof_map3 = float(reciprocal_ranks(y, probs, 3).mean())
+    oof_accuracy = float(reciprocal_ranks(y, probs, 1).mean())
+    mlflow.log_metrics({"blend_weight": choice.weight, "blend_oof_map3": oof_map3,
+                        "blend_oof_accuracy": oof_accuracy, "blend_clips": float(found.sum()),
+                        "baseline_oof_map3": best.data.metrics.get("oof_map3", float("nan"))})
+    mlflow.set_tags({TAG_BLEND_RUN: rid, TAG_BLEND_MODEL: name})
+    _log_frame(choice.table(), out / "blend_weights.csv", "blend")
+    log.info("ensemble.blend: %s (run %s) at w=%.2f: out-of-fold MAP@3 %.4f (CNN alone %.4f)",
+             name, rid, choice.weight, oof_map3, float(reciprocal_ranks(y, cnn, 3).mean()))
+    return {"weight": choice.weight, "probs": probs, "oof_map3": oof_map3, "name": name,
+            "run_id": rid, "model": model}
 
 
 def _crop_limits(cfg: Config, store, downloads: Path, runs: dict) -> tuple[int, int]:

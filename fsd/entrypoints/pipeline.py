@@ -1,10 +1,11 @@
-"""The whole pipeline: featurize -> train every fold -> ensemble (and register), as nested runs
-under one ``main`` run.
+"""The whole pipeline: featurize -> train every fold -> baselines -> ensemble (blend, register),
+as nested runs under one ``main`` run.
 
 Like MLflow's multistep_workflow example, a step that already ran with the same inputs is
 not run again: featurize is reused when a finished run with the same feature key exists, a
-fold is skipped when a finished fold run of the same training key exists, and an interrupted
-fold resumes from its checkpoint. Rerunning after a crash therefore continues where it stopped.
+fold is skipped when a finished fold run of the same training key exists, a baseline when a
+finished run of the same model settings on the same store exists, and an interrupted fold
+resumes from its checkpoint. Rerunning after a crash therefore continues where it stopped.
 """
 
 from __future__ import annotations
@@ -18,17 +19,23 @@ import mlflow
 from fsd import tracking
 from fsd.config import Config
 
-HELP = "run the whole pipeline (featurize, all folds, ensemble), skipping steps already done"
+HELP = ("run the whole pipeline (featurize, all folds, baselines, ensemble), skipping steps "
+        "already done")
 log = logging.getLogger(__name__)
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--folds", default="",
                    help="comma-separated folds to train (default: all folds of the config)")
-    p.add_argument("--no-ensemble", action="store_true", help="stop after training the folds")
+    p.add_argument("--no-ensemble", action="store_true",
+                   help="stop after training the folds (and the baselines)")
+    p.add_argument("--no-baseline", action="store_true",
+                   help="skip the baselines (as baseline.models= does); the ensemble then blends "
+                        "only with baseline runs that already exist")
 
 
 def run(cfg: Config, args: argparse.Namespace) -> int:
+    from fsd.entrypoints import baseline as baseline_step
     from fsd.entrypoints import ensemble as ensemble_step
     from fsd.entrypoints import featurize as featurize_step
     from fsd.entrypoints import train_fold as train_step
@@ -51,6 +58,14 @@ def run(cfg: Config, args: argparse.Namespace) -> int:
             keras.backend.clear_session()  # one process trains every fold: free the last graph
         mlflow.log_param("fold_runs", ",".join(fold_run_ids))
         summary = {"features_run": features_run, "fold_runs": fold_run_ids}
+        if args.no_baseline or not cfg.baseline.models:
+            log.info("baselines: skipped (%s)", "--no-baseline" if args.no_baseline
+                     else "baseline.models is empty")
+        elif not cfg.summary.enabled:
+            log.info("baselines: skipped (they fit the summary features; summary.enabled is false)")
+        else:
+            baseline_runs = baseline_step.baselines_logged(cfg, store, features_run, nested=True)
+            summary["baseline_runs"] = [baseline_runs[m] for m in cfg.baseline.models]
         if not args.no_ensemble:
             ensemble_run = ensemble_step.ensemble_logged(cfg, fold_run_ids, register=True, nested=True)
             summary["ensemble_run"] = ensemble_run
@@ -77,6 +92,10 @@ def _print_summary(cfg: Config, run_id: str, summary: dict) -> None:
     client = mlflow.tracking.MlflowClient()
     lines = [f"\nexperiment {cfg.experiment_name!r}, main run {run_id}",
              f"  tracking URI: {mlflow.get_tracking_uri()}"]
+    for rid in summary.get("baseline_runs", []):
+        r = client.get_run(rid)
+        lines.append(f"  baseline {r.data.tags.get(tracking.TAG_BASELINE)}: {rid}  "
+                     f"oof_map3={r.data.metrics.get('oof_map3', float('nan')):.4f}")
     for key in ("features_run", "ensemble_run"):
         if summary.get(key):
             r = client.get_run(summary[key])

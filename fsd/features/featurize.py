@@ -138,14 +138,14 @@ def _pool_context():
 
 def expected_store_key(cfg: Config) -> str:
     """The key featurize would give this config's dataset as it is on disk now."""
-    from fsd.data.dataset import load_dataset
+    from fsd.data.sources import load_dataset
 
     return store_key(cfg, load_dataset(cfg).fingerprint())
 
 
 def featurize(cfg: Config, progress: bool = True) -> FeaturizeResult:
     """Compute (or reuse) the feature store of ``cfg``'s dataset. See the module docstring."""
-    from fsd.data.dataset import load_dataset
+    from fsd.data.sources import load_dataset
     from fsd.features.summary import summary_dim
 
     t_start = time.perf_counter()
@@ -304,7 +304,8 @@ def _with_folds(train: pd.DataFrame, cfg: Config) -> pd.DataFrame:
     from fsd.folds import assign_folds
 
     folds = assign_folds(train["label"].astype(str).tolist(), cfg.folds,
-                         train["fold"].to_numpy() if "fold" in train else None)
+                         train["fold"].to_numpy() if "fold" in train else None,
+                         groups=train["group"].tolist() if "group" in train else None)
     out = train.copy()
     out["fold"] = np.asarray(folds, dtype=np.int64)
     return out

@@ -1,7 +1,8 @@
 """The recipe's two networks and the stage-1 -> stage-2 transfer.
 
-Both networks call one sub-model, ``mel_branch`` (BN -> 1x1 conv -> 1x1 conv -> MobileNetV2 ->
-global average pooling). Stage 2 is initialised from stage 1 by copying that sub-model's
+Both networks call one sub-model, ``mel_branch``: BN -> 1x1 conv -> 1x1 conv -> MobileNetV2 ->
+global average pooling (the recipe), or BN -> the small VGG-style CNN of :mod:`fsd.model.cnn`
+(``model.backbone: cnn``). Stage 2 is initialised from stage 1 by copying that sub-model's
 weights as a whole, so the transfer is by structure, not by guessing layer names; the dense
 head is fresh and nothing is frozen.
 """
@@ -12,6 +13,7 @@ import keras
 from keras import layers
 
 from fsd.config import ModelConfig
+from fsd.model.cnn import vgg_features
 from fsd.model.mobilenet import load_backbone_weights, mobilenet_v2_features
 
 MEL_BRANCH = "mel_branch"
@@ -22,7 +24,13 @@ PCA_INPUT = "pca"
 def build_mel_branch(model_cfg: ModelConfig, n_mels: int = 64) -> keras.Model:
     """(batch, time, n_mels, 1) with any time length -> (batch, backbone channels)."""
     inp = keras.Input((None, n_mels, 1), name="mel_branch_input")
-    x = layers.BatchNormalization(name="mel_bn")(inp)
+    x = inp
+    if model_cfg.mel_first:
+        x = layers.Permute((2, 1, 3), name="mel_first")(x)
+    x = layers.BatchNormalization(name="mel_bn")(x)
+    if model_cfg.backbone == "cnn":
+        return keras.Model(inp, vgg_features(x, model_cfg.cnn_channels, model_cfg.cnn_convs, model_cfg.bn_momentum,
+                                             model_cfg.mel_first), name=MEL_BRANCH)
     x = layers.Conv2D(model_cfg.conv1_filters, 1, activation="relu", name="mel_conv1")(x)
     x = layers.Conv2D(model_cfg.conv2_filters, 1, activation="relu", name="mel_conv2")(x)
     x = mobilenet_v2_features(x, alpha=model_cfg.width, bn_momentum=model_cfg.bn_momentum)
@@ -48,10 +56,13 @@ def build_network(model_cfg: ModelConfig, n_classes: int, n_mels: int = 64,
         pca = keras.Input((pca_dim,), name=PCA_INPUT)
         inputs.append(pca)
         x = layers.Concatenate(name="concat")([x, layers.BatchNormalization(name="pca_bn")(pca)])
-    x = layers.Dense(model_cfg.dense1, activation="relu", name="head_dense1")(x)
-    x = layers.BatchNormalization(name="head_bn1")(x)
-    x = layers.Dense(model_cfg.dense2, activation="relu", name="head_dense2")(x)
-    x = layers.BatchNormalization(name="head_bn2")(x)
+    for i, units in enumerate((model_cfg.dense1, model_cfg.dense2), start=1):
+        if model_cfg.dropout:
+            x = layers.Dropout(model_cfg.dropout, name=f"head_dropout{i}")(x)
+        x = layers.Dense(units, activation="relu", name=f"head_dense{i}")(x)
+        x = layers.BatchNormalization(name=f"head_bn{i}")(x)
+    if model_cfg.dropout:
+        x = layers.Dropout(model_cfg.dropout, name="head_dropout3")(x)
     out = layers.Dense(n_classes, activation="softmax", name="predictions")(x)
     name = "mel_pca_net" if pca_dim else "mel_net"
     return keras.Model(inputs if pca_dim else mel, out, name=name)

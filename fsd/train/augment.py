@@ -113,3 +113,34 @@ def mixup(arrays: list[np.ndarray | None], alpha: float,
         lm = lam.reshape(shape)
         out.append((lm * a + (1.0 - lm) * a[perm]).astype(a.dtype, copy=False))
     return out, lam
+
+
+def band_mask(batch: int, size: int, n_masks: int, max_width: int,
+              rng: np.random.Generator) -> np.ndarray:
+    """(batch, size) bool: ``n_masks`` bands per row, each of width ~ U{0..max_width} at a
+    uniform start (SpecAugment's frequency and time masks; bands may overlap)."""
+    mask = np.zeros((batch, size), dtype=bool)
+    max_width = min(int(max_width), size)
+    if n_masks <= 0 or max_width <= 0:
+        return mask
+    pos = np.arange(size)
+    for _ in range(n_masks):
+        width = rng.integers(0, max_width + 1, batch)
+        start = rng.integers(0, size - width + 1)
+        mask |= (pos[None, :] >= start[:, None]) & (pos[None, :] < (start + width)[:, None])
+    return mask
+
+
+def spec_augment(x: np.ndarray, freq_masks: int, freq_max: int, time_masks: int,
+                 time_max: int, rng: np.random.Generator) -> np.ndarray:
+    """Frequency and time masking of (batch, time, mels), filled with each clip's mean (the
+    log-mels are not zero-centred, so 0 would be a loud artefact). Modifies ``x`` in place."""
+    b, t, f = x.shape[:3]
+    fmask = band_mask(b, f, freq_masks, freq_max, rng)
+    tmask = band_mask(b, t, time_masks, time_max, rng)
+    if not (fmask.any() or tmask.any()):
+        return x
+    fill = x.mean(axis=(1, 2), keepdims=True)
+    both = fmask[:, None, :] | tmask[:, :, None]
+    np.copyto(x, np.broadcast_to(fill, x.shape), where=both)
+    return x

@@ -22,7 +22,7 @@ import pandas as pd
 
 from fsd.config import TrainConfig
 from fsd.model.inference import crop_offsets
-from fsd.train.augment import apply_time_index, mixup, random_erase, shift_flip_index
+from fsd.train.augment import apply_time_index, mixup, random_erase, shift_flip_index, spec_augment
 
 log = logging.getLogger(__name__)
 
@@ -182,7 +182,8 @@ class TrainBatches(keras.utils.PyDataset):
         self.pca = None if pca is None else np.asarray(pca, dtype=np.float32)
         self.seed, self.stream = int(seed), int(stream)
         self.batch_size = int(train_cfg.batch_size)
-        self.steps = int(steps_per_epoch or math.ceil(len(self.rows) / self.batch_size))
+        self.steps = int(steps_per_epoch or max(math.ceil(len(self.rows) / self.batch_size),
+                                                train_cfg.min_steps_per_epoch))
         self.epoch = int(epoch)
         idx = store.index
         self.label_ids = idx["label_id"].to_numpy(np.int64)[self.rows]
@@ -241,6 +242,9 @@ class TrainBatches(keras.utils.PyDataset):
         if cfg.erase_prob > 0:
             random_erase(x, cfg.erase_prob, (cfg.erase_area_min, cfg.erase_area_max),
                          (cfg.erase_aspect_min, cfg.erase_aspect_max), rng)
+        if cfg.freq_masks or cfg.time_masks:
+            spec_augment(x, cfg.freq_masks, cfg.freq_mask_max, cfg.time_masks,
+                         int(cfg.time_mask_max * length), rng)
         y = np.zeros((b, self.n_classes), dtype=np.float32)
         y[np.arange(b), self.label_ids[pos]] = 1.0
         w = self.weights[pos]

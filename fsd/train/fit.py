@@ -27,7 +27,7 @@ import pandas as pd
 from tqdm import tqdm
 
 from fsd.config import Config, StageConfig
-from fsd.model.tta import predict_ensemble
+from fsd.model.tta import predict_ensemble, spaced_lengths
 from fsd.model.networks import build_network, transfer_mel_branch
 from fsd.train.batches import FeatureSource, TrainBatches, load_clips, prefetch, resolve_crop_limits
 from fsd.train.metrics import categorical_crossentropy, map_at_k, per_class_ap
@@ -36,7 +36,7 @@ from fsd.train.schedule import Phase, PlateauState, plateau_for, stage_phases, t
 log = logging.getLogger(__name__)
 
 STAGES = ("stage1", "stage2")
-HISTORY_COLUMNS = ["stage", "phase", "epoch", "loss", "val_loss", "val_map3", "lr"]
+HISTORY_COLUMNS = ["stage", "phase", "epoch", "loss", "val_loss", "val_map3", "val_accuracy", "lr"]
 CHECKPOINT_VERSION = 1
 OnEpoch = Callable[[str, int, dict[str, float]], None]
 
@@ -365,12 +365,14 @@ class _FoldTrainer:
             stream=self.state["rng"]["data_stream"][stage],
             steps_per_epoch=self.cfg.train.steps_per_epoch, n_classes=len(self.data.labels))
 
-    def validate(self, model: keras.Model, stage: str) -> tuple[float, float, np.ndarray]:
+    def validate(self, model: keras.Model, stage: str) -> tuple[float, float, float, np.ndarray]:
+        """val_loss, val_map3, val_accuracy and the probabilities on the held-out fold."""
         pca = self.data.pca_val if stage == "stage2" else None
         probs = predict_ensemble([model], self.data.val_clips, [pca], self.data.val_lengths,
                                  crops=1, batch_size=self.cfg.train.batch_size).probs()
         return (categorical_crossentropy(self.data.val_y, probs),
-                map_at_k(self.data.val_y, probs, 3), probs)
+                map_at_k(self.data.val_y, probs, 3),
+                float(np.mean(probs.argmax(axis=1) == self.data.val_y)), probs)
 
     def _train_epoch(self, model: keras.Model, ds: TrainBatches, phase: Phase, stage: str,
                      lr: float) -> tuple[float, float]:
@@ -428,7 +430,7 @@ class _FoldTrainer:
             lr = float(st["lr"])
             model.optimizer.learning_rate = lr
             loss, lr_used = self._train_epoch(model, ds, phase, stage, lr)
-            val_loss, val_map3, _ = self.validate(model, stage)
+            val_loss, val_map3, val_acc, _ = self.validate(model, stage)
             epoch = st["stage_epoch"]
             if val_loss < st["best_val_loss"]:
                 st["best_val_loss"], st["best_epoch"] = val_loss, epoch
@@ -438,7 +440,8 @@ class _FoldTrainer:
                 stop = plateau.update(val_loss)
                 st["plateau"] = plateau.to_dict()
                 st["lr"] = plateau.lr
-            metrics = {"loss": loss, "val_loss": val_loss, "val_map3": val_map3, "lr": lr_used}
+            metrics = {"loss": loss, "val_loss": val_loss, "val_map3": val_map3,
+                       "val_accuracy": val_acc, "lr": lr_used}
             st["history"].append({"stage": stage, "phase": phase.name, "epoch": epoch, **metrics})
             st["stage_epoch"] += 1
             st["phase_epoch"] += 1
@@ -476,7 +479,7 @@ class _FoldTrainer:
         model = keras.saving.load_model(wd / "model.keras", compile=False)
         if self.run_eagerly:
             model.compile(run_eagerly=True)
-        val_loss, val_map3, probs = self.validate(model, "stage2")
+        val_loss, val_map3, val_acc, probs = self.validate(model, "stage2")
         labels = self.data.labels
         idx = self.store.index.iloc[self.data.val_rows]
         oof = pd.DataFrame(probs, columns=labels)
@@ -500,6 +503,7 @@ class _FoldTrainer:
         metrics: dict[str, Any] = {
             "fold": self.fold,
             "val_map3": val_map3,
+            "val_accuracy": val_acc,
             "val_loss": val_loss,
             "n_train": len(self.data.train_rows),
             "n_val": len(self.data.val_rows),
@@ -508,6 +512,9 @@ class _FoldTrainer:
             "epochs_stage2": int(per_stage.get("stage2", 0)),
             "stage1_val_map3": (float(s1.loc[s1["val_loss"].idxmin(), "val_map3"]) if len(s1)
                                 else float("nan")),
+            "stage1_val_accuracy": (float(s1.loc[s1["val_loss"].idxmin(), "val_accuracy"])
+                                    if len(s1) else float("nan")),
+            "val_lengths": [int(v) for v in self.data.val_lengths],
             "distinct_shapes": len(st["shapes"]),
             "crop_min": int(self.data.crop[0]),
             "crop_max": int(self.data.crop[1]),

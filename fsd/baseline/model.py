@@ -1,0 +1,184 @@
+"""The two baseline models and the wrapper that keeps their columns aligned with the labels.
+
+``logreg``: StandardScaler + multinomial LogisticRegression; ``hgb``:
+HistGradientBoostingClassifier (early stopping on a seeded, stratified share of the training
+clips). :class:`BaselineModel` wraps either: it cleans the features (NaN/inf -> 0), fits, and
+returns probabilities with one column per label of the store even when a class is absent from
+the training clips (that column is 0). It is saved with joblib as a plain dict, so a bundle
+does not depend on this class's pickled layout.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import warnings
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+log = logging.getLogger(__name__)
+
+MODELS = ("logreg", "hgb")
+# Bump when fitting changes meaning (features, cleaning, estimator set-up), so finished
+# baseline runs of older code are not reused.
+BASELINE_VERSION = 1
+FORMAT = "fsd-baseline-1"
+FEATURE_CAP = 1e12  # squares stay finite in float32
+
+
+def model_params(name: str, bcfg) -> dict[str, Any]:
+    """The settings that define model ``name`` (its config key is a hash of these)."""
+    if name == "logreg":
+        return {"model": name, "C": float(bcfg.logreg_c), "max_iter": int(bcfg.logreg_max_iter),
+                "seed": int(bcfg.seed), "version": BASELINE_VERSION}
+    if name == "hgb":
+        return {"model": name, "max_iter": int(bcfg.hgb_max_iter),
+                "learning_rate": float(bcfg.hgb_learning_rate),
+                "max_leaf_nodes": int(bcfg.hgb_max_leaf_nodes), "l2": float(bcfg.hgb_l2),
+                "validation_fraction": float(bcfg.hgb_validation_fraction),
+                "seed": int(bcfg.seed), "version": BASELINE_VERSION}
+    raise ValueError(f"unknown baseline model {name!r}; known: {', '.join(MODELS)}")
+
+
+def clean_features(x: np.ndarray) -> np.ndarray:
+    """float32 copy with NaN and +-inf replaced by 0 and magnitudes capped at ``FEATURE_CAP``.
+
+    A summary statistic of a degenerate clip (silence, a single tone) can be undefined or
+    explode; one such value must not turn a whole column's scaling into NaN.
+    """
+    out = np.array(x, dtype=np.float32, copy=True)
+    if out.ndim != 2:
+        raise ValueError(f"summary features must be (clips, features), got shape {out.shape}")
+    np.nan_to_num(out, copy=False, nan=0.0, posinf=0.0, neginf=0.0)
+    np.clip(out, -FEATURE_CAP, FEATURE_CAP, out=out)
+    return out
+
+
+def _can_stratify(y: np.ndarray, fraction: float) -> bool:
+    """Whether sklearn's stratified early-stopping split of ``y`` can be made."""
+    if fraction <= 0:
+        return False
+    _, counts = np.unique(y, return_counts=True)
+    n_test = math.ceil(fraction * len(y))
+    return counts.min() >= 2 and n_test >= len(counts) and len(y) - n_test >= len(counts)
+
+
+def make_estimator(name: str, bcfg, y: np.ndarray):
+    """A fresh, unfitted scikit-learn estimator for ``name`` (``y``: the training labels)."""
+    p = model_params(name, bcfg)
+    if name == "logreg":
+        from sklearn.linear_model import LogisticRegression
+        from sklearn.pipeline import Pipeline
+        from sklearn.preprocessing import StandardScaler
+
+        return Pipeline([("scale", StandardScaler()),
+                         ("logreg", LogisticRegression(C=p["C"], max_iter=p["max_iter"],
+                                                       random_state=p["seed"]))])
+    from sklearn.ensemble import HistGradientBoostingClassifier
+
+    early = _can_stratify(y, p["validation_fraction"])
+    if p["validation_fraction"] > 0 and not early:
+        log.info("hgb: %d training clips are too few to hold out a stratified %.0f%% for early "
+                 "stopping; fitting all %d iterations", len(y), 100 * p["validation_fraction"],
+                 p["max_iter"])
+    return HistGradientBoostingClassifier(
+        max_iter=p["max_iter"], learning_rate=p["learning_rate"],
+        max_leaf_nodes=p["max_leaf_nodes"], l2_regularization=p["l2"],
+        early_stopping=early, validation_fraction=p["validation_fraction"] if early else None,
+        n_iter_no_change=10, random_state=p["seed"])
+
+
+class BaselineModel:
+    """One fitted baseline: ``predict_proba(summaries)`` -> (n, n_classes), label-aligned."""
+
+    def __init__(self, name: str, n_classes: int, labels: list[str] | None = None,
+                 params: dict[str, Any] | None = None):
+        self.name = name
+        self.n_classes = int(n_classes)
+        self.labels = list(labels) if labels is not None else None
+        self.params = dict(params or {})
+        self.estimator = None
+        self.classes: np.ndarray | None = None  # label ids the estimator's columns stand for
+        self.n_features: int | None = None
+        self.n_iter: int | None = None
+
+    @classmethod
+    def fit_new(cls, name: str, bcfg, x: np.ndarray, y: np.ndarray, n_classes: int,
+                labels: list[str] | None = None) -> BaselineModel:
+        model = cls(name, n_classes, labels, model_params(name, bcfg))
+        return model.fit(x, y, bcfg)
+
+    def fit(self, x: np.ndarray, y: np.ndarray, bcfg) -> BaselineModel:
+        x = clean_features(x)
+        y = np.asarray(y, dtype=np.int64)
+        if len(y) == 0:
+            raise ValueError(f"{self.name}: no training clips")
+        if y.min() < 0 or y.max() >= self.n_classes:
+            raise ValueError(f"{self.name}: label ids must be in [0, {self.n_classes})")
+        self.n_features = x.shape[1]
+        present = np.unique(y)
+        if len(present) < 2:  # nothing to discriminate: every clip is that one class
+            self.estimator, self.classes = None, present
+            return self
+        from sklearn.exceptions import ConvergenceWarning
+
+        est = make_estimator(self.name, bcfg, y)
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always", ConvergenceWarning)
+            est.fit(x, y)
+        if any(issubclass(w.category, ConvergenceWarning) for w in caught):
+            log.warning("%s did not converge in %s iterations (raise baseline.logreg_max_iter "
+                        "or lower baseline.logreg_c)", self.name, self.params.get("max_iter"))
+        self.estimator = est
+        self.classes = np.asarray(est.classes_, dtype=np.int64)
+        last = est[-1] if hasattr(est, "steps") else est
+        n_iter = getattr(last, "n_iter_", None)
+        self.n_iter = int(np.max(n_iter)) if n_iter is not None else None
+        return self
+
+    def predict_proba(self, x: np.ndarray) -> np.ndarray:
+        """(n, n_classes) float32; classes the model never saw get probability 0."""
+        if self.classes is None:
+            raise ValueError(f"{self.name} is not fitted")
+        x = clean_features(x)
+        if self.n_features is not None and x.shape[1] != self.n_features:
+            raise ValueError(f"{self.name} was fitted on {self.n_features} features, "
+                             f"got {x.shape[1]}")
+        out = np.zeros((len(x), self.n_classes), dtype=np.float32)
+        if self.estimator is None:
+            out[:, self.classes[0]] = 1.0
+            return out
+        out[:, self.classes] = self.estimator.predict_proba(x)
+        return out
+
+    # --- persistence ----------------------------------------------------------------------
+
+    def save(self, path: str | Path) -> Path:
+        import joblib
+
+        path = Path(path)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        joblib.dump({"format": FORMAT, "name": self.name, "n_classes": self.n_classes,
+                     "labels": self.labels, "params": self.params, "estimator": self.estimator,
+                     "classes": None if self.classes is None else self.classes.tolist(),
+                     "n_features": self.n_features, "n_iter": self.n_iter}, path)
+        return path
+
+    @classmethod
+    def load(cls, path: str | Path) -> BaselineModel:
+        import joblib
+
+        data = joblib.load(Path(path))
+        if not isinstance(data, dict) or data.get("format") != FORMAT:
+            raise ValueError(f"{path} is not a saved fsd baseline model ({FORMAT})")
+        model = cls(data["name"], data["n_classes"], data.get("labels"), data.get("params"))
+        model.estimator = data["estimator"]
+        model.classes = None if data["classes"] is None else np.asarray(data["classes"], np.int64)
+        model.n_features = data.get("n_features")
+        model.n_iter = data.get("n_iter")
+        return model
+
+    def __repr__(self) -> str:
+        return f"BaselineModel({self.name!r}, classes={self.n_classes}, features={self.n_features})"

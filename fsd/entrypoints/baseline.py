@@ -1,0 +1,147 @@
+"""Fit the scikit-learn baselines on a featurize run's summary features, on the CNN's folds.
+
+One MLflow run per model in ``baseline.models`` (``logreg``: StandardScaler +
+LogisticRegression; ``hgb``: HistGradientBoostingClassifier), tagged ``fsd.stage=baseline``
+and ``fsd.baseline=<model>``. Each logs the metrics the ensemble run logs under the same names
+(``oof_map3``, ``oof_accuracy``, ``oof_map3_fold_<k>``, ``oof_map3_class/<label>``) plus
+per-class average precision and fit times, the per-class/per-fold/confusion plots, the
+out-of-fold probabilities (``oof/oof_probabilities.csv``: fname, label, one column per
+class) and the final model fitted on every train clip (``model/baseline.joblib``).
+
+Skip-when-done: a model with a finished run on the same feature store (store key) and the
+same settings (baseline key) is not fitted again. Standalone (``fsd baseline``, ``mlflow run
+-e baseline``) the model runs nest under one ``baselines`` run; under ``fsd main`` under the
+main run. The ensemble step blends the CNN with the best of them (``ensemble.blend``).
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+from pathlib import Path
+
+import mlflow
+
+from fsd import tracking
+from fsd.config import Config, ConfigError
+from fsd.entrypoints.featurize import resolve_store
+
+HELP = "scikit-learn baselines (logreg, hgb) on the summary features, out of fold, one run each"
+log = logging.getLogger(__name__)
+
+STAGE_GROUP = "baselines"
+OOF_ARTIFACT = "oof"
+OOF_PROBS = "oof_probabilities.csv"
+MODEL_ARTIFACT = "model"
+MODEL_FILE = "baseline.joblib"
+TAG_REUSED = "fsd.baseline_runs"
+
+
+def add_arguments(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--features-run", default="",
+                   help="featurize run id to take features from (default: newest with the same key)")
+
+
+def run(cfg: Config, args: argparse.Namespace) -> int:
+    store, features_run = resolve_store(cfg, args.features_run or "")
+    tags = {tracking.TAG_FEATURES_RUN: features_run, tracking.TAG_STORE_KEY: store.key,
+            tracking.TAG_FEATURE_KEY: tracking.feature_key(cfg)}
+    with tracking.stage_run(cfg, STAGE_GROUP, tags=tags, run_name="baselines"):
+        runs = baselines_logged(cfg, store, features_run, nested=True)
+        _log_group_summary(runs)
+    return 0
+
+
+def baselines_logged(cfg: Config, store, features_run: str, *, nested: bool = False,
+                     progress: bool = True) -> dict[str, str]:
+    """Each model of ``cfg.baseline.models`` in its own run (reusing finished ones); returns
+    model -> run id. Nothing to do (and {}) when the list is empty."""
+    _check_summary(cfg, store)
+    out: dict[str, str] = {}
+    for name in cfg.baseline.models:
+        done = tracking.finished_baseline(cfg, store.key, name)
+        if done is not None:
+            log.info("baseline %s: finished run %s has the same settings and features, reused",
+                     name, done.info.run_id)
+            out[name] = done.info.run_id
+            continue
+        out[name] = baseline_logged(cfg, store, features_run, name, nested=nested,
+                                    progress=progress)
+    return out
+
+
+def _check_summary(cfg: Config, store) -> None:
+    import numpy as np
+
+    if not cfg.baseline.models:
+        return
+    shape = np.shape(store.summary)
+    if not cfg.summary.enabled or len(shape) != 2 or shape[1] == 0:
+        raise ConfigError("the baselines fit the summary features, and this store has none "
+                          "(summary.enabled is false); featurize with summary.enabled=true or "
+                          "set baseline.models= (empty) to skip them")
+
+
+def baseline_logged(cfg: Config, store, features_run: str, name: str, *, nested: bool = False,
+                    progress: bool = True) -> str:
+    """Fit baseline ``name`` on ``store`` inside a new run and log it; returns the run id."""
+    from fsd.baseline.fit import run_baseline
+    from fsd.baseline.model import model_params
+    from fsd.ensemble.oof import plot_oof
+
+    tags = {tracking.TAG_BASELINE: name,
+            tracking.TAG_BASELINE_KEY: tracking.baseline_key(cfg, name),
+            tracking.TAG_FEATURES_RUN: features_run, tracking.TAG_STORE_KEY: store.key,
+            tracking.TAG_FEATURE_KEY: tracking.feature_key(cfg)}
+    with tracking.stage_run(cfg, tracking.STAGE_BASELINE, nested=nested, tags=tags,
+                            run_name=f"baseline-{name}") as active:
+        mlflow.log_params({f"baseline.{k}": v for k, v in model_params(name, cfg.baseline).items()
+                           if k in ("model", "version")})
+        result = run_baseline(store, name, cfg.baseline, final=True, progress=progress)
+        mlflow.log_metrics(result.metrics())
+        out = cfg.experiment_dir / "baseline" / f"{name}-{store.key[:8]}" / active.info.run_id
+        plots = plot_oof(result.scores, result.y, result.probs, result.labels, out / "plots",
+                         what=name)
+        tracking.log_files(plots, "plots")
+        _log_csv(result.probabilities_frame(), out / OOF_PROBS, OOF_ARTIFACT)
+        _log_csv(result.scores.frame, out / "oof_baseline.csv", OOF_ARTIFACT)
+        _log_csv(result.per_class_frame(), out / "oof_per_class.csv", OOF_ARTIFACT)
+        path = result.model.save(out / MODEL_FILE)
+        mlflow.log_artifact(str(path), MODEL_ARTIFACT)
+        log.info("baseline %s run %s: out-of-fold MAP@3 %.4f, accuracy %.4f", name,
+                 active.info.run_id, result.oof_map3, result.oof_accuracy)
+        return active.info.run_id
+
+
+def _log_csv(frame, path: Path, artifact_path: str) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    frame.to_csv(path, index=False)
+    mlflow.log_artifact(str(path), artifact_path)
+
+
+def _log_group_summary(runs: dict[str, str]) -> None:
+    client = mlflow.tracking.MlflowClient()
+    scores = {}
+    for name, rid in runs.items():
+        value = client.get_run(rid).data.metrics.get("oof_map3")
+        if value is not None:
+            scores[name] = value
+            mlflow.log_metric(f"{name}_oof_map3", value)
+    mlflow.set_tag(TAG_REUSED, ",".join(f"{n}={r}" for n, r in runs.items()))
+    if scores:
+        best = max(scores, key=scores.get)
+        mlflow.set_tags({"fsd.best_baseline": best, "fsd.best_baseline_run": runs[best]})
+        mlflow.log_metric("best_oof_map3", scores[best])
+
+
+def load_oof_probabilities(run_id: str, dst: Path):
+    """The out-of-fold probabilities a baseline run logged (a DataFrame)."""
+    import pandas as pd
+
+    local = tracking.download_artifacts(run_id, f"{OOF_ARTIFACT}/{OOF_PROBS}", dst)
+    return pd.read_csv(local, keep_default_na=False, dtype={"fname": str, "label": str})
+
+
+def download_model(run_id: str, dst: Path) -> Path:
+    """The final model a baseline run logged, downloaded into ``dst``."""
+    return tracking.download_artifacts(run_id, f"{MODEL_ARTIFACT}/{MODEL_FILE}", dst)
