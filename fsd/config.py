@@ -152,6 +152,11 @@ class ModelConfig:
     # The backbone's BatchNorm momentum (keras.applications: 0.999). Its moving statistics need
     # ~1/(1-momentum) steps to settle: lower it for runs of a few hundred steps.
     bn_momentum: float = 0.999
+    # The other BatchNorms (the input's, the PCA vector's, the head's; Keras' default 0.99 as
+    # in the original). The input BN matters most: until its moving statistics settle, the
+    # network in inference mode sees log-mels scaled unlike anything it trained on, so
+    # validation stays at chance while the training loss falls.
+    head_bn_momentum: float = 0.99
 
 
 @dataclass
@@ -343,6 +348,7 @@ class Config:
         _check(self.logmel.norm_max > self.logmel.norm_min, "logmel.norm_max",
                "must exceed logmel.norm_min")
         _check(0 < self.model.bn_momentum < 1, "model.bn_momentum", "must be in (0, 1)")
+        _check(0 < self.model.head_bn_momentum < 1, "model.head_bn_momentum", "must be in (0, 1)")
         _check(self.pca.n_components > 0, "pca.n_components", "must be positive")
         _check(self.pca.fit_on in ("train_folds", "all"), "pca.fit_on",
                "must be train_folds or all")

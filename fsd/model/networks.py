@@ -10,6 +10,7 @@ head is fresh and nothing is frozen.
 from __future__ import annotations
 
 import keras
+import numpy as np
 from keras import layers
 
 from fsd.config import ModelConfig
@@ -27,7 +28,7 @@ def build_mel_branch(model_cfg: ModelConfig, n_mels: int = 64) -> keras.Model:
     x = inp
     if model_cfg.mel_first:
         x = layers.Permute((2, 1, 3), name="mel_first")(x)
-    x = layers.BatchNormalization(name="mel_bn")(x)
+    x = layers.BatchNormalization(momentum=model_cfg.head_bn_momentum, name="mel_bn")(x)
     if model_cfg.backbone == "cnn":
         return keras.Model(inp, vgg_features(x, model_cfg.cnn_channels, model_cfg.cnn_convs, model_cfg.bn_momentum,
                                              model_cfg.mel_first), name=MEL_BRANCH)
@@ -55,17 +56,39 @@ def build_network(model_cfg: ModelConfig, n_classes: int, n_mels: int = 64,
     if pca_dim:
         pca = keras.Input((pca_dim,), name=PCA_INPUT)
         inputs.append(pca)
-        x = layers.Concatenate(name="concat")([x, layers.BatchNormalization(name="pca_bn")(pca)])
+        x = layers.Concatenate(name="concat")([x, layers.BatchNormalization(
+            momentum=model_cfg.head_bn_momentum, name="pca_bn")(pca)])
     for i, units in enumerate((model_cfg.dense1, model_cfg.dense2), start=1):
         if model_cfg.dropout:
             x = layers.Dropout(model_cfg.dropout, name=f"head_dropout{i}")(x)
         x = layers.Dense(units, activation="relu", name=f"head_dense{i}")(x)
-        x = layers.BatchNormalization(name=f"head_bn{i}")(x)
+        x = layers.BatchNormalization(momentum=model_cfg.head_bn_momentum,
+                                      name=f"head_bn{i}")(x)
     if model_cfg.dropout:
         x = layers.Dropout(model_cfg.dropout, name="head_dropout3")(x)
     out = layers.Dense(n_classes, activation="softmax", name="predictions")(x)
     name = "mel_pca_net" if pca_dim else "mel_net"
     return keras.Model(inputs if pca_dim else mel, out, name=name)
+
+
+def set_input_statistics(model: keras.Model, logmel_mean: float, logmel_var: float,
+                         pca_mean: np.ndarray | None = None,
+                         pca_var: np.ndarray | None = None) -> None:
+    """Start the input BatchNorms' moving statistics at the training data's own.
+
+    Their inputs do not depend on any weight, so the right statistics are known before the
+    first step. Left at (0, 1) they need ~1/(1 - momentum) steps to get there, and until then
+    the network in inference mode (validation, serving) sees inputs scaled unlike any batch it
+    trained on: the log-mels are in [0, 1] with a variance near 0.05, so a fresh ``mel_bn``
+    shrinks them ~4x. Training still looks fine, as it normalises with batch statistics.
+    """
+    bn = model.get_layer(MEL_BRANCH).get_layer("mel_bn")
+    bn.moving_mean.assign(np.full(bn.moving_mean.shape, logmel_mean, dtype="float32"))
+    bn.moving_variance.assign(np.full(bn.moving_variance.shape, logmel_var, dtype="float32"))
+    if pca_mean is not None and network_pca_dim(model):
+        pbn = model.get_layer("pca_bn")
+        pbn.moving_mean.assign(np.asarray(pca_mean, dtype="float32"))
+        pbn.moving_variance.assign(np.asarray(pca_var, dtype="float32"))
 
 
 def network_pca_dim(model: keras.Model) -> int | None:

@@ -28,7 +28,7 @@ from tqdm import tqdm
 
 from fsd.config import Config, StageConfig
 from fsd.model.tta import predict_ensemble, spaced_lengths
-from fsd.model.networks import build_network, transfer_mel_branch
+from fsd.model.networks import build_network, set_input_statistics, transfer_mel_branch
 from fsd.train.batches import FeatureSource, TrainBatches, load_clips, prefetch, resolve_crop_limits
 from fsd.train.metrics import categorical_crossentropy, map_at_k, per_class_ap
 from fsd.train.schedule import Phase, PlateauState, plateau_for, stage_phases, triangular_lr
@@ -101,6 +101,7 @@ class _FoldData:
     n_mels: int
     crop: tuple[int, int]
     val_lengths: list[int]
+    logmel_stats: tuple[float, float]
     pca_train: np.ndarray
     pca_val: np.ndarray
     projector_path: Path
@@ -199,7 +200,21 @@ def _prepare(cfg: Config, store: FeatureSource, fold: int, workdir: Path,
     val_y = store.index["label_id"].to_numpy(np.int64)[val_rows]
     val_lengths = spaced_lengths(cfg.train.val_lengths, cfg.train.val_n_lengths, *crop)
     return _FoldData(labels, train_rows, val_rows, val_y, val_clips, probe.shape[1], crop,
-                     val_lengths, pca_train, pca_val, projector_path)
+                     val_lengths, _logmel_stats(store, train_rows), pca_train, pca_val, projector_path)
+
+
+def _logmel_stats(store: FeatureSource, rows: np.ndarray, max_clips: int = 256) -> tuple[float, float]:
+    """Mean and variance of the log-mel values of (up to ``max_clips`` evenly spread) clips."""
+    pick = rows[np.linspace(0, len(rows) - 1, min(len(rows), max_clips)).astype(np.int64)]
+    total = sq = 0.0
+    count = 0
+    for i in pick:
+        m = np.asarray(store.logmel(int(i)), dtype=np.float64)
+        total += m.sum()
+        sq += np.square(m).sum()
+        count += m.size
+    mean = total / max(count, 1)
+    return float(mean), float(max(sq / max(count, 1) - mean * mean, 1e-6))
 
 
 # --------------------------------------------------------------------------- checkpoint
@@ -356,6 +371,10 @@ class _FoldTrainer:
         keras.utils.set_random_seed(self.state["rng"]["init_seed"][stage])
         pca_dim = self.data.pca_train.shape[1] if stage == "stage2" else None
         model = build_network(self.cfg.model, len(self.data.labels), self.data.n_mels, pca_dim)
+        pca = self.data.pca_train
+        set_input_statistics(model, *self.data.logmel_stats,
+                             pca_mean=pca.mean(axis=0) if pca_dim else None,
+                             pca_var=pca.var(axis=0) + 1e-6 if pca_dim else None)
         return model
 
     def _batches(self, stage: str, st: StageConfig) -> TrainBatches:
