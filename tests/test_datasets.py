@@ -356,3 +356,20 @@ def test_real_full_metadata_scales(shared_data, tmp_path):
     assert len(ds.train) == 9473 and len(ds.labels) == 41 and len(ds.test) == 9400
     assert (ds.test["label"] != "").sum() == 1600 and ds.rejects == []
     assert ds.train["verified"].sum() == 3710
+
+
+def test_folder_group_column_reaches_the_train_frame(tmp_path):
+    rows = [(f"c{i}.wav", "Rain" if i % 2 else "Dog", f"src{i // 2}" if i < 6 else "")
+            for i in range(8)]
+    for r in rows:
+        write_clip(tmp_path / "audio" / r[0])
+    csv = write_csv(tmp_path / "meta.csv", "fname,label,src_file", rows)
+    cfg = folder_cfg(tmp_path / "audio", csv)
+    cfg.folds.group_column = "src_file"
+    ds = load_dataset(cfg)
+    # a blank group makes the clip a group of its own
+    assert ds.train["group"].tolist() == ["src0", "src0", "src1", "src1", "src2", "src2",
+                                          "c6.wav", "c7.wav"]
+    cfg.folds.group_column = "session"
+    with pytest.raises(DatasetError, match="session"):
+        load_dataset(cfg)

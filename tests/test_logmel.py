@@ -82,3 +82,19 @@ def test_rejects_multichannel_and_handles_empty():
     with pytest.raises(ValueError, match="mono"):
         logmel(np.zeros((100, 2), np.float32), 44100, CFG)
     assert logmel(np.zeros(0, np.float32), 44100, CFG).shape == (0, 64)
+
+
+def test_the_log_mel_uses_the_configured_resampler():
+    from fsd.config import load_config
+    from fsd.features.extract import features_from_waveform
+
+    rng = np.random.default_rng(0)
+    y = (0.3 * rng.standard_normal(44100)).astype(np.float32)
+    soxr_cfg = load_config(None, ["summary.enabled=false"])
+    kaiser_cfg = load_config(None, ["summary.enabled=false", "audio.resample_type=kaiser_best"])
+    a = features_from_waveform(y, 44100, soxr_cfg).logmel
+    b = features_from_waveform(y, 44100, kaiser_cfg).logmel
+    np.testing.assert_array_equal(a, logmel(y, 44100, soxr_cfg.logmel, "soxr_hq"))
+    np.testing.assert_array_equal(b, logmel(y, 44100, kaiser_cfg.logmel, "kaiser_best"))
+    assert a.shape == b.shape and not np.array_equal(a, b)
+    assert np.abs(a - b).mean() < 0.01  # two good resamplers: close, not equal
