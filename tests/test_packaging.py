@@ -33,12 +33,14 @@ def test_constraints_pin_every_dependency():
 
 def test_mlproject_entry_points_call_the_cli():
     spec = yaml.safe_load((REPO / "MLproject").read_text())
-    assert {"main", "featurize", "train_fold", "ensemble", "sweep"} <= set(spec["entry_points"])
+    assert {"main", "featurize", "train_fold", "baseline", "ensemble", "sweep"} <= set(
+        spec["entry_points"])
     for name, ep in spec["entry_points"].items():
         assert ep["command"].startswith("python -m fsd "), name
 
 
-@pytest.mark.parametrize("command", ["featurize", "train-fold", "ensemble", "sweep", "main", "predict"])
+@pytest.mark.parametrize("command", ["featurize", "train-fold", "baseline", "ensemble", "sweep", "main",
+                                     "predict"])
 def test_every_command_has_help(command):
     out = subprocess.run([sys.executable, "-m", "fsd", command, "--help"], cwd=REPO,
                          capture_output=True, text=True, timeout=120)

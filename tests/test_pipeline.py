@@ -17,7 +17,7 @@ TINY = ["train.steps_per_epoch=0",
         "train.stage1.plateau_high_epochs=0", "train.stage2.cyclic_epochs=1",
         "train.stage2.plateau_low_epochs=0", "train.stage2.plateau_high_epochs=0",
         "data.synthetic_clips_per_class=3", "pca.n_components=4", "ensemble.tta_n_lengths=2",
-        "ensemble.tta_crops=2", "ensemble.model_name=fsd-pipeline-test"]
+        "ensemble.tta_crops=2", "ensemble.model_name=fsd-pipeline-test", "baseline.hgb_max_iter=10"]
 
 
 @pytest.mark.slow
@@ -38,9 +38,16 @@ def test_main_runs_every_step_nested_then_skips_them(tmp_path, monkeypatch, caps
         by_stage.setdefault(r.data.tags["fsd.stage"], []).append(r)
     assert {len(by_stage[s]) for s in ("main", "featurize", "ensemble")} == {1}
     assert len(by_stage["train_fold"]) == 2
+    assert sorted(r.data.tags["fsd.baseline"] for r in by_stage["baseline"]) == ["hgb", "logreg"]
     parent = by_stage["main"][0].info.run_id
-    for stage in ("featurize", "train_fold", "ensemble"):
+    for stage in ("featurize", "train_fold", "baseline", "ensemble"):
         assert all(r.data.tags.get("mlflow.parentRunId") == parent for r in by_stage[stage])
+    # the baselines ran before the ensemble, which blended with the better one
+    ens = by_stage["ensemble"][0]
+    assert max(r.info.end_time for r in by_stage["baseline"]) <= ens.info.start_time
+    best = max(by_stage["baseline"], key=lambda r: r.data.metrics["oof_map3"])
+    assert ens.data.tags["fsd.blend_baseline_run"] == best.info.run_id
+    assert {"blend_weight", "cnn_oof_map3", "oof_accuracy"} <= set(ens.data.metrics)
     version = client.get_model_version_by_alias("fsd-pipeline-test", "champion")
     assert version.run_id == by_stage["ensemble"][0].info.run_id
 
@@ -49,11 +56,12 @@ def test_main_runs_every_step_nested_then_skips_them(tmp_path, monkeypatch, caps
     runs = client.search_runs([exp.experiment_id])
     stages = [r.data.tags["fsd.stage"] for r in runs]
     assert stages.count("main") == 2 and stages.count("featurize") == 1
-    assert stages.count("train_fold") == 2
+    assert stages.count("train_fold") == 2 and stages.count("baseline") == 2
 
     # a changed clip (new mtime) is new data: featurize runs again and fold 0 is retrained
     wav = next((tmp_path / "cache").glob("synthetic-*/*.wav"))
     os.utime(wav, (wav.stat().st_atime, wav.stat().st_mtime + 60))
-    assert main(args + ["--no-ensemble", "--folds", "0"]) == 0
+    assert main(args + ["--no-ensemble", "--no-baseline", "--folds", "0"]) == 0
     stages = [r.data.tags["fsd.stage"] for r in client.search_runs([exp.experiment_id])]
     assert stages.count("featurize") == 2 and stages.count("train_fold") == 3
+    assert stages.count("baseline") == 2

@@ -54,7 +54,7 @@ def choose_weight(y_true: np.ndarray, cnn: np.ndarray, baseline: np.ndarray, ste
     rounded = np.round(scores, 12)
     best = int(np.flatnonzero(rounded == rounded.max())[-1])
     top1 = reciprocal_ranks(y, blend(cnn, baseline, weights[best]), 1)
-    return BlendChoice(weight=float(weights[best]), score=float(scores[best]), weights=weights,
+    return BlendChoice(weight=round(float(weights[best]), 12), score=float(scores[best]), weights=weights,
                        scores=scores, accuracy=float(top1.mean()), k=k)
 
 

@@ -1,8 +1,8 @@
 """Out-of-fold scoring: every train clip scored (with TTA) by the fold model that did not see it.
 
-MAP@3 and top-1 accuracy overall and per fold, MAP@3 per class, a per-clip table, and plots. Per class is the mean over
-the clips of that class of 1/rank of their label in the top 3 — the share of the overall
-metric each class earns, which is what shows where the ensemble is weak.
+MAP@3 and top-1 accuracy overall and per fold, MAP@3 per class, a per-clip table, and plots.
+Per class is the mean over the clips of that class of 1/rank of their label in the top 3 — the
+share of the overall metric each class earns, which is what shows where the ensemble is weak.
 """
 
 from __future__ import annotations

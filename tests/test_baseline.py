@@ -1,0 +1,383 @@
+"""Baselines on the summary features (out of fold, on the store's folds), the CNN + baseline
+blend and its weight, the blended bundle, and `fsd baseline` against a sqlite store."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from fsd.baseline import (
+    BaselineModel,
+    align_probabilities,
+    blend,
+    choose_weight,
+    oof_probabilities,
+    run_baseline,
+    usable_rows,
+)
+from fsd.config import BaselineConfig
+from fsd.train.metrics import map_at_k
+
+pytest_plugins = ["conftest_ensemble"]
+
+FAST = BaselineConfig(hgb_max_iter=15, logreg_max_iter=500)
+
+
+class Store:
+    """What the baselines read from a feature store: index, labels, summary."""
+
+    def __init__(self, index: pd.DataFrame, labels: list[str], summary: np.ndarray):
+        self.index, self.labels, self.summary = index, labels, summary
+
+
+def learnable(n: int = 90, n_classes: int = 3, dim: int = 10, n_folds: int = 3, seed: int = 0,
+              signal: float = 2.0) -> Store:
+    rng = np.random.default_rng(seed)
+    y = np.arange(n) % n_classes
+    x = rng.normal(size=(n, dim)).astype(np.float32)
+    x[np.arange(n), y] += signal  # class c lifts feature c
+    index = pd.DataFrame({"fname": [f"c{i:03d}.wav" for i in range(n)], "label_id": y,
+                          "label": [f"k{c}" for c in y], "fold": rng.permutation(n) % n_folds,
+                          "frames": rng.integers(5, 50, n), "ok": True})
+    return Store(index, [f"k{c}" for c in range(n_classes)], x)
+
+
+def chance_map3(n_classes: int) -> float:
+    """MAP@3 of a random ranking: the label is at rank 1, 2 or 3 with probability 1/n each."""
+    return sum(1 / r for r in range(1, min(3, n_classes) + 1)) / n_classes
+
+
+# --- the core ------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("name", ["logreg", "hgb"])
+def test_oof_beats_chance_on_a_learnable_store(name):
+    store = learnable(n=120, n_classes=4)
+    r = run_baseline(store, name, FAST)
+    assert r.probs.shape == (120, 4) and np.allclose(r.probs.sum(axis=1), 1, atol=1e-5)
+    assert r.oof_map3 > chance_map3(4) + 0.2, r.oof_map3
+    assert r.oof_map3 == pytest.approx(map_at_k(r.y, r.probs, 3))
+    assert 0 < r.oof_accuracy <= 1 and sorted(r.scores.per_fold) == [0, 1, 2]
+    m = r.metrics()
+    assert {"oof_map3", "oof_accuracy", "oof_map3_fold_0", "oof_map3_fold_2", "oof_ap_macro",
+            "oof_map3_class/k1", "oof_ap_class/k1", "fit_seconds", "final_fit_seconds"} <= set(m)
+    frame = r.probabilities_frame()
+    assert list(frame.columns) == ["fname", "label", "k0", "k1", "k2", "k3"]
+    assert frame["fname"].tolist() == store.index["fname"].tolist()
+    assert {"label", "map3", "clips", "ap"} <= set(r.per_class_frame().columns)
+    assert r.model is not None and r.model.predict_proba(store.summary[:5]).shape == (5, 4)
+
+
+def test_memory_store_random_is_learnable_out_of_fold():
+    from fsd.train.batches import MemoryStore
+
+    s = MemoryStore.random(n_clips=90, n_classes=3, n_folds=3, frames=(5, 10), n_mels=4,
+                           summary_dim=8, seed=1)
+    s.summary[:, 0] += 2 * s.index["label_id"].to_numpy()  # a stronger class signal
+    r = run_baseline(s, "logreg", FAST, final=False)
+    assert r.oof_map3 > chance_map3(3) + 0.2 and r.model is None
+
+
+def test_no_clip_is_scored_by_a_model_that_trained_on_it():
+    """The fold loop, spied on: a fold's clips are never among its model's training clips."""
+    store = learnable(n=40)
+    x, y = store.summary, store.index["label_id"].to_numpy()
+    folds = store.index["fold"].to_numpy()
+    seen: list[set[bytes]] = []
+
+    class Spy:
+        def __init__(self, xt):
+            self.train = {row.tobytes() for row in xt}
+
+        def predict_proba(self, xs):
+            assert not ({row.tobytes() for row in xs} & self.train), "a scored clip was trained on"
+            return np.full((len(xs), 3), 1 / 3, np.float32)
+
+    def fit(xt, yt):
+        seen.append({row.tobytes() for row in xt})
+        return Spy(xt)
+
+    oof_probabilities(x, y, folds, 3, fit)
+    assert len(seen) == 3
+    for f, train in zip(sorted(set(folds)), seen):
+        assert len(train) == int((folds != f).sum())
+
+
+def test_out_of_fold_scores_are_not_in_sample_scores():
+    """On pure noise with more features than clips a model memorises its training clips: in
+    sample it ranks every label first, out of fold it is at chance. A leak (a fold's model
+    trained on its own clips) would make the OOF score the in-sample one and fail this."""
+    rng = np.random.default_rng(3)
+    n, c = 60, 4
+    index = pd.DataFrame({"fname": [f"n{i}" for i in range(n)], "label_id": np.arange(n) % c,
+                          "fold": rng.permutation(n) % 3, "frames": 10, "ok": True})
+    store = Store(index, [f"k{i}" for i in range(c)], rng.normal(size=(n, 300)).astype(np.float32))
+    memorise = BaselineConfig(logreg_c=100.0, logreg_max_iter=500)
+    r = run_baseline(store, "logreg", memorise)
+    in_sample = map_at_k(r.y, r.model.predict_proba(store.summary), 3)
+    assert in_sample > 0.99 and r.final_train_map3 == pytest.approx(in_sample)
+    assert r.oof_map3 < chance_map3(c) + 0.15, (r.oof_map3, in_sample)
+
+
+def test_unusable_clips_bad_values_and_absent_classes():
+    store = learnable(n=60, n_classes=3)
+    store.index.loc[[0, 1], "frames"] = 0  # no features
+    store.index.loc[2, "ok"] = False
+    assert usable_rows(store.index).tolist() == list(range(3, 60))
+    store.summary[5, 1] = np.nan
+    store.summary[6, 2] = np.inf
+    store.summary[7, 3] = -np.inf
+    # class 2 only in fold 0: fold 0's model never sees it, yet keeps its column (0 there)
+    y = store.index["label_id"].to_numpy()
+    store.index.loc[y == 2, "fold"] = 0
+    r = run_baseline(store, "logreg", FAST)
+    assert r.skipped == 3 and len(r.fnames) == 57 and "c000.wav" not in r.fnames
+    assert np.isfinite(r.probs).all() and r.probs.shape == (57, 3)
+    fold0 = r.folds == 0
+    assert (r.probs[fold0, 2] == 0).all() and (r.probs[~fold0, 2] > 0).all()
+    assert np.isfinite(r.model.predict_proba(np.full((2, 10), np.nan))).all()
+
+
+def test_baseline_model_saves_and_loads(tmp_path):
+    store = learnable(n=30)
+    y = store.index["label_id"].to_numpy()
+    m = BaselineModel.fit_new("hgb", FAST, store.summary, y, 3, store.labels)
+    back = BaselineModel.load(m.save(tmp_path / "b.joblib"))
+    np.testing.assert_array_equal(back.predict_proba(store.summary), m.predict_proba(store.summary))
+    assert back.labels == store.labels and back.name == "hgb"
+    with pytest.raises(ValueError, match="fitted on 10 features"):
+        back.predict_proba(store.summary[:, :4])
+
+
+# --- the blend -----------------------------------------------------------------------------
+
+
+def test_blend_weight_one_zero_and_interior():
+    y = np.array([0, 1])
+    # barely right, and confidently wrong: any share of the wrong one flips both clips
+    right = np.array([[0.5, 0.49, 0.01], [0.49, 0.5, 0.01]])
+    wrong = np.array([[0.0, 1.0, 0.0], [1.0, 0.0, 0.0]])
+    only_cnn = choose_weight(y, right, wrong, 20)
+    assert only_cnn.weight == 1.0 and only_cnn.score == 1.0 and only_cnn.scores[-2] == 0.5
+    only_base = choose_weight(y, wrong, right, 20)
+    assert only_base.weight == 0.0 and only_base.score == 1.0 and only_base.accuracy == 1.0
+    assert only_base.scores[1] == 0.5
+    # each alone gets one clip wrong; any w in (1/11, 10/11) gets both: the largest is 0.9
+    cnn = np.array([[0.45, 0.55, 0.0], [0.0, 1.0, 0.0]])
+    base = np.array([[1.0, 0.0, 0.0], [0.55, 0.45, 0.0]])
+    c = choose_weight(y, cnn, base, 20)
+    assert c.weight == pytest.approx(0.9) and c.score == 1.0
+    assert c.scores[0] == c.scores[-1] == 0.75 and len(c.weights) == 21
+    np.testing.assert_allclose(blend(cnn, base, 0.9), 0.9 * cnn + 0.1 * base, rtol=1e-6)
+    # everything ties: the larger w (the CNN) wins
+    assert choose_weight(y, right, right, 4).weight == 1.0
+    assert list(c.table().columns) == ["weight", "map3"]
+
+
+def test_baseline_rows_are_aligned_by_file_name():
+    frame = pd.DataFrame({"fname": ["b", "a", "c"], "label": ["y", "x", "x"],
+                          "y": [0.9, 0.2, 0.3], "x": [0.1, 0.8, 0.7]})
+    probs, found = align_probabilities(frame, ["a", "zz", "b"], ["x", "y"])
+    np.testing.assert_allclose(probs, [[0.8, 0.2], [0, 0], [0.1, 0.9]])
+    assert found.tolist() == [True, False, True]
+    with pytest.raises(ValueError, match="differ"):
+        align_probabilities(frame, ["a"], ["x", "y", "z"])
+
+
+# --- the blended bundle: Ensemble.predict and the served request path ---------------------
+
+
+def _tiny_bundle(tmp_path: Path, n_classes: int = 3):
+    """A one-fold bundle with a tiny Keras model (mean over time -> softmax) and the default
+    feature settings, so real audio can go through the request path."""
+    keras = pytest.importorskip("keras")
+    from fsd.config import Config
+    from fsd.ensemble.bundle import BundleInfo, FoldFiles, build_bundle
+
+    cfg = Config()
+    keras.utils.set_random_seed(0)
+    inp = keras.Input((None, cfg.logmel.n_mels, 1))
+    x = keras.layers.GlobalAveragePooling2D()(inp)
+    out = keras.layers.Dense(n_classes, activation="softmax")(keras.layers.Dense(8)(x))
+    path = tmp_path / "m.keras"
+    keras.Model(inp, out).save(path)
+    labels = [f"k{c}" for c in range(n_classes)]
+    info = BundleInfo(labels=labels, tta_lengths=[20, 40], tta_crops=2, seed=0, top_k=3,
+                      batch_size=64, crop_min=20, crop_max=40, prior=[1 / n_classes] * n_classes,
+                      max_request_clips=4, max_clip_bytes=2_000_000)
+    return build_bundle(tmp_path / "bundle", [FoldFiles(fold=0, model=path)], cfg, info), labels
+
+
+def test_blended_bundle_predicts_the_blend_and_serves_it(tmp_path):
+    import json
+
+    from fsd.ensemble.bundle import BundleError, Ensemble, attach_baseline
+    from fsd.serving.pyfunc import example_wav
+    from fsd.serving.requests import clip_features, score_request
+
+    bundle, labels = _tiny_bundle(tmp_path)
+    rng = np.random.default_rng(0)
+    manifest = json.loads((bundle / "ensemble.json").read_text())
+    assert manifest["format"] == 1 and "baseline" not in manifest and "blend_weight" not in manifest
+    plain = Ensemble.load(bundle)
+    assert not plain.blended
+
+    train = rng.normal(size=(60, 1133)).astype(np.float32)
+    base = BaselineModel.fit_new("logreg", FAST, train, np.arange(60) % 3, 3, labels)
+    attach_baseline(bundle, base.save(tmp_path / "baseline.joblib"), 0.3, name="logreg",
+                    run_id="r1")
+    e = Ensemble.load(bundle)
+    assert e.blended and e.info.blend_weight == 0.3 and e.info.baseline["run_id"] == "r1"
+
+    logmels = [rng.random((int(rng.integers(10, 60)), 64)).astype(np.float32) for _ in range(5)]
+    summaries = rng.normal(size=(5, 1133)).astype(np.float32)
+    cnn = e.score(logmels, summaries).probs()
+    want = 0.3 * cnn + 0.7 * base.predict_proba(summaries)
+    np.testing.assert_allclose(e.predict(logmels, summaries), want, rtol=1e-5, atol=1e-6)
+    # the bundle without a baseline is the CNN alone, exactly as before
+    np.testing.assert_allclose(plain.predict(logmels, summaries), cnn, rtol=1e-6)
+    with pytest.raises(BundleError, match="summary features"):
+        e.predict(logmels, None)
+
+    # the served path (raw audio -> features -> predict) answers with the blend
+    wav = example_wav(seconds=1.0)
+    out = score_request(e, pd.DataFrame({"audio": [wav]}), {"return_probabilities": True})
+    mels, summ = clip_features([wav], e.cfg)
+    served = out[[f"prob_{c}" for c in labels]].to_numpy()
+    blended = 0.3 * e.score(mels, summ).probs() + 0.7 * base.predict_proba(summ)
+    np.testing.assert_allclose(served, blended, rtol=1e-5, atol=1e-6)
+
+
+def test_a_bundle_naming_a_missing_baseline_is_refused(tmp_path):
+    import json
+
+    from fsd.ensemble.bundle import BundleError, Ensemble, read_manifest
+
+    bundle, _ = _tiny_bundle(tmp_path)
+    manifest = read_manifest(bundle)
+    manifest.update({"format": 2, "blend_weight": 0.5,
+                     "baseline": {"name": "logreg", "path": "baseline/baseline.joblib"}})
+    (bundle / "ensemble.json").write_text(json.dumps(manifest))
+    with pytest.raises(BundleError, match="missing"):
+        Ensemble.load(bundle)
+    manifest.pop("baseline")
+    (bundle / "ensemble.json").write_text(json.dumps(manifest))
+    with pytest.raises(BundleError, match="without a baseline"):
+        read_manifest(bundle)
+
+
+# --- `fsd baseline` and the ensemble's blend against a sqlite store ----------------------
+
+
+@pytest.mark.slow
+def test_fsd_baseline_logs_one_run_per_model_and_skips_when_done(tmp_path, caplog):
+    from launch import mlflow_run
+    from mlflow.tracking import MlflowClient
+
+    from fsd.cli import main
+
+    common = [f"store.cache_dir={tmp_path}/cache", f"output_dir={tmp_path}/out",
+              "data.synthetic_clips_per_class=4", "pca.n_components=4", "baseline.hgb_max_iter=10"]
+    uri = f"sqlite:///{tmp_path}/mlflow.db"
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setenv("MLFLOW_TRACKING_URI", uri)
+        assert main(["featurize", "--config", "experiments/demo.yaml", "tracking.experiment=it",
+                     *common]) == 0
+    out = mlflow_run("baseline", tmp_path, "config=experiments/demo.yaml",
+                     "overrides=" + " ".join(common))
+    assert out.returncode == 0, out.stderr[-3000:]
+
+    client = MlflowClient(tracking_uri=uri)
+    exp = client.get_experiment_by_name("it")
+    (featurized,) = client.search_runs([exp.experiment_id], "tags.`fsd.stage` = 'featurize'")
+    (group,) = client.search_runs([exp.experiment_id], "tags.`fsd.stage` = 'baselines'")
+    runs = client.search_runs([exp.experiment_id], "tags.`fsd.stage` = 'baseline'")
+    assert sorted(r.data.tags["fsd.baseline"] for r in runs) == ["hgb", "logreg"]
+    for r in runs:
+        assert r.info.status == "FINISHED"
+        assert r.data.tags["mlflow.parentRunId"] == group.info.run_id
+        assert r.data.tags["fsd.features_run"] == featurized.info.run_id
+        assert r.data.tags["fsd.store_key"] == featurized.data.tags["fsd.store_key"]
+        m = r.data.metrics
+        assert 0 <= m["oof_map3"] <= 1 and 0 <= m["oof_accuracy"] <= 1
+        assert {"oof_map3_fold_0", "oof_map3_fold_1"} <= set(m)
+        assert any(k.startswith("oof_ap_class/") for k in m)
+        arts = {a.path for p in ("plots", "oof", "model")
+                for a in client.list_artifacts(r.info.run_id, p)}
+        assert {"plots/confusion.png", "oof/oof_probabilities.csv", "model/baseline.joblib"} <= arts
+        probs = pd.read_csv(client.download_artifacts(r.info.run_id, "oof/oof_probabilities.csv",
+                                                      str(tmp_path / r.info.run_id)))
+        assert list(probs.columns[:2]) == ["fname", "label"] and len(probs.columns) == 2 + 6
+    assert group.data.tags["fsd.best_baseline"] in ("hgb", "logreg")
+
+    # the same command again (here in-process): both models are reused, nothing is fitted
+    again = ["baseline", "--config", "experiments/demo.yaml", "tracking.experiment=it", *common]
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setenv("MLFLOW_TRACKING_URI", uri)
+        with caplog.at_level("INFO", logger="fsd"):
+            assert main(again) == 0
+        assert caplog.text.count("reused") == 2
+        assert len(client.search_runs([exp.experiment_id], "tags.`fsd.stage` = 'baseline'")) == 2
+        # a changed setting of one model refits that model only
+        assert main(again + ["baseline.logreg_c=1.0"]) == 0
+    runs = client.search_runs([exp.experiment_id], "tags.`fsd.stage` = 'baseline'")
+    assert sorted(r.data.tags["fsd.baseline"] for r in runs) == ["hgb", "logreg", "logreg"]
+
+
+@pytest.mark.slow
+def test_ensemble_blends_with_the_best_baseline(ensemble_tracking, tmp_path):
+    """On the session's two trained folds: baselines in a separate experiment, then the
+    ensemble step blends, logs the blend, and bundles, predicts and submits the blend."""
+    import copy
+
+    import mlflow
+
+    from fsd.ensemble.bundle import Ensemble
+    from fsd.entrypoints.baseline import baselines_logged
+    from fsd.entrypoints.ensemble import build_ensemble
+    from fsd.entrypoints.featurize import resolve_store
+
+    cfg = copy.deepcopy(ensemble_tracking.cfg)
+    cfg.tracking.experiment = "enstest-blend"  # the session's experiment stays blend-free
+    cfg.baseline.models = ["logreg"]
+    features_run = mlflow.get_run(ensemble_tracking.fold_run_ids[0]).data.tags["fsd.features_run"]
+    store, features_run = resolve_store(cfg, features_run)
+    runs = baselines_logged(cfg, store, features_run, progress=False)
+    base_run = mlflow.get_run(runs["logreg"])
+    assert base_run.data.tags["fsd.stage"] == "baseline"
+
+    s = build_ensemble(cfg, ensemble_tracking.fold_run_ids, register=False)
+    run = mlflow.get_run(s["run_id"])
+    assert run.info.experiment_id == base_run.info.experiment_id
+    m, tags = run.data.metrics, run.data.tags
+    assert {"blend_weight", "blend_oof_map3", "blend_oof_accuracy", "cnn_oof_map3",
+            "cnn_oof_accuracy", "oof_accuracy"} <= set(m)
+    assert tags["fsd.blend_baseline_run"] == runs["logreg"]
+    assert m["blend_oof_map3"] >= max(m["cnn_oof_map3"], base_run.data.metrics["oof_map3"]) - 1e-9
+    blended = m["blend_weight"] < 1
+    assert run.data.params["ensemble.blended"] == str(blended).lower()
+    if blended:
+        assert m["oof_map3"] == pytest.approx(m["blend_oof_map3"])
+        assert m["oof_accuracy"] == pytest.approx(m["blend_oof_accuracy"])
+    else:
+        assert m["oof_map3"] == pytest.approx(m["cnn_oof_map3"])
+    local = mlflow.artifacts.download_artifacts(run_id=s["run_id"],
+                                                artifact_path="model/artifacts/bundle",
+                                                dst_path=str(tmp_path))
+    e = Ensemble.load(local)
+    assert e.blended == blended
+    if blended:
+        assert e.info.blend_weight == pytest.approx(m["blend_weight"])
+        # the test probabilities logged are the bundle's blended predictions
+        test = store.open_split("test")
+        rows = np.flatnonzero(test.index["frames"].to_numpy() > 0)
+        from fsd.model.tta import ClipRows
+
+        want = e.predict(ClipRows(test.logmel, rows), np.asarray(test.summary)[rows])
+        got = pd.read_csv(mlflow.artifacts.download_artifacts(
+            run_id=s["run_id"], artifact_path="test/test_probabilities.csv",
+            dst_path=str(tmp_path / "t")))
+        np.testing.assert_allclose(got[e.labels].to_numpy(), want, rtol=1e-4, atol=1e-6)
