@@ -25,6 +25,7 @@ COMMANDS = {
     "ensemble": "fsd.entrypoints.ensemble",
     "sweep": "fsd.entrypoints.sweep",
     "main": "fsd.entrypoints.pipeline",
+    "report": "fsd.entrypoints.report",
     "predict": "fsd.entrypoints.predict",
 }
 

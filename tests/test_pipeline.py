@@ -29,6 +29,10 @@ def test_main_runs_every_step_nested_then_skips_them(tmp_path, monkeypatch, caps
     assert main(args) == 0
     printed = capsys.readouterr().out
     assert "main run" in printed and "fold 1" in printed
+    assert "the models of this run, on the same folds" in printed
+    for row in ("baseline logreg", "baseline hgb", "CNN stage 1", "CNN stage 2",
+                "CNN fold ensemble (TTA)"):
+        assert row in printed
 
     client = MlflowClient()
     exp = client.get_experiment_by_name("demo")
@@ -48,6 +52,11 @@ def test_main_runs_every_step_nested_then_skips_them(tmp_path, monkeypatch, caps
     best = max(by_stage["baseline"], key=lambda r: r.data.metrics["oof_map3"])
     assert ens.data.tags["fsd.blend_baseline_run"] == best.info.run_id
     assert {"blend_weight", "cnn_oof_map3", "oof_accuracy"} <= set(ens.data.metrics)
+    main_run = by_stage["main"][0]
+    assert main_run.data.metrics["oof_map3"] == ens.data.metrics["oof_map3"]
+    table = client.download_artifacts(parent, "results.md", str(tmp_path))
+    text = Path(table).read_text()
+    assert text.startswith("| model | accuracy | MAP@3 | scored |") and "baseline logreg" in text
     version = client.get_model_version_by_alias("fsd-pipeline-test", "champion")
     assert version.run_id == by_stage["ensemble"][0].info.run_id
 
