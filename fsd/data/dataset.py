@@ -114,18 +114,63 @@ def read_table(path: Path, required: Iterable[str], what: str) -> pd.DataFrame:
     return table
 
 
-def scan_audio(directory: Path, extensions: Iterable[str] = AUDIO_EXTENSIONS) -> dict[str, str]:
-    """File name -> absolute path of every audio file directly in ``directory`` (no decoding)."""
+class Listing(dict):
+    """File name -> path, plus ``escaped``: the names of links that lead out of the folder."""
+
+    escaped: frozenset[str] = frozenset()
+
+
+def scan_audio(directory: Path, extensions: Iterable[str] = AUDIO_EXTENSIONS) -> Listing:
+    """File name -> absolute path of every audio file directly in ``directory`` (no decoding).
+
+    A symlink whose target lies outside the folder is left out (its name in ``.escaped``)."""
     if not directory.is_dir():
         raise DatasetError(f"audio folder {str(directory)!r} does not exist")
     exts = {e.lower() for e in extensions}
     base = os.path.abspath(directory)
-    files: dict[str, str] = {}
+    real_base = os.path.realpath(base)
+    files = Listing()
+    escaped: set[str] = set()
     with os.scandir(base) as it:
         for entry in it:
             if os.path.splitext(entry.name)[1].lower() in exts and entry.is_file():
-                files[entry.name] = os.path.join(base, entry.name)
+                path = os.path.join(base, entry.name)
+                # a symlink in the folder that points outside it is not the folder's clip
+                if entry.is_symlink() and not inside(path, real_base):
+                    escaped.add(entry.name)
+                    continue
+                files[entry.name] = path
+    if escaped:
+        log.warning("%d link(s) in %s lead outside it and are not read (first: %s)",
+                    len(escaped), directory, sorted(escaped)[0])
+    files.escaped = frozenset(escaped)
     return files
+
+
+def inside(path: str | os.PathLike, real_base: str) -> bool:
+    """Whether ``path`` resolves (symlinks followed) to something inside the folder
+    ``real_base`` (itself already resolved with ``os.path.realpath``)."""
+    try:
+        real = os.path.realpath(path)
+    except (OSError, ValueError):
+        return False
+    return real == real_base or real.startswith(real_base.rstrip(os.sep) + os.sep)
+
+
+def confined_path(audio_dir: Path, fname: str) -> str | None:
+    """The file a CSV's relative ``fname`` names under ``audio_dir``, or None when it is
+    absolute, climbs out (``..``), contains a NUL, or resolves (links followed) outside the
+    folder. The returned path is the folder's own spelling, not the resolved target."""
+    if "\x00" in fname or os.path.isabs(fname) or fname.startswith(("/", "\\", "~")):
+        return None
+    parts = fname.replace("\\", "/").split("/")
+    if any(p == ".." for p in parts) or (len(fname) > 1 and fname[1] == ":"):
+        return None
+    base = os.path.abspath(audio_dir)
+    candidate = os.path.normpath(os.path.join(base, fname))
+    if not inside(candidate, os.path.realpath(base)):
+        return None
+    return candidate
 
 
 def text(value: object) -> str:
@@ -203,9 +248,18 @@ def build_train(
             continue
         seen.add(fname)
         path = files.get(fname)
-        if path is None and ("/" in fname or os.sep in fname):
-            candidate = os.path.abspath(audio_dir / fname)
-            path = candidate if os.path.isfile(candidate) else None
+        if fname in getattr(files, "escaped", ()):
+            rejects.append(Reject(fname, "metadata", f"{csv_name} line {line}: the file is a "
+                                  "link that leads outside the audio folder"))
+            continue
+        if path is None and _looks_like_path(fname):
+            path = confined_path(audio_dir, fname)
+            if path is None:
+                rejects.append(Reject(fname, "metadata", f"{csv_name} line {line}: "
+                                      f"{file_column!r} must name a file inside the audio "
+                                      "folder (no absolute path, '..' or link leading out)"))
+                continue
+            path = path if os.path.isfile(path) else None
         if path is None:
             rejects.append(Reject(fname, "metadata",
                                   f"listed in {csv_name} but no such file in {audio_dir}"))
@@ -246,6 +300,11 @@ def build_train(
                      len(distinct) - 1)
         train["fold"] = train["fold"].map(mapping).astype("int64")
     return train, rejects
+
+
+def _looks_like_path(fname: str) -> bool:
+    return ("/" in fname or os.sep in fname or "\\" in fname or "\x00" in fname
+            or fname.startswith("~") or os.path.isabs(fname) or fname in (".", ".."))
 
 
 def limit_round_robin(train: pd.DataFrame, max_clips: int) -> pd.DataFrame:
