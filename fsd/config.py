@@ -56,7 +56,9 @@ class AudioConfig:
     trim_top_db: float = 60.0
     trim_frame_length: int = 2048
     trim_hop_length: int = 512
-    min_seconds: float = 0.0  # clips shorter than this after trimming are rejected
+    # Clips shorter than this after trimming are rejected: 0.05 s is ~5 log-mel frames, below
+    # which a clip (a click, a 1-sample file) carries nothing to learn from.
+    min_seconds: float = 0.05
     max_seconds: float = 60.0  # longer clips are rejected (FSDKaggle2018 tops out at 30 s)
     resample_type: str = "soxr_hq"
 

@@ -7,6 +7,8 @@ callers record it as a rejection (featurize) or a 4xx answer (serving) instead o
 from __future__ import annotations
 
 import io
+import os
+import re
 from pathlib import Path
 
 import numpy as np
@@ -17,6 +19,12 @@ from fsd.config import AudioConfig
 
 class AudioError(ValueError):
     """A clip that cannot be turned into a usable waveform; ``str(err)`` is the reason."""
+
+
+# Float audio may exceed full scale a little (headroom); a peak beyond this is not a level any
+# recording has, and its square overflows the float32 power spectrum (a +-1e30 WAV used to come
+# out "silent"). Such a clip is scaled to peak 1.0 instead.
+MAX_FLOAT_PEAK = 16.0
 
 
 AudioSource = str | Path | bytes
@@ -104,6 +112,11 @@ def load_audio(source: AudioSource, cfg: AudioConfig) -> np.ndarray:
         raise AudioError("no audio samples")
     if not np.isfinite(data).all():
         raise AudioError("contains NaN or infinite samples")
+    peak = float(np.max(np.abs(data)))
+    if peak == 0.0:
+        raise AudioError("silent: every sample is zero")
+    if peak > MAX_FLOAT_PEAK:
+        data = (data.astype(np.float64) / peak).astype(np.float32)
     y = to_mono(data)
     if not np.any(y):
         raise AudioError("silent: every sample is zero")
@@ -119,6 +132,43 @@ def load_audio(source: AudioSource, cfg: AudioConfig) -> np.ndarray:
     return np.ascontiguousarray(y, dtype=np.float32)
 
 
+def truncation(source: AudioSource) -> str | None:
+    """A warning when a WAV's header promises more audio than the file holds (a cut-off
+    download or copy); None for a complete WAV and for other formats. libsndfile decodes the
+    frames that are present, so such a clip is kept, and featurize reports the warning."""
+    try:
+        if isinstance(source, (bytes, bytearray, memoryview)):
+            head = bytes(source[:1 << 16])
+            size = len(source)
+        else:
+            with open(source, "rb") as f:
+                head = f.read(1 << 16)
+                size = os.fstat(f.fileno()).st_size
+    except OSError:
+        return None
+    if len(head) < 12 or head[:4] not in (b"RIFF", b"RIFX") or head[8:12] != b"WAVE":
+        return None
+    order = "little" if head[:4] == b"RIFF" else "big"
+    pos = 12
+    while pos + 8 <= len(head):
+        cid, n = head[pos:pos + 4], int.from_bytes(head[pos + 4:pos + 8], order)
+        if cid == b"data":
+            present = size - (pos + 8)
+            if n != 0xFFFFFFFF and present < n:
+                return (f"truncated: the header promises {n} bytes of audio, the file holds "
+                        f"{max(present, 0)} ({100 * max(present, 0) / max(n, 1):.0f}%); the "
+                        "present part is used")
+            return None
+        pos += 8 + n + (n & 1)
+    return None
+
+
 def _short(exc: Exception) -> str:
+    """libsndfile's reason without what it quotes: "Error opening <_io.BytesIO object at
+    0x7f...>: Format not recognised." -> "Format not recognised." (no object address, no
+    path: the message reaches clients and reports)."""
     text = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+    text = re.sub(r"^Error opening .*?: ", "", text)
+    text = re.sub(r"<[^<>]*? at 0x[0-9a-fA-F]+>", "the clip", text)
+    text = re.sub(r"(?<![\w.])(?:[A-Za-z]:)?(?:[\\/][\w.@+~-]+){2,}", "the file", text)
     return text[:160]

@@ -8,12 +8,17 @@ from pathlib import Path
 import pandas as pd
 
 
+# The stage of a row in the rejects report for a clip that was kept, with a warning about it
+# (e.g. a truncated WAV whose present part is used). Such rows are not rejects.
+WARNING_STAGE = "warning"
+
+
 @dataclass(frozen=True)
 class Reject:
     """One clip (or CSV row) left out, at which stage, and the reason in plain words."""
 
     fname: str
-    stage: str  # "metadata" | "audio" | "features"
+    stage: str  # "metadata" | "audio" | "features" | "warning" (a kept clip, see WARNING_STAGE)
     reason: str
 
 

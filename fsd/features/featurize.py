@@ -31,7 +31,7 @@ import numpy as np
 import pandas as pd
 
 from fsd.config import Config
-from fsd.data.rejects import Reject, rejects_frame
+from fsd.data.rejects import WARNING_STAGE, Reject, rejects_frame
 from fsd.features.store import (
     FEATURE_VERSION,
     SHARDS,
@@ -83,14 +83,16 @@ class FeaturizeResult:
 def extract_one(fname: str, path: str, cfg: Config) -> ClipResult:
     """Features of one clip, or the reason it has none. Only AudioError is a per-clip verdict;
     anything else is a bug and propagates."""
-    from fsd.data.audio import AudioError
+    from fsd.data.audio import AudioError, truncation
     from fsd.features.extract import extract_clip
 
     try:
         feats = extract_clip(path, cfg)
     except AudioError as exc:
         return ClipResult(fname, False, str(exc), None, None, 0.0)
-    return ClipResult(fname, True, "", feats.logmel, feats.summary, float(feats.seconds))
+    # a kept clip's reason is a warning for the rejects report (e.g. a truncated WAV)
+    warning = truncation(path) or ""
+    return ClipResult(fname, True, warning, feats.logmel, feats.summary, float(feats.seconds))
 
 
 def _extract_chunk(items: Sequence[tuple[str, str]], cfg: Config) -> list[ClipResult]:
@@ -218,12 +220,19 @@ def featurize(cfg: Config, progress: bool = True) -> FeaturizeResult:
 
     # Rejects: the dataset's metadata rows, then train clips whose audio failed.
     audio_rejects = []
+    warnings: list[Reject] = []
     for sp in specs["train"]:
         info = read_shard_info(shard_dir / sp.name)
         audio_rejects += [Reject(str(f), "audio", str(r))
                           for f, ok, r in zip(info["fnames"], info["ok"], info["reason"]) if not ok]
+        warnings += [Reject(str(f), WARNING_STAGE, str(r))
+                     for f, ok, r in zip(info["fnames"], info["ok"], info["reason"]) if ok and r]
     rejects = list(ds.rejects) + audio_rejects
-    rejects_path = write_csv(root / "rejects.csv", rejects_frame(rejects))
+    if warnings:
+        log.warning("%d train clips kept with a warning (first: %s: %s)", len(warnings),
+                    warnings[0].fname, warnings[0].reason)
+    # The report lists the kept clips' warnings too (stage "warning"); they are not rejects.
+    rejects_path = write_csv(root / "rejects.csv", rejects_frame(rejects + warnings))
     tr = indexes["train"]
     folds_path = write_csv(root / "folds.csv", tr[["fname", "label", "fold", "verified"]])
     te = indexes.get("test")
@@ -248,6 +257,7 @@ def featurize(cfg: Config, progress: bool = True) -> FeaturizeResult:
         "n_rejected": int(len(rejects)),
         "n_rejected_audio": int(len(audio_rejects)),
         "n_rejected_metadata": int(len(ds.rejects)),
+        "n_warnings": int(len(warnings)),
         "n_test": int(len(te)) if te is not None else 0,
         "n_test_failed": int((~te["ok"]).sum()) if te is not None else 0,
         "n_labels": len(ds.labels),
@@ -313,11 +323,16 @@ def _with_folds(train: pd.DataFrame, cfg: Config) -> pd.DataFrame:
 
 def _reused(cfg: Config, root: Path, key: str, t_start: float) -> FeaturizeResult:
     store = FeatureStore.open(root, "train", expected_key=key)
+    dtype = "float16" if cfg.store.float16 else "float32"
+    if store.meta.get("logmel_dtype", dtype) != dtype:  # built before the dtype was in the key
+        raise StoreError(f"it holds {store.meta.get('logmel_dtype')} log-mels, store.float16 "
+                         f"asks for {dtype}")
     rejects_path = root / "rejects.csv"
     rejects: list[Reject] = []
     if rejects_path.is_file():
         frame = pd.read_csv(rejects_path, dtype=str, keep_default_na=False)
-        rejects = [Reject(r.fname, r.stage, r.reason) for r in frame.itertuples(index=False)]
+        rejects = [Reject(r.fname, r.stage, r.reason) for r in frame.itertuples(index=False)
+                   if r.stage != WARNING_STAGE]  # kept clips' warnings are not rejects
     stats = dict(store.meta.get("stats", {}))
     hop_s = float(store.meta.get("hop_seconds", cfg.logmel.hop_length / cfg.logmel.sample_rate))
     lengths = {"crop_min": store.meta["crop_min"], "crop_max": store.meta["crop_max"]}

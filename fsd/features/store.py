@@ -50,8 +50,13 @@ class StoreError(RuntimeError):
 
 def store_key(cfg, fingerprint: str) -> str:
     """Key of a store: the dataset's fingerprint, the feature config sections, the code version."""
-    payload = json.dumps({"fingerprint": fingerprint, "config": cfg.section_key(*STORE_SECTIONS),
-                          "version": FEATURE_VERSION}, sort_keys=True)
+    key = {"fingerprint": fingerprint, "config": cfg.section_key(*STORE_SECTIONS),
+           "version": FEATURE_VERSION}
+    if not cfg.store.float16:
+        # The log-mel dtype is part of what the store holds. Added only when it differs from
+        # the default, so the stores already built with float16 keep their keys.
+        key["logmel_dtype"] = "float32"
+    payload = json.dumps(key, sort_keys=True)
     return hashlib.sha256(payload.encode()).hexdigest()[:16]
 
 
