@@ -104,7 +104,7 @@ def bench_tta(args) -> dict:
         return predict_ensemble(models, clips, pcas, lengths, crops, seed=0, batch_size=bs)
 
     # the same tensors the batched path builds, prepared outside the timer
-    pos = crop_positions(len(clips), lengths, crops, 0)
+    pos = crop_positions(clips, lengths, crops, 0)
     views = {L: build_views(clips, L, pos[i]) for i, L in enumerate(lengths)}
     pca_rep = [np.repeat(p, crops, axis=0) for p in pcas]
 

@@ -78,7 +78,7 @@ def test_tta_lengths_from_crop_limits_or_config():
 
 def test_views_crop_long_and_pad_short_clips():
     long, short = np.arange(20.0).reshape(10, 2), np.ones((3, 2))
-    pos = crop_positions(2, [6], 3, seed=1)[0]
+    pos = crop_positions([long, short], [6], 3, seed=1)[0]
     v = build_views([long, short], 6, pos)
     assert v.shape == (6, 6, 2, 1)
     for c in range(3):
@@ -97,7 +97,7 @@ def test_folds_batched_equal_the_naive_loop():
     pcas = [rng.normal(size=(9, 3)).astype(np.float32) for _ in models]
     lengths, crops = [12, 30], 4
     res = predict_ensemble(models, clips, pcas, lengths, crops, seed=7, batch_size=64)
-    pos = crop_positions(len(clips), lengths, crops, seed=7)
+    pos = crop_positions(clips, lengths, crops, seed=7)
     logs = []
     for m, pca in zip(models, pcas):
         for li, length in enumerate(lengths):

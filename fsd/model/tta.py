@@ -5,7 +5,9 @@ the K*L*C softmax outputs by their geometric mean. Done clip by clip that is K*L
 passes per clip; here the crops of *all* clips are grouped by length, each length's views are
 built once (one tensor of n_clips*C crops) and every fold model runs over that tensor in large
 batches. The crop positions are drawn once per (clip, length, crop) and shared by the fold
-models, so the tensor is built once per length rather than once per fold.
+models, so the tensor is built once per length rather than once per fold. Each clip's
+positions derive from its own log-mel and the seed (:func:`clip_positions`), so a clip's
+answer does not depend on what else is scored with it.
 
 ``members`` restricts a model to some clips (out-of-fold scoring: fold k's model scores only
 fold k's clips); each clip's geometric mean is over the views of the models that scored it.
@@ -51,14 +53,40 @@ def spaced_lengths(fixed: Sequence[int], n: int, crop_min: int, crop_max: int) -
     return sorted({int(round(v)) for v in np.linspace(crop_min, crop_max, n)})
 
 
-def crop_positions(n_clips: int, lengths: Sequence[int], crops: int, seed: int) -> np.ndarray:
-    """Positions in [0, 1) of shape (len(lengths), n_clips, crops); NaN (the centre) when
-    ``crops == 1``. Drawn per length, per crop, for all clips, so a seed gives the same views
-    whatever the batching."""
+def clip_key(logmel: np.ndarray) -> int:
+    """A 64-bit hash of a clip's log-mel (its shape and its values rounded to float16): what
+    its crops derive from. Rounded, so the feature store's float16 copy of a clip and the same
+    clip featurized afresh by the server (float32) get the same crops."""
+    import hashlib
+
+    m = np.ascontiguousarray(np.asarray(logmel).astype(np.float16))
+    h = hashlib.blake2b(digest_size=8)
+    h.update(np.asarray(m.shape, dtype=np.int64).tobytes())
+    h.update(m.tobytes())
+    return int.from_bytes(h.digest(), "little")
+
+
+def clip_positions(key: int, length: int, crops: int, seed: int) -> np.ndarray:
+    """One clip's crop positions in [0, 1) at one length, shape (crops,); NaN (the centre) when
+    ``crops == 1``. A function of the clip (its :func:`clip_key`), the length, the seed and the
+    number of crops only, so a clip gets the same views alone or in any batch, at any position
+    in it, whatever other lengths are asked (more crops extend the same sequence)."""
     if crops == 1:
-        return np.full((len(lengths), n_clips, 1), np.nan)
-    rng = np.random.default_rng(seed)
-    return rng.random((len(lengths), crops, n_clips)).transpose(0, 2, 1)
+        return np.full(1, np.nan)
+    words = [int(seed) & 0xFFFFFFFF, key & 0xFFFFFFFF, (key >> 32) & 0xFFFFFFFF, int(length)]
+    return np.random.default_rng(words).random(crops)
+
+
+def crop_positions(clips: Sequence[np.ndarray], lengths: Sequence[int], crops: int,
+                   seed: int) -> np.ndarray:
+    """Positions in [0, 1) of shape (len(lengths), n_clips, crops), each clip's from
+    :func:`clip_positions` of its own content; NaN (the centre) when ``crops == 1``."""
+    keys = [clip_key(m) for m in clips]
+    out = np.empty((len(lengths), len(keys), crops))
+    for li, length in enumerate(lengths):
+        for i, k in enumerate(keys):
+            out[li, i] = clip_positions(k, int(length), crops, seed)
+    return out
 
 
 def build_views(logmels: Sequence[np.ndarray], length: int, positions: np.ndarray,
@@ -162,7 +190,7 @@ def predict_ensemble(
     members = list(members) if members is not None else [None] * len(models)
     sets = [np.arange(n) if m is None else np.asarray(m, dtype=np.int64) for m in members]
     n_mels = np.shape(logmels[0])[1]
-    positions = crop_positions(n, lengths, crops, seed)
+    keys: dict[int, int] = {}  # clip -> clip_key, computed when the clip is first fetched
     log_sum: np.ndarray | None = None
     count = np.zeros(n, dtype=np.int64)
     for li, length in enumerate(lengths):
@@ -176,7 +204,13 @@ def predict_ensemble(
                 continue
             # only clips some model scores need views
             need = np.unique(np.concatenate(wanted))
-            buf = build_views([logmels[i] for i in need], length, positions[li, need],
+            clips = [logmels[i] for i in need]
+            for i, m in zip(need, clips):
+                if int(i) not in keys:
+                    keys[int(i)] = clip_key(m)
+            positions = np.stack([clip_positions(keys[int(i)], int(length), crops, seed)
+                                  for i in need])
+            buf = build_views(clips, length, positions,
                               out=buf if buf is not None and len(need) * crops == len(buf) else None)
             where = {int(c): j for j, c in enumerate(need)}
             for model, pca, w in zip(models, pcas, wanted):
