@@ -254,6 +254,9 @@ class EnsembleConfig:
     alias: str = "champion"
     max_request_clips: int = 64
     max_clip_bytes: int = 20_000_000
+    # The work of one served request, clips x crops x sum(tta_lengths) view frames per fold
+    # model (fsd.serving.requests.request_cost); never below what the defaults need.
+    max_request_frames: int = 2_000_000
 
 
 @dataclass

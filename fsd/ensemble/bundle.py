@@ -74,6 +74,7 @@ class BundleInfo:
     # no baseline (CNN only). Otherwise {"name", "run_id", "path"} of the bundled model.
     baseline: dict[str, Any] | None = None
     blend_weight: float = 1.0
+    max_request_frames: int = 0  # bound on a request's work; 0: fsd.serving.requests' default
 
 
 def build_bundle(dst: Path, folds: Sequence[FoldFiles], cfg: Config, info: BundleInfo) -> Path:

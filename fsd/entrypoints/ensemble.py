@@ -157,7 +157,7 @@ def build_ensemble(cfg: Config, run_ids: list[str] | None = None, *, register: b
             batch_size=e.batch_size, crop_min=crop_min, crop_max=crop_max,
             prior=class_prior(index["label_id"].to_numpy(), len(labels)).tolist(),
             max_request_clips=e.max_request_clips, max_clip_bytes=e.max_clip_bytes,
-            train_key=key,
+            max_request_frames=e.max_request_frames, train_key=key,
         )
         mlflow.log_params({"ensemble.folds": len(files), "ensemble.lengths_used": str(lengths),
                            "ensemble.views_per_clip": len(lengths) * e.tta_crops})

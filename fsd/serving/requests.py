@@ -28,6 +28,13 @@ AUDIO_COLUMN = "audio"
 MAX_TTA_LENGTHS = 16
 MAX_TTA_CROPS = 32
 MAX_FRAMES = 4000  # ~40 s of log-mel at hop 220 / 22.05 kHz
+# The work of one request, bounded as a whole: view frames per fold model, clips x crops x the
+# sum of the lengths (each view is one crop of one clip at one length). Each bound above alone
+# let 4 clips x 16 lengths of 4000 x 32 crops (8.2M frames, minutes of CPU) through. The
+# default admits ensemble.max_request_clips clips at the recipe's defaults (64 x 5 crops x six
+# lengths summing ~3,100 frames = ~1M); a bundle's own defaults are always admitted.
+MAX_REQUEST_FRAMES = 2_000_000
+KNOWN_PARAMS = ("tta_lengths", "tta_crops", "top_k", "seed", "return_probabilities")
 
 
 class RequestError(ValueError):
@@ -52,6 +59,17 @@ def clips_from_frame(frame: Any, max_clips: int, max_clip_bytes: int) -> list[by
     than ``max_clips`` rows, and any value that is null, empty, not bytes/base64, or larger
     than ``max_clip_bytes`` (checked on the encoded size first, so nothing big is decoded).
     """
+    return decode_rows(request_rows(frame, max_clips), max_clip_bytes)
+
+
+def decode_rows(values: Sequence[Any], max_clip_bytes: int) -> list[bytes]:
+    """Each row's clip as bytes (see :func:`clips_from_frame`)."""
+    return [_clip_bytes(v, i, max_clip_bytes) for i, v in enumerate(values)]
+
+
+def request_rows(frame: Any, max_clips: int) -> list[Any]:
+    """The request's ``audio`` values, not decoded yet: the table's shape and row count are
+    checked (see :func:`clips_from_frame`)."""
     if isinstance(frame, Mapping):
         frame = _frame_from_mapping(frame)
     if not isinstance(frame, pd.DataFrame):
@@ -63,12 +81,12 @@ def clips_from_frame(frame: Any, max_clips: int, max_clip_bytes: int) -> list[by
     columns = [str(c) for c in frame.columns]
     if AUDIO_COLUMN not in columns:
         raise RequestError(
-            f"missing column {AUDIO_COLUMN!r} (got {columns}); send each clip's file bytes, "
+            f"missing column {AUDIO_COLUMN!r} (got {_names(columns)}); send each clip's file bytes, "
             f"base64-encoded, in a column named {AUDIO_COLUMN!r}"
         )
     extra = [c for c in columns if c != AUDIO_COLUMN]
     if extra:
-        raise RequestError(f"unexpected column(s) {extra}; send only {AUDIO_COLUMN!r}")
+        raise RequestError(f"unexpected column(s) {_names(extra)}; send only {AUDIO_COLUMN!r}")
     values = frame[AUDIO_COLUMN].tolist()
     nested = len(values) == 1 and (isinstance(values[0], (list, tuple)) or (
         isinstance(values[0], np.ndarray) and values[0].dtype != np.uint8))
@@ -82,7 +100,7 @@ def clips_from_frame(frame: Any, max_clips: int, max_clip_bytes: int) -> list[by
             f"too many clips in one request: {n} > {max_clips} (ensemble.max_request_clips); "
             "split it into several requests"
         )
-    return [_clip_bytes(v, i, max_clip_bytes) for i, v in enumerate(values)]
+    return values
 
 
 def _frame_from_mapping(data: Mapping) -> pd.DataFrame:
@@ -91,7 +109,7 @@ def _frame_from_mapping(data: Mapping) -> pd.DataFrame:
     try:
         return pd.DataFrame(dict(data))
     except (ValueError, TypeError) as exc:
-        raise RequestError(f"cannot read the request as a table: {exc}") from None
+        raise RequestError(f"cannot read the request as a table ({type(exc).__name__})") from None
 
 
 def _clip_bytes(value: Any, row: int, max_bytes: int) -> bytes:
@@ -136,10 +154,11 @@ def parse_params(
 ) -> InferenceParams:
     """Check the request's inference params against the ensemble's defaults and bounds."""
     params = dict(params or {})
-    known = {"tta_lengths", "tta_crops", "top_k", "seed", "return_probabilities"}
-    unknown = sorted(set(params) - known)
+    known = set(KNOWN_PARAMS)
+    unknown = sorted(str(k) for k in set(params) - known)
     if unknown:
-        raise RequestError(f"unknown param(s) {unknown}; known: {sorted(known)}")
+        raise RequestError(f"unknown param(s) {[_show(k) for k in unknown[:5]]}; "
+                           f"known: {sorted(known)}")
     lengths = params.get("tta_lengths")
     if lengths is None or (isinstance(lengths, (list, tuple, np.ndarray)) and len(lengths) == 0):
         lengths = list(default_lengths)
@@ -147,9 +166,9 @@ def parse_params(
         lengths = [p for p in lengths.replace(",", " ").split() if p]
     if not isinstance(lengths, (list, tuple, np.ndarray)):
         lengths = [lengths]
+    if len(lengths) > MAX_TTA_LENGTHS:
+        raise RequestError(f"tta_lengths: at most {MAX_TTA_LENGTHS} lengths, got {len(lengths)}")
     lengths_t = tuple(_int(v, "tta_lengths", 1, MAX_FRAMES) for v in lengths)
-    if len(lengths_t) > MAX_TTA_LENGTHS:
-        raise RequestError(f"tta_lengths: at most {MAX_TTA_LENGTHS} lengths, got {len(lengths_t)}")
     return InferenceParams(
         tta_lengths=lengths_t,
         tta_crops=_int(params.get("tta_crops", default_crops), "tta_crops", 1, MAX_TTA_CROPS),
@@ -162,13 +181,13 @@ def parse_params(
 
 def _int(value: Any, name: str, lo: int, hi: int) -> int:
     if isinstance(value, (bool, np.bool_)):
-        raise RequestError(f"{name}: expected an integer, got {value!r}")
+        raise RequestError(f"{name}: expected an integer, got {_show(value)}")
     try:
         f = float(value)
-    except (TypeError, ValueError):
-        raise RequestError(f"{name}: expected an integer, got {value!r}") from None
+    except (TypeError, ValueError, OverflowError):
+        raise RequestError(f"{name}: expected an integer, got {_show(value)}") from None
     if not math.isfinite(f) or not f.is_integer():
-        raise RequestError(f"{name}: expected an integer, got {value!r}")
+        raise RequestError(f"{name}: expected an integer, got {_show(value)}")
     i = int(f)
     if not lo <= i <= hi:
         raise RequestError(f"{name}: {i} is outside [{lo}, {hi}]")
@@ -183,7 +202,45 @@ def _bool(value: Any, name: str) -> bool:
         return True
     if text in ("false", "0", "no", ""):
         return False
-    raise RequestError(f"{name}: expected true or false, got {value!r}")
+    raise RequestError(f"{name}: expected true or false, got {_show(value)}")
+
+
+def _show(value: Any, limit: int = 40) -> str:
+    """A short repr for an error message: a request's values are never echoed at length."""
+    if isinstance(value, (str, bytes, int, float, bool, np.generic)) or value is None:
+        text = repr(value)
+    else:
+        text = f"a {type(value).__name__}"
+    return text if len(text) <= limit else text[:limit - 3] + "..."
+
+
+def _names(names: Sequence[str], n: int = 5) -> str:
+    shown = ", ".join(_show(c) for c in names[:n])
+    return f"[{shown}{', ...' if len(names) > n else ''}]"
+
+
+def request_cost(n_clips: int, lengths: Sequence[int], crops: int) -> int:
+    """View frames one fold model computes for a request: clips x crops x sum of lengths."""
+    return int(n_clips) * int(crops) * int(sum(int(v) for v in lengths))
+
+
+def check_cost(n_clips: int, p: InferenceParams, limit: int) -> None:
+    """Refuse a request whose work (:func:`request_cost`) exceeds ``limit`` view frames."""
+    cost = request_cost(n_clips, p.tta_lengths, p.tta_crops)
+    if cost > limit:
+        raise RequestError(
+            f"request too costly: {n_clips} clip(s) x {p.tta_crops} crops x "
+            f"{sum(p.tta_lengths)} frames of tta_lengths = {cost:,} view frames > {limit:,} "
+            "(ensemble.max_request_frames); send fewer clips, crops or lengths"
+        )
+
+
+def cost_limit(info) -> int:
+    """The bundle's bound on :func:`request_cost`: ``max_request_frames`` (the module default
+    when unset), never below what its own defaults need at ``max_request_clips`` clips."""
+    limit = int(getattr(info, "max_request_frames", 0) or MAX_REQUEST_FRAMES)
+    own = request_cost(info.max_request_clips, info.tta_lengths, info.tta_crops)
+    return max(limit, own)
 
 
 def response_frame(probs: np.ndarray, labels: Sequence[str], top_k: int,
@@ -233,13 +290,16 @@ def score_request(ensemble, model_input: Any, params: Mapping[str, Any] | None) 
     """The whole request path without MLflow: validate, decode, featurize, TTA, top-k.
 
     ``ensemble`` is a :class:`fsd.ensemble.bundle.Ensemble`. Raises RequestError for anything
-    wrong with the request; parameters are checked before any audio is decoded.
+    wrong with the request; parameters and the request's cost are checked before any clip is
+    decoded.
     """
     info = ensemble.info
-    blobs = clips_from_frame(model_input, info.max_request_clips, info.max_clip_bytes)
+    rows = request_rows(model_input, info.max_request_clips)
     p = parse_params(params, default_lengths=info.tta_lengths, default_crops=info.tta_crops,
                      default_top_k=info.top_k, default_seed=info.seed,
                      n_classes=len(ensemble.labels))
+    check_cost(len(rows), p, cost_limit(info))  # before any clip is decoded
+    blobs = decode_rows(rows, info.max_clip_bytes)
     logmels, summaries = clip_features(blobs, ensemble.cfg)
     probs = ensemble.predict(logmels, summaries, p.tta_lengths, p.tta_crops, p.seed)
     return response_frame(probs, ensemble.labels, p.top_k, p.return_probabilities)
