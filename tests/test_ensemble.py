@@ -237,3 +237,56 @@ def test_fsd_ensemble_command_refuses_an_incomplete_set(ensemble_tracking, caplo
     with caplog.at_level("ERROR"):
         assert main(["ensemble", "--fold-runs", "0123456789abcdef"]) == 2
     assert "not found" in caplog.text
+
+
+def _bundle(ensemble_tracking):
+    import mlflow
+
+    from fsd.ensemble.bundle import Ensemble
+
+    local = Path(mlflow.artifacts.download_artifacts(ensemble_tracking.summary["model_uri"]))
+    return Ensemble.load(next(local.rglob("ensemble.json")).parent)
+
+
+def test_scoring_clips_with_the_wrong_folds_model_changes_the_score(ensemble_tracking):
+    """Out of fold means each clip is scored by the model that did not train on it: handing
+    the clips to the other fold's model (which trained on them) must change the answer."""
+    from fsd.entrypoints.featurize import resolve_store
+    from fsd.model.tta import ClipRows
+
+    ensemble = _bundle(ensemble_tracking)
+    store, _ = resolve_store(ensemble_tracking.cfg)
+    folds = store.index["fold"].to_numpy()
+    logmels = ClipRows(store.logmel, range(len(folds)))
+    summaries = np.asarray(store.summary)
+    right = [np.flatnonzero(folds == f) for f in ensemble.folds]
+    wrong = right[::-1]  # two folds: each model scores the clips it trained on
+    p_right = ensemble.score(logmels, summaries, members=right).probs()
+    p_wrong = ensemble.score(logmels, summaries, members=wrong).probs()
+    assert np.abs(p_right - p_wrong).max() > 1e-3
+    y = store.index["label_id"].to_numpy()
+    assert map_at_k(y, p_right, 3) != map_at_k(y, p_wrong, 3) or \
+        not np.allclose(p_right, p_wrong, atol=1e-2)
+
+
+def test_the_served_model_answers_as_the_ensemble_predicts(ensemble_tracking):
+    """The registered pyfunc, fed test clips' raw bytes, returns the probabilities the ensemble
+    computes for the same clips from the feature store (float16 there: a small tolerance)."""
+    import mlflow
+    import pandas as pd
+
+    from fsd.entrypoints.featurize import resolve_store
+
+    ensemble = _bundle(ensemble_tracking)
+    store, _ = resolve_store(ensemble_tracking.cfg)
+    test = store.open_split("test")
+    rows = np.flatnonzero(test.index["frames"].to_numpy() > 0)[:4]  # one request's worth
+    names = test.index["fname"].astype(str).to_numpy()[rows]
+    want = ensemble.predict([test.logmel(int(i)) for i in rows], np.asarray(test.summary)[rows])
+    data_root = Path(ensemble_tracking.cfg.data.root) / "FSDKaggle2018.audio_test"
+    model = mlflow.pyfunc.load_model(ensemble_tracking.model_uri)
+    served = model.predict(pd.DataFrame({"audio": [(data_root / f).read_bytes() for f in names]}),
+                           params={"return_probabilities": True})
+    got = served[[f"prob_{c}" for c in ensemble.labels]].to_numpy()
+    np.testing.assert_allclose(got, want, atol=2e-3)
+    assert (got.argmax(axis=1) == want.argmax(axis=1)).all()
