@@ -36,6 +36,15 @@ TAG_STORE_KEY = "fsd.store_key"
 TAG_BASELINE = "fsd.baseline"  # the baseline model of a baseline run: logreg | hgb
 TAG_BASELINE_KEY = "fsd.baseline_key"  # that model's settings (see baseline_key)
 STAGE_BASELINE = "baseline"
+# Who runs a run: set at its start, so a later step can tell a run whose process is gone
+# (killed, crashed machine) from one still working, and mark it KILLED (see reap_dead_runs).
+TAG_PID = "fsd.pid"
+TAG_HOST = "fsd.host"
+TAG_PROC_START = "fsd.proc_start"  # the process's start time (clock ticks), against pid reuse
+TAG_CONTINUES = "fsd.continues"  # on a run that continues an interrupted one: that run's id
+TAG_REAPED = "fsd.reaped"  # why a run was marked KILLED
+# A featurize run that failed --strict: later steps refuse its features.
+TAG_STRICT_FAILED = "fsd.strict_failed"
 
 # MLflow caps a param value at 6000 characters; long lists are still readable in config.yaml.
 _PARAM_LIMIT = 500
@@ -95,12 +104,108 @@ def stage_run(
     run_name: str | None = None,
 ) -> Iterator[Run]:
     """A run for one stage, with the fully resolved config logged as params and config.yaml."""
-    set_experiment(cfg)
+    exp_id = set_experiment(cfg)
+    reap_dead_runs(exp_id)
     name = run_name or cfg.tracking.run_name or f"{stage}"
-    all_tags = {TAG_STAGE: stage, TAG_CONFIG: cfg.name, **(tags or {})}
+    all_tags = {TAG_STAGE: stage, TAG_CONFIG: cfg.name, **process_tags(), **(tags or {})}
     with mlflow.start_run(run_name=name, nested=nested, tags=all_tags) as run:
         log_config(cfg)
         yield run
+
+
+def _proc_start(pid: int) -> str:
+    """The start time of process ``pid`` in clock ticks since boot (Linux), '' elsewhere."""
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return ""
+    # the command name (field 2) may hold spaces and parentheses; fields follow the last ')'
+    fields = stat.rsplit(")", 1)[-1].split()
+    return fields[19] if len(fields) > 19 else ""
+
+
+def process_tags(pid: int | None = None) -> dict[str, str]:
+    """The tags naming the process that runs a run: pid, host name, start time."""
+    import socket
+
+    pid = os.getpid() if pid is None else pid
+    return {TAG_PID: str(pid), TAG_HOST: socket.gethostname(), TAG_PROC_START: _proc_start(pid)}
+
+
+def process_alive(pid: int, start: str = "") -> bool:
+    """Whether process ``pid`` (on this host) is still the one that started with ``start``."""
+    if pid <= 0:
+        return False
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        pass  # exists, owned by someone else
+    except OSError:
+        return False
+    if start:
+        now = _proc_start(pid)
+        if now and now != start:
+            return False  # the pid was reused by another process
+    return True
+
+
+def run_process_gone(run: Run) -> bool:
+    """A RUNNING run started on this host whose process no longer exists. Runs of other hosts,
+    and runs without the process tags (started elsewhere or by an older version), are not
+    judged."""
+    import socket
+
+    tags = run.data.tags
+    if run.info.status != "RUNNING" or tags.get(TAG_HOST) != socket.gethostname():
+        return False
+    try:
+        pid = int(tags.get(TAG_PID, ""))
+    except ValueError:
+        return False
+    return not process_alive(pid, tags.get(TAG_PROC_START, ""))
+
+
+def reap_dead_runs(experiment_id: str) -> list[str]:
+    """Mark KILLED every RUNNING run of the experiment whose process (on this host) is gone;
+    returns their ids. Called when a step starts, so a kill -9 or a crash does not leave runs
+    RUNNING forever."""
+    import socket
+
+    client = MlflowClient()
+    try:
+        runs = client.search_runs([experiment_id], filter_string="attributes.status = 'RUNNING'",
+                                  max_results=1000)
+    except Exception as exc:  # never let housekeeping stop a step
+        log.debug("cannot look for dead runs: %s", exc)
+        return []
+    reaped = []
+    for run in runs:
+        if not run_process_gone(run):
+            continue
+        rid = run.info.run_id
+        pid = run.data.tags.get(TAG_PID)
+        try:
+            client.set_tag(rid, TAG_REAPED, f"process {pid} on {socket.gethostname()} was gone "
+                           f"when process {os.getpid()} started a step; marked KILLED")
+            client.set_terminated(rid, status="KILLED")
+        except Exception as exc:
+            log.warning("could not mark run %s KILLED: %s", rid, exc)
+            continue
+        log.warning("run %s (%s) was left RUNNING by process %s, which is gone: marked KILLED",
+                    rid, run.data.tags.get("mlflow.runName", ""), pid)
+        reaped.append(rid)
+    return reaped
+
+
+def strict_failure(run: Run) -> str:
+    """Why a featurize run's features must not be used ('' when they may)."""
+    reason = run.data.tags.get(TAG_STRICT_FAILED, "")
+    if reason:
+        return (f"featurize run {run.info.run_id} failed --strict ({reason}; see "
+                "reports/rejects.csv); fix the data, or run featurize again without --strict")
+    return ""
 
 
 def log_config(cfg: Config) -> None:
@@ -156,8 +261,10 @@ def find_runs(
 
 
 def featurize_runs(cfg: Config) -> list[Run]:
-    """Finished featurize runs whose features match ``cfg``, newest first."""
-    return find_runs(cfg, "featurize", tags={TAG_FEATURE_KEY: feature_key(cfg)})
+    """Finished featurize runs whose features match ``cfg``, newest first; runs that failed
+    ``--strict`` are left out."""
+    runs = find_runs(cfg, "featurize", tags={TAG_FEATURE_KEY: feature_key(cfg)})
+    return [r for r in runs if not r.data.tags.get(TAG_STRICT_FAILED)]
 
 
 def finished_folds(cfg: Config, store_key: str | None = None) -> dict[int, Run]:

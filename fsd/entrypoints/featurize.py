@@ -34,16 +34,22 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
 
 def run(cfg: Config, args: argparse.Namespace) -> int:
+    failed = False
     with tracking.stage_run(cfg, "featurize") as active:
         result = featurize_logged(cfg)
         log.info("featurize run %s: %d clips, %d rejected", active.info.run_id,
                  result.stats["n_clips"], result.stats["n_rejected"])
-    if args.strict and result.rejects:
-        first = result.rejects[0]
-        log.error("--strict: %d rejected (first: %s: %s); see rejects.csv in run %s",
-                  len(result.rejects), first.fname, first.reason, active.info.run_id)
-        return 3
-    return 0
+        if args.strict and result.rejects:
+            # The run must not look usable: tagged (train_fold and the ensemble refuse it and
+            # the search for features skips it) and ended FAILED.
+            first = result.rejects[0]
+            mlflow.set_tag(tracking.TAG_STRICT_FAILED,
+                           f"{len(result.rejects)} clips or rows rejected")
+            log.error("--strict: %d rejected (first: %s: %s); see rejects.csv in run %s",
+                      len(result.rejects), first.fname, first.reason, active.info.run_id)
+            failed = True
+            mlflow.end_run(status="FAILED")
+    return 3 if failed else 0
 
 
 def featurize_logged(cfg: Config):
@@ -125,6 +131,12 @@ def resolve_store(cfg: Config, features_run: str = ""):
     key = tracking.feature_key(cfg)
     if features_run:
         run = mlflow.get_run(features_run)
+        refused = tracking.strict_failure(run)
+        if refused:
+            raise ConfigError(refused)
+        if run.info.status != "FINISHED":
+            raise ConfigError(f"featurize run {features_run} is {run.info.status}, not "
+                              "FINISHED: its features may be incomplete; run featurize again")
         run_key = run.data.tags.get(tracking.TAG_FEATURE_KEY, "")
         if run_key != key:
             raise ConfigError(
@@ -134,6 +146,13 @@ def resolve_store(cfg: Config, features_run: str = ""):
             )
     else:
         runs = tracking.featurize_runs(cfg)
+        failed = [r for r in tracking.find_runs(cfg, "featurize", finished_only=False,
+                                                tags={tracking.TAG_FEATURE_KEY: key})[:1]
+                  if tracking.strict_failure(r)]
+        if failed and (not runs or failed[0].info.start_time > runs[0].info.start_time):
+            # the newest featurize of this config failed --strict: never fall back silently
+            # to older features
+            raise ConfigError(tracking.strict_failure(failed[0]))
         if not runs:
             raise ConfigError(
                 f"no finished featurize run with feature key {key} in experiment "

@@ -64,18 +64,29 @@ def train_fold_logged(cfg: Config, store, features_run: str, *, nested: bool = F
             tracking.TAG_FEATURE_KEY: tracking.feature_key(cfg), tracking.TAG_STORE_KEY: store.key,
             tracking.TAG_TRAIN_KEY: tracking.train_key(cfg)}
     # Under `mlflow run` the launcher already opened this step's run; use that one.
-    resume_id = "" if os.environ.get("MLFLOW_RUN_ID") else _unfinished_run(workdir)
+    previous = _unfinished_run(workdir)
+    launched = os.environ.get("MLFLOW_RUN_ID", "")
+    resume_id = "" if launched else previous
+    if previous and previous != launched:
+        _reap(previous)  # its process is gone: KILLED, not RUNNING forever
     if not resume_id:
         tracking.set_experiment(cfg)
     if resume_id:
         log.info("resuming fold %d in MLflow run %s", fold, resume_id)
         # The interrupted run may live in another experiment (e.g. `mlflow run`'s default).
         mlflow.set_experiment(experiment_id=MlflowClient().get_run(resume_id).info.experiment_id)
+        old_pid = MlflowClient().get_run(resume_id).data.tags.get(tracking.TAG_PID, "")
         ctx = mlflow.start_run(run_id=resume_id, nested=nested)
     else:
+        if previous:
+            # a new run (under `mlflow run`) that continues the interrupted one's checkpoint
+            tags = {**tags, tracking.TAG_CONTINUES: previous}
+            log.info("fold %d continues the checkpoint of MLflow run %s", fold, previous)
         ctx = tracking.stage_run(cfg, "train_fold", nested=nested, tags=tags,
                                  run_name=f"fold-{fold}")
     with ctx as active:
+        if resume_id:
+            mlflow.set_tags({**tracking.process_tags(), "fsd.resumed_from_pid": old_pid})
         (workdir / RUN_ID_FILE).write_text(active.info.run_id)
         result = train_fold(cfg, store, fold, workdir, on_epoch=tracking.epoch_logger())
         log_fold_outputs(workdir)
@@ -86,6 +97,8 @@ def log_fold_outputs(workdir: Path) -> None:
     summary = json.loads((workdir / "result.json").read_text())
     mlflow.log_metrics({k: float(v) for k, v in summary.items()
                         if isinstance(v, (int, float)) and not isinstance(v, bool) and k != "fold"})
+    if summary.get("selected_stage"):
+        mlflow.set_tag("fsd.selected_stage", summary["selected_stage"])
     for name in ("model.keras", "projector.joblib", "history.csv", "oof.csv", "result.json"):
         if (workdir / name).exists():
             mlflow.log_artifact(str(workdir / name), FOLD_ARTIFACT)
@@ -104,6 +117,16 @@ def _unfinished_run(workdir: Path) -> str:
     except Exception:  # the run may live in another tracking store; start a fresh one
         return ""
     return run_id if status in ("RUNNING", "FAILED", "KILLED") else ""
+
+
+def _reap(run_id: str) -> None:
+    """Mark the interrupted run KILLED when it is RUNNING and its process is gone."""
+    try:
+        run = MlflowClient().get_run(run_id)
+    except Exception:
+        return
+    if tracking.run_process_gone(run):
+        tracking.reap_dead_runs(run.info.experiment_id)
 
 
 def fold_runs(cfg: Config, run_ids: list[str] | None = None) -> dict[int, mlflow.entities.Run]:
