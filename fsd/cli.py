@@ -27,6 +27,7 @@ COMMANDS = {
     "main": "fsd.entrypoints.pipeline",
     "report": "fsd.entrypoints.report",
     "predict": "fsd.entrypoints.predict",
+    "serve": "fsd.entrypoints.serve",
 }
 
 

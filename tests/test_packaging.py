@@ -31,6 +31,13 @@ def test_constraints_pin_every_dependency():
     assert not missing, f"not pinned in constraints.txt: {missing}"
 
 
+def test_constraints_pin_the_test_extra():
+    project = tomllib.loads((REPO / "pyproject.toml").read_text())["project"]
+    pinned = {_name(line) for line in (REPO / "constraints.txt").read_text().splitlines() if "==" in line}
+    missing = {_name(r) for r in project["optional-dependencies"]["test"]} - pinned
+    assert not missing, f"test extra not pinned in constraints.txt: {missing}"
+
+
 def test_mlproject_entry_points_call_the_cli():
     spec = yaml.safe_load((REPO / "MLproject").read_text())
     assert {"main", "featurize", "train_fold", "baseline", "ensemble", "sweep"} <= set(
@@ -40,7 +47,7 @@ def test_mlproject_entry_points_call_the_cli():
 
 
 @pytest.mark.parametrize("command", ["featurize", "train-fold", "baseline", "ensemble", "sweep", "main",
-                                     "predict"])
+                                     "predict", "serve"])
 def test_every_command_has_help(command):
     out = subprocess.run([sys.executable, "-m", "fsd", command, "--help"], cwd=REPO,
                          capture_output=True, text=True, timeout=120)

@@ -202,14 +202,18 @@ def register_and_promote(model_uri: str, name: str, alias: str, score: float,
 
 
 class LocalServer:
-    """``mlflow models serve -m URI --env-manager local`` on 127.0.0.1, as a context manager.
+    """``mlflow models serve -m URI --env-manager local`` on 127.0.0.1, as a context manager;
+    with ``front=True`` ``fsd serve --model URI`` instead (``serve_args`` appended).
 
     Waits for ``/ping`` (bounded by ``start_timeout``) and always stops the whole process group
     on exit, so a failing test or benchmark never leaves a server behind.
     """
 
     def __init__(self, model_uri: str, *, port: int = 0, env: dict[str, str] | None = None,
-                 start_timeout: float = 180.0, request_timeout: int = 60, log_path: Path | None = None):
+                 start_timeout: float = 180.0, request_timeout: int = 60, log_path: Path | None = None,
+                 front: bool = False, serve_args: list[str] | None = None):
+        self.front = front
+        self.serve_args = list(serve_args or [])
         self.model_uri = model_uri
         self.port = port or free_port()
         self.url = f"http://127.0.0.1:{self.port}"
@@ -239,8 +243,13 @@ class LocalServer:
             self._own_log = True
         else:
             self._log = open(self.log_path, "w+b")
-        cmd = [sys.executable, "-m", "mlflow", "models", "serve", "-m", self.model_uri,
-               "--env-manager", "local", "-h", "127.0.0.1", "-p", str(self.port)]
+        if self.front:
+            cmd = [sys.executable, "-m", "fsd", "serve", "--model", self.model_uri,
+                   "--host", "127.0.0.1", "--port", str(self.port),
+                   "--timeout", str(self.request_timeout), *self.serve_args]
+        else:
+            cmd = [sys.executable, "-m", "mlflow", "models", "serve", "-m", self.model_uri,
+                   "--env-manager", "local", "-h", "127.0.0.1", "-p", str(self.port)]
         self._proc = subprocess.Popen(cmd, env=env, stdout=self._log, stderr=subprocess.STDOUT,
                                       start_new_session=True)
         try:
@@ -275,6 +284,10 @@ class LocalServer:
             return Path(self.log_path).read_bytes()[-n:].decode(errors="replace")
         except (OSError, TypeError):
             return ""
+
+    @property
+    def pid(self) -> int | None:
+        return None if self._proc is None else self._proc.pid
 
     def stop(self) -> None:
         import os
