@@ -214,6 +214,10 @@ class TrainConfig:
     val_lengths: list[int] = field(default_factory=list)
     val_n_lengths: int = 6
     steps_per_epoch: int = 0  # 0: one pass over the training clips (see min_steps_per_epoch)
+    # A fold keeps stage 1's network when stage 2 ends with a worse validation loss (stage 2's
+    # fresh head can cost more than the PCA features bring on a few dozen clips). The recipe
+    # always kept stage 2.
+    keep_better_stage: bool = True
     # An epoch has at least this many steps, so a phase of N epochs gets N * this many updates
     # however few clips there are (a few hundred clips at batch 32 are ~10 steps a pass).
     min_steps_per_epoch: int = 0

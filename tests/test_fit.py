@@ -55,7 +55,7 @@ TINY = [
     "train.stage1.cyclic_epochs=2", "train.stage1.plateau_low_epochs=1",
     "train.stage1.plateau_high_epochs=0",
     "train.stage2.cyclic_epochs=1", "train.stage2.plateau_low_epochs=0",
-    "train.stage2.plateau_high_epochs=1",
+    "train.stage2.plateau_high_epochs=1", "train.keep_better_stage=false",
 ]
 
 
@@ -96,7 +96,7 @@ def test_train_fold_end_to_end_with_interruption_and_resume(tmp_path):
     with pytest.raises(Interrupt):
         train_fold(cfg, store, 0, wd, on_epoch=stop_after_first, progress=False, run_eagerly=True)
     assert [(s, e) for s, e, _ in calls] == [("stage1", 0)]
-    assert set(calls[0][2]) == {"loss", "val_loss", "val_map3", "lr"}
+    assert set(calls[0][2]) == {"loss", "val_loss", "val_map3", "val_accuracy", "lr"}
     state = json.loads((wd / "checkpoint" / "state.json").read_text())
     assert (state["stage"], state["stage_epoch"], state["phase"], state["phase_epoch"]) == (
         "stage1", 1, 0, 1)
@@ -110,7 +110,8 @@ def test_train_fold_end_to_end_with_interruption_and_resume(tmp_path):
     # continues with the second epoch of stage 1's phase A, redoes nothing
     assert resumed == [("stage1", 1), ("stage1", 2), ("stage2", 0), ("stage2", 1)]
     hist = result.history
-    assert list(hist.columns) == ["stage", "phase", "epoch", "loss", "val_loss", "val_map3", "lr"]
+    assert list(hist.columns) == ["stage", "phase", "epoch", "loss", "val_loss", "val_map3",
+                                  "val_accuracy", "lr"]
     assert list(zip(hist["stage"], hist["phase"], hist["epoch"])) == [
         ("stage1", "A", 0), ("stage1", "A", 1), ("stage1", "B", 2),
         ("stage2", "A", 0), ("stage2", "C", 1)]

@@ -55,3 +55,8 @@ def test_a_small_cnn_learns_the_sample_from_scratch(sample_store, tmp_path):
     assert best > CHANCE_MAP3_6_CLASSES + 0.35, stage1.to_string()
     assert stage1["val_accuracy"].max() > 0.5, stage1.to_string()
     assert stage1["loss"].iloc[-1] < stage1["loss"].iloc[0]
+    # stage 2 trained no epoch here, so the fold keeps the better stage 1 network, and its
+    # final validation is stage 1's best epoch
+    assert result.metrics["selected_stage"] == "stage1"
+    best_epoch = stage1.loc[stage1["val_loss"].idxmin()]
+    assert result.metrics["val_map3"] == pytest.approx(best_epoch["val_map3"], abs=1e-6)

@@ -479,9 +479,24 @@ class _FoldTrainer:
             model.set_weights(best)
         out = self.workdir / ("stage1.keras" if stage == "stage1" else "model.keras")
         _save_model(model, out)
+        if stage == "stage2":
+            st["selected_stage"] = self._select_stage()
         nxt = STAGES.index(stage) + 1
         st.update(stage=STAGES[nxt] if nxt < len(STAGES) else "done", **_stage_start())
         self.ckpt.save(st, None, None)
+
+    def _select_stage(self) -> str:
+        """Which stage's network the fold keeps as model.keras (see train.keep_better_stage)."""
+        hist = pd.DataFrame(self.state["history"], columns=HISTORY_COLUMNS)
+        best = hist.groupby("stage")["val_loss"].min().to_dict()
+        s1, s2 = best.get("stage1", math.inf), best.get("stage2", math.inf)
+        if self.cfg.train.keep_better_stage and s1 < s2:
+            log.info("fold %d: stage 1 validates better than stage 2 (val_loss %.4f < %.4f); "
+                     "the fold keeps stage 1's network", self.fold, s1, s2)
+            shutil.copyfile(self.workdir / "stage1.keras", self.workdir / "model.keras.tmp")
+            os.replace(self.workdir / "model.keras.tmp", self.workdir / "model.keras")
+            return "stage1"
+        return "stage2"
 
     def _write_history(self) -> pd.DataFrame:
         hist = pd.DataFrame(self.state["history"], columns=HISTORY_COLUMNS)
@@ -498,7 +513,10 @@ class _FoldTrainer:
         model = keras.saving.load_model(wd / "model.keras", compile=False)
         if self.run_eagerly:
             model.compile(run_eagerly=True)
-        val_loss, val_map3, val_acc, probs = self.validate(model, "stage2")
+        from fsd.model.networks import network_pca_dim
+
+        val_loss, val_map3, val_acc, probs = self.validate(
+            model, "stage2" if network_pca_dim(model) else "stage1")
         labels = self.data.labels
         idx = self.store.index.iloc[self.data.val_rows]
         oof = pd.DataFrame(probs, columns=labels)
@@ -519,6 +537,7 @@ class _FoldTrainer:
         st = self.state
         per_stage = hist.groupby("stage").size().to_dict()
         s1 = hist[hist["stage"] == "stage1"]
+        s2 = hist[hist["stage"] == "stage2"]
         metrics: dict[str, Any] = {
             "fold": self.fold,
             "val_map3": val_map3,
@@ -534,6 +553,11 @@ class _FoldTrainer:
             "stage1_val_accuracy": (float(s1.loc[s1["val_loss"].idxmin(), "val_accuracy"])
                                     if len(s1) else float("nan")),
             "val_lengths": [int(v) for v in self.data.val_lengths],
+            "selected_stage": st.get("selected_stage", "stage2"),
+            "stage2_val_accuracy": (float(s2.loc[s2["val_loss"].idxmin(), "val_accuracy"])
+                                    if len(s2) else float("nan")),
+            "stage2_val_map3": (float(s2.loc[s2["val_loss"].idxmin(), "val_map3"])
+                                if len(s2) else float("nan")),
             "distinct_shapes": len(st["shapes"]),
             "crop_min": int(self.data.crop[0]),
             "crop_max": int(self.data.crop[1]),
