@@ -81,6 +81,8 @@ def set_input_statistics(model: keras.Model, logmel_mean: float, logmel_var: flo
     the network in inference mode (validation, serving) sees inputs scaled unlike any batch it
     trained on: the log-mels are in [0, 1] with a variance near 0.05, so a fresh ``mel_bn``
     shrinks them ~4x. Training still looks fine, as it normalises with batch statistics.
+    (The later BNs' inputs move with the weights; their momentum is ``model.head_bn_momentum``
+    and ``model.bn_momentum``.)
     """
     bn = model.get_layer(MEL_BRANCH).get_layer("mel_bn")
     bn.moving_mean.assign(np.full(bn.moving_mean.shape, logmel_mean, dtype="float32"))

@@ -101,7 +101,6 @@ class _FoldData:
     n_mels: int
     crop: tuple[int, int]
     val_lengths: list[int]
-    logmel_stats: tuple[float, float]
     pca_train: np.ndarray
     pca_val: np.ndarray
     projector_path: Path
@@ -200,21 +199,7 @@ def _prepare(cfg: Config, store: FeatureSource, fold: int, workdir: Path,
     val_y = store.index["label_id"].to_numpy(np.int64)[val_rows]
     val_lengths = spaced_lengths(cfg.train.val_lengths, cfg.train.val_n_lengths, *crop)
     return _FoldData(labels, train_rows, val_rows, val_y, val_clips, probe.shape[1], crop,
-                     val_lengths, _logmel_stats(store, train_rows), pca_train, pca_val, projector_path)
-
-
-def _logmel_stats(store: FeatureSource, rows: np.ndarray, max_clips: int = 256) -> tuple[float, float]:
-    """Mean and variance of the log-mel values of (up to ``max_clips`` evenly spread) clips."""
-    pick = rows[np.linspace(0, len(rows) - 1, min(len(rows), max_clips)).astype(np.int64)]
-    total = sq = 0.0
-    count = 0
-    for i in pick:
-        m = np.asarray(store.logmel(int(i)), dtype=np.float64)
-        total += m.sum()
-        sq += np.square(m).sum()
-        count += m.size
-    mean = total / max(count, 1)
-    return float(mean), float(max(sq / max(count, 1) - mean * mean, 1e-6))
+                     val_lengths, pca_train, pca_val, projector_path)
 
 
 # --------------------------------------------------------------------------- checkpoint
@@ -370,12 +355,20 @@ class _FoldTrainer:
         # Seed per stage so a resumed run builds the same fresh head as an uninterrupted one.
         keras.utils.set_random_seed(self.state["rng"]["init_seed"][stage])
         pca_dim = self.data.pca_train.shape[1] if stage == "stage2" else None
-        model = build_network(self.cfg.model, len(self.data.labels), self.data.n_mels, pca_dim)
-        pca = self.data.pca_train
-        set_input_statistics(model, *self.data.logmel_stats,
-                             pca_mean=pca.mean(axis=0) if pca_dim else None,
-                             pca_var=pca.var(axis=0) + 1e-6 if pca_dim else None)
-        return model
+        return build_network(self.cfg.model, len(self.data.labels), self.data.n_mels, pca_dim)
+
+    def _init_input_statistics(self, model: keras.Model, ds: TrainBatches, stage: str) -> None:
+        """Start the input BNs at the statistics of the stage's own first batches (crops,
+        zero padding, augmentation and mixup included: what batch normalisation sees)."""
+        batches = [ds.batch(i, 0) for i in range(min(8, len(ds)))]
+        x = np.concatenate([b.x.ravel() for b in batches])
+        if stage == "stage1":  # stage 2's mel_bn comes settled from stage 1
+            set_input_statistics(model, float(x.mean()), float(x.var()) + 1e-6)
+        else:
+            pca = np.concatenate([b.pca for b in batches])
+            bn = model.get_layer("pca_bn")
+            bn.moving_mean.assign(pca.mean(axis=0).astype("float32"))
+            bn.moving_variance.assign((pca.var(axis=0) + 1e-6).astype("float32"))
 
     def _batches(self, stage: str, st: StageConfig) -> TrainBatches:
         return TrainBatches(
@@ -433,6 +426,8 @@ class _FoldTrainer:
             transfer_mel_branch(stage1, model)
             del stage1
         ds = self._batches(stage, st_cfg)
+        if snap is None:
+            self._init_input_statistics(model, ds, stage)
         log.info("fold %d %s: %d training clips, %d steps/epoch of %d, crops %s frames",
                  self.fold, stage, len(self.data.train_rows), len(ds), ds.batch_size,
                  ds.crop_lengths.tolist())
