@@ -7,10 +7,8 @@ never a file outside the audio folder."""
 
 from __future__ import annotations
 
-import asyncio
 import json
 import os
-from pathlib import Path
 
 import numpy as np
 import pandas as pd

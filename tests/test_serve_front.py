@@ -5,14 +5,11 @@ from __future__ import annotations
 
 import asyncio
 import base64
-import io
 import json
 import re
 from pathlib import Path
 
-import numpy as np
 import pytest
-import soundfile as sf
 
 from fsd.serving.front import MAX_MESSAGE, Front, short_message
 
@@ -201,17 +198,6 @@ def test_short_message_strips_payload_addresses_and_paths():
 
 
 # --- a real `fsd serve` ----------------------------------------------------------------------
-
-
-def _wav(seconds: float, sr: int = 44100, channels: int = 1, subtype: str = "PCM_16",
-         seed: int = 0) -> bytes:
-    rng = np.random.default_rng(seed)
-    t = np.arange(int(seconds * sr)) / sr
-    y = 0.3 * np.sin(2 * np.pi * (300 + 500 * seed) * t) + 0.02 * rng.standard_normal(len(t))
-    y = np.repeat(y[:, None], channels, axis=1)
-    buf = io.BytesIO()
-    sf.write(buf, y.astype(np.float32), sr, format="WAV", subtype=subtype)
-    return buf.getvalue()
 
 
 def test_fsd_serve_answers_like_mlflow_and_refuses_hostile_requests(ensemble_tracking):

@@ -1,0 +1,327 @@
+"""A bounded load test of ``fsd serve`` on 127.0.0.1 with hostile traffic mixed in.
+
+1,000 requests (``--requests``) from 8 concurrent clients (``--clients``), ~10% of them
+malformed across the kinds in :data:`KINDS` (invalid JSON, wrong and extra columns, not
+base64, random bytes, empty bodies and clips, a truncated WAV, a WAV whose header lies, 0.05 s,
+60 s, stereo 96 kHz 24-bit, a 20 MB body, too many clips, too-costly params, an unknown param,
+wrong and missing Content-Type). Passes when there are 0 5xx answers, 0 timeouts and 0
+connection errors, every malformed kind gets its expected class of answer, and the server's
+RSS at the end is within 20% of its level after warm-up. Prints p50/p95 of the good requests.
+
+The model is the tests' tiny ensemble (tests/conftest_ensemble.py: 2 folds, 2 lengths x 2
+crops), trained once into ``--workdir`` (about a minute) and reused, or any ``--model`` URI
+with ``MLFLOW_TRACKING_URI`` set. Not a test: it takes minutes; run it by hand::
+
+    nice -n 19 .venv/bin/python benchmarks/load_serve.py --workdir /tmp/fsd-load
+"""
+
+from __future__ import annotations
+
+import argparse
+import base64
+import functools
+import http.client
+import io
+import json
+import os
+import random
+import socket
+import statistics
+import struct
+import sys
+import threading
+import time
+from collections import Counter, defaultdict
+from pathlib import Path
+
+import numpy as np
+import soundfile as sf
+
+REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO / "tests"))
+
+
+# --- the model -------------------------------------------------------------------------------
+
+
+def build_tiny_model(workdir: Path) -> tuple[str, str]:
+    """Train the tests' tiny ensemble into ``workdir`` once; returns (tracking URI, model URI)."""
+    from conftest_ensemble import MODEL_NAME, make_kaggle_layout, tiny_config, tracking_at
+
+    workdir.mkdir(parents=True, exist_ok=True)
+    uri = f"sqlite:///{workdir}/mlflow.db"
+    model_uri = f"models:/{MODEL_NAME}@champion"
+    marker = workdir / "model_ready"
+    if marker.exists():
+        return uri, model_uri
+    from fsd import tracking
+    from fsd.entrypoints.ensemble import build_ensemble
+    from fsd.entrypoints.featurize import featurize_logged, resolve_store
+    from fsd.entrypoints.train_fold import train_fold_logged
+    from fsd.train import fit
+
+    data_root = make_kaggle_layout(workdir / "data", workdir / "cache")
+    cfg = tiny_config(workdir, data_root)
+    with tracking_at(uri):
+        with tracking.stage_run(cfg, "featurize"):
+            featurize_logged(cfg)
+        store, features_run = resolve_store(cfg)
+        orig = fit.train_fold
+        fit.train_fold = functools.partial(orig, run_eagerly=True)
+        try:
+            for fold in range(cfg.folds.n_folds):
+                cfg.train.fold = fold
+                train_fold_logged(cfg, store, features_run)
+        finally:
+            fit.train_fold = orig
+        cfg.train.fold = 0
+        build_ensemble(cfg, None, register=True)
+    marker.write_text(model_uri)
+    return uri, model_uri
+
+
+# --- requests --------------------------------------------------------------------------------
+
+
+def wav(seconds: float, sr: int = 44100, channels: int = 1, subtype: str = "PCM_16",
+        seed: int = 0) -> bytes:
+    rng = np.random.default_rng(seed)
+    t = np.arange(int(seconds * sr)) / sr
+    y = 0.3 * np.sin(2 * np.pi * (200 + 150 * (seed % 7)) * t) * np.exp(-t / max(seconds, 0.1))
+    y = y + 0.03 * rng.standard_normal(len(t))
+    y = np.repeat(y[:, None], channels, axis=1)
+    buf = io.BytesIO()
+    sf.write(buf, y.astype(np.float32), sr, format="WAV", subtype=subtype)
+    return buf.getvalue()
+
+
+def lying_header(seconds: float = 0.5) -> bytes:
+    """A WAV whose header claims 8 channels at 4 GHz and 4 GB of data over 1 s of samples."""
+    data = wav(seconds)
+    fmt = struct.pack("<HHIIHH", 1, 8, 4_000_000_000, 4_000_000_000, 16, 16)
+    return (b"RIFF" + struct.pack("<I", 0xFFFFFFF0) + b"WAVE" + b"fmt " + struct.pack("<I", 16)
+            + fmt + b"data" + struct.pack("<I", 0xFFFFFFF0) + data[44:])
+
+
+def split(rows, cols=("audio",), params=None) -> bytes:
+    doc = {"dataframe_split": {"columns": list(cols), "data": rows}}
+    if params:
+        doc["params"] = params
+    return json.dumps(doc).encode()
+
+
+def b64(data: bytes) -> str:
+    return base64.b64encode(data).decode()
+
+
+JSON = "application/json"
+
+
+def make_kinds() -> dict[str, tuple[bytes, str | None, str]]:
+    """name -> (body, Content-Type or None for none, expected answer: '4xx' or '2xx')."""
+    rng = np.random.default_rng(7)
+    good = b64(wav(1.0))
+    cut = wav(2.0)
+    return {
+        "invalid JSON": (b'{"dataframe_split": {"columns": ["audio"], "data": [["', JSON, "4xx"),
+        "wrong column": (split([[good]], cols=("sound",)), JSON, "4xx"),
+        "extra column": (split([[good, 1]], cols=("audio", "x")), JSON, "4xx"),
+        "not base64": (split([["@@@ not base64 @@@"]]), JSON, "4xx"),
+        "random bytes clip": (split([[b64(rng.bytes(5000))]]), JSON, "4xx"),
+        "random bytes body": (rng.bytes(5000), JSON, "4xx"),
+        "empty body": (b"", JSON, "4xx"),
+        "empty clip": (split([[""]]), JSON, "4xx"),
+        # the present part of a cut-off WAV is real audio: served (featurize warns about it)
+        "truncated WAV": (split([[b64(cut[: len(cut) // 3])]]), JSON, "2xx"),
+        "lying header": (split([[b64(lying_header())]]), JSON, "4xx"),
+        "0.04 s clip": (split([[b64(wav(0.04))]]), JSON, "4xx"),  # < audio.min_seconds
+        "0.05 s clip": (split([[b64(wav(0.05))]]), JSON, "2xx"),  # = audio.min_seconds: kept
+        # 60 s of 16-bit 44.1 kHz is 5.3 MB > the tiny model's ensemble.max_clip_bytes (2 MB)
+        "60 s clip": (split([[b64(wav(60.0))]]), JSON, "4xx"),
+        "61 s clip": (split([[b64(wav(61.0))]]), JSON, "4xx"),  # > audio.max_seconds
+        "stereo 96 kHz 24-bit": (split([[b64(wav(2.0, sr=96000, channels=2, subtype="PCM_24"))]]),
+                                 JSON, "2xx"),
+        "20 MB body": (split([[b64(rng.bytes(15_000_000))]]), JSON, "4xx"),
+        "too many clips": (split([[good]] * 5), JSON, "4xx"),
+        "too-costly params": (split([[good]], params={"tta_lengths": [4000] * 16,
+                                                      "tta_crops": 32}), JSON, "4xx"),
+        "unknown param": (split([[good]], params={"tta_crop": 3}), JSON, "4xx"),
+        "wrong Content-Type": (split([[good]]), "text/plain", "4xx"),
+        "no Content-Type": (split([[good]]), None, "4xx"),
+    }
+
+
+def good_bodies(n: int = 12) -> list[bytes]:
+    """Good requests: 1-2 clips of 0.5-4 s, default params or a cheap override."""
+    out = []
+    for i in range(n):
+        clips = [b64(wav(0.5 + (i * 0.3) % 3.5, seed=i))] * (1 + i % 2)
+        out.append(split([[c] for c in clips], params={"top_k": 2} if i % 3 == 0 else None))
+    return out
+
+
+# --- the client --------------------------------------------------------------------------------
+
+
+MESSAGES: dict[int, str] = {}  # id(body) -> the first error message it got
+
+
+def post(port: int, body: bytes, content_type: str | None, timeout: float) -> tuple[str, int, float, int]:
+    """One request on a fresh connection: (outcome, status, seconds, answer bytes)."""
+    t0 = time.perf_counter()
+    conn = http.client.HTTPConnection("127.0.0.1", port, timeout=timeout)
+    try:
+        conn.putrequest("POST", "/invocations", skip_accept_encoding=True)
+        if content_type is not None:
+            conn.putheader("Content-Type", content_type)
+        conn.putheader("Content-Length", str(len(body)))
+        conn.endheaders()
+        conn.send(body)
+        resp = conn.getresponse()
+        answer = resp.read()
+        if resp.status >= 400 and id(body) not in MESSAGES:
+            try:
+                MESSAGES[id(body)] = json.loads(answer).get("message", "")
+            except ValueError:
+                MESSAGES[id(body)] = answer[:200].decode(errors="replace")
+        return "ok", resp.status, time.perf_counter() - t0, len(answer)
+    except (socket.timeout, TimeoutError):
+        return "timeout", 0, time.perf_counter() - t0, 0
+    except (ConnectionError, http.client.HTTPException, OSError) as exc:
+        return f"connection error ({type(exc).__name__})", 0, time.perf_counter() - t0, 0
+    finally:
+        conn.close()
+
+
+def rss_mb(pid: int) -> float:
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1]) / 1024
+    return float("nan")
+
+
+def main(argv=None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--workdir", default="/tmp/fsd-load", help="where the tiny model lives")
+    ap.add_argument("--model", default="", help="model URI (default: the tiny test ensemble)")
+    ap.add_argument("--requests", type=int, default=1000)
+    ap.add_argument("--clients", type=int, default=8)
+    ap.add_argument("--malformed", type=float, default=0.10)
+    ap.add_argument("--timeout", type=float, default=60.0, help="client timeout per request, s")
+    ap.add_argument("--server-timeout", type=float, default=30.0)
+    ap.add_argument("--max-body-bytes", type=int, default=16 * 2**20)
+    ap.add_argument("--seed", type=int, default=0)
+    args = ap.parse_args(argv)
+
+    os.environ.setdefault("MLFLOW_SKIP_PIP_REQUIREMENTS_CHECK", "true")
+    if args.model:
+        model_uri, env = args.model, dict(os.environ)
+    else:
+        uri, model_uri = build_tiny_model(Path(args.workdir))
+        env = {**os.environ, "MLFLOW_TRACKING_URI": uri}
+    from fsd.serving.pyfunc import LocalServer
+
+    kinds = make_kinds()
+    goods = good_bodies()
+    rnd = random.Random(args.seed)
+    n_bad = int(round(args.requests * args.malformed))
+    names = list(kinds)
+    # every kind at least once, the rest of the malformed share dealt round-robin
+    plan = [("bad", names[i % len(names)]) for i in range(n_bad)]
+    plan += [("good", i % len(goods)) for i in range(args.requests - n_bad)]
+    rnd.shuffle(plan)
+
+    log_path = Path(args.workdir) / "server.log"
+    Path(args.workdir).mkdir(parents=True, exist_ok=True)
+    with LocalServer(model_uri, front=True, env=env, start_timeout=300,
+                     request_timeout=int(args.server_timeout), log_path=log_path,
+                     serve_args=["--max-body-bytes", str(args.max_body_bytes)]) as srv:
+        pid, port = srv.pid, srv.port
+        # warm-up: every good body once, every kind once (TF traces each shape on first use)
+        for body in goods:
+            post(port, body, JSON, args.timeout)
+        for body, ctype, _ in kinds.values():
+            post(port, body, ctype, args.timeout)
+        for body in goods:
+            post(port, body, JSON, args.timeout)
+        rss_warm = rss_mb(pid)
+        print(f"server pid {pid} on 127.0.0.1:{port}; RSS after warm-up {rss_warm:.0f} MB")
+
+        results: list[tuple[str, object, str, int, float, int]] = []
+        lock = threading.Lock()
+        queue = list(enumerate(plan))
+        rss_peak = [rss_warm]
+
+        def client():
+            while True:
+                with lock:
+                    if not queue:
+                        return
+                    _, (what, which) = queue.pop()
+                if what == "good":
+                    body, ctype = goods[which], JSON
+                else:
+                    body, ctype, _ = kinds[which]
+                outcome, status, secs, size = post(port, body, ctype, args.timeout)
+                with lock:
+                    results.append((what, which, outcome, status, secs, size))
+                    if len(results) % 50 == 0:
+                        rss_peak[0] = max(rss_peak[0], rss_mb(pid))
+
+        t0 = time.perf_counter()
+        threads = [threading.Thread(target=client) for _ in range(args.clients)]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join()
+        wall = time.perf_counter() - t0
+        time.sleep(2.0)
+        rss_end = rss_mb(pid)
+
+    good = [r for r in results if r[0] == "good"]
+    bad = [r for r in results if r[0] == "bad"]
+    outcomes = Counter(r[2] for r in results)
+    n5xx = sum(1 for r in results if r[3] >= 500)
+    timeouts = outcomes.get("timeout", 0)
+    conn_errors = sum(v for k, v in outcomes.items() if k.startswith("connection"))
+    lat = sorted(r[4] for r in good if r[2] == "ok" and r[3] == 200)
+    good_fail = sum(1 for r in good if r[3] != 200)
+    by_kind: dict[str, Counter] = defaultdict(Counter)
+    sizes: dict[str, int] = defaultdict(int)
+    for r in bad:
+        by_kind[r[1]][r[3]] += 1
+        sizes[r[1]] = max(sizes[r[1]], r[5])
+    wrong_class = []
+    for name, counts in by_kind.items():
+        want = kinds[name][2]
+        for status in counts:
+            if (want == "4xx" and not 400 <= status < 500) or (want == "2xx" and status != 200):
+                wrong_class.append((name, status))
+
+    print(f"\n{len(results)} requests ({len(good)} good, {len(bad)} malformed over "
+          f"{len(by_kind)} kinds) from {args.clients} clients in {wall:.0f} s")
+    print(f"{'kind':<24} {'n':>3}  {'statuses':<9} {'bytes':>5}  message")
+    for name in kinds:
+        c = by_kind.get(name, Counter())
+        msg = MESSAGES.get(id(kinds[name][0]), "")
+        print(f"{name:<24} {sum(c.values()):>3}  "
+              f"{', '.join(f'{s}x{n}' for s, n in sorted(c.items())):<9} {sizes.get(name, 0):>5}  "
+              f"{msg[:90]}")
+    p = lambda q: lat[min(len(lat) - 1, int(q * len(lat)))] if lat else float("nan")  # noqa: E731
+    print(f"\ngood requests: {len(lat)} x 200, {good_fail} not 200; latency p50 "
+          f"{1000 * statistics.median(lat) if lat else float('nan'):.0f} ms, "
+          f"p95 {1000 * p(0.95):.0f} ms, max {1000 * (lat[-1] if lat else float('nan')):.0f} ms")
+    print(f"5xx: {n5xx}; timeouts: {timeouts}; connection errors: {conn_errors}")
+    growth = rss_end / rss_warm - 1
+    print(f"server RSS: {rss_warm:.0f} MB after warm-up, peak seen {rss_peak[0]:.0f} MB, "
+          f"{rss_end:.0f} MB at the end ({100 * growth:+.1f}%)")
+    ok = (n5xx == 0 and timeouts == 0 and conn_errors == 0 and good_fail == 0
+          and not wrong_class and abs(growth) <= 0.20 and len(by_kind) >= 12)
+    if wrong_class:
+        print("unexpected answers:", wrong_class)
+    print("PASS" if ok else "FAIL")
+    return 0 if ok else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())
