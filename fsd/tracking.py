@@ -105,9 +105,15 @@ def stage_run(
 ) -> Iterator[Run]:
     """A run for one stage, with the fully resolved config logged as params and config.yaml."""
     exp_id = set_experiment(cfg)
-    reap_dead_runs(exp_id)
+    reaped = reap_dead_runs(exp_id)
     name = run_name or cfg.tracking.run_name or f"{stage}"
     all_tags = {TAG_STAGE: stage, TAG_CONFIG: cfg.name, **process_tags(), **(tags or {})}
+    # A run of the same stage and config that just turned out to be dead is what this one
+    # continues (featurize resumes its shards, main skips its finished steps): say so.
+    same = [r for r in reaped if r.data.tags.get(TAG_STAGE) == stage
+            and r.data.tags.get(TAG_CONFIG) == cfg.name]
+    if same and TAG_CONTINUES not in all_tags:
+        all_tags[TAG_CONTINUES] = max(same, key=lambda r: r.info.start_time or 0).info.run_id
     with mlflow.start_run(run_name=name, nested=nested, tags=all_tags) as run:
         log_config(cfg)
         yield run
@@ -167,9 +173,9 @@ def run_process_gone(run: Run) -> bool:
     return not process_alive(pid, tags.get(TAG_PROC_START, ""))
 
 
-def reap_dead_runs(experiment_id: str) -> list[str]:
+def reap_dead_runs(experiment_id: str) -> list[Run]:
     """Mark KILLED every RUNNING run of the experiment whose process (on this host) is gone;
-    returns their ids. Called when a step starts, so a kill -9 or a crash does not leave runs
+    returns those runs (as they were). Called when a step starts, so a kill -9 or a crash does not leave runs
     RUNNING forever."""
     import socket
 
@@ -195,7 +201,7 @@ def reap_dead_runs(experiment_id: str) -> list[str]:
             continue
         log.warning("run %s (%s) was left RUNNING by process %s, which is gone: marked KILLED",
                     rid, run.data.tags.get("mlflow.runName", ""), pid)
-        reaped.append(rid)
+        reaped.append(run)
     return reaped
 
 

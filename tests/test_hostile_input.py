@@ -259,7 +259,8 @@ def test_runs_of_dead_processes_are_marked_killed_on_the_next_step(tmp_path, sql
     script = ("import os, mlflow, sys\n"
               "from fsd import tracking\n"
               f"mlflow.set_experiment(experiment_id={exp_id!r})\n"
-              "r = mlflow.start_run(tags=tracking.process_tags())\n"
+              "r = mlflow.start_run(tags={**tracking.process_tags(), tracking.TAG_STAGE: "
+              f"'featurize', tracking.TAG_CONFIG: {cfg.name!r}}})\n"
               "print(r.info.run_id, flush=True)\n"
               "os.kill(os.getpid(), 9)\n")
     out = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True,
@@ -278,6 +279,7 @@ def test_runs_of_dead_processes_are_marked_killed_on_the_next_step(tmp_path, sql
     assert client.get_run(other.info.run_id).info.status == "RUNNING"
     tags = client.get_run(run.info.run_id).data.tags
     assert tags[tracking.TAG_PID] == str(os.getpid()) and tags[tracking.TAG_HOST]
+    assert tags[tracking.TAG_CONTINUES] == dead_id  # the featurize run it resumes
 
 
 def test_a_reused_pid_does_not_count_as_alive():
