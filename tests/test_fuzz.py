@@ -85,7 +85,7 @@ def _check(body: bytes, content_type: str):
 
 @SETTINGS
 @given(st.binary(max_size=300), st.sampled_from(["application/json", "text/csv",
-                                                 "application/x-parquet"]))
+                                                 "application/vnd.apache.parquet"]))
 def test_front_refuses_junk_bodies_with_4xx(body, content_type):
     _check(body, content_type)
 

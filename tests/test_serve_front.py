@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import io
 import json
 import re
 from pathlib import Path
@@ -125,7 +126,7 @@ def test_good_requests_pass_through_unchanged():
     (good(), {"content_type": "text/plain"}, 415),
     (good(), {"content_type": "application/json; charset=latin-1"}, 415),
     (b"audio,extra\n" + B64.encode() + b",1\n", {"content_type": "text/csv"}, 400),
-    (b"PAR1 this is not parquet", {"content_type": "application/x-parquet"}, 400),
+    (b"PAR1 this is not parquet", {"content_type": "application/vnd.apache.parquet"}, 400),
     (good(), {"method": "GET"}, 405),
 ])
 def test_client_mistakes_are_short_4xx_and_never_reach_the_app(body, kwargs, status):
@@ -217,7 +218,7 @@ def test_fsd_serve_answers_like_mlflow_and_refuses_hostile_requests(ensemble_tra
                       "application/json"),
         "truncated json": (json.dumps(split([[b64]]))[:-7], "application/json"),
         "csv with paths": ("audio\n/etc/passwd\n", "text/csv"),
-        "parquet junk": (b"PAR1junkjunk", "application/x-parquet"),
+        "parquet junk": (b"PAR1junkjunk", "application/vnd.apache.parquet"),
         "no content type": (json.dumps(split([[b64]])), ""),
         "too many clips": (split([[b64]] * 5), "application/json"),
         "20 MB": (b'{"dataframe_split": {"columns": ["audio"], "data": [["' + b"A" * 20_000_000,
@@ -231,6 +232,13 @@ def test_fsd_serve_answers_like_mlflow_and_refuses_hostile_requests(ensemble_tra
         assert status == 200, both
         # item 3: the same clip, bit for bit the same answer whatever else is in the request
         assert both["predictions"][1] == alone["predictions"][0]
+        # MLflow's other request formats pass the front: parquet with the clips as bytes
+        import pandas as pd
+
+        buf = io.BytesIO()
+        pd.DataFrame({"audio": [a]}).to_parquet(buf)
+        status, pq = srv.invoke(buf.getvalue(), content_type="application/vnd.apache.parquet")
+        assert status == 200 and pq["predictions"][0]["label_1"] == alone["predictions"][0]["label_1"]
         seen = {}
         for name, (payload, ctype) in bad.items():
             status, answer = srv.invoke(payload, content_type=ctype)

@@ -41,7 +41,7 @@ log = logging.getLogger(__name__)
 MAX_MESSAGE = 300
 JSON_TYPES = ("application/json",)
 CSV_TYPES = ("text/csv",)
-PARQUET_TYPES = ("application/x-parquet", "application/parquet", "application/vnd.apache.parquet")
+PARQUET_TYPES = ("application/vnd.apache.parquet",)  # what MLflow 3's scoring server takes
 JSON_KEYS = ("dataframe_split", "dataframe_records", "instances", "inputs")
 
 Scope = dict[str, Any]
@@ -121,12 +121,12 @@ class Front:
     def _mime(self, content_type: str | None) -> str:
         if not content_type or not content_type.strip():
             raise Refused(415, "missing Content-Type; send application/json (or text/csv, "
-                          "application/x-parquet)", "UNSUPPORTED_MEDIA_TYPE")
+                          "application/vnd.apache.parquet)", "UNSUPPORTED_MEDIA_TYPE")
         mime, _, rest = content_type.partition(";")
         mime = mime.strip().lower()
         if mime not in JSON_TYPES + CSV_TYPES + PARQUET_TYPES:
             raise Refused(415, f"unsupported Content-Type {mime[:60]!r}; send application/json "
-                          "(or text/csv, application/x-parquet)", "UNSUPPORTED_MEDIA_TYPE")
+                          "(or text/csv, application/vnd.apache.parquet)", "UNSUPPORTED_MEDIA_TYPE")
         for param in rest.split(";"):
             key, _, value = param.partition("=")
             if key.strip().lower() == "charset" and value.strip().strip('"').lower() not in (
