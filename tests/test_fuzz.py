@@ -71,6 +71,14 @@ def test_clip_tables_parse_or_refuse_briefly(columns):
     assert 1 <= len(blobs) <= 4 and all(isinstance(b, bytes) and 0 < len(b) <= 1000 for b in blobs)
 
 
+@SETTINGS
+@given(st.integers(2, 4), st.lists(cells, min_size=1, max_size=3))
+def test_a_repeated_audio_column_is_refused(times, values):
+    frame = pd.DataFrame([[v] * times for v in values], columns=["audio"] * times)
+    with pytest.raises(RequestError, match="appears"):
+        clips_from_frame(frame, max_clips=4, max_clip_bytes=1000)
+
+
 def _check(body: bytes, content_type: str):
     from fsd.serving.front import Front, Refused
 

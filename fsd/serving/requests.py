@@ -87,6 +87,8 @@ def request_rows(frame: Any, max_clips: int) -> list[Any]:
     extra = [c for c in columns if c != AUDIO_COLUMN]
     if extra:
         raise RequestError(f"unexpected column(s) {_names(extra)}; send only {AUDIO_COLUMN!r}")
+    if len(columns) > 1:
+        raise RequestError(f"column {AUDIO_COLUMN!r} appears {len(columns)} times; send it once")
     values = frame[AUDIO_COLUMN].tolist()
     nested = len(values) == 1 and (isinstance(values[0], (list, tuple)) or (
         isinstance(values[0], np.ndarray) and values[0].dtype != np.uint8))
