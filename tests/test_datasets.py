@@ -13,8 +13,8 @@ import soundfile as sf
 from fsd.config import Config, from_dict
 from fsd.data.audio import load_audio
 from fsd.data.dataset import TEST_COLUMNS, TRAIN_COLUMNS, DatasetError
-from fsd.data.sources import load_dataset
 from fsd.data.rejects import Reject
+from fsd.data.sources import load_dataset
 from fsd.folds import assign_folds
 
 TRAIN = [("a1.wav", "Bark", 1), ("a2.wav", "Bark", 0), ("a3.wav", "Bark", 1),

@@ -40,7 +40,8 @@ def sample_store(tmp_path_factory) -> MemoryStore:
 def test_a_small_cnn_learns_the_sample_from_scratch(sample_store, tmp_path):
     cfg = load_config(None, [
         "model.backbone=cnn", "model.cnn_channels=[8,16,32]", "model.cnn_convs=1",
-        "model.dense1=32", "model.dense2=16", "model.bn_momentum=0.9", "model.head_bn_momentum=0.9", "pca.n_components=4",
+        "model.dense1=32", "model.dense2=16", "model.bn_momentum=0.9",
+        "model.head_bn_momentum=0.9", "pca.n_components=4",
         "folds.n_folds=2", "train.batch_size=16", "train.crop_min=100", "train.crop_max=101",
         "train.val_lengths=[150]", "train.min_steps_per_epoch=10", "train.stage1.mixup_alpha=0",
         "train.stage1.cyclic_epochs=8", "train.stage1.cyclic_lr_min=1e-3",

@@ -7,10 +7,10 @@ import numpy as np
 import pytest
 
 from fsd.config import ModelConfig
-from fsd.model.tta import predict_ensemble
 from fsd.model.inference import crop_offsets
 from fsd.model.mobilenet import WeightsError, load_backbone_weights, mobilenet_v2_features
 from fsd.model.networks import MEL_BRANCH, build_network, network_pca_dim, transfer_mel_branch
+from fsd.model.tta import predict_ensemble
 
 TINY = ModelConfig(width=0.35, dense1=32, dense2=16)
 

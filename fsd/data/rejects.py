@@ -7,7 +7,6 @@ from pathlib import Path
 
 import pandas as pd
 
-
 # The stage of a row in the rejects report for a clip that was kept, with a warning about it
 # (e.g. a truncated WAV whose present part is used). Such rows are not rejects.
 WARNING_STAGE = "warning"

@@ -30,8 +30,9 @@ def build_mel_branch(model_cfg: ModelConfig, n_mels: int = 64) -> keras.Model:
         x = layers.Permute((2, 1, 3), name="mel_first")(x)
     x = layers.BatchNormalization(momentum=model_cfg.head_bn_momentum, name="mel_bn")(x)
     if model_cfg.backbone == "cnn":
-        return keras.Model(inp, vgg_features(x, model_cfg.cnn_channels, model_cfg.cnn_convs, model_cfg.bn_momentum,
-                                             model_cfg.mel_first), name=MEL_BRANCH)
+        features = vgg_features(x, model_cfg.cnn_channels, model_cfg.cnn_convs,
+                                model_cfg.bn_momentum, model_cfg.mel_first)
+        return keras.Model(inp, features, name=MEL_BRANCH)
     x = layers.Conv2D(model_cfg.conv1_filters, 1, activation="relu", name="mel_conv1")(x)
     x = layers.Conv2D(model_cfg.conv2_filters, 1, activation="relu", name="mel_conv2")(x)
     x = mobilenet_v2_features(x, alpha=model_cfg.width, bn_momentum=model_cfg.bn_momentum)

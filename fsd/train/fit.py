@@ -27,8 +27,8 @@ import pandas as pd
 from tqdm import tqdm
 
 from fsd.config import Config, StageConfig
-from fsd.model.tta import predict_ensemble, spaced_lengths
 from fsd.model.networks import build_network, set_input_statistics, transfer_mel_branch
+from fsd.model.tta import predict_ensemble, spaced_lengths
 from fsd.train.batches import FeatureSource, TrainBatches, load_clips, prefetch, resolve_crop_limits
 from fsd.train.metrics import categorical_crossentropy, map_at_k, per_class_ap
 from fsd.train.schedule import Phase, PlateauState, plateau_for, stage_phases, triangular_lr
