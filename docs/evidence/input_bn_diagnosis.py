@@ -64,7 +64,7 @@ def run(variant: str, mels, y, fold, labels) -> None:
     model = build_network(cfg.model, len(labels), 64)
     if variant in ("init", "both"):
         x = np.concatenate([batches.batch(i, 0).x.ravel() for i in range(8)])
-        set_input_statistics(model, float(x.mean()), float(x.var()))
+        set_input_statistics(model, logmel=(x.mean(), x.var()))
     model.compile(optimizer=keras.optimizers.Adam(2e-3), loss="categorical_crossentropy")
     print(f"\n{variant}: epoch, held-out accuracy (inference), training batch accuracy "
           "(training mode / inference mode)")

@@ -15,9 +15,11 @@ import logging
 
 import keras
 import mlflow
+import pandas as pd
 
 from fsd import tracking
 from fsd.config import Config
+from fsd.entrypoints.report import results_table, to_markdown
 
 HELP = ("run the whole pipeline (featurize, all folds, baselines, ensemble), skipping steps "
         "already done")
@@ -70,8 +72,9 @@ def run(cfg: Config, args: argparse.Namespace) -> int:
             ensemble_run = ensemble_step.ensemble_logged(cfg, fold_run_ids, register=True, nested=True)
             summary["ensemble_run"] = ensemble_run
         mlflow.set_tags({f"fsd.{k}": str(v) for k, v in summary.items()})
-        _log_headline(parent.info.run_id, summary)
-    _print_summary(cfg, parent.info.run_id, summary)
+        table = results_table(parent.info.run_id)
+        _log_headline(summary, table)
+    _print_summary(cfg, parent.info.run_id, summary, table)
     return 0
 
 
@@ -89,21 +92,18 @@ def _featurize(cfg: Config, featurize_step) -> str:
         return child.info.run_id
 
 
-def _log_headline(run_id: str, summary: dict) -> None:
+def _log_headline(summary: dict, table: pd.DataFrame) -> None:
     """The pipeline's result on the main run itself: the ensemble's headline metrics and the
     comparison of every model on the same folds (``results.md``)."""
-    from fsd.entrypoints.report import results_table, to_markdown
-
     if summary.get("ensemble_run"):
         m = mlflow.tracking.MlflowClient().get_run(summary["ensemble_run"]).data.metrics
         keep = ("oof_map3", "oof_accuracy", "cnn_oof_map3", "cnn_oof_accuracy", "blend_weight")
         mlflow.log_metrics({k: m[k] for k in keep if k in m})
-    table = results_table(run_id)
     if len(table):
         mlflow.log_text(to_markdown(table) + "\n", "results.md")
 
 
-def _print_summary(cfg: Config, run_id: str, summary: dict) -> None:
+def _print_summary(cfg: Config, run_id: str, summary: dict, table: pd.DataFrame) -> None:
     client = mlflow.tracking.MlflowClient()
     lines = [f"\nexperiment {cfg.experiment_name!r}, main run {run_id}",
              f"  tracking URI: {mlflow.get_tracking_uri()}"]
@@ -120,9 +120,6 @@ def _print_summary(cfg: Config, run_id: str, summary: dict) -> None:
         r = client.get_run(rid)
         lines.append(f"  fold {r.data.tags.get(tracking.TAG_FOLD)}: {rid}  "
                      f"val_map3={r.data.metrics.get('val_map3', float('nan')):.4f}")
-    from fsd.entrypoints.report import results_table
-
-    table = results_table(run_id)
     if len(table):
         lines += ["", "  the models of this run, on the same folds:"]
         lines += ["    " + line for line in table.drop(columns="run").to_string(

@@ -72,10 +72,10 @@ def build_network(model_cfg: ModelConfig, n_classes: int, n_mels: int = 64,
     return keras.Model(inputs if pca_dim else mel, out, name=name)
 
 
-def set_input_statistics(model: keras.Model, logmel_mean: float, logmel_var: float,
-                         pca_mean: np.ndarray | None = None,
-                         pca_var: np.ndarray | None = None) -> None:
-    """Start the input BatchNorms' moving statistics at the training data's own.
+def set_input_statistics(model: keras.Model, logmel: tuple | None = None,
+                         pca: tuple | None = None) -> None:
+    """Start the input BatchNorms' moving statistics at the training data's own: ``logmel``
+    (mean, var) for ``mel_bn``, ``pca`` (per-dimension means, vars) for stage 2's ``pca_bn``.
 
     Their inputs do not depend on any weight, so the right statistics are known before the
     first step. Left at (0, 1) they need ~1/(1 - momentum) steps to get there, and until then
@@ -85,13 +85,15 @@ def set_input_statistics(model: keras.Model, logmel_mean: float, logmel_var: flo
     (The later BNs' inputs move with the weights; their momentum is ``model.head_bn_momentum``
     and ``model.bn_momentum``.)
     """
-    bn = model.get_layer(MEL_BRANCH).get_layer("mel_bn")
-    bn.moving_mean.assign(np.full(bn.moving_mean.shape, logmel_mean, dtype="float32"))
-    bn.moving_variance.assign(np.full(bn.moving_variance.shape, logmel_var, dtype="float32"))
-    if pca_mean is not None and network_pca_dim(model):
-        pbn = model.get_layer("pca_bn")
-        pbn.moving_mean.assign(np.asarray(pca_mean, dtype="float32"))
-        pbn.moving_variance.assign(np.asarray(pca_var, dtype="float32"))
+    layers_stats = []
+    if logmel is not None:
+        layers_stats.append((model.get_layer(MEL_BRANCH).get_layer("mel_bn"), logmel))
+    if pca is not None:
+        layers_stats.append((model.get_layer("pca_bn"), pca))
+    for bn, (mean, var) in layers_stats:
+        shape = bn.moving_mean.shape
+        bn.moving_mean.assign(np.broadcast_to(np.asarray(mean, "float32"), shape))
+        bn.moving_variance.assign(np.broadcast_to(np.asarray(var, "float32") + 1e-6, shape))
 
 
 def network_pca_dim(model: keras.Model) -> int | None:

@@ -361,14 +361,12 @@ class _FoldTrainer:
         """Start the input BNs at the statistics of the stage's own first batches (crops,
         zero padding, augmentation and mixup included: what batch normalisation sees)."""
         batches = [ds.batch(i, 0) for i in range(min(8, len(ds)))]
-        x = np.concatenate([b.x.ravel() for b in batches])
-        if stage == "stage1":  # stage 2's mel_bn comes settled from stage 1
-            set_input_statistics(model, float(x.mean()), float(x.var()) + 1e-6)
-        else:
+        if stage == "stage1":
+            x = np.concatenate([b.x.ravel() for b in batches])
+            set_input_statistics(model, logmel=(x.mean(), x.var()))
+        else:  # stage 2's mel_bn comes settled from stage 1
             pca = np.concatenate([b.pca for b in batches])
-            bn = model.get_layer("pca_bn")
-            bn.moving_mean.assign(pca.mean(axis=0).astype("float32"))
-            bn.moving_variance.assign((pca.var(axis=0) + 1e-6).astype("float32"))
+            set_input_statistics(model, pca=(pca.mean(axis=0), pca.var(axis=0)))
 
     def _batches(self, stage: str, st: StageConfig) -> TrainBatches:
         return TrainBatches(
@@ -384,7 +382,7 @@ class _FoldTrainer:
                                  crops=1, batch_size=self.cfg.train.batch_size).probs()
         return (categorical_crossentropy(self.data.val_y, probs),
                 map_at_k(self.data.val_y, probs, 3),
-                float(np.mean(probs.argmax(axis=1) == self.data.val_y)), probs)
+                map_at_k(self.data.val_y, probs, 1), probs)  # MAP@1 is top-1 accuracy
 
     def _train_epoch(self, model: keras.Model, ds: TrainBatches, phase: Phase, stage: str,
                      lr: float) -> tuple[float, float]:
