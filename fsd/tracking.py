@@ -59,13 +59,14 @@ def feature_key(cfg: Config) -> str:
 
 
 def train_key(cfg: Config) -> str:
-    """Identifies one training recipe across its folds (the fold number itself excluded)."""
-    fold = cfg.train.fold
-    cfg.train.fold = 0
+    """Identifies one training recipe across its folds (the fold number itself, and the number
+    of folds trained at once, excluded)."""
+    fold, workers = cfg.train.fold, cfg.train.fold_workers
+    cfg.train.fold, cfg.train.fold_workers = 0, 1
     try:
         return cfg.section_key(*TRAIN_SECTIONS)
     finally:
-        cfg.train.fold = fold
+        cfg.train.fold, cfg.train.fold_workers = fold, workers
 
 
 def baseline_key(cfg: Config, name: str) -> str:

@@ -185,3 +185,23 @@ def test_pretrained_weights_are_refused_for_the_cnn():
         from_dict({"model": {"backbone": "cnn", "backbone_weights": "imagenet"}})
     with pytest.raises(ConfigError, match="model.backbone must be"):
         from_dict({"model": {"backbone": "resnet"}})
+
+
+def test_mixed_bfloat16_network_trains_saves_and_leaves_the_global_policy(tmp_path):
+    cfg = ModelConfig(backbone="cnn", cnn_channels=[8, 16], cnn_convs=1, dense1=16, dense2=8,
+                      precision="mixed_bfloat16")
+    model = build_network(cfg, 3, 16, pca_dim=4)
+    assert keras.config.dtype_policy().name == "float32"  # only this network's layers changed
+    conv = model.get_layer(MEL_BRANCH).get_layer("cnn_block0_conv1")
+    assert conv.dtype_policy.name == "mixed_bfloat16" and conv.kernel.dtype == "float32"
+    model.compile(optimizer="adam", loss="categorical_crossentropy")
+    x = [np.random.default_rng(0).random((4, 20, 16, 1), "float32"), np.ones((4, 4), "float32")]
+    y = np.eye(3, dtype="float32")[[0, 1, 2, 0]]
+    assert np.isfinite(model.train_on_batch(x, y))
+    probs = model.predict_on_batch(x)
+    assert probs.dtype == np.float32 and np.allclose(probs.sum(axis=1), 1, atol=1e-5)
+    model.save(tmp_path / "m.keras")
+    loaded = keras.saving.load_model(tmp_path / "m.keras", compile=False)
+    assert loaded.get_layer(MEL_BRANCH).get_layer("cnn_block0_conv1").dtype_policy.name == \
+        "mixed_bfloat16"
+    np.testing.assert_allclose(loaded.predict_on_batch(x), probs, atol=1e-6)

@@ -74,3 +74,43 @@ def test_main_runs_every_step_nested_then_skips_them(tmp_path, monkeypatch, caps
     stages = [r.data.tags["fsd.stage"] for r in client.search_runs([exp.experiment_id])]
     assert stages.count("featurize") == 2 and stages.count("train_fold") == 3
     assert stages.count("baseline") == 2
+
+
+@pytest.mark.slow
+def test_main_trains_folds_in_worker_processes(tmp_path, monkeypatch):
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{tmp_path}/mlflow.db")
+    args = ["main", "--config", str(REPO / "experiments" / "demo.yaml"), "--no-ensemble",
+            "--no-baseline", f"store.cache_dir={tmp_path}/cache", f"output_dir={tmp_path}/out",
+            *TINY, "train.fold_workers=2"]
+    assert main(args) == 0
+    client = MlflowClient()
+    exp = client.get_experiment_by_name("demo")
+    runs = client.search_runs([exp.experiment_id])
+    parent = next(r for r in runs if r.data.tags["fsd.stage"] == "main")
+    folds = {int(r.data.tags["fsd.fold"]): r for r in runs if r.data.tags["fsd.stage"] == "train_fold"}
+    assert sorted(folds) == [0, 1]
+    pids = {r.data.tags["fsd.pid"] for r in folds.values()}
+    assert len(pids) == 2 and parent.data.tags["fsd.pid"] not in pids  # two other processes
+    for fold, r in folds.items():
+        assert r.info.status == "FINISHED"
+        assert r.data.tags["mlflow.parentRunId"] == parent.info.run_id
+        assert client.get_metric_history(r.info.run_id, "stage1/loss")
+        assert r.data.params["train.fold"] == str(fold)
+    assert parent.data.params["fold_runs"] == f"{folds[0].info.run_id},{folds[1].info.run_id}"
+    # the same recipe trained in one process would be found and skipped: workers are not part
+    # of the training key
+    assert main([*args[:-1], "train.fold_workers=1"]) == 0
+    stages = [r.data.tags["fsd.stage"] for r in client.search_runs([exp.experiment_id])]
+    assert stages.count("train_fold") == 2
+
+
+def test_failed_fold_workers_are_named_and_the_others_finish(tmp_path, monkeypatch):
+    from fsd.config import load_config
+    from fsd.entrypoints.fold_workers import FoldWorkerError, train_folds_in_workers
+
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{tmp_path}/mlflow.db")
+    cfg = load_config(REPO / "experiments" / "demo.yaml",
+                      [f"output_dir={tmp_path}/out", "train.fold_workers=2"])
+    # no featurize run exists: each worker fails before training, with a message of its own
+    with pytest.raises(FoldWorkerError, match=r"fold 0 \(exit code \d+\), fold 1 \(exit code"):
+        train_folds_in_workers(cfg, [0, 1], "0" * 32, "parent", lambda f: tmp_path / "none")

@@ -47,17 +47,8 @@ def run(cfg: Config, args: argparse.Namespace) -> int:
         store, features_run = featurize_step.resolve_store(cfg, features_run)
         folds = [int(f) for f in args.folds.split(",") if f.strip()] if args.folds else \
             sorted(int(f) for f in store.index["fold"].unique())
-        done = {fold: r.info.run_id for fold, r in tracking.finished_folds(cfg, store.key).items()}
-        fold_run_ids = []
-        for fold in folds:
-            cfg.train.fold = fold
-            if fold in done:
-                log.info("fold %d: finished run %s exists, skipped", fold, done[fold])
-                fold_run_ids.append(done[fold])
-                continue
-            _, run_id = train_step.train_fold_logged(cfg, store, features_run, nested=True)
-            fold_run_ids.append(run_id)
-            keras.backend.clear_session()  # one process trains every fold: free the last graph
+        runs = _train_folds(cfg, store, features_run, folds, parent.info.run_id, train_step)
+        fold_run_ids = [runs[fold] for fold in folds]
         mlflow.log_param("fold_runs", ",".join(fold_run_ids))
         summary = {"features_run": features_run, "fold_runs": fold_run_ids}
         if args.no_baseline or not cfg.baseline.models:
@@ -76,6 +67,31 @@ def run(cfg: Config, args: argparse.Namespace) -> int:
         _log_headline(summary, table)
     _print_summary(cfg, parent.info.run_id, summary, table)
     return 0
+
+
+def _train_folds(cfg: Config, store, features_run: str, folds: list[int], parent_run: str,
+                 train_step) -> dict[int, str]:
+    """Each fold's run id: finished runs of the same training are reused, the other folds
+    trained here, one after another or ``train.fold_workers`` at a time in worker processes."""
+    done = {fold: r.info.run_id for fold, r in tracking.finished_folds(cfg, store.key).items()}
+    runs = {}
+    for fold in folds:
+        if fold in done:
+            log.info("fold %d: finished run %s exists, skipped", fold, done[fold])
+            runs[fold] = done[fold]
+    todo = [fold for fold in folds if fold not in done]
+    if cfg.train.fold_workers > 1 and len(todo) > 1:
+        from fsd.entrypoints.fold_workers import train_folds_in_workers
+
+        runs |= train_folds_in_workers(
+            cfg, todo, features_run, parent_run,
+            lambda fold: train_step.fold_workdir(cfg, fold, store.key) / train_step.RUN_ID_FILE)
+        return runs
+    for fold in todo:
+        cfg.train.fold = fold
+        _, runs[fold] = train_step.train_fold_logged(cfg, store, features_run, nested=True)
+        keras.backend.clear_session()  # one process trains every fold: free the last graph
+    return runs
 
 
 def _featurize(cfg: Config, featurize_step) -> str:

@@ -37,6 +37,10 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                    help="the held-out fold (overrides train.fold)")
     p.add_argument("--features-run", default="",
                    help="featurize run id to take features from (default: newest with the same key)")
+    p.add_argument("--parent-run", default="",
+                   help="show the run as a child of this run (fsd main's fold workers set it)")
+    p.add_argument("--no-progress", action="store_true",
+                   help="no progress bars (one log line per epoch), e.g. beside other workers")
 
 
 def fold_workdir(cfg: Config, fold: int, store_key: str) -> Path:
@@ -49,12 +53,17 @@ def run(cfg: Config, args: argparse.Namespace) -> int:
         cfg.train.fold = args.fold
         cfg.validate()
     store, features_run = resolve_store(cfg, args.features_run or "")
-    train_fold_logged(cfg, store, features_run)
+    train_fold_logged(cfg, store, features_run, parent_run=args.parent_run,
+                      progress=not args.no_progress)
     return 0
 
 
-def train_fold_logged(cfg: Config, store, features_run: str, *, nested: bool = False):
-    """Train ``cfg.train.fold`` inside an MLflow run (resuming the fold's unfinished run)."""
+def train_fold_logged(cfg: Config, store, features_run: str, *, nested: bool = False,
+                      parent_run: str = "", progress: bool = True):
+    """Train ``cfg.train.fold`` inside an MLflow run (resuming the fold's unfinished run).
+
+    ``parent_run`` makes the run a child of that run although it is started by another
+    process (the tag MLflow's ``nested=True`` would set)."""
     from fsd.train.fit import train_fold
 
     fold = cfg.train.fold
@@ -63,6 +72,8 @@ def train_fold_logged(cfg: Config, store, features_run: str, *, nested: bool = F
     tags = {tracking.TAG_FOLD: str(fold), tracking.TAG_FEATURES_RUN: features_run,
             tracking.TAG_FEATURE_KEY: tracking.feature_key(cfg), tracking.TAG_STORE_KEY: store.key,
             tracking.TAG_TRAIN_KEY: tracking.train_key(cfg)}
+    if parent_run:
+        tags["mlflow.parentRunId"] = parent_run
     # Under `mlflow run` the launcher already opened this step's run; use that one.
     previous = _unfinished_run(workdir)
     launched = os.environ.get("MLFLOW_RUN_ID", "")
@@ -88,7 +99,8 @@ def train_fold_logged(cfg: Config, store, features_run: str, *, nested: bool = F
         if resume_id:
             mlflow.set_tags({**tracking.process_tags(), "fsd.resumed_from_pid": old_pid})
         (workdir / RUN_ID_FILE).write_text(active.info.run_id)
-        result = train_fold(cfg, store, fold, workdir, on_epoch=tracking.epoch_logger())
+        result = train_fold(cfg, store, fold, workdir, on_epoch=tracking.epoch_logger(),
+                            progress=progress)
         log_fold_outputs(workdir)
     return result, active.info.run_id
 

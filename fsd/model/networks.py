@@ -51,6 +51,18 @@ def build_network(model_cfg: ModelConfig, n_classes: int, n_mels: int = 64,
     """
     if n_classes < 2:
         raise ValueError(f"need at least 2 classes, got {n_classes}")
+    # Layers take the global dtype policy when they are made (and save it): set it for this
+    # network only, so other models of the process keep theirs.
+    previous = keras.config.dtype_policy()
+    keras.config.set_dtype_policy(model_cfg.precision)
+    try:
+        return _build_network(model_cfg, n_classes, n_mels, pca_dim)
+    finally:
+        keras.config.set_dtype_policy(previous)
+
+
+def _build_network(model_cfg: ModelConfig, n_classes: int, n_mels: int,
+                   pca_dim: int | None) -> keras.Model:
     mel = keras.Input((None, n_mels, 1), name=MEL_INPUT)
     x = build_mel_branch(model_cfg, n_mels)(mel)
     inputs = [mel]
@@ -67,7 +79,8 @@ def build_network(model_cfg: ModelConfig, n_classes: int, n_mels: int = 64,
                                       name=f"head_bn{i}")(x)
     if model_cfg.dropout:
         x = layers.Dropout(model_cfg.dropout, name="head_dropout3")(x)
-    out = layers.Dense(n_classes, activation="softmax", name="predictions")(x)
+    # float32 softmax under mixed precision: probabilities near 0 and 1 keep their precision
+    out = layers.Dense(n_classes, activation="softmax", dtype="float32", name="predictions")(x)
     name = "mel_pca_net" if pca_dim else "mel_net"
     return keras.Model(inputs if pca_dim else mel, out, name=name)
 

@@ -594,7 +594,8 @@ def train_fold(cfg: Config, store: FeatureSource, fold: int, workdir: str | Path
                          f"{len(labels)}; use a fresh workdir or delete {ckpt.dir}")
     data = _prepare(cfg, store, fold, workdir, resuming=state is not None)
     model_key = _model_key(cfg, data)
-    train_key = json.dumps(cfg.to_dict()["train"], sort_keys=True)
+    train_key = json.dumps({k: v for k, v in cfg.to_dict()["train"].items()
+                            if k != "fold_workers"}, sort_keys=True)
     if state is None:
         state = _new_state(fold, labels, model_key, train_key, cfg.train.seed)
     else:
