@@ -373,7 +373,7 @@ def make_plots(cfg: Config, root: Path, frames: np.ndarray, lengths: dict, hop_s
 def _compute_shards(cfg: Config, todo: list[ShardSpec], paths: dict[str, list[str]],
                     shard_dir: Path, n_sum: int, progress: bool) -> dict:
     """Extract every clip of the shards in ``todo`` and write each shard when it is complete."""
-    from tqdm.auto import tqdm
+    from fsd import progress as progress_bars
 
     n_clips = sum(len(sp.fnames) for sp in todo)
     workers = min(resolve_workers(cfg), max(n_clips, 1))
@@ -400,8 +400,9 @@ def _compute_shards(cfg: Config, todo: list[ShardSpec], paths: dict[str, list[st
         tasks += [(k, items[i : i + chunk]) for i in range(0, len(items), chunk)]
     pending = {k: len(sp.fnames) for k, sp in enumerate(todo)}
     results: dict[int, list[ClipResult]] = {k: [] for k in range(len(todo))}
-    bar = tqdm(total=n_clips, unit="clip", desc="featurize", disable=not progress,
-               dynamic_ncols=True)
+    bar = progress_bars.bar(total=n_clips, unit="clip", desc="featurize", enabled=progress)
+    log_lines = progress_bars.lines(progress)  # no bar drawn (not a terminal): a line per shard
+    done = {"clips": 0, "shards": 0}
     t0 = time.perf_counter()
 
     def collect(k: int, chunk_results: list[ClipResult]) -> None:
@@ -416,6 +417,12 @@ def _compute_shards(cfg: Config, todo: list[ShardSpec], paths: dict[str, list[st
             order = {f: i for i, f in enumerate(sp.fnames)}
             ordered = sorted(results.pop(k), key=lambda r: order[r.fname])
             write_shard(shard_dir / sp.name, ordered, cfg.logmel.n_mels, n_sum, cfg.store.float16)
+            done["shards"] += 1
+        done["clips"] += len(chunk_results)
+        if log_lines and pending[k] == 0:
+            log.info("featurize: shard %d/%d written, %d/%d clips, %.1f audio-s/s",
+                     done["shards"], len(todo), done["clips"], n_clips,
+                     stats["seconds"] / el if el > 0 else 0.0)
 
     try:
         if workers == 1:
