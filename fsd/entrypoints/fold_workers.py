@@ -16,6 +16,7 @@ import os
 import subprocess
 import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 import mlflow
@@ -44,9 +45,13 @@ def worker_env(n_workers: int) -> dict[str, str]:
 
 
 def train_folds_in_workers(cfg: Config, folds: list[int], features_run: str, parent_run: str,
-                           run_id_path, poll_s: float = 1.0) -> dict[int, str]:
+                           run_id_path, poll_s: float = 1.0,
+                           meanwhile: Callable[[], None] | None = None) -> dict[int, str]:
     """Train ``folds`` with ``cfg.train.fold_workers`` processes at a time; return each fold's
     run id (read from ``run_id_path(fold)``, the file a worker writes into its fold's folder).
+
+    ``meanwhile()`` runs in this process once the first workers have started: with 5 folds on
+    2 workers the last fold trains alone, and work such as the baselines fills the idle core.
     """
     n = max(1, min(cfg.train.fold_workers, len(folds)))
     cfg_path = Path(cfg.experiment_dir) / "pipeline" / f"config-{parent_run}.yaml"
@@ -66,6 +71,9 @@ def train_folds_in_workers(cfg: Config, folds: list[int], features_run: str, par
                        "--parent-run", parent_run, "--no-progress"]
                 running[fold] = subprocess.Popen(cmd, env=env)
                 log.info("fold %d: worker pid %d started", fold, running[fold].pid)
+            if meanwhile is not None:
+                meanwhile, task = None, meanwhile
+                task()
             time.sleep(poll_s)
             for fold, proc in list(running.items()):
                 rc = proc.poll()
