@@ -32,6 +32,7 @@ import pandas as pd
 
 from fsd.config import Config
 from fsd.data.rejects import WARNING_STAGE, Reject, rejects_frame
+from fsd.locks import file_lock
 from fsd.features.store import (
     FEATURE_VERSION,
     SHARDS,
@@ -157,7 +158,20 @@ def featurize(cfg: Config, progress: bool = True) -> FeaturizeResult:
     key = store_key(cfg, fingerprint)
     root = store_dir(cfg, key)
     n_sum = summary_dim(cfg.summary) if cfg.summary.enabled else 0
+    # One builder per store: a second featurize of the same key (another worker, a second
+    # `fsd main`) waits here, then finds the store complete and reuses it.
+    with file_lock(lock_path(root), what=f"feature store {root}"):
+        return _featurize_locked(cfg, ds, train, fingerprint, key, root, n_sum, t_start,
+                                 progress)
 
+
+def lock_path(root: Path) -> Path:
+    """The lock file of a store: beside its folder, so deleting the store keeps the lock."""
+    return root.parent / f".{root.name}.lock"
+
+
+def _featurize_locked(cfg: Config, ds, train: pd.DataFrame, fingerprint: str, key: str,
+                      root: Path, n_sum: int, t_start: float, progress: bool) -> FeaturizeResult:
     if (root / "meta.json").is_file():
         try:
             read_meta(root)
