@@ -28,6 +28,7 @@ COMMANDS = {
     "report": "fsd.entrypoints.report",
     "predict": "fsd.entrypoints.predict",
     "serve": "fsd.entrypoints.serve",
+    "download": "fsd.entrypoints.download",
 }
 
 
@@ -92,9 +93,11 @@ def main(argv: Sequence[str] | None = None) -> int:
         level=logging.DEBUG if args.verbose else logging.INFO,
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",
     )
+    mod = _load(args._module)
     try:
         overrides = list(args.overrides) + split_overrides(extra)
-        cfg = load_config(args.config, overrides)
+        # a command that reads no config (download) runs anywhere, without experiments/
+        cfg = load_config(args.config, overrides) if getattr(mod, "NEEDS_CONFIG", True) else None
     except ConfigError as exc:
         parser.exit(2, f"fsd: config error: {exc}\n")
     os.environ.setdefault("MLFLOW_SKIP_PIP_REQUIREMENTS_CHECK", "true")
@@ -103,7 +106,6 @@ def main(argv: Sequence[str] | None = None) -> int:
     if not args.verbose:
         # Retracing at each TTA length is expected and bounded; TF warns about it at length.
         logging.getLogger("tensorflow").setLevel(logging.ERROR)
-    mod = _load(args._module)
     try:
         return int(mod.run(cfg, args) or 0)
     except ConfigError as exc:
