@@ -22,7 +22,9 @@ $(VENV)/.installed: pyproject.toml constraints.txt
 demo: setup
 	$(BIN)/fsd main --config experiments/demo.yaml
 	@echo
-	@echo "Open the runs with:  $(BIN)/mlflow ui --backend-store-uri $(MLFLOW_TRACKING_URI)"
+	@echo "Open the runs with:  make ui   (or $(BIN)/mlflow ui --backend-store-uri $(MLFLOW_TRACKING_URI)),"
+	@echo "then the link above, or:"
+	@$(BIN)/python -c "from fsd.tracking import print_ui_urls; print_ui_urls()"
 
 test: setup
 	$(BIN)/python -m pytest -q
@@ -32,7 +34,9 @@ lint: setup
 	$(BIN)/ruff check --select E,F,W,I fsd tests benchmarks
 
 ui: setup
-	$(BIN)/mlflow ui --backend-store-uri $(MLFLOW_TRACKING_URI)
+	@echo "The experiments' runs (model-training view), once the server below is up:"
+	@$(BIN)/python -c "from fsd.tracking import print_ui_urls; print_ui_urls()"
+	$(BIN)/mlflow ui --backend-store-uri $(MLFLOW_TRACKING_URI) --host 127.0.0.1 --port 5000
 
 clean:
 	rm -rf outputs mlflow.db mlruns mlartifacts

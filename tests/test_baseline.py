@@ -62,8 +62,12 @@ def test_oof_beats_chance_on_a_learnable_store(name):
     assert r.oof_map3 == pytest.approx(map_at_k(r.y, r.probs, 3))
     assert 0 < r.oof_accuracy <= 1 and sorted(r.scores.per_fold) == [0, 1, 2]
     m = r.metrics()
-    assert {"oof_map3", "oof_accuracy", "oof_map3_fold_0", "oof_map3_fold_2", "oof_ap_macro",
-            "oof_map3_class/k1", "oof_ap_class/k1", "fit_seconds", "final_fit_seconds"} <= set(m)
+    assert {"oof_map3", "oof_accuracy", "oof/fold_0_map3", "oof/fold_2_map3", "oof_ap_macro",
+            "oof_class_map3/k1", "oof_class_ap/k1", "perf/fit_seconds",
+            "perf/final_fit_seconds"} <= set(m)
+    assert not any(k.startswith("tta") for k in m)  # a baseline scores without TTA
+    assert r.params() == {"fit.n_clips": len(r.y), "fit.n_skipped": r.skipped,
+                          "fit.n_features": r.n_features}
     frame = r.probabilities_frame()
     assert list(frame.columns) == ["fname", "label", "k0", "k1", "k2", "k3"]
     assert frame["fname"].tolist() == store.index["fname"].tolist()
@@ -303,8 +307,10 @@ def test_fsd_baseline_logs_one_run_per_model_and_skips_when_done(tmp_path, caplo
         assert r.data.tags["fsd.store_key"] == featurized.data.tags["fsd.store_key"]
         m = r.data.metrics
         assert 0 <= m["oof_map3"] <= 1 and 0 <= m["oof_accuracy"] <= 1
-        assert {"oof_map3_fold_0", "oof_map3_fold_1"} <= set(m)
-        assert any(k.startswith("oof_ap_class/") for k in m)
+        assert {"oof/fold_0_map3", "oof/fold_1_map3"} <= set(m)
+        assert any(k.startswith("oof_class_ap/") for k in m)
+        assert "n_clips" not in m and int(r.data.params["fit.n_clips"]) > 0  # a count: a param
+        assert r.data.tags["mlflow.note.content"].startswith(f"**baseline {r.data.tags['fsd.baseline']}**")
         arts = {a.path for p in ("plots", "oof", "model")
                 for a in client.list_artifacts(r.info.run_id, p)}
         assert {"plots/confusion.png", "oof/oof_probabilities.csv", "model/baseline.joblib"} <= arts
@@ -364,8 +370,11 @@ def test_ensemble_blends_with_the_best_baseline(ensemble_tracking, tmp_path):
         assert m["oof_accuracy"] == pytest.approx(m["blend_oof_accuracy"])
     else:
         assert m["oof_map3"] == pytest.approx(m["cnn_oof_map3"])
+    from fsd.entrypoints.ensemble import logged_model_name
+
+    name = logged_model_name(cfg.ensemble.model_name)  # the logged model: named, not "model"
     local = mlflow.artifacts.download_artifacts(run_id=s["run_id"],
-                                                artifact_path="model/artifacts/bundle",
+                                                artifact_path=f"{name}/artifacts/bundle",
                                                 dst_path=str(tmp_path))
     e = Ensemble.load(local)
     assert e.blended == blended

@@ -148,7 +148,8 @@ def test_oof_scores_per_fold_and_class():
     assert s.per_fold == pytest.approx({0: (1 + .5 + .5) / 3, 1: (1 + 1 / 3 + 1) / 3})
     assert s.per_class == pytest.approx({"a": .75, "b": (.5 + 1) / 2, "c": (1 + 1 / 3) / 2})
     m = s.metrics()
-    assert m["oof_map3"] == s.overall and "oof_map3_fold_1" in m and "oof_map3_class/b" in m
+    assert m["oof_map3"] == s.overall and "tta/fold_1_map3" in m and "tta_class_map3/b" in m
+    assert s.metrics(group="oof")["oof/fold_1_map3"] == m["tta/fold_1_map3"]
     assert s.frame["pred_1"].tolist()[:2] == ["a", "b"]
 
 
@@ -164,9 +165,9 @@ def test_ensemble_step_scores_logs_submits_and_registers(ensemble_tracking):
     run = mlflow.get_run(s["run_id"])
     m = run.data.metrics
     assert m["oof_map3"] == pytest.approx(s["oof_map3"])
-    assert {"oof_map3_fold_0", "oof_map3_fold_1"} <= set(m)
-    assert any(k.startswith("oof_map3_class/") for k in m)
-    assert "public_map3" in m and "private_map3" in m and m["test_clips_prior_only"] == 1
+    assert {"tta/fold_0_map3", "tta/fold_1_map3"} <= set(m)
+    assert any(k.startswith("tta_class_map3/") for k in m)
+    assert "public_map3" in m and "private_map3" in m and run.data.params["test.clips_prior_only"] == "1"
     client = MlflowClient()
     arts = {a.path for a in client.list_artifacts(s["run_id"], "plots")}
     assert {"plots/per_class.png", "plots/per_fold.png", "plots/confusion.png"} <= arts

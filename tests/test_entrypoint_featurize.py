@@ -21,9 +21,14 @@ def test_featurize_through_mlflow_run(tmp_path, monkeypatch):
     assert run.data.params["store.cache_dir"] == f"{tmp_path}/cache"
     assert run.data.params["logmel.n_mels"] == "64"
     assert run.data.tags["fsd.stage"] == "featurize"
-    m = run.data.metrics
-    assert m["n_clips"] > 0 and m["audio_seconds"] > 0 and m["crop_min"] < m["crop_max"]
-    assert m["audio_seconds_per_s"] > 0
+    m, p = run.data.metrics, run.data.params
+    # counts and sizes are params; only the timings are metrics
+    assert int(p["featurize.n_clips"]) > 0 and float(p["featurize.audio_seconds"]) > 0
+    assert int(p["featurize.crop_min"]) < int(p["featurize.crop_max"])
+    assert m["perf/audio_seconds_per_s"] > 0 and not [k for k in m if not k.startswith("perf/")]
+    assert not any(k.startswith(("model.", "train.", "sweep.", "ensemble.")) for k in p)
+    note = run.data.tags["mlflow.note.content"]
+    assert note.startswith("**featurize** of `demo`") and "train clips" in note
     # the dataset as an MLflow dataset input
     assert run.inputs.dataset_inputs and run.inputs.dataset_inputs[0].dataset.name.startswith("synthetic")
     names = {a.path for a in client.list_artifacts(run.info.run_id)}
@@ -32,6 +37,8 @@ def test_featurize_through_mlflow_run(tmp_path, monkeypatch):
     assert any("length" in p for p in plots) and any("pca" in p for p in plots)
     features = {Path(a.path).name for a in client.list_artifacts(run.info.run_id, "features")}
     assert "meta.json" in features and "train" in features
+    # each artifact once: plots and reports are not repeated inside the store
+    assert not {"plots", "rejects.csv", "folds.csv"} & features
 
 
 

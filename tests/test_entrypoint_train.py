@@ -68,7 +68,8 @@ def test_featurize_and_train_fold_on_the_real_fixture(tmp_path, monkeypatch, sha
     client = MlflowClient()
     exp = client.get_experiment_by_name("demo")
     (featurized,) = client.search_runs([exp.experiment_id], "tags.`fsd.stage` = 'featurize'")
-    assert featurized.data.metrics["n_clips"] == 30 and featurized.data.metrics["n_rejected"] == 0
+    p = featurized.data.params
+    assert p["featurize.n_clips"] == "30" and p["featurize.n_rejected"] == "0"
     (trained,) = client.search_runs([exp.experiment_id], "tags.`fsd.stage` = 'train_fold'")
     assert trained.info.status == "FINISHED"
     assert 0.0 <= trained.data.metrics["val_map3"] <= 1.0

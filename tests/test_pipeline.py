@@ -60,6 +60,34 @@ def test_main_runs_every_step_nested_then_skips_them(tmp_path, monkeypatch, caps
     version = client.get_model_version_by_alias("fsd-pipeline-test", "champion")
     assert version.run_id == by_stage["ensemble"][0].info.run_id
 
+    # what a user sees in the UI: main carries the headline and links its steps in order
+    m = main_run.data.metrics
+    assert {"oof_map3", "oof_accuracy", "folds_mean/val_map3", "baseline_logreg/oof_map3",
+            "baseline_hgb/oof_accuracy"} <= set(m)
+    assert not any(k.startswith(("sweep.", "tracking.")) for k in main_run.data.params)
+    assert "train.fold" not in main_run.data.params
+    note = main_run.data.tags["mlflow.note.content"]
+    assert note.startswith("**pipeline** `demo`") and "Out-of-fold MAP@3" in note
+    order = [by_stage["featurize"][0].info.run_id,
+             *sorted((r for r in by_stage["train_fold"]), key=lambda r: r.data.tags["fsd.fold"]),
+             *by_stage["baseline"], ens]
+    ids = [o if isinstance(o, str) else o.info.run_id for o in order]
+    positions = [note.index(f"/runs/{rid})") for rid in ids[:3]] + [note.index(f"/runs/{ens.info.run_id})")]
+    assert positions == sorted(positions)
+    for r in runs:
+        child_note = r.data.tags.get("mlflow.note.content", "")
+        assert child_note and "running." not in child_note, r.data.tags["fsd.stage"]
+        if r.info.run_id != parent:
+            assert "Parent run: [main]" in child_note
+    assert f"#/experiments/{exp.experiment_id}/runs?workflowType=machine_learning" in printed
+    assert exp.tags["mlflow.experimentKind"] == "custom_model_development"
+    registered = client.get_registered_model("fsd-pipeline-test")
+    assert "raw audio in" in registered.description
+    assert "out-of-fold MAP@3" in version.description and "2 folds" in version.description
+    assert ens.data.tags["fsd.model_uri"]
+    logged = [lm.name for lm in client.search_logged_models([exp.experiment_id])]
+    assert logged == ["fsd-pipeline-test-tta-ensemble"]
+
     # the same command again: featurize and both folds are found and skipped
     assert main(args + ["--no-ensemble"]) == 0
     runs = client.search_runs([exp.experiment_id])
@@ -96,7 +124,7 @@ def test_main_trains_folds_in_worker_processes(tmp_path, monkeypatch):
         assert r.data.tags["mlflow.parentRunId"] == parent.info.run_id
         assert client.get_metric_history(r.info.run_id, "stage1/loss")
         assert r.data.params["train.fold"] == str(fold)
-    assert parent.data.params["fold_runs"] == f"{folds[0].info.run_id},{folds[1].info.run_id}"
+    assert parent.data.tags["fsd.fold_runs"] == str([folds[0].info.run_id, folds[1].info.run_id])
     # the same recipe trained in one process would be found and skipped: workers are not part
     # of the training key
     assert main([*args[:-1], "train.fold_workers=1"]) == 0

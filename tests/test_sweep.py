@@ -315,7 +315,10 @@ def test_sweep_nests_trials_prunes_exports_and_continues(tmp_path, monkeypatch):
     assert 0 <= done.data.metrics["val_map3"] <= 1
     assert done.data.params["train.stage1.cyclic_epochs"] == "1"  # the short schedule
     assert 30 <= int(done.data.params["train.crop_min"]) < int(done.data.params["train.crop_max"])
-    assert [m.step for m in client.get_metric_history(done.info.run_id, "stage2/val_map3")] == [0]
+    # one step axis across both stages: stage 2 continues after stage 1's epochs
+    n1 = len(client.get_metric_history(done.info.run_id, "stage1/val_map3"))
+    assert [m.step for m in client.get_metric_history(done.info.run_id, "stage2/val_map3")] == [n1]
+    assert done.data.tags["mlflow.note.content"].startswith("**sweep trial 0** of study")
     study_dir = tmp_path / "out" / "demo" / "sweep" / "demo-sweep"
     assert (study_dir / "trial_0" / "fold_0" / "result.json").exists()
     assert not (study_dir / "trial_1" / "fold_0" / "checkpoint").exists()
@@ -355,5 +358,6 @@ def test_sweep_nests_trials_prunes_exports_and_continues(tmp_path, monkeypatch):
                               f"tags.`mlflow.parentRunId` = '{parents[0].info.run_id}'")
     assert [k.data.tags[edge.TAG_TRIAL] for k in kids] == ["2"]
     newest = parents[0].data
-    assert (newest.metrics["n_trials"], newest.metrics["n_new_trials"]) == (3, 1)
+    assert (newest.params["study.n_trials"], newest.params["study.n_new_trials"]) == ("3", "1")
+    assert "n_trials" not in newest.metrics and "best: [trial 0]" in newest.tags["mlflow.note.content"]
     assert newest.tags[edge.TAG_BEST_TRIAL] == "0"

@@ -63,24 +63,28 @@ class BaselineResult:
         return self.scores.accuracy
 
     def metrics(self) -> dict[str, float]:
-        """MLflow metric names as the ensemble run uses (oof_map3, oof_accuracy, per fold,
-        per class), plus per-class AP, their macro mean and the fit times."""
+        """MLflow metrics: the headline ``oof_map3``/``oof_accuracy`` as the ensemble run
+        names them, per fold ``oof/fold_<k>_map3`` and per class ``oof_class_map3/<label>``
+        (no TTA: see :meth:`OOFScores.metrics`), per-class AP ``oof_class_ap/<label>`` and
+        its macro mean, fit times under ``perf/``."""
         from fsd.ensemble.oof import metric_safe
 
-        out = dict(self.scores.metrics())
-        out.update({f"oof_ap_class/{metric_safe(c)}": float(v)
+        out = dict(self.scores.metrics(group="oof"))
+        out.update({f"oof_class_ap/{metric_safe(c)}": float(v)
                     for c, v in zip(self.labels, self.ap) if np.isfinite(v)})
         if np.isfinite(self.ap).any():
             out["oof_ap_macro"] = float(np.nanmean(self.ap))
-        out.update({f"fit_seconds_fold_{f}": s for f, s in self.fold_seconds.items()})
-        out["fit_seconds"] = float(sum(self.fold_seconds.values()))
-        out["final_fit_seconds"] = float(self.final_seconds)
+        out.update({f"perf/fit_seconds_fold_{f}": s for f, s in self.fold_seconds.items()})
+        out["perf/fit_seconds"] = float(sum(self.fold_seconds.values()))
+        out["perf/final_fit_seconds"] = float(self.final_seconds)
         if np.isfinite(self.final_train_map3):
             out["final_train_map3"] = float(self.final_train_map3)
-        out["n_clips"] = float(len(self.y))
-        out["n_skipped"] = float(self.skipped)
-        out["n_features"] = float(self.n_features)
         return out
+
+    def params(self) -> dict[str, int]:
+        """Counts (params, not metrics): clips scored, clips skipped, features per clip."""
+        return {"fit.n_clips": int(len(self.y)), "fit.n_skipped": int(self.skipped),
+                "fit.n_features": int(self.n_features)}
 
     def probabilities_frame(self) -> pd.DataFrame:
         """fname, label, one column per class: the out-of-fold probabilities."""
@@ -103,7 +107,7 @@ def oof_probabilities(x: np.ndarray, y: np.ndarray, folds: np.ndarray, n_classes
 
     Returns (n, n_classes) probabilities and the fit seconds per fold.
     """
-    from tqdm.auto import tqdm
+    from fsd import progress as progress_bars
 
     folds = np.asarray(folds, dtype=np.int64)
     y = np.asarray(y, dtype=np.int64)
@@ -112,7 +116,7 @@ def oof_probabilities(x: np.ndarray, y: np.ndarray, folds: np.ndarray, n_classes
     fold_ids = sorted(set(folds.tolist()))
     if len(fold_ids) < 2:
         raise ValueError(f"out-of-fold scoring needs at least 2 folds, got {fold_ids}")
-    for f in tqdm(fold_ids, desc=desc, unit="fold", disable=not progress):
+    for f in progress_bars.bar(fold_ids, desc=desc, unit="fold", enabled=progress):
         held = folds == f
         t0 = time.perf_counter()
         model = fit(x[~held], y[~held])
@@ -122,6 +126,9 @@ def oof_probabilities(x: np.ndarray, y: np.ndarray, folds: np.ndarray, n_classes
             raise ValueError(f"fold {f}: predict_proba gave {p.shape}, want "
                              f"({int(held.sum())}, {n_classes})")
         probs[held] = p
+        if progress_bars.lines(progress):
+            log.info("%s: fold %d fitted in %.1f s (%d/%d)", desc, f, seconds[int(f)],
+                     fold_ids.index(f) + 1, len(fold_ids))
     return probs, seconds
 
 

@@ -32,15 +32,18 @@ class OOFScores:
     accuracy: float = float("nan")
     per_fold_accuracy: dict[int, float] = field(default_factory=dict)
 
-    def metrics(self) -> dict[str, float]:
-        """Flat MLflow metric names: oof_map3, oof_accuracy, oof_map3_fold_<k>,
-        oof_accuracy_fold_<k>, oof_map3_class/<label>."""
+    def metrics(self, group: str = "tta") -> dict[str, float]:
+        """Flat MLflow metric names: the headline ``oof_map3`` and ``oof_accuracy``, then per
+        fold ``<group>/fold_<k>_map3`` and ``<group>/fold_<k>_accuracy`` and per class
+        ``<group>_class_map3/<label>``. ``group`` says how the clips were scored: ``tta``
+        (the ensemble: test-time augmentation) or ``oof`` (a baseline, no crops), so these
+        never read as a fold run's own ``val_map3`` (fixed lengths, no TTA)."""
         out = {f"oof_map{self.k}": self.overall}
         if np.isfinite(self.accuracy):
             out["oof_accuracy"] = self.accuracy
-        out.update({f"oof_map{self.k}_fold_{f}": v for f, v in self.per_fold.items()})
-        out.update({f"oof_accuracy_fold_{f}": v for f, v in self.per_fold_accuracy.items()})
-        out.update({f"oof_map{self.k}_class/{metric_safe(c)}": v
+        out.update({f"{group}/fold_{f}_map{self.k}": v for f, v in self.per_fold.items()})
+        out.update({f"{group}/fold_{f}_accuracy": v for f, v in self.per_fold_accuracy.items()})
+        out.update({f"{group}_class_map{self.k}/{metric_safe(c)}": v
                     for c, v in self.per_class.items() if np.isfinite(v)})
         return out
 
@@ -102,45 +105,45 @@ def plot_oof(scores: OOFScores, y_true: np.ndarray, probs: np.ndarray, labels: S
     paths: dict[str, Path] = {}
     k = scores.k
 
+    from fsd.train.report import LABEL_FONTSIZE, confusion_counts, draw_confusion
+
     table = per_class_table(scores)
-    fig, ax = plt.subplots(figsize=(7, max(2.5, 0.22 * len(table) + 1)))
-    ax.barh(table["label"], table[f"map{k}"].fillna(0), color="tab:blue")
-    ax.axvline(scores.overall, color="tab:red", ls="--", label=f"overall {scores.overall:.3f}")
-    ax.set_xlim(0, 1)
-    ax.set_xlabel(f"out-of-fold MAP@{k}")
-    ax.set_title(f"MAP@{k} per class (out of fold, {what})")
-    ax.legend(loc="lower right")
+    values = table[f"map{k}"].fillna(0).to_numpy()
+    fig, ax = plt.subplots(figsize=(8, max(3.0, 0.26 * len(table) + 1.8)))
+    ax.barh(range(len(table)), values, color="tab:blue")
+    for i, v in enumerate(values):
+        ax.text(v + 0.01, i, f"{v:.2f}", va="center", fontsize=7)
+    ax.set_yticks(range(len(table)), table["label"], fontsize=LABEL_FONTSIZE)
+    ax.set_ylim(-0.6, len(table) - 0.4)
+    ax.axvline(scores.overall, color="tab:red", ls="--")
+    ax.set_xlim(0, 1.08)
+    ax.set_xlabel(f"out-of-fold MAP@{k} of the class's clips "
+                  f"(red line: all clips, {scores.overall:.3f})")
+    ax.set_title(f"MAP@{k} per class, out of fold, {what}")
+    ax.grid(axis="x", alpha=0.3)
     fig.tight_layout()
     paths["per_class"] = out_dir / "per_class.png"
     fig.savefig(paths["per_class"], dpi=100)
     plt.close(fig)
 
-    fig, ax = plt.subplots(figsize=(max(3, 0.5 * len(scores.per_fold) + 2), 3))
-    ax.bar([str(f) for f in scores.per_fold], list(scores.per_fold.values()), color="tab:green")
-    ax.axhline(scores.overall, color="tab:red", ls="--")
-    ax.set_ylim(0, 1)
+    folds = [str(f) for f in scores.per_fold]
+    fig, ax = plt.subplots(figsize=(max(6.0, 0.6 * len(folds) + 3), 4.5))
+    bars = ax.bar(folds, list(scores.per_fold.values()), color="tab:green",
+                  label=f"held-out fold's clips (MAP@{k})")
+    ax.bar_label(bars, fmt="%.3f", fontsize=8, padding=2)
+    ax.axhline(scores.overall, color="tab:red", ls="--",
+               label=f"all clips: {scores.overall:.3f}")
+    ax.set_ylim(0, 1.12)
     ax.set_xlabel("fold")
-    ax.set_ylabel(f"MAP@{k}")
-    ax.set_title(f"out-of-fold MAP@{k} per fold ({what})")
+    ax.set_ylabel(f"out-of-fold MAP@{k}")
+    ax.set_title(f"out-of-fold MAP@{k} per fold, {what}")
+    ax.legend(loc="lower center", bbox_to_anchor=(0.5, -0.3), ncol=2, fontsize=8, frameon=False)
     fig.tight_layout()
     paths["per_fold"] = out_dir / "per_fold.png"
     fig.savefig(paths["per_fold"], dpi=100)
     plt.close(fig)
 
-    n = len(labels)
-    cm = np.zeros((n, n))
-    np.add.at(cm, (np.asarray(y_true, np.int64), np.argmax(probs, axis=1)), 1)
-    cm /= np.maximum(cm.sum(axis=1, keepdims=True), 1)
-    size = max(4, 0.25 * n + 2)
-    fig, ax = plt.subplots(figsize=(size, size))
-    ax.imshow(cm, cmap="Blues", vmin=0, vmax=1)
-    ax.set_xticks(range(n), labels, rotation=90, fontsize=7)
-    ax.set_yticks(range(n), labels, fontsize=7)
-    ax.set_xlabel("predicted (top 1)")
-    ax.set_ylabel("true")
-    ax.set_title(f"out-of-fold confusion, {what} (row-normalised)")
-    fig.tight_layout()
-    paths["confusion"] = out_dir / "confusion.png"
-    fig.savefig(paths["confusion"], dpi=100)
-    plt.close(fig)
+    counts = confusion_counts(y_true, np.argmax(probs, axis=1), len(labels))
+    paths["confusion"] = draw_confusion(counts, list(labels),
+                                        f"out-of-fold confusion, {what}", out_dir / "confusion.png")
     return paths

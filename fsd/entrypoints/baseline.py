@@ -3,8 +3,10 @@
 One MLflow run per model in ``baseline.models`` (``logreg``: StandardScaler +
 LogisticRegression; ``hgb``: HistGradientBoostingClassifier), tagged ``fsd.stage=baseline``
 and ``fsd.baseline=<model>``. Each logs the metrics the ensemble run logs under the same names
-(``oof_map3``, ``oof_accuracy``, ``oof_map3_fold_<k>``, ``oof_map3_class/<label>``) plus
-per-class average precision and fit times, the per-class/per-fold/confusion plots, the
+(``oof_map3``, ``oof_accuracy``; per fold ``oof/fold_<k>_map3`` and per class
+``oof_class_map3/<label>``, where the ensemble's, scored with TTA, are ``tta/...``) plus
+per-class average precision (``oof_class_ap/<label>``), fit times (``perf/``), the counts as
+params (``fit.n_clips``, ``fit.n_skipped``, ``fit.n_features``), the per-class/per-fold/confusion plots, the
 out-of-fold probabilities (``oof/oof_probabilities.csv``: fname, label, one column per
 class) and the final model fitted on every train clip (``model/baseline.joblib``).
 
@@ -99,6 +101,7 @@ def baseline_logged(cfg: Config, store, features_run: str, name: str, *, nested:
                            if k in ("model", "version")})
         result = run_baseline(store, name, cfg.baseline, final=True, progress=progress)
         mlflow.log_metrics(result.metrics())
+        tracking.log_new_params(result.params())
         out = cfg.experiment_dir / "baseline" / f"{name}-{store.key[:8]}" / active.info.run_id
         plots = plot_oof(result.scores, result.y, result.probs, result.labels, out / "plots",
                          what=name)
@@ -110,6 +113,16 @@ def baseline_logged(cfg: Config, store, features_run: str, name: str, *, nested:
         mlflow.log_artifact(str(path), MODEL_ARTIFACT)
         log.info("baseline %s run %s: out-of-fold MAP@3 %.4f, accuracy %.4f", name,
                  active.info.run_id, result.oof_map3, result.oof_accuracy)
+        what = {"logreg": "StandardScaler + LogisticRegression",
+                "hgb": "HistGradientBoostingClassifier"}.get(name, name)
+        tracking.describe(
+            f"**baseline {name}** ({what}) of `{cfg.name}` on the summary features of "
+            f"{tracking.data_summary(cfg)}, on the CNN's folds.\n\n"
+            f"- out of fold (no TTA): **MAP@3 {result.oof_map3:.3f}**, accuracy "
+            f"{result.oof_accuracy:.3f}, {len(result.y)} clips in "
+            f"{len(result.fold_seconds)} folds\n"
+            f"- features: {tracking.run_link(features_run, 'featurize run')}; the model "
+            f"fitted on every clip: `{MODEL_ARTIFACT}/{MODEL_FILE}`")
         return active.info.run_id
 
 
@@ -128,10 +141,18 @@ def _log_group_summary(runs: dict[str, str]) -> None:
             scores[name] = value
             mlflow.log_metric(f"{name}_oof_map3", value)
     mlflow.set_tag(TAG_REUSED, ",".join(f"{n}={r}" for n, r in runs.items()))
+    lines = [f"- {tracking.run_link(rid, name)}: out-of-fold MAP@3 {scores[name]:.3f}"
+             if name in scores else f"- {tracking.run_link(rid, name)}"
+             for name, rid in runs.items()]
     if scores:
         best = max(scores, key=scores.get)
         mlflow.set_tags({"fsd.best_baseline": best, "fsd.best_baseline_run": runs[best]})
         mlflow.log_metric("best_oof_map3", scores[best])
+        lines.insert(0, f"**baselines**: the best is **{best}**, out-of-fold MAP@3 "
+                        f"{scores[best]:.3f}.\n")
+    else:
+        lines.insert(0, "**baselines**\n")
+    tracking.describe("\n".join(lines))
 
 
 def load_oof_probabilities(run_id: str, dst: Path):

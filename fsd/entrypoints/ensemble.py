@@ -180,8 +180,8 @@ def build_ensemble(cfg: Config, run_ids: list[str] | None = None, *, register: b
         cnn_probs = res.probs()[scored]
         cnn_oof = score_oof(names, y, folds[scored], cnn_probs, labels, k=3)
         seconds = time.perf_counter() - t0
-        mlflow.log_metrics({"oof_seconds": seconds,
-                            "oof_clips_per_s": float(scored.sum()) / max(seconds, 1e-9),
+        mlflow.log_metrics({"perf/oof_seconds": seconds,
+                            "perf/oof_clips_per_s": float(scored.sum()) / max(seconds, 1e-9),
                             "cnn_oof_map3": cnn_oof.overall, "cnn_oof_accuracy": cnn_oof.accuracy})
         blend = _choose_blend(train_cfg, store, names, y, cnn_probs, labels, work / "downloads",
                               out) if e.blend else None
@@ -197,7 +197,7 @@ def build_ensemble(cfg: Config, run_ids: list[str] | None = None, *, register: b
             _log_frame(cnn_oof.frame, out / "oof_cnn.csv", "oof")
         mlflow.log_param("ensemble.blended", str(blended).lower())
         mlflow.set_tag(TAG_BLENDED, str(blended).lower())
-        mlflow.log_metrics(oof.metrics())
+        mlflow.log_metrics(oof.metrics(group="tta"))
         mlflow.log_metrics(_training_scores(work / "downloads", runs))
         plots = plot_oof(oof, y, probs, labels, out / "plots",
                          what=f"with TTA + {blend['name']}" if blended else "with TTA")
@@ -215,11 +215,12 @@ def build_ensemble(cfg: Config, run_ids: list[str] | None = None, *, register: b
         info.scores.update(test_scores)
         (bundle / "ensemble.json").write_text(_with_scores(bundle / "ensemble.json", info.scores))
 
-        model_info = log_ensemble_model(bundle, info, name="model",
+        model_info = log_ensemble_model(bundle, info, name=logged_model_name(e.model_name),
                                         sample_rate=train_cfg.audio.sample_rate)
         mlflow.set_tag("fsd.model_uri", model_info.model_uri)
         summary = {"run_id": active.info.run_id, "oof_map3": oof.overall,
                    "oof_accuracy": oof.accuracy, "cnn_oof_map3": cnn_oof.overall,
+                   "train_key": key,
                    "blended": blended, "model_uri": model_info.model_uri, "tta_lengths": lengths,
                    **test_scores}
         if blend is not None:
@@ -228,6 +229,8 @@ def build_ensemble(cfg: Config, run_ids: list[str] | None = None, *, register: b
         if register:
             promo = register_and_promote(model_info.model_uri, e.model_name, e.alias, oof.overall,
                                          run_id=active.info.run_id, train_key=key)
+            describe_registered(e.model_name, promo.version, train_cfg, summary, runs,
+                                active.info.run_id)
             mlflow.log_dict(promo.as_dict(), "registry/promotion.json")
             mlflow.set_tags({"fsd.registered_version": promo.version,
                              "fsd.alias_moved": str(promo.moved).lower(),
@@ -235,7 +238,75 @@ def build_ensemble(cfg: Config, run_ids: list[str] | None = None, *, register: b
             if promo.previous_score is not None:
                 mlflow.log_metric("holder_oof_map3", promo.previous_score)
             summary["promotion"] = promo.as_dict()
+        tracking.describe(_description(train_cfg, summary, runs, lengths, e.tta_crops))
     return summary
+
+
+def logged_model_name(model_name: str) -> str:
+    """The logged model's name (MLflow 3 LoggedModel; ``runs:/<run>/<name>``): the registered
+    name's, as a logged-model name allows (letters, digits, - _ .)."""
+    import re
+
+    return re.sub(r"[^0-9A-Za-z_.-]", "_", f"{model_name}-tta-ensemble")
+
+
+def _scores_line(summary: dict) -> str:
+    line = (f"out-of-fold MAP@3 **{summary['oof_map3']:.3f}**, accuracy "
+            f"{summary['oof_accuracy']:.3f}")
+    if summary.get("blended"):
+        line += (f" (blend: {summary['blend_weight']:.2f} x CNN ensemble + "
+                 f"{1 - summary['blend_weight']:.2f} x baseline; CNN ensemble alone "
+                 f"{summary['cnn_oof_map3']:.3f})")
+    return line
+
+
+def _description(cfg: Config, summary: dict, runs: dict, lengths: list[int], crops: int) -> str:
+    folds = ", ".join(tracking.run_link(r.info.run_id, f"fold {k}") for k, r in runs.items())
+    lines = [f"**ensemble** of `{cfg.name}` on {tracking.data_summary(cfg)}: the {len(runs)} "
+             f"fold models, test-time augmentation {len(lengths)} lengths x {crops} crops.",
+             "", f"- {_scores_line(summary)}",
+             "- per fold (with TTA): `tta/fold_<k>_map3`; the folds' own validation (no TTA): "
+             "`folds_mean/val_map3`", f"- folds: {folds}"]
+    if summary.get("baseline_run"):
+        lines.append(f"- blended baseline: {tracking.run_link(summary['baseline_run'], 'run')}")
+    promo = summary.get("promotion")
+    if promo:
+        lines.append(f"- registered as `{promo['name']}` version {promo['version']}: "
+                     f"{'took' if promo['moved'] else 'did not take'} @{promo['alias']} "
+                     f"({promo['reason']})")
+    for k in ("public_map3", "private_map3"):
+        if k in summary:
+            lines.append(f"- test {k.split('_')[0]} MAP@3 {summary[k]:.3f}")
+    return "\n".join(lines)
+
+
+def describe_registered(name: str, version: str, cfg: Config, summary: dict, runs: dict,
+                        run_id: str) -> None:
+    """Descriptions of the registered model (what it is, how to call it) and of this version
+    (data, folds, out-of-fold score, the config that made it)."""
+    from mlflow.tracking import MlflowClient
+
+    client = MlflowClient()
+    model_text = (
+        f"Sound tagger trained by `fsd` (config `{cfg.name}`): raw audio in (column `audio`, "
+        "base64-encoded bytes of any format soundfile reads), the top-k labels with scores out. "
+        "An ensemble of the CNN fold models with test-time augmentation (blended with a "
+        "summary-feature baseline where that scores better out of fold). Each version's "
+        f"description gives its data, folds and out-of-fold MAP@3; `@{cfg.ensemble.alias}` "
+        "moves to a version only when its out-of-fold MAP@3 beats the holder's.\n\n"
+        f"Serve: `fsd serve --model \"models:/{name}@{cfg.ensemble.alias}\"`")
+    folds = ", ".join(str(k) for k in runs)
+    version_text = (
+        f"{_scores_line(summary)}; data: {tracking.data_summary(cfg)}; {len(runs)} folds "
+        f"({folds}) of training key `{summary.get('train_key', '')}`; config `{cfg.name}` "
+        f"(model {cfg.model.backbone}, width {cfg.model.width}; the full config is "
+        f"`config.yaml` of ensemble run {run_id}); TTA lengths {summary.get('tta_lengths')} x "
+        f"{cfg.ensemble.tta_crops} crops.")
+    try:
+        client.update_registered_model(name, description=model_text)
+        client.update_model_version(name, str(version), description=version_text)
+    except Exception as exc:  # a description is no reason to fail the step
+        log.warning("could not describe registered model %s v%s: %s", name, version, exc)
 
 
 def _choose_blend(cfg: Config, store, fnames: list[str], y: np.ndarray, cnn: np.ndarray,
@@ -275,8 +346,9 @@ def _choose_blend(cfg: Config, store, fnames: list[str], y: np.ndarray, cnn: np.
     oof_map3 = float(reciprocal_ranks(y, probs, 3).mean())
     oof_accuracy = float(reciprocal_ranks(y, probs, 1).mean())
     mlflow.log_metrics({"blend_weight": choice.weight, "blend_oof_map3": oof_map3,
-                        "blend_oof_accuracy": oof_accuracy, "blend_clips": float(found.sum()),
+                        "blend_oof_accuracy": oof_accuracy,
                         "baseline_oof_map3": best.data.metrics.get("oof_map3", float("nan"))})
+    mlflow.log_param("blend.clips", int(found.sum()))
     mlflow.set_tags({TAG_BLEND_RUN: rid, TAG_BLEND_MODEL: name})
     _log_frame(choice.table(), out / "blend_weights.csv", "blend")
     log.info("ensemble.blend: %s (run %s) at w=%.2f: out-of-fold MAP@3 %.4f (CNN alone %.4f)",
@@ -312,19 +384,19 @@ def _with_scores(manifest: Path, scores: dict[str, float]) -> str:
 
 
 def _training_scores(downloads: Path, runs: dict) -> dict[str, float]:
-    """The folds' own validation scores (fixed lengths, no random crops), for comparison."""
-    values = []
+    """The mean of the folds' own validation scores (the fold runs' ``val_map3`` and
+    ``val_accuracy``: fixed lengths, centre crops, no TTA), as ``folds_mean/val_*``."""
+    values: dict[str, list[float]] = {"val_map3": [], "val_accuracy": []}
     for r in runs.values():
         path = downloads / r.info.run_id / FOLD_ARTIFACT / "result.json"
         try:
             data = json.loads(path.read_text())
         except (OSError, ValueError):
             continue
-        for name in ("val_map3", "best_val_map3", "map3"):
+        for name in values:
             if isinstance(data.get(name), (int, float)):
-                values.append(float(data[name]))
-                break
-    return {"folds_val_map3_mean": float(np.mean(values))} if values else {}
+                values[name].append(float(data[name]))
+    return {f"folds_mean/{k}": float(np.mean(v)) for k, v in values.items() if v}
 
 
 def _log_frame(frame: pd.DataFrame, path: Path, artifact_path: str) -> None:
@@ -358,8 +430,9 @@ def _score_test(cfg: Config, store, ensemble, info, work: Path) -> dict[str, flo
         summaries = np.asarray(test.summary)[rows] if cfg.summary.enabled else None
         probs = ensemble.predict(logmels, summaries)
         seconds = time.perf_counter() - t0
-        mlflow.log_metrics({"test_seconds": seconds, "test_clips_predicted": float(len(rows)),
-                            "test_clips_per_s": len(rows) / max(seconds, 1e-9)})
+        mlflow.log_metrics({"perf/test_seconds": seconds,
+                            "perf/test_clips_per_s": len(rows) / max(seconds, 1e-9)})
+        mlflow.log_param("test.clips_predicted", len(rows))
         pred = pd.DataFrame(probs, columns=info.labels)
         pred.insert(0, "fname", names)
         _log_frame(pred, work / "test_probabilities.csv", "test")
@@ -367,7 +440,7 @@ def _score_test(cfg: Config, store, ensemble, info, work: Path) -> dict[str, flo
     sub = build_submission(expected, names, probs, info.labels, np.asarray(info.prior), k=3)
     validate_submission(sub, expected, info.labels, k=3)
     n_prior = int((~ok).sum())
-    mlflow.log_metric("test_clips_prior_only", float(n_prior))
+    mlflow.log_param("test.clips_prior_only", n_prior)
     if n_prior:
         failed = tindex.loc[~ok, "fname"].astype(str).tolist()
         log.warning("%d test clips have no features (%s); they get the training prior's top 3",

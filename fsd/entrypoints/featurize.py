@@ -70,7 +70,10 @@ def featurize_logged(cfg: Config):
             source=_dataset_source(cfg), name=f"{cfg.data.source}-{key}", targets="label",
         )
     mlflow.log_input(dataset, context="featurize")
-    mlflow.log_metrics({k: float(v) for k, v in result.stats.items() if _is_number(v)})
+    metrics, params = stats_split(result.stats)
+    mlflow.log_metrics(metrics)
+    tracking.log_new_params(params)
+    # plots and reports once each, at the top (the store's copies stay out of features/)
     tracking.log_files(result.plots, "plots")
     tracking.log_files([result.rejects_path, result.folds_path], "reports")
     if cfg.store.log_to_mlflow:
@@ -80,7 +83,40 @@ def featurize_logged(cfg: Config):
             mlflow.set_tag(TAG_STORE_RUN, holder)
         else:
             _log_store(Path(result.store_dir))
+    tracking.describe(_description(cfg, result))
     return result
+
+
+# featurize's timings: metrics (under perf/); every other figure is a count or a size of the
+# data, logged as a param "featurize.<name>"
+_TIMINGS = ("extract_s", "elapsed_s", "audio_seconds_per_s")
+
+
+def stats_split(stats: dict) -> tuple[dict[str, float], dict[str, str]]:
+    metrics = {f"perf/{k}": float(v) for k, v in stats.items() if k in _TIMINGS and _is_number(v)}
+    params = {f"featurize.{k}": (f"{v:.1f}" if isinstance(v, float) else str(v))
+              for k, v in stats.items() if k not in _TIMINGS and _is_number(v)}
+    return metrics, params
+
+
+def _description(cfg: Config, result) -> str:
+    st = result.stats
+    hop = cfg.logmel.hop_length / cfg.logmel.sample_rate
+    folds = result.store.index["fold"].nunique()
+    lines = [f"**featurize** of `{cfg.name}`: {tracking.data_summary(cfg)}.", "",
+             f"- **{st.get('n_clips', '?')} train clips** in {st.get('n_labels', '?')} classes, "
+             f"{folds} folds; {st.get('n_rejected', 0)} rejected, {st.get('n_warnings', 0)} "
+             f"warnings (`reports/rejects.csv`); {st.get('n_test', 0)} test clips",
+             f"- {st.get('audio_seconds', 0) / 60:.1f} min of audio; crop limits "
+             f"{st.get('crop_min')}-{st.get('crop_max')} frames "
+             f"({st.get('crop_min', 0) * hop:.2f}-{st.get('crop_max', 0) * hop:.2f} s)"]
+    if result.reused:
+        lines.append(f"- features **reused** from `{result.store_dir}` (nothing recomputed)")
+    elif st.get("audio_seconds_per_s"):
+        lines.append(f"- {st['audio_seconds_per_s']:.1f} audio-s/s with {st.get('workers')} "
+                     "workers")
+    lines.append("- plots: `plots/`; the feature store: `features/`")
+    return "\n".join(lines)
 
 
 def _run_holding_store(cfg: Config, store_key: str) -> str | None:
@@ -93,8 +129,9 @@ def _run_holding_store(cfg: Config, store_key: str) -> str | None:
 
 def _log_store(store_dir: Path) -> None:
     # Shards are a resume aid for this machine; other machines need only the consolidated files.
+    # Its plots and reports are logged once, under plots/ and reports/.
     for child in sorted(store_dir.iterdir()):
-        if child.name == "shards" or child.name.startswith("."):
+        if child.name in ("shards", "plots", "rejects.csv", "folds.csv") or child.name.startswith("."):
             continue
         if child.is_dir():
             mlflow.log_artifacts(str(child), f"{STORE_ARTIFACT}/{child.name}")

@@ -49,7 +49,6 @@ def run(cfg: Config, args: argparse.Namespace) -> int:
             sorted(int(f) for f in store.index["fold"].unique())
         runs = _train_folds(cfg, store, features_run, folds, parent.info.run_id, train_step)
         fold_run_ids = [runs[fold] for fold in folds]
-        mlflow.log_param("fold_runs", ",".join(fold_run_ids))
         summary = {"features_run": features_run, "fold_runs": fold_run_ids}
         if args.no_baseline or not cfg.baseline.models:
             log.info("baselines: skipped (%s)", "--no-baseline" if args.no_baseline
@@ -64,7 +63,8 @@ def run(cfg: Config, args: argparse.Namespace) -> int:
             summary["ensemble_run"] = ensemble_run
         mlflow.set_tags({f"fsd.{k}": str(v) for k, v in summary.items()})
         table = results_table(parent.info.run_id)
-        _log_headline(summary, table)
+        headline = _log_headline(summary, table)
+        tracking.describe(_description(cfg, summary, headline))
     _print_summary(cfg, parent.info.run_id, summary, table)
     return 0
 
@@ -108,29 +108,84 @@ def _featurize(cfg: Config, featurize_step) -> str:
         return child.info.run_id
 
 
-def _log_headline(summary: dict, table: pd.DataFrame) -> None:
-    """The pipeline's result on the main run itself: the ensemble's headline metrics and the
-    comparison of every model on the same folds (``results.md``)."""
+def _log_headline(summary: dict, table: pd.DataFrame) -> dict[str, float]:
+    """The pipeline's result on the main run itself: the ensemble's headline metrics, the
+    folds' mean validation, each baseline's out-of-fold figures, and the comparison of every
+    model on the same folds (``results.md``). Returns the metrics logged."""
+    client = mlflow.tracking.MlflowClient()
+    out: dict[str, float] = {}
     if summary.get("ensemble_run"):
-        m = mlflow.tracking.MlflowClient().get_run(summary["ensemble_run"]).data.metrics
-        keep = ("oof_map3", "oof_accuracy", "cnn_oof_map3", "cnn_oof_accuracy", "blend_weight")
-        mlflow.log_metrics({k: m[k] for k in keep if k in m})
+        m = client.get_run(summary["ensemble_run"]).data.metrics
+        keep = ("oof_map3", "oof_accuracy", "cnn_oof_map3", "cnn_oof_accuracy", "blend_weight",
+                "folds_mean/val_map3", "folds_mean/val_accuracy")
+        out.update({k: m[k] for k in keep if k in m})
+    folds = [client.get_run(r).data.metrics for r in summary.get("fold_runs", [])]
+    for k in ("val_map3", "val_accuracy"):
+        values = [m[k] for m in folds if k in m]
+        if values and f"folds_mean/{k}" not in out:
+            out[f"folds_mean/{k}"] = float(sum(values) / len(values))
+    for rid in summary.get("baseline_runs", []):
+        r = client.get_run(rid)
+        name = r.data.tags.get(tracking.TAG_BASELINE, "baseline")
+        for k in ("oof_map3", "oof_accuracy"):
+            if k in r.data.metrics:
+                out[f"baseline_{name}/{k}"] = r.data.metrics[k]
+    if out:
+        mlflow.log_metrics(out)
     if len(table):
         mlflow.log_text(to_markdown(table) + "\n", "results.md")
+    return out
+
+
+def _description(cfg: Config, summary: dict, headline: dict[str, float]) -> str:
+    """main's description: the headline and its steps in pipeline order, each a link."""
+    client = mlflow.tracking.MlflowClient()
+
+    def metric(rid: str, key: str) -> str:
+        v = client.get_run(rid).data.metrics.get(key)
+        return f"{key} {v:.3f}" if v is not None else ""
+
+    lines = [f"**pipeline** `{cfg.name}` on {tracking.data_summary(cfg)}: featurize -> "
+             f"{len(summary.get('fold_runs', []))} folds -> baselines -> ensemble.", ""]
+    if "oof_map3" in headline:
+        lines.append(f"**Out-of-fold MAP@3 {headline['oof_map3']:.3f}**, accuracy "
+                     f"{headline.get('oof_accuracy', float('nan')):.3f} (the registered model; "
+                     "`results.md` compares every model on the same folds).")
+        lines.append("")
+    lines.append("Steps, in order:")
+    lines.append("")
+    lines.append(f"1. {tracking.run_link(summary['features_run'], 'featurize')}")
+    for rid in summary.get("fold_runs", []):
+        fold = client.get_run(rid).data.tags.get(tracking.TAG_FOLD, "?")
+        lines.append(f"1. {tracking.run_link(rid, f'fold {fold}')}: {metric(rid, 'val_map3')}")
+    for rid in summary.get("baseline_runs", []):
+        name = client.get_run(rid).data.tags.get(tracking.TAG_BASELINE, "baseline")
+        lines.append(f"1. {tracking.run_link(rid, f'baseline {name}')}: "
+                     f"{metric(rid, 'oof_map3')}")
+    if summary.get("ensemble_run"):
+        lines.append(f"1. {tracking.run_link(summary['ensemble_run'], 'ensemble')}: "
+                     f"{metric(summary['ensemble_run'], 'oof_map3')}")
+    return "\n".join(lines)
 
 
 def _print_summary(cfg: Config, run_id: str, summary: dict, table: pd.DataFrame) -> None:
     client = mlflow.tracking.MlflowClient()
+    exp_id = client.get_run(run_id).info.experiment_id
     lines = [f"\nexperiment {cfg.experiment_name!r}, main run {run_id}",
-             f"  tracking URI: {mlflow.get_tracking_uri()}"]
+             f"  tracking URI: {mlflow.get_tracking_uri()}",
+             f"  runs in the MLflow UI: {tracking.runs_url(exp_id)}",
+             f"    (start it with: mlflow ui --backend-store-uri {mlflow.get_tracking_uri()})"]
     for rid in summary.get("baseline_runs", []):
         r = client.get_run(rid)
         lines.append(f"  baseline {r.data.tags.get(tracking.TAG_BASELINE)}: {rid}  "
                      f"oof_map3={r.data.metrics.get('oof_map3', float('nan')):.4f}")
+    shown = {"features_run": ("perf/audio_seconds_per_s",),
+             "ensemble_run": ("oof_map3", "oof_accuracy", "cnn_oof_map3", "blend_weight")}
     for key in ("features_run", "ensemble_run"):
         if summary.get(key):
             r = client.get_run(summary[key])
-            metrics = ", ".join(f"{k}={v:.4g}" for k, v in sorted(r.data.metrics.items())[:8])
+            metrics = ", ".join(f"{k}={r.data.metrics[k]:.4g}" for k in shown[key]
+                                if k in r.data.metrics)
             lines.append(f"  {key}: {r.info.run_id}  {metrics}")
     for rid in summary.get("fold_runs", []):
         r = client.get_run(rid)

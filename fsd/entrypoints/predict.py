@@ -1,7 +1,8 @@
 """Run a registered ensemble on local audio files and print the top labels per file.
 
 The model is any MLflow model URI: ``models:/<name>@<alias>`` (default: the config's
-ensemble.model_name @ ensemble.alias), ``models:/<name>/<version>`` or ``runs:/<run>/model``.
+ensemble.model_name @ ensemble.alias), ``models:/<name>/<version>`` or
+``runs:/<run>/<ensemble.model_name>-tta-ensemble``.
 The files are read here and sent as bytes, as a client of the served model would send them;
 a file the model refuses is reported with the reason and the others are still predicted.
 """

@@ -2,7 +2,8 @@
 
 The app is the one `mlflow models serve` runs (``mlflow.pyfunc.scoring_server.init`` on the
 loaded model), so the URIs (``models:/<name>@<alias>``, ``models:/<name>/<version>``,
-``runs:/<run>/model``), the routes (``/invocations``, ``/ping``, ``/health``, ``/version``) and
+``runs:/<run>/<ensemble.model_name>-tta-ensemble``), the routes (``/invocations``, ``/ping``,
+``/health``, ``/version``) and
 the request formats (JSON ``dataframe_split`` / ``dataframe_records`` / ``inputs`` /
 ``instances`` with ``params``, CSV, parquet) are MLflow's. In front of it
 (:mod:`fsd.serving.front`): a request-body limit enforced while reading, before anything is

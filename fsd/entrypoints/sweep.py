@@ -160,6 +160,13 @@ class MlflowTrialTracker(study.TrialTracker):
                 client.set_tag(self.run_id, k, v)
             if value is not None:
                 client.log_metric(self.run_id, study.OBJECTIVE, value)
+            shown = ", ".join(f"`{k}` = {v:.4g}" if isinstance(v, float) else f"`{k}` = {v}"
+                              for k, v in trial.params.items())
+            result = (f"mean val MAP@3 of folds {list(self.cfg.sweep.folds)} **{value:.3f}**"
+                      if value is not None else state.name.lower())
+            tracking.describe(f"**sweep trial {trial.number}** of study `{self.study_name}` "
+                              f"(`{self.cfg.name}` on {tracking.data_summary(self.cfg)}): "
+                              f"{result}, with {shown}.", run_id=self.run_id)
         finally:
             active = mlflow.active_run()
             if active is not None and active.info.run_id == self.run_id:
@@ -174,10 +181,11 @@ def log_study(opt: optuna.Study, cfg: Config, root: Path, run_id: str, n_before:
     summary = study.summary(opt)
     new = opt.trials[n_before:]
     n_new_failed = sum(t.state == TrialState.FAIL for t in new)
-    mlflow.log_metrics({
-        "n_trials": summary["n_trials"], "n_complete": summary["n_complete"],
-        "n_pruned": summary["n_pruned"], "n_failed": summary["n_failed"],
-        "n_new_trials": len(new), "n_new_failed": n_new_failed,
+    # counts of trials: params of this run (one sweep invocation), not charts
+    tracking.log_new_params({
+        "study.n_trials": summary["n_trials"], "study.n_complete": summary["n_complete"],
+        "study.n_pruned": summary["n_pruned"], "study.n_failed": summary["n_failed"],
+        "study.n_new_trials": len(new), "study.n_new_failed": n_new_failed,
     })
     table = study.trials_table(opt)
     mlflow.log_text(table.to_csv(index=False), "study/trials.csv")
@@ -195,6 +203,14 @@ def log_study(opt: optuna.Study, cfg: Config, root: Path, run_id: str, n_before:
                   opt.study_name, summary["n_pruned"], summary["n_failed"])
         return 1
     mlflow.log_metric(f"best_{study.OBJECTIVE}", best.value)
+    tracking.describe(
+        f"**sweep** study `{opt.study_name}` of `{cfg.name}` on {tracking.data_summary(cfg)}: "
+        f"{summary['n_trials']} trials ({summary['n_complete']} complete, "
+        f"{summary['n_pruned']} pruned, {summary['n_failed']} failed).\n\n"
+        f"- best: {tracking.run_link(best.user_attrs.get(RUN_ID_ATTR, ''), f'trial {best.number}')}"
+        f", mean val MAP@3 **{best.value:.3f}** with "
+        + ", ".join(f"`{k}` = {v}" for k, v in best.params.items())
+        + f"\n- its config: `{BEST_CONFIG_ARTIFACT}` (train it with `fsd main --config ...`)")
     mlflow.log_params({f"best.{k}": v for k, v in best.params.items()})
     mlflow.set_tags({TAG_BEST_TRIAL: str(best.number),
                      TAG_BEST_RUN: best.user_attrs.get(RUN_ID_ATTR, "")})

@@ -1,9 +1,13 @@
 """Train one fold of the two-stage recipe on the features of a featurize run.
 
-Every epoch's loss, val_loss, val_map3 and lr is logged with the epoch as step (``stage1/...``,
-``stage2/...``). The run is tagged with its fold, its featurize run and its training key (the
-same for every fold of one recipe, so the ensemble step can find the set), and logs the best
-model (.keras), the fold's scaler+PCA, history, plots and out-of-fold predictions.
+Every epoch's loss, val_loss, val_map3, val_accuracy and lr is logged (``stage1/...``,
+``stage2/...``) at one step per epoch counted across both stages; epochs done before this run
+(a finished work folder, a checkpoint written under another run or tracking store) are
+replayed from history.csv at their own steps, and the description says so. The result's
+measurements are metrics, its counts params (``fold.*``). The run is tagged with its fold,
+its featurize run and its training key (the same for every fold of one recipe, so the
+ensemble step can find the set), and logs the best model (.keras), the fold's scaler+PCA,
+history, plots and out-of-fold predictions.
 
 Resumable: rerunning the same command continues from the fold's last checkpoint (started with
 ``fsd train-fold``, also in the same MLflow run; under ``mlflow run`` the launcher opens a new one).
@@ -75,6 +79,7 @@ def train_fold_logged(cfg: Config, store, features_run: str, *, nested: bool = F
     if parent_run:
         tags["mlflow.parentRunId"] = parent_run
     # Under `mlflow run` the launcher already opened this step's run; use that one.
+    earlier = _run_id_in(workdir)  # the run that wrote the workdir's checkpoint (any store)
     previous = _unfinished_run(workdir)
     launched = os.environ.get("MLFLOW_RUN_ID", "")
     resume_id = "" if launched else previous
@@ -87,7 +92,8 @@ def train_fold_logged(cfg: Config, store, features_run: str, *, nested: bool = F
         # The interrupted run may live in another experiment (e.g. `mlflow run`'s default).
         mlflow.set_experiment(experiment_id=MlflowClient().get_run(resume_id).info.experiment_id)
         old_pid = MlflowClient().get_run(resume_id).data.tags.get(tracking.TAG_PID, "")
-        ctx = mlflow.start_run(run_id=resume_id, nested=nested)
+        ctx = mlflow.start_run(run_id=resume_id, nested=nested,
+                               log_system_metrics=tracking.system_metrics("train_fold"))
     else:
         if previous:
             # a new run (under `mlflow run`) that continues the interrupted one's checkpoint
@@ -98,17 +104,60 @@ def train_fold_logged(cfg: Config, store, features_run: str, *, nested: bool = F
     with ctx as active:
         if resume_id:
             mlflow.set_tags({**tracking.process_tags(), "fsd.resumed_from_pid": old_pid})
-        (workdir / RUN_ID_FILE).write_text(active.info.run_id)
-        result = train_fold(cfg, store, fold, workdir, on_epoch=tracking.epoch_logger(),
-                            progress=progress)
-        log_fold_outputs(workdir)
+        run_id = active.info.run_id
+        (workdir / RUN_ID_FILE).write_text(run_id)
+        history = workdir / "history.csv"
+        # Epochs of this fold done before this run (a finished workdir, or a checkpoint of
+        # another run or tracking store) are replayed first, at their own steps, so the run
+        # carries the whole history of the model it holds.
+        replayed = tracking.replay_history(run_id, history)
+        logger = tracking.epoch_logger(history_path=history)
+        trained = []
+
+        def on_epoch(stage: str, epoch: int, metrics: dict) -> None:
+            trained.append((stage, epoch))
+            logger(stage, epoch, metrics)
+
+        result = train_fold(cfg, store, fold, workdir, on_epoch=on_epoch, progress=progress)
+        replayed += tracking.replay_history(run_id, history)  # what the first pass could not see
+        summary = log_fold_outputs(workdir)
+        note = _reuse_note(workdir, earlier if earlier != run_id else "", replayed, len(trained))
+        if replayed:
+            mlflow.set_tags({"fsd.replayed_epochs": str(replayed),
+                             "fsd.reused_from": earlier or "unknown"})
+        tracking.describe(tracking.fold_description(cfg, fold, summary, features_run, note))
     return result, active.info.run_id
 
 
-def log_fold_outputs(workdir: Path) -> None:
+def _reuse_note(workdir: Path, earlier: str, replayed: int, trained: int) -> str:
+    """What the description says about work this run did not do itself ('' when none)."""
+    if not replayed:
+        return ""
+    by = f" (written under run `{earlier}`)" if earlier else ""
+    if not trained:
+        return (f"**Reused** the fold's finished work in `{workdir}`{by}: nothing was trained "
+                f"in this run; its {replayed} epochs are replayed from `history.csv` at their "
+                "original steps.")
+    return (f"**Resumed** from the checkpoint in `{workdir}`{by}: its first {replayed} epochs "
+            f"are replayed from `history.csv` at their original steps, the other {trained} "
+            "were trained in this run.")
+
+
+def _run_id_in(workdir: Path) -> str:
+    path = workdir / RUN_ID_FILE
+    try:
+        return path.read_text().strip()
+    except OSError:
+        return ""
+
+
+def log_fold_outputs(workdir: Path) -> dict:
+    """Log a finished fold's result.json (measurements as metrics, counts as params: see
+    tracking.fold_summary), its files and plots; returns result.json's content."""
     summary = json.loads((workdir / "result.json").read_text())
-    mlflow.log_metrics({k: float(v) for k, v in summary.items()
-                        if isinstance(v, (int, float)) and not isinstance(v, bool) and k != "fold"})
+    metrics, params = tracking.fold_summary(summary)
+    mlflow.log_metrics(metrics)
+    tracking.log_new_params(params)
     if summary.get("selected_stage"):
         mlflow.set_tag("fsd.selected_stage", summary["selected_stage"])
     for name in ("model.keras", "projector.joblib", "history.csv", "oof.csv", "result.json"):
@@ -116,6 +165,7 @@ def log_fold_outputs(workdir: Path) -> None:
             mlflow.log_artifact(str(workdir / name), FOLD_ARTIFACT)
     if (workdir / "plots").is_dir():
         mlflow.log_artifacts(str(workdir / "plots"), "plots")
+    return summary
 
 
 def _unfinished_run(workdir: Path) -> str:

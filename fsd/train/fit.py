@@ -26,6 +26,7 @@ import numpy as np
 import pandas as pd
 from tqdm import tqdm
 
+from fsd import progress as progress_bars
 from fsd.config import Config, StageConfig
 from fsd.model.networks import build_network, set_input_statistics, transfer_mel_branch
 from fsd.model.tta import predict_ensemble, spaced_lengths
@@ -387,8 +388,9 @@ class _FoldTrainer:
     def _train_epoch(self, model: keras.Model, ds: TrainBatches, phase: Phase, stage: str,
                      lr: float) -> tuple[float, float]:
         st = self.state
-        bar = tqdm(total=len(ds), disable=not self.progress, leave=False, unit="batch",
-                   desc=f"fold {self.fold} {stage} {phase.name} epoch {st['stage_epoch']}")
+        # redrawn in place on a terminal; elsewhere the per-epoch log line is the progress
+        bar = progress_bars.bar(total=len(ds), enabled=self.progress, leave=False, unit="batch",
+                                desc=f"fold {self.fold} {stage} {phase.name} epoch {st['stage_epoch']}")
         t0 = time.perf_counter()
         try:
             losses, lr = run_epoch(model, ds, st["stage_epoch"], phase, st["phase_epoch"], lr, bar)
@@ -519,13 +521,16 @@ class _FoldTrainer:
         hist = self._write_history()
         plots_dir = wd / "plots"
         plots_dir.mkdir(exist_ok=True)
+        kept = f"fold {self.fold}, {self.state.get('selected_stage', 'stage2')}'s model"
         plots = {
-            "training_curves": report.plot_training_curves(hist, plots_dir / "training_curves.png"),
+            "training_curves": report.plot_training_curves(
+                hist, plots_dir / "training_curves.png", title=f"fold {self.fold}"),
             "confusion_matrix": report.plot_confusion_matrix(
-                self.data.val_y, probs.argmax(axis=1), labels, plots_dir / "confusion_matrix.png"),
+                self.data.val_y, probs.argmax(axis=1), labels, plots_dir / "confusion_matrix.png",
+                title=kept),
             "per_class_ap": report.plot_per_class_ap(
                 per_class_ap(self.data.val_y, probs, len(labels)), labels,
-                plots_dir / "per_class_ap.png"),
+                plots_dir / "per_class_ap.png", title=kept),
         }
         st = self.state
         per_stage = hist.groupby("stage").size().to_dict()
