@@ -108,7 +108,7 @@ def test_main_runs_every_step_nested_then_skips_them(tmp_path, monkeypatch, caps
 def test_main_trains_folds_in_worker_processes(tmp_path, monkeypatch):
     monkeypatch.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{tmp_path}/mlflow.db")
     args = ["main", "--config", str(REPO / "experiments" / "demo.yaml"), "--no-ensemble",
-            "--no-baseline", f"store.cache_dir={tmp_path}/cache", f"output_dir={tmp_path}/out",
+            f"store.cache_dir={tmp_path}/cache", f"output_dir={tmp_path}/out",
             *TINY, "train.fold_workers=2"]
     assert main(args) == 0
     client = MlflowClient()
@@ -125,6 +125,12 @@ def test_main_trains_folds_in_worker_processes(tmp_path, monkeypatch):
         assert client.get_metric_history(r.info.run_id, "stage1/loss")
         assert r.data.params["train.fold"] == str(fold)
     assert parent.data.tags["fsd.fold_runs"] == str([folds[0].info.run_id, folds[1].info.run_id])
+    # the baselines ran in the main process while the workers trained
+    baselines = [r for r in runs if r.data.tags["fsd.stage"] == "baseline"]
+    assert len(baselines) == 2
+    assert all(r.data.tags["mlflow.parentRunId"] == parent.info.run_id for r in baselines)
+    assert {r.data.tags["fsd.pid"] for r in baselines} == {parent.data.tags["fsd.pid"]}
+    assert min(r.info.start_time for r in baselines) < max(r.info.end_time for r in folds.values())
     # the same recipe trained in one process would be found and skipped: workers are not part
     # of the training key
     assert main([*args[:-1], "train.fold_workers=1"]) == 0

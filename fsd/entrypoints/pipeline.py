@@ -47,17 +47,25 @@ def run(cfg: Config, args: argparse.Namespace) -> int:
         store, features_run = featurize_step.resolve_store(cfg, features_run)
         folds = [int(f) for f in args.folds.split(",") if f.strip()] if args.folds else \
             sorted(int(f) for f in store.index["fold"].unique())
-        runs = _train_folds(cfg, store, features_run, folds, parent.info.run_id, train_step)
+        baseline_runs: list[str] = []
+
+        def baselines() -> None:
+            if args.no_baseline or not cfg.baseline.models:
+                log.info("baselines: skipped (%s)", "--no-baseline" if args.no_baseline
+                         else "baseline.models is empty")
+            elif not cfg.summary.enabled:
+                log.info("baselines: skipped (they fit the summary features; summary.enabled "
+                         "is false)")
+            else:
+                by_model = baseline_step.baselines_logged(cfg, store, features_run, nested=True)
+                baseline_runs.extend(by_model[m] for m in cfg.baseline.models)
+
+        runs = _train_folds(cfg, store, features_run, folds, parent.info.run_id, train_step,
+                            meanwhile=baselines)
         fold_run_ids = [runs[fold] for fold in folds]
         summary = {"features_run": features_run, "fold_runs": fold_run_ids}
-        if args.no_baseline or not cfg.baseline.models:
-            log.info("baselines: skipped (%s)", "--no-baseline" if args.no_baseline
-                     else "baseline.models is empty")
-        elif not cfg.summary.enabled:
-            log.info("baselines: skipped (they fit the summary features; summary.enabled is false)")
-        else:
-            baseline_runs = baseline_step.baselines_logged(cfg, store, features_run, nested=True)
-            summary["baseline_runs"] = [baseline_runs[m] for m in cfg.baseline.models]
+        if baseline_runs:
+            summary["baseline_runs"] = baseline_runs
         if not args.no_ensemble:
             ensemble_run = ensemble_step.ensemble_logged(cfg, fold_run_ids, register=True, nested=True)
             summary["ensemble_run"] = ensemble_run
@@ -70,9 +78,10 @@ def run(cfg: Config, args: argparse.Namespace) -> int:
 
 
 def _train_folds(cfg: Config, store, features_run: str, folds: list[int], parent_run: str,
-                 train_step) -> dict[int, str]:
+                 train_step, meanwhile) -> dict[int, str]:
     """Each fold's run id: finished runs of the same training are reused, the other folds
-    trained here, one after another or ``train.fold_workers`` at a time in worker processes."""
+    trained here, one after another or ``train.fold_workers`` at a time in worker processes.
+    ``meanwhile()`` (the baselines) runs here while the workers train, else after the folds."""
     done = {fold: r.info.run_id for fold, r in tracking.finished_folds(cfg, store.key).items()}
     runs = {}
     for fold in folds:
@@ -85,12 +94,14 @@ def _train_folds(cfg: Config, store, features_run: str, folds: list[int], parent
 
         runs |= train_folds_in_workers(
             cfg, todo, features_run, parent_run,
-            lambda fold: train_step.fold_workdir(cfg, fold, store.key) / train_step.RUN_ID_FILE)
+            lambda fold: train_step.fold_workdir(cfg, fold, store.key) / train_step.RUN_ID_FILE,
+            meanwhile=meanwhile)
         return runs
     for fold in todo:
         cfg.train.fold = fold
         _, runs[fold] = train_step.train_fold_logged(cfg, store, features_run, nested=True)
         keras.backend.clear_session()  # one process trains every fold: free the last graph
+    meanwhile()
     return runs
 
 
