@@ -160,3 +160,26 @@ def test_a_lock_left_by_a_dead_process_is_broken(registry):
     promo = pyfunc.register_and_promote(registry(), "stale-test", "champion", 0.7)
     assert promo.moved
     assert [m.name for m in client.search_registered_models()] == ["stale-test"]
+
+
+def test_a_sweep_worker_survives_its_trial_being_failed_by_another(tmp_path):
+    """On a starved machine another worker may declare a live trial's heartbeat stale and
+    mark it FAIL; the live worker must go on with its next trial, not die."""
+    import optuna
+    from optuna.trial import TrialState
+
+    from fsd.sweep import study
+
+    url = f"sqlite:///{tmp_path}/optuna.db"
+    opt = optuna.create_study(storage=study.make_storage(url), study_name="s")
+    other = study.make_storage(url)  # the other worker's connection
+
+    def objective(trial: optuna.Trial) -> float:
+        if trial.number == 0:
+            other.set_trial_state_values(trial._trial_id, TrialState.FAIL)
+            trial.report(0.5, 0)  # this worker does not know yet: Optuna refuses the update
+        return 0.7
+
+    study.optimize(opt, objective, n_trials=2, timeout=None)
+    states = [t.state for t in opt.trials]
+    assert states == [TrialState.FAIL, TrialState.COMPLETE]

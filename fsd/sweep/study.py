@@ -209,13 +209,22 @@ def make_storage(url: str, *, heartbeat: bool | None = None) -> optuna.storages.
         return optuna.storages.RDBStorage(url, **kwargs)
 
 
+def heartbeat_seconds() -> tuple[int, int]:
+    """(heartbeat interval, grace period): HEARTBEAT_S and GRACE_S, or the environment's
+    FSD_SWEEP_HEARTBEAT_S / FSD_SWEEP_GRACE_S (short ones for tests)."""
+    beat = int(os.environ.get("FSD_SWEEP_HEARTBEAT_S") or HEARTBEAT_S)
+    grace = int(os.environ.get("FSD_SWEEP_GRACE_S") or GRACE_S)
+    return max(beat, 1), max(grace, beat, 1)
+
+
 def _heartbeat_kwargs() -> dict[str, Any]:
     storages = optuna.storages
+    beat, grace = heartbeat_seconds()
     if hasattr(storages, "RetryHeartbeatStaleTrialCallback"):  # optuna >= 4.9
-        return {"heartbeat_interval": HEARTBEAT_S, "grace_period": GRACE_S,
+        return {"heartbeat_interval": beat, "grace_period": grace,
                 "heartbeat_stale_trial_callback":
                     storages.RetryHeartbeatStaleTrialCallback(max_retry=MAX_RETRY)}
-    return {"heartbeat_interval": HEARTBEAT_S, "grace_period": GRACE_S,
+    return {"heartbeat_interval": beat, "grace_period": grace,
             "failed_trial_callback": storages.RetryFailedTrialCallback(max_retry=MAX_RETRY)}
 
 
@@ -255,9 +264,42 @@ def sampler_seed(cfg: Config, study: optuna.Study, storage: Any) -> int:
 
 def optimize(study: optuna.Study, objective: Callable[[optuna.Trial], float],
              n_trials: int | None, timeout: float | None) -> None:
-    """Run trials; a failing trial is recorded as FAIL and the sweep goes on."""
-    study.optimize(objective, n_trials=n_trials or None, timeout=timeout or None,
-                   catch=(Exception,), gc_after_trial=True)
+    """Run trials; a failing trial is recorded as FAIL and the sweep goes on.
+
+    A trial that another worker sharing the storage already marked FAIL (its heartbeats
+    stopped arriving in time, e.g. on a starved machine; its params are re-queued by the
+    retry callback) cannot be told: Optuna raises, and this worker would die with it. It is
+    logged, counted as one of this worker's trials, and the sweep goes on."""
+    import time
+
+    start = time.monotonic()
+    ran = [0]
+
+    def count(_study: optuna.Study, _trial: FrozenTrial) -> None:
+        ran[0] += 1
+
+    while True:
+        left = None if not n_trials else n_trials - ran[0]
+        time_left = None if not timeout else timeout - (time.monotonic() - start)
+        if (left is not None and left <= 0) or (time_left is not None and time_left <= 0):
+            return
+        try:
+            study.optimize(objective, n_trials=left, timeout=time_left, catch=(Exception,),
+                           gc_after_trial=True, callbacks=[count])
+            return
+        except (ValueError, optuna.exceptions.UpdateFinishedTrialError) as exc:
+            if not _finished_elsewhere(exc):
+                raise
+            log.warning("a trial of this worker was already ended by another worker (its "
+                        "heartbeat went stale: %s); it is retried under a new number; going on",
+                        exc)
+            ran[0] += 1
+
+
+def _finished_elsewhere(exc: BaseException) -> bool:
+    text = str(exc)
+    return (isinstance(exc, optuna.exceptions.UpdateFinishedTrialError)
+            or text.startswith("Cannot tell a ") or "has already finished" in text)
 
 
 # -- the objective ------------------------------------------------------------------------------
