@@ -264,7 +264,8 @@ class Stack:
             urllib.request.urlopen(f"{self.tracking_uri}/health", timeout=2)
             return True
 
-        _wait("mlflow server", ok, self._mlflow, 180, self.root / "mlflow.log")
+        # ~20 s on an idle 2-core machine; minutes when it is busy (schema migrations)
+        _wait("mlflow server", ok, self._mlflow, 900, self.root / "mlflow.log")
 
     def stop(self) -> None:
         for proc in reversed(self._procs):
