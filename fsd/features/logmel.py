@@ -42,20 +42,41 @@ def mel_basis(sr: int, n_fft: int, n_mels: int, fmin: float, fmax: float) -> np.
     return basis
 
 
+@lru_cache(maxsize=16)
+def hann_window(n_fft: int) -> np.ndarray:
+    """The periodic Hann window librosa uses (``get_window("hann", n_fft, fftbins=True)``)."""
+    import scipy.signal
+
+    win = scipy.signal.get_window("hann", n_fft, fftbins=True).astype(np.float32)
+    win.setflags(write=False)
+    return win
+
+
+# Frames per FFT call: large enough to amortise the call, small enough to stay in cache.
+_STFT_BLOCK = 256
+
+
+def stft_hann(y: np.ndarray, n_fft: int, hop_length: int) -> np.ndarray:
+    """``librosa.stft(y, n_fft, hop_length, window="hann", center=True, pad_mode="reflect")``
+    (complex64, (bins, frames)), computed frame-major: contiguous frames, one real FFT along
+    the last axis per block. librosa transforms along the strided frame axis in ~40-frame
+    blocks, which is ~1.5-3x slower at n_fft 1764; the values agree to float32 rounding."""
+    import scipy.fft
+
+    y = np.asarray(y, dtype=np.float32)
+    padded = np.pad(y, n_fft // 2, mode="reflect")
+    frames = np.lib.stride_tricks.sliding_window_view(padded, n_fft)[::hop_length]
+    win = hann_window(n_fft)
+    out = np.empty((frames.shape[0], n_fft // 2 + 1), dtype=np.complex64)
+    for start in range(0, frames.shape[0], _STFT_BLOCK):
+        block = frames[start:start + _STFT_BLOCK] * win
+        out[start:start + _STFT_BLOCK] = scipy.fft.rfft(block, axis=-1, workers=1)
+    return out.T
+
+
 def power_spectrogram(y: np.ndarray, n_fft: int, hop_length: int, power: float = 2.0) -> np.ndarray:
     """``|STFT|**power`` with a Hann window and centred, reflect-padded frames: (bins, frames)."""
-    import librosa
-
-    spec = np.abs(
-        librosa.stft(
-            np.asarray(y, dtype=np.float32),
-            n_fft=n_fft,
-            hop_length=hop_length,
-            window="hann",
-            center=True,
-            pad_mode="reflect",
-        )
-    )
+    spec = np.abs(stft_hann(y, n_fft, hop_length))
     if power == 1.0:
         return spec
     if power == 2.0:

@@ -188,6 +188,11 @@ class TrainBatches(keras.utils.PyDataset):
         idx = store.index
         self.label_ids = idx["label_id"].to_numpy(np.int64)[self.rows]
         self.frames = idx["frames"].to_numpy(np.int64)[self.rows]
+        # A memory-mapped store (FeatureStore.logmel_rows): each crop is read straight from
+        # the map, only its frames converted to float32, instead of copying the whole clip.
+        self._mm = getattr(store, "logmel_rows", None)
+        self._offsets = (idx["offset"].to_numpy(np.int64)[self.rows]
+                         if self._mm is not None else None)
         self.n_classes = int(n_classes or len(store.labels))
         self.weights = sample_weights(self.label_ids, idx["verified"].to_numpy(bool)[self.rows],
                                       self.n_classes, train_cfg.class_weights,
@@ -227,16 +232,27 @@ class TrainBatches(keras.utils.PyDataset):
         cfg = self.cfg
         length = draw_crop_length(rng, self.crop_min, self.crop_max, cfg.crop_bucket)
         b = len(pos)
-        first = self.store.logmel(int(self.rows[pos[0]]))
-        x = np.zeros((b, length, first.shape[1]), dtype=np.float32)
         offsets = crop_offsets(self.frames[pos], length, rng.random(b))
-        for j, p in enumerate(pos):
-            m = first if j == 0 else self.store.logmel(int(self.rows[p]))
-            n = len(m)
-            if n >= length:
-                x[j] = m[offsets[j]:offsets[j] + length]
-            else:
-                x[j, offsets[j]:offsets[j] + n] = m
+        if self._mm is not None:
+            mm = self._mm
+            x = np.zeros((b, length, mm.shape[1]), dtype=np.float32)
+            for j, p in enumerate(pos):
+                n, start = int(self.frames[p]), int(self._offsets[p])
+                o = int(offsets[j])
+                if n >= length:  # a window of the clip
+                    x[j] = mm[start + o:start + o + length]
+                else:  # the whole clip, at offset o of the crop
+                    x[j, o:o + n] = mm[start:start + n]
+        else:
+            first = self.store.logmel(int(self.rows[pos[0]]))
+            x = np.zeros((b, length, first.shape[1]), dtype=np.float32)
+            for j, p in enumerate(pos):
+                m = first if j == 0 else self.store.logmel(int(self.rows[p]))
+                n = len(m)
+                if n >= length:
+                    x[j] = m[offsets[j]:offsets[j] + length]
+                else:
+                    x[j, offsets[j]:offsets[j] + n] = m
         if cfg.time_shift > 0 or cfg.flip_prob > 0:
             x = apply_time_index(x, shift_flip_index(b, length, cfg.time_shift, cfg.flip_prob, rng))
         if cfg.erase_prob > 0:

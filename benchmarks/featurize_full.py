@@ -1,0 +1,346 @@
+"""FSDKaggle2018 at full size, simulated: featurize, then the training batch loader.
+
+1. **Data.** A synthetic set with the dataset's shape, in its own layout (audio_train,
+   audio_test, meta): 9,473 train + 9,400 test clips (``--scale`` for a fraction), 41 labels,
+   16-bit 44.1 kHz mono WAV made by ``fsd.data.synthetic.render_clip`` (six sound types with
+   silence around them). Lengths are drawn like the real set's, 0.3-30 s: train log-normal
+   with the recipe's quartiles (2.63 s / 7.63 s: median 4.5 s), test shorter (median 1.2 s;
+   the real test zip is about a third of the train zip). Generated once into ``--data``.
+2. **featurize** (``fsd.features.featurize.featurize``, ``store.workers`` processes, the
+   recipe's full features): wall time, audio-s/s (in all and per worker, i.e. x real time per
+   core), the peak memory of the process tree (sampled every 0.2 s: parent + workers) and the
+   store's size on disk.
+3. **Side by side with the baseline** (``--baseline REV``, default the commit before this
+   work): ``extract_clip`` of the baseline's code and of this tree on the same
+   ``--compare-clips`` clips, one core each, alternating in chunks, so load hits both alike;
+   prints both rates and the ratio.
+4. **Loader**: ``fsd.train.batches.TrainBatches`` reading the store just built (memory-mapped),
+   batch 32 (the recipe's), crops in [263, 763) frames with every augmentation of
+   ``experiments/seed.yaml``, on one core (BLAS one thread, no prefetch thread): samples/s for
+   this tree and the baseline's TrainBatches, and the ratio.
+
+    .venv/bin/python benchmarks/featurize_full.py --scale 0.05      # a quick look (~1/20)
+    .venv/bin/python benchmarks/featurize_full.py                   # the full size
+
+Benchmarks are not tests: nothing here asserts; it prints and appends a JSON line to
+``--results`` (default ``benchmarks/results/featurize_full.jsonl``).
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import json
+import os
+import shutil
+import subprocess
+import sys
+import tempfile
+import textwrap
+import threading
+import time
+from pathlib import Path
+
+import numpy as np
+
+REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO))
+
+N_TRAIN, N_TEST, N_LABELS = 9473, 9400, 41
+SR = 44100
+TRAIN_MEDIAN_S, TEST_MEDIAN_S, SIGMA = 4.48, 1.2, 0.79  # log-normal; quartiles 2.63 / 7.63 s
+DEFAULT_BASELINE = "9e5bb94"  # the tree before the featurize / loader changes of issue 10
+
+
+def _lengths(n: int, median: float, rng: np.random.Generator) -> np.ndarray:
+    return np.clip(rng.lognormal(np.log(median), SIGMA, n), 0.3, 30.0).round(3)
+
+
+def _write_clip(args: tuple[Path, str, int, float, int]) -> None:
+    import soundfile as sf
+
+    from fsd.data.synthetic import CLASSES, _to_pcm16, render_clip
+
+    path, label, k, seconds, seed = args
+    if path.exists():
+        return
+    rng = np.random.default_rng([seed, k])
+    y = render_clip(CLASSES[int(label[-2:]) % len(CLASSES)], rng, seconds, SR, zero_silence=k % 3 == 0)
+    tmp = path.with_suffix(".tmp.wav")
+    sf.write(tmp, _to_pcm16(y), SR, subtype="PCM_16")
+    os.replace(tmp, path)
+
+
+def generate(root: Path, scale: float, seed: int, workers: int) -> dict:
+    """The synthetic FSDKaggle2018 under ``root`` (kept between runs)."""
+    from concurrent.futures import ProcessPoolExecutor
+
+    n_train, n_test = max(int(round(N_TRAIN * scale)), N_LABELS), max(int(round(N_TEST * scale)), 1)
+    done = root / "DONE.json"
+    if done.is_file():
+        info = json.loads(done.read_text())
+        if info["n_train"] == n_train and info["n_test"] == n_test and info["seed"] == seed:
+            return info
+        shutil.rmtree(root)
+    rng = np.random.default_rng(seed)
+    labels = [f"label_{i:02d}" for i in range(N_LABELS)]
+    train_s, test_s = _lengths(n_train, TRAIN_MEDIAN_S, rng), _lengths(n_test, TEST_MEDIAN_S, rng)
+    train_labels = [labels[i % N_LABELS] for i in rng.permutation(n_train)]
+    test_labels = [labels[i % N_LABELS] for i in rng.permutation(n_test)]
+    for d in ("FSDKaggle2018.audio_train", "FSDKaggle2018.audio_test", "FSDKaggle2018.meta"):
+        (root / d).mkdir(parents=True, exist_ok=True)
+    jobs = [(root / "FSDKaggle2018.audio_train" / f"{k:08x}.wav", lab, k, float(s), seed)
+            for k, (lab, s) in enumerate(zip(train_labels, train_s))]
+    jobs += [(root / "FSDKaggle2018.audio_test" / f"{k + 10**7:08x}.wav", lab, k + 10**7, float(s), seed)
+             for k, (lab, s) in enumerate(zip(test_labels, test_s))]
+    t0 = time.perf_counter()
+    with ProcessPoolExecutor(workers) as pool:
+        list(pool.map(_write_clip, jobs, chunksize=32))
+    with open(root / "FSDKaggle2018.meta" / "train_post_competition.csv", "w", newline="") as fh:
+        w = csv.writer(fh)
+        w.writerow(["fname", "label", "manually_verified", "freesound_id", "license"])
+        for k, lab in enumerate(train_labels):
+            w.writerow([f"{k:08x}.wav", lab, int(k % 5 < 2), k, "CC0"])
+    with open(root / "FSDKaggle2018.meta" / "test_post_competition_scoring_clips.csv", "w",
+              newline="") as fh:
+        w = csv.writer(fh)
+        w.writerow(["fname", "label", "usage", "freesound_id", "license"])
+        for k, lab in enumerate(test_labels):
+            w.writerow([f"{k + 10**7:08x}.wav", lab, "Public", k, "CC0"])
+    info = {"n_train": n_train, "n_test": n_test, "seed": seed,
+            "train_seconds": float(train_s.sum()), "test_seconds": float(test_s.sum()),
+            "generate_s": time.perf_counter() - t0}
+    done.write_text(json.dumps(info))
+    return info
+
+
+class PeakRSS:
+    """Peak resident memory of this process and all its children, sampled on a thread."""
+
+    def __init__(self, every: float = 0.2):
+        import psutil
+
+        self.proc = psutil.Process()
+        self.every = every
+        self.peak = 0
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, daemon=True)
+
+    def _sample(self) -> int:
+        import psutil
+
+        total = 0
+        for p in [self.proc, *self.proc.children(recursive=True)]:
+            try:
+                total += p.memory_info().rss
+            except psutil.Error:
+                pass
+        return total
+
+    def _run(self) -> None:
+        while not self._stop.is_set():
+            self.peak = max(self.peak, self._sample())
+            self._stop.wait(self.every)
+
+    def __enter__(self) -> PeakRSS:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self._stop.set()
+        self._thread.join()
+
+
+def _du(path: Path) -> int:
+    return sum(p.stat().st_size for p in path.rglob("*") if p.is_file())
+
+
+def run_featurize(root: Path, cache: Path, workers: int) -> dict:
+    from fsd.config import load_config
+    from fsd.features.featurize import featurize
+
+    cfg = load_config(REPO / "experiments" / "seed.yaml",
+                      ["data.source=fsdkaggle2018", f"data.root={root}", f"store.cache_dir={cache}",
+                       f"store.workers={workers}"])
+    t0 = time.perf_counter()
+    with PeakRSS() as mem:
+        result = featurize(cfg, progress=False)
+    wall = time.perf_counter() - t0
+    st = result.stats
+    store = result.store_dir
+    return {"wall_s": wall, "extract_s": st["extract_s"], "audio_seconds": st["audio_seconds"],
+            "audio_s_per_s": st["audio_seconds"] / wall,
+            "extract_audio_s_per_s": st["audio_seconds_per_s"],
+            "per_core_x_real_time": st["audio_seconds"] / wall / st["workers"],
+            "workers": st["workers"], "peak_rss_mb": mem.peak / 2**20,
+            "store_mb": _du(store) / 2**20,
+            "store_mb_without_shards": (_du(store) - _du(store / "shards")) / 2**20,
+            "store_dir": str(store), "n_clips": st["n_clips"], "n_test": st["n_test"]}
+
+
+# --- side by side with the baseline ---------------------------------------------------
+
+_EXTRACT = textwrap.dedent("""
+    import json, sys, time
+    from threadpoolctl import threadpool_limits
+    from fsd.config import from_dict
+    from fsd.features.extract import extract_clip
+    paths = json.loads(sys.argv[1])
+    cfg = from_dict({"name": "bench"}, [])
+    with threadpool_limits(1):
+        extract_clip(paths[0], cfg)  # warm: imports, numba, caches
+        t = time.process_time(); w = time.perf_counter(); s = 0.0
+        for p in paths:
+            s += extract_clip(p, cfg).seconds
+        print(json.dumps({"seconds": s, "cpu": time.process_time() - t,
+                          "wall": time.perf_counter() - w}))
+""")
+
+
+def baseline_tree(rev: str) -> Path:
+    out = Path(tempfile.mkdtemp(prefix="fsd-baseline-"))
+    archive = subprocess.run(["git", "-C", str(REPO), "archive", rev, "fsd"], check=True,
+                             capture_output=True).stdout
+    subprocess.run(["tar", "-x", "-C", str(out)], input=archive, check=True)
+    return out
+
+
+def compare_extract(paths: list[str], trees: dict[str, Path], chunks: int) -> dict:
+    env = {**os.environ, **{k: "1" for k in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS",
+                                             "MKL_NUM_THREADS", "NUMBA_NUM_THREADS")}}
+    totals = {name: {"seconds": 0.0, "cpu": 0.0, "wall": 0.0} for name in trees}
+    parts = [paths[i::chunks] for i in range(chunks)]
+    for i, part in enumerate(parts):
+        order = list(trees) if i % 2 == 0 else list(reversed(trees))
+        for name in order:
+            out = subprocess.run([sys.executable, "-c", _EXTRACT, json.dumps(part)],
+                                 env={**env, "PYTHONPATH": str(trees[name])}, cwd=trees[name],
+                                 capture_output=True, text=True, check=True)
+            r = json.loads(out.stdout.strip().splitlines()[-1])
+            for k in totals[name]:
+                totals[name][k] += r[k]
+    return {name: {**t, "x_real_time_cpu": t["seconds"] / t["cpu"],
+                   "x_real_time_wall": t["seconds"] / t["wall"]} for name, t in totals.items()}
+
+
+_LOADER = textwrap.dedent("""
+    import json, sys, time
+    import numpy as np
+    from threadpoolctl import threadpool_limits
+    from fsd.config import load_config
+    from fsd.features.store import FeatureStore
+    from fsd.train.batches import TrainBatches
+    store_dir, config, steps = sys.argv[1], sys.argv[2], int(sys.argv[3])
+    cfg = load_config(config, [])
+    store = FeatureStore.open(store_dir)
+    rows = np.flatnonzero(store.folds != 0)
+    ds = TrainBatches(store, rows, cfg.train, (263, 763), 1.0, seed=0)
+    with threadpool_limits(1):
+        ds.batch(0, 0)
+        t = time.process_time(); w = time.perf_counter(); n = 0
+        for step in range(1, steps + 1):
+            n += len(ds.batch(step % len(ds), step // len(ds)).y)
+        print(json.dumps({"samples": n, "cpu": time.process_time() - t,
+                          "wall": time.perf_counter() - w}))
+""")
+
+
+def compare_loader(store_dir: str, trees: dict[str, Path], steps: int, rounds: int) -> dict:
+    env = {**os.environ, **{k: "1" for k in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS",
+                                             "MKL_NUM_THREADS", "TF_NUM_INTRAOP_THREADS",
+                                             "TF_NUM_INTEROP_THREADS")},
+           "TF_CPP_MIN_LOG_LEVEL": "2"}
+    totals = {name: {"samples": 0, "cpu": 0.0, "wall": 0.0} for name in trees}
+    for i in range(rounds):
+        for name in (list(trees) if i % 2 == 0 else list(reversed(trees))):
+            out = subprocess.run([sys.executable, "-c", _LOADER, store_dir,
+                                  str(REPO / "experiments" / "seed.yaml"), str(steps)],
+                                 env={**env, "PYTHONPATH": str(trees[name])}, cwd=REPO,
+                                 capture_output=True, text=True, check=True)
+            r = json.loads(out.stdout.strip().splitlines()[-1])
+            for k in totals[name]:
+                totals[name][k] += r[k]
+    return {name: {**t, "samples_per_s_cpu": t["samples"] / t["cpu"],
+                   "samples_per_s_wall": t["samples"] / t["wall"]} for name, t in totals.items()}
+
+
+def main() -> int:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--scale", type=float, default=1.0, help="fraction of the full size (default 1)")
+    p.add_argument("--data", type=Path, default=Path(tempfile.gettempdir()) / "fsd-full-synthetic",
+                   help="where the synthetic set is generated (kept; default %(default)s)")
+    p.add_argument("--cache", type=Path, default=None,
+                   help="store.cache_dir (default: a fresh temp folder, deleted after)")
+    p.add_argument("--workers", type=int, default=0, help="featurize workers (0: all cores)")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--baseline", default=DEFAULT_BASELINE, help="git revision to compare with")
+    p.add_argument("--compare-clips", type=int, default=120,
+                   help="clips for the side-by-side extract comparison (0: skip)")
+    p.add_argument("--loader-steps", type=int, default=150, help="batches per loader round")
+    p.add_argument("--loader-rounds", type=int, default=2)
+    p.add_argument("--skip-featurize", action="store_true",
+                   help="reuse the store in --cache (loader and comparison only)")
+    p.add_argument("--results", type=Path, default=REPO / "benchmarks" / "results" / "featurize_full.jsonl")
+    args = p.parse_args()
+    workers = args.workers or os.cpu_count() or 1
+    lock = Path("/work/exp/EXPERIMENT.lock")
+    data = args.data if args.scale == 1.0 else args.data.with_name(f"{args.data.name}-{args.scale:g}")
+    print(f"generating (or reusing) the synthetic set in {data} ...", flush=True)
+    info = generate(data, args.scale, args.seed, workers)
+    total = info["train_seconds"] + info["test_seconds"]
+    print(f"  {info['n_train']} train + {info['n_test']} test clips, {total / 3600:.2f} h of audio "
+          f"(train {info['train_seconds'] / 3600:.2f} h, test {info['test_seconds'] / 3600:.2f} h)")
+
+    cache = args.cache or Path(tempfile.mkdtemp(prefix="fsd-full-cache-"))
+    record = {"date": time.strftime("%Y-%m-%d %H:%M"), "scale": args.scale, "data": info,
+              "workers": workers, "baseline": args.baseline, "cores": os.cpu_count(),
+              "load_before": os.getloadavg(), "experiment_lock": lock.exists()}
+    if not args.skip_featurize:
+        print(f"featurize with {workers} workers ...", flush=True)
+        f = run_featurize(data, cache, workers)
+        record["featurize"] = f
+        print(f"  wall {f['wall_s']:.0f} s for {f['audio_seconds'] / 3600:.2f} h of trimmed audio: "
+              f"{f['audio_s_per_s']:.0f} audio-s/s, {f['per_core_x_real_time']:.1f}x real time per core"
+              f"\n  peak memory {f['peak_rss_mb']:.0f} MB (process tree); store "
+              f"{f['store_mb']:.0f} MB ({f['store_mb_without_shards']:.0f} MB without the resume shards)")
+        store_dir = f["store_dir"]
+    else:
+        store_dir = str(next((cache / "features").iterdir()))
+    record["load_after_featurize"] = os.getloadavg()
+
+    trees = {"baseline": baseline_tree(args.baseline), "this tree": REPO}
+    try:
+        if args.compare_clips:
+            clips = sorted((data / "FSDKaggle2018.audio_train").glob("*.wav"))
+            pick = np.random.default_rng(1).choice(len(clips), min(args.compare_clips, len(clips)),
+                                                   replace=False)
+            paths = [str(clips[i]) for i in sorted(pick)]
+            print(f"extract_clip, one core, {len(paths)} clips: baseline {args.baseline} vs this tree ...",
+                  flush=True)
+            c = compare_extract(paths, trees, chunks=4)
+            record["extract"] = c
+            b, t = c["baseline"], c["this tree"]
+            print(f"  baseline  {b['x_real_time_cpu']:.1f}x real time per core (CPU time), "
+                  f"{b['x_real_time_wall']:.1f}x (wall)\n  this tree {t['x_real_time_cpu']:.1f}x "
+                  f"(CPU), {t['x_real_time_wall']:.1f}x (wall)\n  ratio {t['x_real_time_cpu'] / b['x_real_time_cpu']:.2f}x")
+        print(f"loader, one core, batch 32, crops [263, 763), seed.yaml augmentation ...", flush=True)
+        lo = compare_loader(store_dir, trees, args.loader_steps, args.loader_rounds)
+        record["loader"] = lo
+        b, t = lo["baseline"], lo["this tree"]
+        print(f"  baseline  {b['samples_per_s_cpu']:.0f} samples/s (CPU time), {b['samples_per_s_wall']:.0f} (wall)"
+              f"\n  this tree {t['samples_per_s_cpu']:.0f} samples/s (CPU time), {t['samples_per_s_wall']:.0f} (wall)"
+              f"\n  ratio {t['samples_per_s_cpu'] / b['samples_per_s_cpu']:.2f}x")
+    finally:
+        shutil.rmtree(trees["baseline"], ignore_errors=True)
+        if args.cache is None:
+            shutil.rmtree(cache, ignore_errors=True)
+    record["load_after"] = os.getloadavg()
+    args.results.parent.mkdir(parents=True, exist_ok=True)
+    with open(args.results, "a") as fh:
+        fh.write(json.dumps(record) + "\n")
+    print(f"appended to {args.results}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
