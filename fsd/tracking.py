@@ -130,8 +130,12 @@ def runs_url(experiment_id: str, base: str = "") -> str:
     return f"{(base or UI_URL).rstrip('/')}/#/experiments/{experiment_id}/runs?workflowType=machine_learning"
 
 
+# Without it MLflow 3 opens a run page in the GenAI view (its sidebar: traces, judges...).
+_ML_VIEW = "?workflowType=machine_learning"
+
+
 def run_url(experiment_id: str, run_id: str, base: str = "") -> str:
-    return f"{(base or UI_URL).rstrip('/')}/#/experiments/{experiment_id}/runs/{run_id}"
+    return f"{(base or UI_URL).rstrip('/')}/#/experiments/{experiment_id}/runs/{run_id}{_ML_VIEW}"
 
 
 def run_link(run_id: str, label: str = "") -> str:
@@ -140,7 +144,7 @@ def run_link(run_id: str, label: str = "") -> str:
         exp = MlflowClient().get_run(run_id).info.experiment_id
     except Exception:
         return f"`{label or run_id}`"
-    return f"[{label or run_id[:8]}](#/experiments/{exp}/runs/{run_id})"
+    return f"[{label or run_id[:8]}](#/experiments/{exp}/runs/{run_id}{_ML_VIEW})"
 
 
 def data_summary(cfg: Config) -> str:

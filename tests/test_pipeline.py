@@ -72,7 +72,8 @@ def test_main_runs_every_step_nested_then_skips_them(tmp_path, monkeypatch, caps
              *sorted((r for r in by_stage["train_fold"]), key=lambda r: r.data.tags["fsd.fold"]),
              *by_stage["baseline"], ens]
     ids = [o if isinstance(o, str) else o.info.run_id for o in order]
-    positions = [note.index(f"/runs/{rid})") for rid in ids[:3]] + [note.index(f"/runs/{ens.info.run_id})")]
+    positions = [note.index(f"/runs/{rid}?workflowType=machine_learning)")
+                 for rid in [*ids[:3], ens.info.run_id]]
     assert positions == sorted(positions)
     for r in runs:
         child_note = r.data.tags.get("mlflow.note.content", "")

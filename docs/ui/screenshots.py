@@ -54,7 +54,7 @@ def shoot(chromium: str, url: str, path: Path, width: int, height: int, wait_ms:
     cmd = ["nice", "-n", "19", chromium, "--headless=new", "--no-sandbox", "--disable-gpu",
            "--hide-scrollbars", "--disable-dev-shm-usage", f"--window-size={width},{height}",
            f"--virtual-time-budget={wait_ms}", f"--screenshot={path}", url]
-    out = subprocess.run(cmd, capture_output=True, text=True, timeout=180)
+    out = subprocess.run(cmd, capture_output=True, text=True, timeout=600)
     if out.returncode or not path.exists():
         raise SystemExit(f"chromium failed on {url}: {out.stderr[-2000:]}")
     print(f"{path}  <- {url}")
@@ -69,6 +69,8 @@ def main() -> int:
     p.add_argument("--chromium", default=shutil.which("chromium") or "/usr/bin/chromium")
     p.add_argument("--width", type=int, default=1600)
     p.add_argument("--height", type=int, default=1000)
+    p.add_argument("--start-timeout", type=float, default=600.0,
+                   help="seconds to wait for mlflow ui to answer (slow on a busy machine)")
     p.add_argument("--wait-ms", type=int, default=15000,
                    help="virtual time Chromium gives each page to load and render")
     args = p.parse_args()
@@ -97,16 +99,17 @@ def main() -> int:
          args.tracking_uri, "--host", "127.0.0.1", "--port", str(port)],
         stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
     try:
-        wait_for(f"{base}/health")
-        pages = [("runs_table", f"#/experiments/{eid}/runs?workflowType=machine_learning"),
-                 ("main_run", f"#/experiments/{eid}/runs/{main_run.info.run_id}")]
+        wait_for(f"{base}/health", args.start_timeout)
+        ml = "?workflowType=machine_learning"  # MLflow 3 opens run pages in the GenAI view else
+        pages = [("runs_table", f"#/experiments/{eid}/runs{ml}"),
+                 ("main_run", f"#/experiments/{eid}/runs/{main_run.info.run_id}{ml}")]
         if folds:
             fold = folds[0].info.run_id
-            pages += [("fold_overview", f"#/experiments/{eid}/runs/{fold}"),
-                      ("fold_metrics", f"#/experiments/{eid}/runs/{fold}/model-metrics"),
-                      ("fold_system", f"#/experiments/{eid}/runs/{fold}/system-metrics")]
+            pages += [("fold_overview", f"#/experiments/{eid}/runs/{fold}{ml}"),
+                      ("fold_metrics", f"#/experiments/{eid}/runs/{fold}/model-metrics{ml}"),
+                      ("fold_system", f"#/experiments/{eid}/runs/{fold}/system-metrics{ml}")]
         if ensemble is not None:
-            pages.append(("ensemble_run", f"#/experiments/{eid}/runs/{ensemble.info.run_id}"))
+            pages.append(("ensemble_run", f"#/experiments/{eid}/runs/{ensemble.info.run_id}{ml}"))
             name = ensemble.data.tags.get("fsd.registered_version") and \
                 client.search_model_versions(f"run_id = '{ensemble.info.run_id}'")
             if name:
@@ -118,7 +121,11 @@ def main() -> int:
                   args.wait_ms)
     finally:
         os.killpg(server.pid, signal.SIGTERM)
-        server.wait(timeout=30)
+        try:
+            server.wait(timeout=120)
+        except subprocess.TimeoutExpired:
+            os.killpg(server.pid, signal.SIGKILL)
+            server.wait()
     return 0
 
 
