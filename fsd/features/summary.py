@@ -543,8 +543,7 @@ def cqt_magnitude(y: np.ndarray, sr: float, hop: int, tuning: float) -> np.ndarr
     my_y, my_hop = np.asarray(y, dtype=np.float32), hop
     for octave in range(_CQT_OCTAVES):
         basis, n_fft = _cqt_octave_basis(float(sr), float(tuning))
-        D = librosa.stft(my_y, n_fft=n_fft, hop_length=my_hop, window="ones", pad_mode="constant",
-                         dtype=np.complex64)
+        D = _stft_ones(my_y, n_fft, my_hop)
         responses.append(basis.dot(D) * np.float32(np.sqrt(2.0**octave)))
         if my_hop % 2 == 0:
             my_hop //= 2
@@ -556,6 +555,22 @@ def cqt_magnitude(y: np.ndarray, sr: float, hop: int, tuning: float) -> np.ndarr
         C[end - r.shape[0] : end] = r[:, :n_frames]
         end -= r.shape[0]
     return np.abs(C) * _cqt_scale(float(sr), float(tuning))
+
+
+def _stft_ones(y: np.ndarray, n_fft: int, hop: int) -> np.ndarray:
+    """``librosa.stft(y, n_fft, hop, window="ones", pad_mode="constant", dtype=complex64)``,
+    frame-major: contiguous frames, one real FFT along the last axis per 256-frame block
+    (librosa transforms along the strided axis in ~40-frame blocks: 1.5-1.9x the CPU time at
+    these sizes). Equal to float32 rounding; the CQT is linear in it, so the tonnetz moves by
+    rounding only (the tuning estimate, which can flip a histogram bin, keeps librosa's STFT)."""
+    import scipy.fft
+
+    padded = np.pad(np.asarray(y, dtype=np.float32), n_fft // 2, mode="constant")
+    frames = np.lib.stride_tricks.sliding_window_view(padded, n_fft)[::hop]
+    out = np.empty((frames.shape[0], n_fft // 2 + 1), dtype=np.complex64)
+    for start in range(0, frames.shape[0], 256):
+        out[start:start + 256] = scipy.fft.rfft(frames[start:start + 256], axis=-1, workers=1)
+    return out.T
 
 
 def _decimation(sr: int, n_fft: int, hop: int) -> int:
