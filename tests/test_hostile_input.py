@@ -311,7 +311,7 @@ def test_a_fold_continuing_an_interrupted_run_names_it(tmp_path, sqlite_tracking
     class Store:
         key = "k" * 16
 
-    def fake_train(cfg, store, fold, workdir, on_epoch=None):
+    def fake_train(cfg, store, fold, workdir, on_epoch=None, progress=True):
         (workdir / "result.json").write_text("{}")
 
     import fsd.train.fit as fit
