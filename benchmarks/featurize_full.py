@@ -315,21 +315,24 @@ def main() -> int:
             pick = np.random.default_rng(1).choice(len(clips), min(args.compare_clips, len(clips)),
                                                    replace=False)
             paths = [str(clips[i]) for i in sorted(pick)]
-            print(f"extract_clip, one core, {len(paths)} clips: baseline {args.baseline} vs this tree ...",
-                  flush=True)
+            print(f"extract_clip, one core, {len(paths)} clips: baseline {args.baseline} vs this "
+                  "tree ...", flush=True)
             c = compare_extract(paths, trees, chunks=4)
             record["extract"] = c
             b, t = c["baseline"], c["this tree"]
             print(f"  baseline  {b['x_real_time_cpu']:.1f}x real time per core (CPU time), "
                   f"{b['x_real_time_wall']:.1f}x (wall)\n  this tree {t['x_real_time_cpu']:.1f}x "
-                  f"(CPU), {t['x_real_time_wall']:.1f}x (wall)\n  ratio {t['x_real_time_cpu'] / b['x_real_time_cpu']:.2f}x")
-        print(f"loader, one core, seed.yaml batch (64), crops [263, 763), seed.yaml augmentation ...", flush=True)
+                  f"(CPU), {t['x_real_time_wall']:.1f}x (wall)\n  ratio "
+                  f"{t['x_real_time_cpu'] / b['x_real_time_cpu']:.2f}x")
+        print("loader, one core, seed.yaml batch (64), crops [263, 763), seed.yaml augmentation ...",
+              flush=True)
         lo = compare_loader(store_dir, trees, args.loader_steps, args.loader_rounds)
         record["loader"] = lo
         b, t = lo["baseline"], lo["this tree"]
-        print(f"  baseline  {b['samples_per_s_cpu']:.0f} samples/s (CPU time), {b['samples_per_s_wall']:.0f} (wall)"
-              f"\n  this tree {t['samples_per_s_cpu']:.0f} samples/s (CPU time), {t['samples_per_s_wall']:.0f} (wall)"
-              f"\n  ratio {t['samples_per_s_cpu'] / b['samples_per_s_cpu']:.2f}x")
+        print(f"  baseline  {b['samples_per_s_cpu']:.0f} samples/s (CPU time), "
+              f"{b['samples_per_s_wall']:.0f} (wall)\n  this tree {t['samples_per_s_cpu']:.0f} "
+              f"samples/s (CPU time), {t['samples_per_s_wall']:.0f} (wall)\n  ratio "
+              f"{t['samples_per_s_cpu'] / b['samples_per_s_cpu']:.2f}x")
     finally:
         shutil.rmtree(trees["baseline"], ignore_errors=True)
         if args.cache is None:

@@ -46,8 +46,11 @@ class StackError(RuntimeError):
 
 def postgres_bin() -> Path | None:
     """The newest Debian PostgreSQL bin folder (or where ``initdb`` is on PATH), else None."""
-    found = sorted(glob.glob("/usr/lib/postgresql/*/bin/initdb"),
-                   key=lambda p: int(Path(p).parent.parent.name) if Path(p).parent.parent.name.isdigit() else 0)
+    def version(path: str) -> int:
+        name = Path(path).parent.parent.name
+        return int(name) if name.isdigit() else 0
+
+    found = sorted(glob.glob("/usr/lib/postgresql/*/bin/initdb"), key=version)
     if found:
         return Path(found[-1]).parent
     on_path = shutil.which("initdb")

@@ -45,6 +45,7 @@ def run(cfg: Config | None, args: argparse.Namespace) -> int:
     except DownloadError as exc:
         log.error("%s", exc)
         return 1
-    print(f"{args.dataset} is in {args.dest} ({'fetched ' + ', '.join(done) if done else 'already complete'}); "
+    what = "fetched " + ", ".join(done) if done else "already complete"
+    print(f"{args.dataset} is in {args.dest} ({what}); "
           f"use it with: data.source=fsdkaggle2018 data.root={args.dest}")
     return 0

@@ -32,7 +32,6 @@ import pandas as pd
 
 from fsd.config import Config
 from fsd.data.rejects import WARNING_STAGE, Reject, rejects_frame
-from fsd.locks import file_lock
 from fsd.features.store import (
     FEATURE_VERSION,
     SHARDS,
@@ -54,6 +53,7 @@ from fsd.features.store import (
     write_json,
     write_shard,
 )
+from fsd.locks import file_lock
 
 log = logging.getLogger(__name__)
 
