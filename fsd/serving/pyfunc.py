@@ -234,6 +234,8 @@ def alias_lock(client: MlflowClient, name: str, alias: str, timeout: float = 600
     import socket
     import time
 
+    from fsd.tracking import process_alive  # here: serving the model does not need tracking
+
     lock = lock_model_name(name, alias)
     owner = f"{socket.gethostname()}:{os.getpid()}"
     deadline = time.monotonic() + timeout
@@ -255,7 +257,7 @@ def alias_lock(client: MlflowClient, name: str, alias: str, timeout: float = 600
         held_by = (held.tags or {}).get(LOCK_OWNER_TAG, "")
         age = time.time() - (held.creation_timestamp or 0) / 1000
         host, _, pid = held_by.rpartition(":")
-        dead = host == socket.gethostname() and pid.isdigit() and not _pid_alive(int(pid))
+        dead = host == socket.gethostname() and pid.isdigit() and not process_alive(int(pid))
         if dead or age > stale_s:
             log.warning("breaking the lock %s of %s (%s)", lock, held_by or "?",
                         "its process is gone" if dead else f"{age:.0f} s old")
@@ -280,18 +282,6 @@ def _delete_model(client: MlflowClient, name: str) -> None:
     except MlflowException as exc:
         if exc.error_code != "RESOURCE_DOES_NOT_EXIST":
             raise
-
-
-def _pid_alive(pid: int) -> bool:
-    import os
-
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
 
 
 class LocalServer:
