@@ -7,13 +7,14 @@
    with the recipe's quartiles (2.63 s / 7.63 s: median 4.5 s), test shorter (median 1.2 s;
    the real test zip is about a third of the train zip). Generated once into ``--data``.
 2. **featurize** (``fsd.features.featurize.featurize``, ``store.workers`` processes, the
-   recipe's full features): wall time, audio-s/s (in all and per worker, i.e. x real time per
+   recipe's full features, ``experiments/seed.yaml`` with ``summary.tonnetz`` from
+   ``--tonnetz``, default ``stft_chroma``): wall time, audio-s/s (in all and per worker, i.e. x real time per
    core), the peak memory of the process tree (sampled every 0.2 s: parent + workers) and the
    store's size on disk.
 3. **Side by side with the baseline** (``--baseline REV``, default the commit before this
    work): ``extract_clip`` of the baseline's code and of this tree on the same
    ``--compare-clips`` clips, one core each, alternating in chunks, so load hits both alike;
-   prints both rates and the ratio.
+   prints both rates and the ratio (this tree with ``--tonnetz``; the baseline its default).
 4. **Loader**: ``fsd.train.batches.TrainBatches`` reading the store just built (memory-mapped),
    the recipe's batch size (64), crops in [263, 763) frames with every augmentation of
    ``experiments/seed.yaml``, on one core (BLAS one thread, no prefetch thread): samples/s for
@@ -21,6 +22,7 @@
 
     .venv/bin/python benchmarks/featurize_full.py --scale 0.05      # a quick look (~1/20)
     .venv/bin/python benchmarks/featurize_full.py                   # the full size
+    .venv/bin/python benchmarks/featurize_full.py --tonnetz harmonic_cqt  # the recipe's tonnetz
 
 Benchmarks are not tests: nothing here asserts; it prints and appends a JSON line to
 ``--results`` (default ``benchmarks/results/featurize_full.jsonl``).
@@ -155,13 +157,13 @@ def _du(path: Path) -> int:
     return sum(p.stat().st_size for p in path.rglob("*") if p.is_file())
 
 
-def run_featurize(root: Path, cache: Path, workers: int) -> dict:
+def run_featurize(root: Path, cache: Path, workers: int, tonnetz: str) -> dict:
     from fsd.config import load_config
     from fsd.features.featurize import featurize
 
     cfg = load_config(REPO / "experiments" / "seed.yaml",
                       ["data.source=fsdkaggle2018", f"data.root={root}", f"store.cache_dir={cache}",
-                       f"store.workers={workers}"])
+                       f"store.workers={workers}", f"summary.tonnetz={tonnetz}"])
     t0 = time.perf_counter()
     with PeakRSS() as mem:
         result = featurize(cfg, progress=False)
@@ -185,8 +187,8 @@ _EXTRACT = textwrap.dedent("""
     from threadpoolctl import threadpool_limits
     from fsd.config import from_dict
     from fsd.features.extract import extract_clip
-    paths = json.loads(sys.argv[1])
-    cfg = from_dict({"name": "bench"}, [])
+    paths, overrides = json.loads(sys.argv[1]), json.loads(sys.argv[2])
+    cfg = from_dict({"name": "bench"}, overrides)
     with threadpool_limits(1):
         extract_clip(paths[0], cfg)  # warm: imports, numba, caches
         t = time.process_time(); w = time.perf_counter(); s = 0.0
@@ -205,7 +207,8 @@ def baseline_tree(rev: str) -> Path:
     return out
 
 
-def compare_extract(paths: list[str], trees: dict[str, Path], chunks: int) -> dict:
+def compare_extract(paths: list[str], trees: dict[str, Path], chunks: int,
+                    overrides: dict[str, list[str]]) -> dict:
     env = {**os.environ, **{k: "1" for k in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS",
                                              "MKL_NUM_THREADS", "NUMBA_NUM_THREADS")}}
     totals = {name: {"seconds": 0.0, "cpu": 0.0, "wall": 0.0} for name in trees}
@@ -213,7 +216,8 @@ def compare_extract(paths: list[str], trees: dict[str, Path], chunks: int) -> di
     for i, part in enumerate(parts):
         order = list(trees) if i % 2 == 0 else list(reversed(trees))
         for name in order:
-            out = subprocess.run([sys.executable, "-c", _EXTRACT, json.dumps(part)],
+            out = subprocess.run([sys.executable, "-c", _EXTRACT, json.dumps(part),
+                                  json.dumps(overrides.get(name, []))],
                                  env={**env, "PYTHONPATH": str(trees[name])}, cwd=trees[name],
                                  capture_output=True, text=True, check=True)
             r = json.loads(out.stdout.strip().splitlines()[-1])
@@ -273,6 +277,8 @@ def main() -> int:
                    help="store.cache_dir (default: a fresh temp folder, deleted after)")
     p.add_argument("--workers", type=int, default=0, help="featurize workers (0: all cores)")
     p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--tonnetz", choices=("stft_chroma", "harmonic_cqt"), default="stft_chroma",
+                   help="summary.tonnetz for featurize and this tree's extract (default %(default)s)")
     p.add_argument("--baseline", default=DEFAULT_BASELINE, help="git revision to compare with")
     p.add_argument("--compare-clips", type=int, default=120,
                    help="clips for the side-by-side extract comparison (0: skip)")
@@ -293,11 +299,11 @@ def main() -> int:
 
     cache = args.cache or Path(tempfile.mkdtemp(prefix="fsd-full-cache-"))
     record = {"date": time.strftime("%Y-%m-%d %H:%M"), "scale": args.scale, "data": info,
-              "workers": workers, "baseline": args.baseline, "cores": os.cpu_count(),
+              "workers": workers, "baseline": args.baseline, "tonnetz": args.tonnetz, "cores": os.cpu_count(),
               "load_before": os.getloadavg(), "experiment_lock": lock.exists()}
     if not args.skip_featurize:
-        print(f"featurize with {workers} workers ...", flush=True)
-        f = run_featurize(data, cache, workers)
+        print(f"featurize with {workers} workers, summary.tonnetz={args.tonnetz} ...", flush=True)
+        f = run_featurize(data, cache, workers, args.tonnetz)
         record["featurize"] = f
         print(f"  wall {f['wall_s']:.0f} s for {f['audio_seconds'] / 3600:.2f} h of trimmed audio: "
               f"{f['audio_s_per_s']:.0f} audio-s/s, {f['per_core_x_real_time']:.1f}x real time per core"
@@ -317,7 +323,8 @@ def main() -> int:
             paths = [str(clips[i]) for i in sorted(pick)]
             print(f"extract_clip, one core, {len(paths)} clips: baseline {args.baseline} vs this "
                   "tree ...", flush=True)
-            c = compare_extract(paths, trees, chunks=4)
+            c = compare_extract(paths, trees, chunks=4,
+                                overrides={"this tree": [f"summary.tonnetz={args.tonnetz}"]})
             record["extract"] = c
             b, t = c["baseline"], c["this tree"]
             print(f"  baseline  {b['x_real_time_cpu']:.1f}x real time per core (CPU time), "

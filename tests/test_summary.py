@@ -102,12 +102,37 @@ def test_layout_matches_a_slow_reference():
 
 def test_tonnetz_stays_close_to_the_faithful_harmonic_computation():
     x = _clip(3.0, seed=1)
-    block = sm.summary_features(x, SR, CFG)[sm.summary_layout(CFG)["tonnetz"]]
+    cfg = SummaryConfig(tonnetz="harmonic_cqt")
+    block = sm.summary_features(x, SR, cfg)[sm.summary_layout(cfg)["tonnetz"]]
     ref = librosa.feature.tonnetz(y=librosa.effects.harmonic(x, pad_mode="reflect"), sr=SR)
     mean, std = block[:6], block[6:12]
     # the approximation's documented tolerance: means/stds within a few hundredths
     np.testing.assert_allclose(mean, ref.mean(axis=1), atol=0.03)
     np.testing.assert_allclose(std, ref.std(axis=1), atol=0.03)
+
+
+def test_stft_chroma_tonnetz_is_the_tonnetz_of_the_set1_chroma():
+    x = _clip(2.0, seed=4)
+    layout = sm.summary_layout(CFG)
+    assert CFG.tonnetz == "stft_chroma"  # the default
+    fast = sm.summary_features(x, SR, CFG)
+    S = np.abs(librosa.stft(x, pad_mode="reflect"))
+    tuning = librosa.estimate_tuning(S=S, sr=SR, bins_per_octave=12)
+    chroma = librosa.feature.chroma_stft(S=S, sr=SR, tuning=tuning)
+    ref = librosa.feature.tonnetz(chroma=chroma)
+    block = fast[layout["tonnetz"]].astype(np.float64)
+    np.testing.assert_allclose(block[:6], ref.mean(axis=1), atol=1e-5)
+    np.testing.assert_allclose(block[6:12], ref.std(axis=1), atol=1e-5)
+    np.testing.assert_allclose(block[18:24], ref.max(axis=1), atol=1e-5)
+    np.testing.assert_allclose(block[24:30], ref.min(axis=1), atol=1e-5)
+    # the harmonic computation changes the tonnetz columns and nothing else
+    slow = sm.summary_features(x, SR, SummaryConfig(tonnetz="harmonic_cqt"))
+    others = np.ones(len(fast), bool)
+    others[layout["tonnetz"]] = False
+    np.testing.assert_array_equal(fast[others], slow[others])
+    assert not np.allclose(fast[layout["tonnetz"]], slow[layout["tonnetz"]])
+    with pytest.raises(ValueError, match="stft_chroma or harmonic_cqt"):
+        sm.summary_features(x, SR, SummaryConfig(tonnetz="cqt"))
 
 
 @pytest.mark.parametrize("seconds", [1 / SR, 0.005, 0.05, 0.1, 0.3])
