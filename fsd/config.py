@@ -240,13 +240,25 @@ class TrainConfig:
     fold_workers: int = 1
 
 
+BASELINE_MODELS = ("logreg", "hgb", "svc", "extratrees", "vote")
+BASELINE_SCALERS = ("standard", "quantile")
+
+
 @dataclass
 class BaselineConfig:
     """scikit-learn models on the store's summary features, on the CNN's folds."""
 
-    models: list[str] = field(default_factory=lambda: ["logreg", "hgb"])  # logreg | hgb
+    # logreg | hgb | svc | extratrees | vote (fsd/baseline/model.py says what each is)
+    models: list[str] = field(default_factory=lambda: ["logreg", "hgb", "vote"])
     logreg_c: float = 0.1
     logreg_max_iter: int = 2000
+    logreg_scaler: str = "standard"  # standard | quantile (normal-output QuantileTransformer)
+    svc_c: float = 10.0
+    extratrees_n_estimators: int = 500
+    # The soft vote's members, each with its own settings; scale-sensitive ones (logreg, svc)
+    # get vote_scaler: ranks suit the heavy-tailed summary statistics.
+    vote_members: list[str] = field(default_factory=lambda: ["logreg", "svc", "extratrees"])
+    vote_scaler: str = "quantile"
     hgb_max_iter: int = 200
     hgb_learning_rate: float = 0.1
     hgb_max_leaf_nodes: int = 15
@@ -267,8 +279,8 @@ class EnsembleConfig:
     seed: int = 0
     top_k: int = 3
     batch_size: int = 256
-    # Blend the CNN ensemble with the best baseline: p = w * cnn + (1 - w) * baseline, w chosen
-    # on out-of-fold predictions over blend_steps + 1 equally spaced values in [0, 1].
+    # Blend the CNN ensemble with the baseline that blends best: p = w * cnn + (1 - w) * base,
+    # w chosen on out-of-fold predictions over blend_steps + 1 equally spaced values in [0, 1].
     blend: bool = True
     blend_steps: int = 20
     model_name: str = "fsd-ensemble"
@@ -413,9 +425,20 @@ class Config:
         for key in ("freq_masks", "freq_mask_max", "time_masks"):
             _check(getattr(self.train, key) >= 0, f"train.{key}", "must be >= 0")
         _check(0 <= self.train.time_mask_max <= 1, "train.time_mask_max", "must be in [0, 1]")
-        bad = [m for m in self.baseline.models if m not in ("logreg", "hgb")]
-        _check(not bad, "baseline.models", f"may hold logreg and hgb only, got {bad}")
-        _check(self.baseline.logreg_c > 0, "baseline.logreg_c", "must be positive")
+        b = self.baseline
+        models, scalers = BASELINE_MODELS, BASELINE_SCALERS
+        bad = [m for m in b.models if m not in models]
+        _check(not bad, "baseline.models", f"may hold {', '.join(models)}; got {bad}")
+        bad = [m for m in b.vote_members if m not in models or m == "vote"]
+        _check(not bad and (bool(b.vote_members) or "vote" not in b.models),
+               "baseline.vote_members", f"must be a non-empty list of "
+               f"{', '.join(m for m in models if m != 'vote')}; got {b.vote_members}")
+        for key in ("logreg_scaler", "vote_scaler"):
+            _check(getattr(b, key) in scalers, f"baseline.{key}",
+                   f"must be {' or '.join(scalers)}, got {getattr(b, key)!r}")
+        _check(b.logreg_c > 0, "baseline.logreg_c", "must be positive")
+        _check(b.svc_c > 0, "baseline.svc_c", "must be positive")
+        _check(b.extratrees_n_estimators >= 1, "baseline.extratrees_n_estimators", "must be >= 1")
         _check(0 <= self.baseline.hgb_validation_fraction < 1, "baseline.hgb_validation_fraction",
                "must be in [0, 1)")
         _check(self.ensemble.blend_steps >= 1, "ensemble.blend_steps", "must be >= 1")

@@ -561,13 +561,6 @@ def finished_baseline(cfg: Config, store_key: str, name: str) -> Run | None:
     return runs[0] if runs else None
 
 
-def best_baseline(cfg: Config, store_key: str, metric: str = "oof_map3") -> Run | None:
-    """The finished baseline run on this store with the highest ``metric`` (ties: newest)."""
-    scored = [r for r in finished_baselines(cfg, store_key) if metric in r.data.metrics]
-    # newest first, and max() keeps the first of equal scores
-    return max(scored, key=lambda r: r.data.metrics[metric]) if scored else None
-
-
 def download_artifacts(run_id: str, artifact_path: str, dst: Path) -> Path:
     """Fetch a run's artifact folder into ``dst`` (a local cache); returns the local path."""
     dst.mkdir(parents=True, exist_ok=True)

@@ -23,7 +23,7 @@ from fsd.train.metrics import map_at_k
 
 pytest_plugins = ["conftest_ensemble"]
 
-FAST = BaselineConfig(hgb_max_iter=15, logreg_max_iter=500)
+FAST = BaselineConfig(hgb_max_iter=15, logreg_max_iter=500, extratrees_n_estimators=40)
 
 
 class Store:
@@ -53,7 +53,7 @@ def chance_map3(n_classes: int) -> float:
 # --- the core ------------------------------------------------------------------------------
 
 
-@pytest.mark.parametrize("name", ["logreg", "hgb"])
+@pytest.mark.parametrize("name", ["logreg", "hgb", "svc", "extratrees", "vote"])
 def test_oof_beats_chance_on_a_learnable_store(name):
     store = learnable(n=120, n_classes=4)
     r = run_baseline(store, name, FAST)
@@ -145,15 +145,55 @@ def test_unusable_clips_bad_values_and_absent_classes():
     assert np.isfinite(r.model.predict_proba(np.full((2, 10), np.nan))).all()
 
 
-def test_baseline_model_saves_and_loads(tmp_path):
+@pytest.mark.parametrize("name", ["hgb", "vote"])
+def test_baseline_model_saves_and_loads(tmp_path, name):
     store = learnable(n=30)
     y = store.index["label_id"].to_numpy()
-    m = BaselineModel.fit_new("hgb", FAST, store.summary, y, 3, store.labels)
+    m = BaselineModel.fit_new(name, FAST, store.summary, y, 3, store.labels)
     back = BaselineModel.load(m.save(tmp_path / "b.joblib"))
     np.testing.assert_array_equal(back.predict_proba(store.summary), m.predict_proba(store.summary))
-    assert back.labels == store.labels and back.name == "hgb"
+    assert back.labels == store.labels and back.name == name
     with pytest.raises(ValueError, match="fitted on 10 features"):
         back.predict_proba(store.summary[:, :4])
+
+
+def test_the_vote_is_the_mean_of_its_members_with_the_vote_scaler():
+    """Each member fitted alone (quantile-scaled where the vote says so) and averaged gives the
+    vote's probabilities; a member left out or scaled differently would not."""
+    import dataclasses
+
+    store = learnable(n=90, n_classes=3, signal=1.0)
+    x, y = store.summary, store.index["label_id"].to_numpy()
+    vote = BaselineModel.fit_new("vote", FAST, x, y, 3, store.labels).predict_proba(x)
+    as_voted = dataclasses.replace(FAST, logreg_scaler=FAST.vote_scaler)
+    members = [BaselineModel.fit_new(m, as_voted, x, y, 3, store.labels).predict_proba(x)
+               for m in FAST.vote_members]
+    np.testing.assert_allclose(vote, np.mean(members, axis=0), rtol=1e-5, atol=1e-6)
+    standard = BaselineModel.fit_new("logreg", FAST, x, y, 3, store.labels).predict_proba(x)
+    assert not np.allclose(standard, members[0], atol=1e-3)  # the vote's logreg is quantile-scaled
+
+
+@pytest.mark.parametrize("name", ["svc", "vote"])
+def test_a_class_with_one_clip_still_fits(name):
+    """The SVC's calibration splits each class; a class of one clip cannot be split."""
+    store = learnable(n=31, n_classes=3)
+    y = store.index["label_id"].to_numpy().copy()
+    y[y == 2] = 0
+    y[0] = 2  # class 2: one clip
+    m = BaselineModel.fit_new(name, FAST, store.summary, y, 3, store.labels)
+    p = m.predict_proba(store.summary)
+    assert p.shape == (31, 3) and np.allclose(p.sum(axis=1), 1, atol=1e-5)
+
+
+def test_bad_baseline_settings_name_the_valid_ones():
+    from fsd.config import ConfigError, load_config
+
+    with pytest.raises(ConfigError, match="logreg, hgb, svc, extratrees, vote"):
+        load_config("experiments/demo.yaml", ["baseline.models=[logreg,svm]"])
+    with pytest.raises(ConfigError, match="baseline.vote_members"):
+        load_config("experiments/demo.yaml", ["baseline.vote_members=[vote]"])
+    with pytest.raises(ConfigError, match="standard or quantile"):
+        load_config("experiments/demo.yaml", ["baseline.vote_scaler=minmax"])
 
 
 # --- the blend -----------------------------------------------------------------------------
@@ -299,7 +339,7 @@ def test_fsd_baseline_logs_one_run_per_model_and_skips_when_done(tmp_path, caplo
     (featurized,) = client.search_runs([exp.experiment_id], "tags.`fsd.stage` = 'featurize'")
     (group,) = client.search_runs([exp.experiment_id], "tags.`fsd.stage` = 'baselines'")
     runs = client.search_runs([exp.experiment_id], "tags.`fsd.stage` = 'baseline'")
-    assert sorted(r.data.tags["fsd.baseline"] for r in runs) == ["hgb", "logreg"]
+    assert sorted(r.data.tags["fsd.baseline"] for r in runs) == ["hgb", "logreg", "vote"]
     for r in runs:
         assert r.info.status == "FINISHED"
         assert r.data.tags["mlflow.parentRunId"] == group.info.run_id
@@ -317,7 +357,7 @@ def test_fsd_baseline_logs_one_run_per_model_and_skips_when_done(tmp_path, caplo
         probs = pd.read_csv(client.download_artifacts(r.info.run_id, "oof/oof_probabilities.csv",
                                                       str(tmp_path / r.info.run_id)))
         assert list(probs.columns[:2]) == ["fname", "label"] and len(probs.columns) == 2 + 6
-    assert group.data.tags["fsd.best_baseline"] in ("hgb", "logreg")
+    assert group.data.tags["fsd.best_baseline"] in ("hgb", "logreg", "vote")
 
     # the same command again (here in-process): both models are reused, nothing is fitted
     again = ["baseline", "--config", "experiments/demo.yaml", "tracking.experiment=it", *common]
@@ -325,18 +365,21 @@ def test_fsd_baseline_logs_one_run_per_model_and_skips_when_done(tmp_path, caplo
         mp.setenv("MLFLOW_TRACKING_URI", uri)
         with caplog.at_level("INFO", logger="fsd"):
             assert main(again) == 0
-        assert caplog.text.count("reused") == 2
-        assert len(client.search_runs([exp.experiment_id], "tags.`fsd.stage` = 'baseline'")) == 2
+        assert caplog.text.count("reused") == 3
+        assert len(client.search_runs([exp.experiment_id], "tags.`fsd.stage` = 'baseline'")) == 3
         # a changed setting of one model refits that model only
         assert main(again + ["baseline.logreg_c=1.0"]) == 0
     runs = client.search_runs([exp.experiment_id], "tags.`fsd.stage` = 'baseline'")
-    assert sorted(r.data.tags["fsd.baseline"] for r in runs) == ["hgb", "logreg", "logreg"]
+    # the vote's logreg member has its own scaler, but logreg_c is its too: it refits as well
+    assert sorted(r.data.tags["fsd.baseline"] for r in runs) == ["hgb", "logreg", "logreg",
+                                                                 "vote", "vote"]
 
 
 @pytest.mark.slow
-def test_ensemble_blends_with_the_best_baseline(ensemble_tracking, tmp_path):
+def test_ensemble_blends_with_the_baseline_that_blends_best(ensemble_tracking, tmp_path):
     """On the session's two trained folds: baselines in a separate experiment, then the
-    ensemble step blends, logs the blend, and bundles, predicts and submits the blend."""
+    ensemble step tries each, blends with the best blend, logs it, and bundles, predicts and
+    submits the blend."""
     import copy
 
     import mlflow
@@ -348,7 +391,8 @@ def test_ensemble_blends_with_the_best_baseline(ensemble_tracking, tmp_path):
 
     cfg = copy.deepcopy(ensemble_tracking.cfg)
     cfg.tracking.experiment = "enstest-blend"  # the session's experiment stays blend-free
-    cfg.baseline.models = ["logreg"]
+    cfg.baseline.models = ["logreg", "extratrees"]
+    cfg.baseline.extratrees_n_estimators = 30
     features_run = mlflow.get_run(ensemble_tracking.fold_run_ids[0]).data.tags["fsd.features_run"]
     store, features_run = resolve_store(cfg, features_run)
     runs = baselines_logged(cfg, store, features_run, progress=False)
@@ -361,8 +405,15 @@ def test_ensemble_blends_with_the_best_baseline(ensemble_tracking, tmp_path):
     m, tags = run.data.metrics, run.data.tags
     assert {"blend_weight", "blend_oof_map3", "blend_oof_accuracy", "cnn_oof_map3",
             "cnn_oof_accuracy", "oof_accuracy"} <= set(m)
-    assert tags["fsd.blend_baseline_run"] == runs["logreg"]
-    assert m["blend_oof_map3"] >= max(m["cnn_oof_map3"], base_run.data.metrics["oof_map3"]) - 1e-9
+    candidates = pd.read_csv(mlflow.artifacts.download_artifacts(
+        run_id=s["run_id"], artifact_path="blend/blend_candidates.csv", dst_path=str(tmp_path)))
+    assert sorted(candidates["baseline"]) == ["extratrees", "logreg"]
+    best = candidates.loc[candidates["blend_oof_map3"].idxmax()]
+    assert tags["fsd.blend_baseline_run"] == runs[best["baseline"]] == best["run_id"]
+    assert m["blend_oof_map3"] == pytest.approx(best["blend_oof_map3"])
+    for name, rid in runs.items():
+        assert m["blend_oof_map3"] >= max(m["cnn_oof_map3"],
+                                          mlflow.get_run(rid).data.metrics["oof_map3"]) - 1e-9
     blended = m["blend_weight"] < 1
     assert run.data.params["ensemble.blended"] == str(blended).lower()
     if blended:

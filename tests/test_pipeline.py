@@ -42,15 +42,21 @@ def test_main_runs_every_step_nested_then_skips_them(tmp_path, monkeypatch, caps
         by_stage.setdefault(r.data.tags["fsd.stage"], []).append(r)
     assert {len(by_stage[s]) for s in ("main", "featurize", "ensemble")} == {1}
     assert len(by_stage["train_fold"]) == 2
-    assert sorted(r.data.tags["fsd.baseline"] for r in by_stage["baseline"]) == ["hgb", "logreg"]
+    assert sorted(r.data.tags["fsd.baseline"] for r in by_stage["baseline"]) == ["hgb", "logreg",
+                                                                               "vote"]
     parent = by_stage["main"][0].info.run_id
     for stage in ("featurize", "train_fold", "baseline", "ensemble"):
         assert all(r.data.tags.get("mlflow.parentRunId") == parent for r in by_stage[stage])
-    # the baselines ran before the ensemble, which blended with the better one
+    # the baselines ran before the ensemble, which tried each and kept the best blend
     ens = by_stage["ensemble"][0]
     assert max(r.info.end_time for r in by_stage["baseline"]) <= ens.info.start_time
-    best = max(by_stage["baseline"], key=lambda r: r.data.metrics["oof_map3"])
-    assert ens.data.tags["fsd.blend_baseline_run"] == best.info.run_id
+    import pandas as pd
+
+    tried = pd.read_csv(client.download_artifacts(ens.info.run_id, "blend/blend_candidates.csv",
+                                                  str(tmp_path)))
+    assert sorted(tried["run_id"]) == sorted(r.info.run_id for r in by_stage["baseline"])
+    best = tried.loc[tried["blend_oof_map3"].idxmax()]
+    assert ens.data.tags["fsd.blend_baseline_run"] == best["run_id"]
     assert {"blend_weight", "cnn_oof_map3", "oof_accuracy"} <= set(ens.data.metrics)
     main_run = by_stage["main"][0]
     assert main_run.data.metrics["oof_map3"] == ens.data.metrics["oof_map3"]
@@ -94,7 +100,7 @@ def test_main_runs_every_step_nested_then_skips_them(tmp_path, monkeypatch, caps
     runs = client.search_runs([exp.experiment_id])
     stages = [r.data.tags["fsd.stage"] for r in runs]
     assert stages.count("main") == 2 and stages.count("featurize") == 1
-    assert stages.count("train_fold") == 2 and stages.count("baseline") == 2
+    assert stages.count("train_fold") == 2 and stages.count("baseline") == 3
 
     # a changed clip (new mtime) is new data: featurize runs again and fold 0 is retrained
     wav = next((tmp_path / "cache").glob("synthetic-*/*.wav"))
@@ -102,7 +108,7 @@ def test_main_runs_every_step_nested_then_skips_them(tmp_path, monkeypatch, caps
     assert main(args + ["--no-ensemble", "--no-baseline", "--folds", "0"]) == 0
     stages = [r.data.tags["fsd.stage"] for r in client.search_runs([exp.experiment_id])]
     assert stages.count("featurize") == 2 and stages.count("train_fold") == 3
-    assert stages.count("baseline") == 2
+    assert stages.count("baseline") == 3
 
 
 @pytest.mark.slow
@@ -128,7 +134,7 @@ def test_main_trains_folds_in_worker_processes(tmp_path, monkeypatch):
     assert parent.data.tags["fsd.fold_runs"] == str([folds[0].info.run_id, folds[1].info.run_id])
     # the baselines ran in the main process while the workers trained
     baselines = [r for r in runs if r.data.tags["fsd.stage"] == "baseline"]
-    assert len(baselines) == 2
+    assert len(baselines) == 3
     assert all(r.data.tags["mlflow.parentRunId"] == parent.info.run_id for r in baselines)
     assert {r.data.tags["fsd.pid"] for r in baselines} == {parent.data.tags["fsd.pid"]}
     assert min(r.info.start_time for r in baselines) < max(r.info.end_time for r in folds.values())

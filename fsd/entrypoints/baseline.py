@@ -1,7 +1,8 @@
 """Fit the scikit-learn baselines on a featurize run's summary features, on the CNN's folds.
 
 One MLflow run per model in ``baseline.models`` (``logreg``: StandardScaler +
-LogisticRegression; ``hgb``: HistGradientBoostingClassifier), tagged ``fsd.stage=baseline``
+LogisticRegression; ``hgb``: HistGradientBoostingClassifier; ``svc``: quantile-scaled RBF SVC;
+``extratrees``; ``vote``: the soft vote of ``baseline.vote_members``), tagged ``fsd.stage=baseline``
 and ``fsd.baseline=<model>``. Each logs the metrics the ensemble run logs under the same names
 (``oof_map3``, ``oof_accuracy``; per fold ``oof/fold_<k>_map3`` and per class
 ``oof_class_map3/<label>``, where the ensemble's, scored with TTA, are ``tta/...``) plus
@@ -13,7 +14,7 @@ class) and the final model fitted on every train clip (``model/baseline.joblib``
 Skip-when-done: a model with a finished run on the same feature store (store key) and the
 same settings (baseline key) is not fitted again. Standalone (``fsd baseline``, ``mlflow run
 -e baseline``) the model runs nest under one ``baselines`` run; under ``fsd main`` under the
-main run. The ensemble step blends the CNN with the best of them (``ensemble.blend``).
+main run. The ensemble step blends the CNN with the one that blends best (``ensemble.blend``).
 """
 
 from __future__ import annotations
@@ -28,7 +29,8 @@ from fsd import tracking
 from fsd.config import Config, ConfigError
 from fsd.entrypoints.featurize import resolve_store
 
-HELP = "scikit-learn baselines (logreg, hgb) on the summary features, out of fold, one run each"
+HELP = ("scikit-learn baselines (logreg, hgb, svc, extratrees, vote) on the summary features, "
+        "out of fold, one run each")
 log = logging.getLogger(__name__)
 
 STAGE_GROUP = "baselines"
@@ -113,8 +115,7 @@ def baseline_logged(cfg: Config, store, features_run: str, name: str, *, nested:
         mlflow.log_artifact(str(path), MODEL_ARTIFACT)
         log.info("baseline %s run %s: out-of-fold MAP@3 %.4f, accuracy %.4f", name,
                  active.info.run_id, result.oof_map3, result.oof_accuracy)
-        what = {"logreg": "StandardScaler + LogisticRegression",
-                "hgb": "HistGradientBoostingClassifier"}.get(name, name)
+        what = _describe_model(cfg, name)
         tracking.describe(
             f"**baseline {name}** ({what}) of `{cfg.name}` on the summary features of "
             f"{tracking.data_summary(cfg)}, on the CNN's folds.\n\n"
@@ -124,6 +125,22 @@ def baseline_logged(cfg: Config, store, features_run: str, name: str, *, nested:
             f"- features: {tracking.run_link(features_run, 'featurize run')}; the model "
             f"fitted on every clip: `{MODEL_ARTIFACT}/{MODEL_FILE}`")
         return active.info.run_id
+
+
+def _describe_model(cfg: Config, name: str) -> str:
+    """What model ``name`` is, in a few words (the run description)."""
+    b = cfg.baseline
+    scaler = {"standard": "StandardScaler", "quantile": "QuantileTransformer (normal)"}
+    words = {"logreg": f"{scaler[b.logreg_scaler]} + LogisticRegression(C={b.logreg_c:g})",
+             "hgb": "HistGradientBoostingClassifier",
+             "svc": f"QuantileTransformer (normal) + RBF SVC(C={b.svc_c:g})",
+             "extratrees": f"ExtraTreesClassifier({b.extratrees_n_estimators} trees)"}
+    if name == "vote":
+        members = ", ".join(m + (" (quantile-scaled)" if m in ("logreg", "svc")
+                                 and b.vote_scaler == "quantile" else "")
+                            for m in b.vote_members)
+        return f"soft vote of {members}"
+    return words.get(name, name)
 
 
 def _log_csv(frame, path: Path, artifact_path: str) -> None:

@@ -10,10 +10,11 @@ without features gets the training prior's top 3) and scores it where test label
 registers it; the alias (e.g. ``champion``) moves only when the out-of-fold MAP@3 beats the
 holder's, and the comparison is recorded in the run.
 
-With ``ensemble.blend`` and a finished baseline run on the same feature store (``fsd
-baseline``), the best baseline (by its out-of-fold MAP@3) is blended in: ``p = w * cnn + (1 - w)
-* baseline``, ``w`` chosen on both out-of-fold predictions (aligned by file name) over
-``ensemble.blend_steps + 1`` values in [0, 1] (ties: the larger ``w``). The headline
+With ``ensemble.blend`` and finished baseline runs on the same feature store (``fsd
+baseline``), one baseline is blended in: ``p = w * cnn + (1 - w) * baseline``. For each
+baseline, ``w`` is chosen on both out-of-fold predictions (aligned by file name) over
+``ensemble.blend_steps + 1`` values in [0, 1] (ties: the larger ``w``); the baseline whose
+blend scores best out of fold is kept (``blend/blend_candidates.csv`` lists them all). The headline
 ``oof_map3``/``oof_accuracy``, the alias comparison, the test predictions and the served model
 are then the blend's (param ``ensemble.blended=true``); ``cnn_oof_map3``/``cnn_oof_accuracy``
 keep the CNN's own. A weight of 1 blends nothing: the bundle stays CNN-only.
@@ -96,7 +97,8 @@ def _get_run(run_id: str) -> mlflow.entities.Run:
 
 def training_config(cfg: Config, run: mlflow.entities.Run) -> Config:
     """The config the folds were trained with (features, model), with this run's ensemble,
-    tracking and output settings: serving must featurize exactly as training did."""
+    baseline, tracking and output settings: serving must featurize exactly as training did,
+    and the baselines to blend with are this run's choice."""
     try:
         text = mlflow.artifacts.load_text(f"runs:/{run.info.run_id}/config.yaml")
     except Exception as exc:  # an old run without config.yaml: fall back to the given config
@@ -109,6 +111,7 @@ def training_config(cfg: Config, run: mlflow.entities.Run) -> Config:
     trained = load_config(path)
     trained.name, trained.output_dir = cfg.name, cfg.output_dir
     trained.ensemble, trained.tracking, trained.store = cfg.ensemble, cfg.tracking, cfg.store
+    trained.baseline = cfg.baseline
     return trained
 
 
@@ -309,52 +312,88 @@ def describe_registered(name: str, version: str, cfg: Config, summary: dict, run
         log.warning("could not describe registered model %s v%s: %s", name, version, exc)
 
 
+def _blend_candidates(cfg: Config, store_key: str) -> list:
+    """The baseline runs the ensemble may blend with, best alone first: the newest finished run
+    of each model in ``baseline.models`` with the current settings; when there is none, every
+    finished baseline run on this store (a standalone ``fsd ensemble`` after older runs)."""
+    runs = [r for name in cfg.baseline.models
+            if (r := tracking.finished_baseline(cfg, store_key, name)) is not None]
+    if not runs:
+        runs = tracking.finished_baselines(cfg, store_key)
+    scored = [r for r in runs if "oof_map3" in r.data.metrics]
+    return sorted(scored, key=lambda r: -r.data.metrics["oof_map3"])
+
+
 def _choose_blend(cfg: Config, store, fnames: list[str], y: np.ndarray, cnn: np.ndarray,
                   labels: list[str], downloads: Path, out: Path) -> dict | None:
-    """Blend the CNN's out-of-fold ``cnn`` with the best finished baseline on this store.
+    """Blend the CNN's out-of-fold ``cnn`` with the finished baseline that blends best.
 
-    Logs the blend's metrics and tags and returns {weight, probs (blended, one row per clip),
-    oof_map3, name, run_id, model (local path of its final model)}; None when there is no
-    usable baseline run (nothing is logged then but a line saying so).
+    Each candidate (:func:`_blend_candidates`) gets its weight chosen out of fold; the pair
+    (baseline, weight) with the highest blended out-of-fold MAP@3 wins (ties: the baseline
+    that scores better alone). Logs the blend's metrics, tags and the candidates' table and
+    returns {weight, probs (blended, one row per clip), oof_map3, name, run_id, model (local
+    path of its final model)}; None when there is no usable baseline run (nothing is logged
+    then but a line saying so).
     """
+    import pandas as pd
+
     from fsd.baseline.blend import align_probabilities, blend, choose_weight
     from fsd.entrypoints.baseline import download_model, load_oof_probabilities
 
-    best = tracking.best_baseline(cfg, store.key)
-    if best is None:
+    candidates = _blend_candidates(cfg, store.key)
+    if not candidates:
         log.info("ensemble.blend: no finished baseline run on this feature store (store key %s); "
                  "the ensemble is the CNN alone (run `fsd baseline` to blend)", store.key[:8])
         return None
-    rid = best.info.run_id
-    name = best.data.tags.get(tracking.TAG_BASELINE, "baseline")
+    best = None
+    rows = []
+    for run in candidates:
+        rid = run.info.run_id
+        name = run.data.tags.get(tracking.TAG_BASELINE, "baseline")
+        try:
+            frame = load_oof_probabilities(rid, downloads / rid)
+            base, found = align_probabilities(frame, fnames, labels)
+        except (OSError, ValueError, mlflow.exceptions.MlflowException) as exc:
+            log.warning("ensemble.blend: baseline run %s is unusable (%s); skipped", rid, exc)
+            continue
+        if not found.any():
+            log.warning("ensemble.blend: baseline run %s scored none of these clips; skipped", rid)
+            continue
+        if not found.all():
+            log.warning("ensemble.blend: baseline run %s has no out-of-fold probabilities for %d "
+                        "of %d clips; those keep the CNN's", rid, int((~found).sum()), len(found))
+        choice = choose_weight(y[found], cnn[found], base[found], cfg.ensemble.blend_steps, k=3)
+        base = np.where(found[:, None], base, cnn)  # a clip without a baseline row keeps the CNN's
+        probs = blend(cnn, base, choice.weight)
+        score = float(reciprocal_ranks(y, probs, 3).mean())
+        rows.append({"baseline": name, "run_id": rid,
+                     "baseline_oof_map3": run.data.metrics["oof_map3"],
+                     "weight": choice.weight, "blend_oof_map3": score,
+                     "blend_oof_accuracy": float(reciprocal_ranks(y, probs, 1).mean())})
+        if best is None or round(score, 12) > round(best["oof_map3"], 12):
+            best = {"weight": choice.weight, "probs": probs, "oof_map3": score, "name": name,
+                    "run_id": rid, "choice": choice, "found": found, "run": run}
+    if best is None:
+        return None
+    rid, name, choice = best["run_id"], best["name"], best["choice"]
     try:
-        frame = load_oof_probabilities(rid, downloads / rid)
-        base, found = align_probabilities(frame, fnames, labels)
-        model = download_model(rid, downloads / rid)
-    except (OSError, ValueError, mlflow.exceptions.MlflowException) as exc:
-        log.warning("ensemble.blend: baseline run %s is unusable (%s); no blend", rid, exc)
+        best["model"] = download_model(rid, downloads / rid)
+    except (OSError, mlflow.exceptions.MlflowException) as exc:
+        log.warning("ensemble.blend: baseline run %s has no usable model (%s); no blend", rid, exc)
         return None
-    if not found.any():
-        log.warning("ensemble.blend: baseline run %s scored none of these clips; no blend", rid)
-        return None
-    if not found.all():
-        log.warning("ensemble.blend: baseline run %s has no out-of-fold probabilities for %d of "
-                    "%d clips; those keep the CNN's", rid, int((~found).sum()), len(found))
-    choice = choose_weight(y[found], cnn[found], base[found], cfg.ensemble.blend_steps, k=3)
-    base = np.where(found[:, None], base, cnn)  # a clip without a baseline row keeps the CNN's
-    probs = blend(cnn, base, choice.weight)
-    oof_map3 = float(reciprocal_ranks(y, probs, 3).mean())
-    oof_accuracy = float(reciprocal_ranks(y, probs, 1).mean())
-    mlflow.log_metrics({"blend_weight": choice.weight, "blend_oof_map3": oof_map3,
+    oof_accuracy = float(reciprocal_ranks(y, best["probs"], 1).mean())
+    mlflow.log_metrics({"blend_weight": choice.weight, "blend_oof_map3": best["oof_map3"],
                         "blend_oof_accuracy": oof_accuracy,
-                        "baseline_oof_map3": best.data.metrics.get("oof_map3", float("nan"))})
-    mlflow.log_param("blend.clips", int(found.sum()))
+                        "baseline_oof_map3": best["run"].data.metrics.get("oof_map3",
+                                                                          float("nan"))})
+    mlflow.log_param("blend.clips", int(best["found"].sum()))
     mlflow.set_tags({TAG_BLEND_RUN: rid, TAG_BLEND_MODEL: name})
     _log_frame(choice.table(), out / "blend_weights.csv", "blend")
-    log.info("ensemble.blend: %s (run %s) at w=%.2f: out-of-fold MAP@3 %.4f (CNN alone %.4f)",
-             name, rid, choice.weight, oof_map3, float(reciprocal_ranks(y, cnn, 3).mean()))
-    return {"weight": choice.weight, "probs": probs, "oof_map3": oof_map3, "name": name,
-            "run_id": rid, "model": model}
+    _log_frame(pd.DataFrame(rows), out / "blend_candidates.csv", "blend")
+    log.info("ensemble.blend: %s (run %s) at w=%.2f: out-of-fold MAP@3 %.4f (CNN alone %.4f; "
+             "%d candidates)", name, rid, choice.weight, best["oof_map3"],
+             float(reciprocal_ranks(y, cnn, 3).mean()), len(rows))
+    return {key: best[key] for key in ("weight", "probs", "oof_map3", "name", "run_id", "model")}
 
 
 def _crop_limits(cfg: Config, store, downloads: Path, runs: dict) -> tuple[int, int]:

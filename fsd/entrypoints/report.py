@@ -3,7 +3,7 @@
 Rows, read back from the runs the pipeline logged: each summary-feature baseline (out of fold),
 the CNN's stage 1 (log-mel only) and stage 2 (log-mel + PCA) as each fold's own validation
 scored them (fixed lengths, centre crops, mean over folds), the CNN fold ensemble out of fold
-with test-time augmentation, and the blend of that ensemble with the best baseline. Accuracy
+with test-time augmentation, and the blend of that ensemble with a baseline. Accuracy
 and MAP@3 side by side, so a CNN figure never stands without its baseline.
 """
 
@@ -105,7 +105,8 @@ def results_table(main_run_id: str) -> pd.DataFrame:
                      "scored": "out of fold", "run": ens_id})
         if blended:
             w = m.get("blend_weight", np.nan)
-            rows.append({"model": f"blend: {w:.2f} x CNN ensemble + {1 - w:.2f} x best baseline",
+            partner = client.get_run(ens_id).data.tags.get("fsd.blend_baseline", "baseline")
+            rows.append({"model": f"blend: {w:.2f} x CNN ensemble + {1 - w:.2f} x {partner}",
                          "accuracy": m.get("blend_oof_accuracy", np.nan),
                          "map3": m.get("blend_oof_map3", np.nan),
                          "scored": "out of fold", "run": ens_id})

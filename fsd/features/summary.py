@@ -77,8 +77,8 @@ Tolerances against the faithful computation (librosa 0.11, reflect padding), 240
 clips, in units of each column's spread across clips: mel, MFCC, chroma, contrast, roll-off,
 centroid, bandwidth, ZCR, sets 3 and 4 agree to float32 rounding (< 3e-4 sd). Tonnetz: mean
 0.008 sd, max 1.5 sd with ``harmonic_cqt`` (a skew, in the few clips where the band-limited
-tuning estimate picks a neighbouring histogram bin). Set 2: mean 0.006 sd, max 2.5 sd (a run count; the original's
-float32 running sum flips threshold crossings on long clips).
+tuning estimate picks a neighbouring histogram bin). Set 2: mean 0.006 sd, max 2.5 sd (a run
+count; the original's float32 running sum flips threshold crossings on long clips).
 """
 
 from __future__ import annotations
