@@ -248,12 +248,15 @@ def _row_stats(F: np.ndarray) -> np.ndarray:
 def _run_widths(w: np.ndarray) -> list[float]:
     """The original's ``get_width``: log1p mean/std/max of runs of True, and their count."""
     w = np.asarray(w, dtype=bool)
-    if not w.any():
-        return [0.0, 0.0, 0.0, 0.0]
     edges = np.diff(np.concatenate(([0], w.view(np.int8), [0])))
-    starts = np.flatnonzero(edges == 1)
-    ends = np.flatnonzero(edges == -1)
-    z = (ends - starts).astype(np.float64)
+    return _width_stats(np.flatnonzero(edges == -1) - np.flatnonzero(edges == 1))
+
+
+def _width_stats(z: np.ndarray) -> list[float]:
+    """:func:`_run_widths` from the run widths themselves (4 zeros when there are none)."""
+    if z.size == 0:
+        return [0.0, 0.0, 0.0, 0.0]
+    z = z.astype(np.float64)
     return [float(np.log1p(z.mean())), float(np.log1p(z.std())), float(np.log1p(z.max())),
             float(len(z))]
 
@@ -669,25 +672,17 @@ def _set2(x: np.ndarray) -> list[float]:
     if x.dtype not in (np.float32, np.float64):
         x = x.astype(np.float64)
     win = min(_ENVELOPE_WINDOW, len(x))
-    widths05 = np.empty(len(x) // 2 + 1, dtype=np.int64)
-    widths25 = np.empty(len(x) // 2 + 1, dtype=np.int64)
-    n05, n25, attack, release, crossings = _set2_scan(x, win, widths05, widths25)
-    sound = _width_stats(widths05[:n05]) + _width_stats(widths25[:n25])
+    rm, top, attack, release, crossings = _set2_scan(x, win)
+    widths = np.empty(len(rm) // 2 + 1, dtype=np.int64)
+    sound = []
+    for share in (0.05, 0.25):
+        sound += _width_stats(widths[:_runs_above(rm, share * top, widths)])
     return sound + [float(np.log1p(attack)), float(np.log1p(release)),
                     float(np.log1p(crossings)), crossings / len(x)]
 
 
-def _width_stats(z: np.ndarray) -> list[float]:
-    """:func:`_run_widths` from the run widths themselves."""
-    if z.size == 0:
-        return [0.0, 0.0, 0.0, 0.0]
-    z = z.astype(np.float64)
-    return [float(np.log1p(z.mean())), float(np.log1p(z.std())), float(np.log1p(z.max())),
-            float(len(z))]
-
-
 @numba.njit(cache=True, nogil=True)
-def _set2_scan(x, win, widths05, widths25):  # pragma: no cover - compiled
+def _set2_scan(x, win):  # pragma: no cover - compiled
     # Pass 1: the float64 running sum of x**2 (sequential, as np.cumsum adds), the envelope
     # rm[i] = (csum[i + win] - csum[i]) / win, its peak, and the crossings x[i] * x[i+1] <= 0.
     n = x.shape[0]
@@ -708,39 +703,18 @@ def _set2_scan(x, win, widths05, widths25):  # pragma: no cover - compiled
         r = (csum[i + win] - csum[i]) / win
         rm[i] = r
         top = max(top, r)
-    # Pass 2: runs above 5% and 25% of the peak, the attack (first sample above 99%) and the
-    # release (first sample after the attack below 20%; len(rm) if none).
-    t05, t25, t99, t20 = 0.05 * top, 0.25 * top, 0.99 * top, 0.2 * top
-    n05 = 0
-    n25 = 0
-    run05 = 0
-    run25 = 0
+    # Pass 2: the attack (first sample above 99% of the peak) and the release (first sample
+    # after the attack below 20%; len(rm) if none).
+    t99, t20 = 0.99 * top, 0.2 * top
     attack = -1
     release = m
     for i in range(m):
         r = rm[i]
-        if r > t05:
-            run05 += 1
-        elif run05:
-            widths05[n05] = run05
-            n05 += 1
-            run05 = 0
-        if r > t25:
-            run25 += 1
-        elif run25:
-            widths25[n25] = run25
-            n25 += 1
-            run25 = 0
         if attack < 0 and r > t99:
             attack = i
-        elif attack >= 0 and release == m and i > attack and r < t20:
+        elif attack >= 0 and i > attack and r < t20:
             release = i
-    if run05:
-        widths05[n05] = run05
-        n05 += 1
-    if run25:
-        widths25[n25] = run25
-        n25 += 1
+            break
     if attack < 0 or not top > 0:
         # np.argmax of an all-False mask is 0, and the original used 0 when the peak is 0
         attack = 0
@@ -749,7 +723,25 @@ def _set2_scan(x, win, widths05, widths25):  # pragma: no cover - compiled
             if rm[i] < t20:
                 release = i
                 break
-    return n05, n25, attack, release, crossings
+    return rm, top, attack, release, crossings
+
+
+@numba.njit(cache=True, nogil=True)
+def _runs_above(rm, threshold, widths):  # pragma: no cover - compiled
+    # The lengths of the runs of rm > threshold, in order, into widths; returns their count.
+    n = 0
+    run = 0
+    for r in rm:
+        if r > threshold:
+            run += 1
+        elif run:
+            widths[n] = run
+            n += 1
+            run = 0
+    if run:
+        widths[n] = run
+        n += 1
+    return n
 
 
 def _mean_spectrum(x: np.ndarray, window: int) -> np.ndarray:
