@@ -42,6 +42,12 @@ FORMAT = "fsd-baseline-1"
 FEATURE_CAP = 1e12  # squares stay finite in float32
 
 
+def vote_members(bcfg) -> list[str]:
+    """The vote's members; a vote never votes for itself (a BaselineConfig built in code skips
+    the config validation that refuses it)."""
+    return [m for m in bcfg.vote_members if m != "vote"]
+
+
 def model_params(name: str, bcfg, scaler: str | None = None) -> dict[str, Any]:
     """The settings that define model ``name`` (its config key is a hash of these).
 
@@ -64,9 +70,8 @@ def model_params(name: str, bcfg, scaler: str | None = None) -> dict[str, Any]:
         return {"model": name, "n_estimators": int(bcfg.extratrees_n_estimators),
                 "seed": int(bcfg.seed), "version": BASELINE_VERSION}
     if name == "vote":
-        members = [m for m in bcfg.vote_members if m != "vote"]
         return {"model": name, "members": [model_params(m, bcfg, bcfg.vote_scaler)
-                                           for m in members],
+                                           for m in vote_members(bcfg)],
                 "version": BASELINE_VERSION}
     raise ValueError(f"unknown baseline model {name!r}; known: {', '.join(MODELS)}")
 
@@ -140,9 +145,8 @@ def make_estimator(name: str, bcfg, y: np.ndarray, scaler: str | None = None):
     if name == "vote":
         from sklearn.ensemble import VotingClassifier
 
-        members = [m for m in bcfg.vote_members if m != "vote"]
         return VotingClassifier([(m, make_estimator(m, bcfg, y, bcfg.vote_scaler))
-                                 for m in members], voting="soft")
+                                 for m in vote_members(bcfg)], voting="soft")
     from sklearn.ensemble import HistGradientBoostingClassifier
 
     early = _can_stratify(y, p["validation_fraction"])

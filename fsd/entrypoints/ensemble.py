@@ -366,13 +366,15 @@ def _choose_blend(cfg: Config, store, fnames: list[str], y: np.ndarray, cnn: np.
         base = np.where(found[:, None], base, cnn)  # a clip without a baseline row keeps the CNN's
         probs = blend(cnn, base, choice.weight)
         score = float(reciprocal_ranks(y, probs, 3).mean())
+        accuracy = float(reciprocal_ranks(y, probs, 1).mean())
         rows.append({"baseline": name, "run_id": rid,
                      "baseline_oof_map3": run.data.metrics["oof_map3"],
                      "weight": choice.weight, "blend_oof_map3": score,
-                     "blend_oof_accuracy": float(reciprocal_ranks(y, probs, 1).mean())})
+                     "blend_oof_accuracy": accuracy})
         if best is None or round(score, 12) > round(best["oof_map3"], 12):
-            best = {"weight": choice.weight, "probs": probs, "oof_map3": score, "name": name,
-                    "run_id": rid, "choice": choice, "found": found, "run": run}
+            best = {"weight": choice.weight, "probs": probs, "oof_map3": score,
+                    "oof_accuracy": accuracy, "name": name, "run_id": rid, "choice": choice,
+                    "found": found, "run": run}
     if best is None:
         return None
     rid, name, choice = best["run_id"], best["name"], best["choice"]
@@ -381,9 +383,8 @@ def _choose_blend(cfg: Config, store, fnames: list[str], y: np.ndarray, cnn: np.
     except (OSError, mlflow.exceptions.MlflowException) as exc:
         log.warning("ensemble.blend: baseline run %s has no usable model (%s); no blend", rid, exc)
         return None
-    oof_accuracy = float(reciprocal_ranks(y, best["probs"], 1).mean())
     mlflow.log_metrics({"blend_weight": choice.weight, "blend_oof_map3": best["oof_map3"],
-                        "blend_oof_accuracy": oof_accuracy,
+                        "blend_oof_accuracy": best["oof_accuracy"],
                         "baseline_oof_map3": best["run"].data.metrics.get("oof_map3",
                                                                           float("nan"))})
     mlflow.log_param("blend.clips", int(best["found"].sum()))
