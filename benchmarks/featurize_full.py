@@ -207,22 +207,31 @@ def baseline_tree(rev: str) -> Path:
     return out
 
 
+def _alternate(trees: dict[str, Path], rounds: list, env: dict, keys: tuple[str, ...],
+               cwd=None) -> dict[str, dict[str, float]]:
+    """Run ``python *rounds[i](tree_name)`` under each tree, the trees' order flipped every
+    round so load hits both alike; sum each ``key`` of the JSON line every run prints last."""
+    totals = {name: dict.fromkeys(keys, 0.0) for name in trees}
+    for i, argv in enumerate(rounds):
+        for name in (list(trees) if i % 2 == 0 else list(reversed(trees))):
+            out = subprocess.run([sys.executable, *argv(name)],
+                                 env={**env, "PYTHONPATH": str(trees[name])},
+                                 cwd=cwd or trees[name], capture_output=True, text=True,
+                                 check=True)
+            r = json.loads(out.stdout.strip().splitlines()[-1])
+            for k in keys:
+                totals[name][k] += r[k]
+    return totals
+
+
 def compare_extract(paths: list[str], trees: dict[str, Path], chunks: int,
                     overrides: dict[str, list[str]]) -> dict:
     env = {**os.environ, **{k: "1" for k in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS",
                                              "MKL_NUM_THREADS", "NUMBA_NUM_THREADS")}}
-    totals = {name: {"seconds": 0.0, "cpu": 0.0, "wall": 0.0} for name in trees}
-    parts = [paths[i::chunks] for i in range(chunks)]
-    for i, part in enumerate(parts):
-        order = list(trees) if i % 2 == 0 else list(reversed(trees))
-        for name in order:
-            out = subprocess.run([sys.executable, "-c", _EXTRACT, json.dumps(part),
-                                  json.dumps(overrides.get(name, []))],
-                                 env={**env, "PYTHONPATH": str(trees[name])}, cwd=trees[name],
-                                 capture_output=True, text=True, check=True)
-            r = json.loads(out.stdout.strip().splitlines()[-1])
-            for k in totals[name]:
-                totals[name][k] += r[k]
+    rounds = [lambda name, part=paths[i::chunks]: ["-c", _EXTRACT, json.dumps(part),
+                                                   json.dumps(overrides.get(name, []))]
+              for i in range(chunks)]
+    totals = _alternate(trees, rounds, env, ("seconds", "cpu", "wall"))
     return {name: {**t, "x_real_time_cpu": t["seconds"] / t["cpu"],
                    "x_real_time_wall": t["seconds"] / t["wall"]} for name, t in totals.items()}
 
@@ -254,16 +263,9 @@ def compare_loader(store_dir: str, trees: dict[str, Path], steps: int, rounds: i
                                              "MKL_NUM_THREADS", "TF_NUM_INTRAOP_THREADS",
                                              "TF_NUM_INTEROP_THREADS")},
            "TF_CPP_MIN_LOG_LEVEL": "2"}
-    totals = {name: {"samples": 0, "cpu": 0.0, "wall": 0.0} for name in trees}
-    for i in range(rounds):
-        for name in (list(trees) if i % 2 == 0 else list(reversed(trees))):
-            out = subprocess.run([sys.executable, "-c", _LOADER, store_dir,
-                                  str(REPO / "experiments" / "seed.yaml"), str(steps)],
-                                 env={**env, "PYTHONPATH": str(trees[name])}, cwd=REPO,
-                                 capture_output=True, text=True, check=True)
-            r = json.loads(out.stdout.strip().splitlines()[-1])
-            for k in totals[name]:
-                totals[name][k] += r[k]
+    argv = ["-c", _LOADER, store_dir, str(REPO / "experiments" / "seed.yaml"), str(steps)]
+    totals = _alternate(trees, [lambda name: argv] * rounds, env, ("samples", "cpu", "wall"),
+                        cwd=REPO)
     return {name: {**t, "samples_per_s_cpu": t["samples"] / t["cpu"],
                    "samples_per_s_wall": t["samples"] / t["wall"]} for name, t in totals.items()}
 
