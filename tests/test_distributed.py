@@ -23,6 +23,7 @@ import time
 from pathlib import Path
 
 import pytest
+from tiny_schedule import ONE_EPOCH
 
 from fsd import devstack
 
@@ -30,13 +31,9 @@ pytestmark = [pytest.mark.distributed, pytest.mark.slow]
 
 REPO = Path(__file__).resolve().parents[1]
 CONFIG = str(REPO / "experiments" / "demo.yaml")
-TINY = ["data.synthetic_clips_per_class=3", "pca.n_components=4", "folds.n_folds=2",
+TINY = [*ONE_EPOCH, "folds.n_folds=2",
         "store.workers=1", "model.backbone=cnn", "model.cnn_channels=[8,16]", "model.cnn_convs=1",
-        "model.dense1=16", "model.dense2=16", "train.batch_size=16", "train.steps_per_epoch=0",
-        "train.crop_min=30", "train.crop_max=60", "train.crop_bucket=30", "train.val_lengths=[40]",
-        "train.stage1.cyclic_epochs=1", "train.stage1.plateau_low_epochs=0",
-        "train.stage1.plateau_high_epochs=0", "train.stage2.cyclic_epochs=1",
-        "train.stage2.plateau_low_epochs=0", "train.stage2.plateau_high_epochs=0",
+        "model.dense1=16", "model.dense2=16",
         "ensemble.tta_n_lengths=1", "ensemble.tta_crops=2", "ensemble.blend=false",
         "ensemble.model_name=fsd-distributed-test",
         "sweep.cyclic_epochs=1", "sweep.plateau_low_epochs=0", "sweep.plateau_high_epochs=0",

@@ -5,19 +5,15 @@ from pathlib import Path
 
 import pytest
 from mlflow.tracking import MlflowClient
+from tiny_schedule import ONE_EPOCH
 
 from fsd.cli import main
 
 REPO = Path(__file__).resolve().parents[1]
 
-TINY = ["train.steps_per_epoch=0",
-        "model.width=0.35", "model.dense1=32", "model.dense2=16", "train.batch_size=16",
-        "train.crop_min=30", "train.crop_max=60", "train.crop_bucket=30", "train.val_lengths=40",
-        "train.stage1.cyclic_epochs=1", "train.stage1.plateau_low_epochs=0",
-        "train.stage1.plateau_high_epochs=0", "train.stage2.cyclic_epochs=1",
-        "train.stage2.plateau_low_epochs=0", "train.stage2.plateau_high_epochs=0",
-        "data.synthetic_clips_per_class=3", "pca.n_components=4", "ensemble.tta_n_lengths=2",
-        "ensemble.tta_crops=2", "ensemble.model_name=fsd-pipeline-test", "baseline.hgb_max_iter=10"]
+TINY = [*ONE_EPOCH, "model.width=0.35", "model.dense1=32", "model.dense2=16",
+        "ensemble.tta_n_lengths=2", "ensemble.tta_crops=2", "ensemble.model_name=fsd-pipeline-test",
+        "baseline.hgb_max_iter=10"]
 
 
 @pytest.mark.slow
