@@ -149,6 +149,9 @@ class ModelConfig:
     backbone: str = "mobilenetv2"  # mobilenetv2 | cnn
     cnn_channels: list[int] = field(default_factory=lambda: [32, 64, 128, 256])
     cnn_convs: int = 2  # 3x3 convolutions per block (1 is ~3x cheaper)
+    # Average-pool the log-mel by this factor on both axes before the first block: each block
+    # then costs 1/factor^2 (1: full resolution; 2 makes a CPU-sized network for big test sets)
+    cnn_stem_pool: int = 1
     dropout: float = 0.0  # before each dense layer of the head (and the classifier)
     # The original fed (mel, time) images; true transposes our (time, mel) log-mels so that
     # ImageNet filters see frequency vertically as the original's did.
@@ -418,6 +421,7 @@ class Config:
                f"must be float32 or mixed_bfloat16, got {self.model.precision!r}")
         _check(self.train.fold_workers >= 1, "train.fold_workers", "must be >= 1")
         _check(self.model.cnn_convs >= 1, "model.cnn_convs", "must be >= 1")
+        _check(1 <= self.model.cnn_stem_pool <= 8, "model.cnn_stem_pool", "must be in [1, 8]")
         _check(0 <= self.model.dropout < 1, "model.dropout", "must be in [0, 1)")
         _check(self.model.backbone == "mobilenetv2" or self.model.backbone_weights.lower()
                in ("", "none"), "model.backbone_weights",

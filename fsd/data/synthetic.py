@@ -150,13 +150,17 @@ def _frame_rms_max(y: np.ndarray, frame: int = 2048, hop: int = 512) -> float:
 
 
 def render_clip(label: str, rng: np.random.Generator, seconds: float, sr: int,
-                zero_silence: bool) -> np.ndarray:
-    """One clip as float64 in [-1, 1]: silence, a faded signal of ``label``, silence."""
+                zero_silence: bool, pitch: float = 1.0) -> np.ndarray:
+    """One clip as float64 in [-1, 1]: silence, a faded signal of ``label``, silence.
+
+    ``pitch`` scales every frequency and rate of the sound (it is synthesised at
+    ``sr / pitch`` and written at ``sr``); 1.0 leaves the clip as the sample has it.
+    """
     n = max(int(round(seconds * sr)), 1)
     lead = int(np.clip(rng.uniform(0.08, 0.2) * seconds, 0.02, 0.6) * sr)
     trail = int(np.clip(rng.uniform(0.08, 0.2) * seconds, 0.02, 0.6) * sr)
     n_sig = max(n - lead - trail, 1)
-    sig = SYNTHS[label](rng, n_sig, sr)
+    sig = SYNTHS[label](rng, n_sig, sr if pitch == 1.0 else int(round(sr / pitch)))
     fade = min(int(0.005 * sr), n_sig // 2)
     if fade:
         ramp = 0.5 - 0.5 * np.cos(np.pi * np.arange(fade) / fade)

@@ -30,6 +30,9 @@ def build_mel_branch(model_cfg: ModelConfig, n_mels: int = 64) -> keras.Model:
         x = layers.Permute((2, 1, 3), name="mel_first")(x)
     x = layers.BatchNormalization(momentum=model_cfg.head_bn_momentum, name="mel_bn")(x)
     if model_cfg.backbone == "cnn":
+        if model_cfg.cnn_stem_pool > 1:
+            x = layers.AveragePooling2D(model_cfg.cnn_stem_pool, padding="same",
+                                        name="cnn_stem_pool")(x)
         features = vgg_features(x, model_cfg.cnn_channels, model_cfg.cnn_convs,
                                 model_cfg.bn_momentum, model_cfg.mel_first)
         return keras.Model(inp, features, name=MEL_BRANCH)
