@@ -251,7 +251,7 @@ class Ensemble:
 
     def blend(self, cnn: np.ndarray, summaries: np.ndarray | None) -> np.ndarray:
         """``cnn`` probabilities blended with the baseline's on the same clips."""
-        from fsd.baseline.blend import blend
+        from fsd.evaluation.blend import blend
 
         return blend(cnn, self.baseline_probs(summaries), self.info.blend_weight)
 

@@ -28,10 +28,10 @@ from tqdm import tqdm
 
 from fsd import progress as progress_bars
 from fsd.config import Config, StageConfig
+from fsd.evaluation.metrics import categorical_crossentropy, map_at_k, per_class_ap
 from fsd.model.networks import build_network, set_input_statistics, transfer_mel_branch
 from fsd.model.tta import predict_ensemble, spaced_lengths
 from fsd.train.batches import FeatureSource, TrainBatches, load_clips, prefetch, resolve_crop_limits
-from fsd.train.metrics import categorical_crossentropy, map_at_k, per_class_ap
 from fsd.train.schedule import Phase, PlateauState, plateau_for, stage_phases, triangular_lr
 
 log = logging.getLogger(__name__)
@@ -502,6 +502,7 @@ class _FoldTrainer:
 
     # ---- outputs
     def finish(self) -> FoldResult:
+        from fsd.evaluation import plots as evaluation_plots
         from fsd.train import report
 
         wd = self.workdir
@@ -525,10 +526,10 @@ class _FoldTrainer:
         plots = {
             "training_curves": report.plot_training_curves(
                 hist, plots_dir / "training_curves.png", title=f"fold {self.fold}"),
-            "confusion_matrix": report.plot_confusion_matrix(
+            "confusion_matrix": evaluation_plots.plot_confusion_matrix(
                 self.data.val_y, probs.argmax(axis=1), labels, plots_dir / "confusion_matrix.png",
                 title=kept),
-            "per_class_ap": report.plot_per_class_ap(
+            "per_class_ap": evaluation_plots.plot_per_class_ap(
                 per_class_ap(self.data.val_y, probs, len(labels)), labels,
                 plots_dir / "per_class_ap.png", title=kept),
         }
