@@ -14,7 +14,7 @@ from mlflow.tracking import MlflowClient
 
 log = logging.getLogger(__name__)
 
-STAGES = ("stage1", "stage2")  # a fold's training stages, in order (fsd.train.fit.STAGES)
+STAGES = ("stage1", "stage2")  # a fold's training stages, in order (fsd.train.checkpoint.STAGES)
 EPOCH_METRICS = ("loss", "val_loss", "val_map3", "val_accuracy", "lr")
 
 
