@@ -98,10 +98,10 @@ def build_bundle(dst: Path, folds: Sequence[FoldFiles], cfg: Config, info: Bundl
         sub.path.mkdir()
         shutil.copy2(f.model, sub.model)
         entry: dict[str, Any] = {"fold": int(f.fold), "run_id": f.run_id,
-                                 "model": f"{rel}/{FoldDir.MODEL}", "projector": None}
+                                 "model": f"{rel}/{FoldDir.model}", "projector": None}
         if f.projector is not None and Path(f.projector).is_file():
             shutil.copy2(f.projector, sub.projector)
-            entry["projector"] = f"{rel}/{FoldDir.PROJECTOR}"
+            entry["projector"] = f"{rel}/{FoldDir.projector}"
         entries.append(entry)
     # the blend's keys appear only once attach_baseline adds one: a CNN-only bundle's
     # manifest is what it always was

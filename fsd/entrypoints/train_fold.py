@@ -32,7 +32,7 @@ from fsd.train.folddir import FoldDir
 HELP = "train one fold (two stages, MobileNetV2 + PCA), every epoch logged to MLflow"
 log = logging.getLogger(__name__)
 
-RUN_ID_FILE = FoldDir.RUN_ID
+RUN_ID_FILE = FoldDir.run_id_file  # the name: a class attribute of FoldDir is its file name
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
@@ -145,7 +145,7 @@ def log_fold_outputs(workdir: Path) -> dict:
     tracking.log_new_params(params)
     if summary.get("selected_stage"):
         mlflow.set_tag("fsd.selected_stage", summary["selected_stage"])
-    tracking.log_files([files.path / name for name in FoldDir.LOGGED], FOLD_ARTIFACT)
+    tracking.log_files(files.logged(), FOLD_ARTIFACT)
     if files.plots.is_dir():
         mlflow.log_artifacts(str(files.plots), "plots")
     return summary

@@ -12,6 +12,7 @@ the names below, so a step reads ``tracking.stage_run``, ``tracking.TAG_FOLD``.
 from mlflow.tracking import MlflowClient  # noqa: F401  (callers use tracking.MlflowClient)
 
 from fsd.processes import process_alive
+from fsd.tracking import tags
 from fsd.tracking.artifacts import download_artifacts, log_files, log_frame
 from fsd.tracking.descriptions import data_summary, describe, fold_description
 from fsd.tracking.epochs import epoch_logger, replay_history
@@ -36,42 +37,15 @@ from fsd.tracking.runs import (
     stage_run,
     system_metrics,
 )
-from fsd.tracking.tags import (
-    EXPERIMENT_KIND,
-    STAGE_BASELINE,
-    TAG_BASELINE,
-    TAG_BASELINE_KEY,
-    TAG_CONFIG,
-    TAG_CONTINUES,
-    TAG_EXPERIMENT_KIND,
-    TAG_FEATURE_KEY,
-    TAG_FEATURES_RUN,
-    TAG_FOLD,
-    TAG_HOST,
-    TAG_NOTE,
-    TAG_PARENT,
-    TAG_PID,
-    TAG_PROC_START,
-    TAG_REAPED,
-    TAG_STAGE,
-    TAG_STORE_DIR,
-    TAG_STORE_KEY,
-    TAG_STORE_RUN,
-    TAG_STRICT_FAILED,
-    TAG_TRAIN_KEY,
-    UI_URL,
-)
+from fsd.tracking.tags import *  # noqa: F403  (every TAG_* name, listed in tags.__all__)
 
 __all__ = [
-    "EXPERIMENT_KIND", "STAGE_BASELINE", "TAG_BASELINE", "TAG_BASELINE_KEY", "TAG_CONFIG",
-    "TAG_CONTINUES", "TAG_EXPERIMENT_KIND", "TAG_FEATURES_RUN", "TAG_FEATURE_KEY", "TAG_FOLD",
-    "TAG_HOST", "TAG_NOTE", "TAG_PARENT", "TAG_PID", "TAG_PROC_START", "TAG_REAPED",
-    "TAG_STAGE", "TAG_STORE_DIR", "TAG_STORE_KEY", "TAG_STORE_RUN", "TAG_STRICT_FAILED",
-    "TAG_TRAIN_KEY", "UI_URL", "baseline_key", "data_summary", "describe",
-    "download_artifacts", "epoch_logger", "feature_key", "featurize_runs", "find_runs",
-    "finished_baseline", "finished_baselines", "finished_folds", "fold_description",
-    "fold_summary", "log_config", "log_files", "log_frame", "log_new_params", "open_run",
-    "print_ui_urls", "process_alive", "process_tags", "reap_dead_runs", "replay_history",
-    "resolve_store", "run_link", "run_process_gone", "run_url", "runs_url", "set_experiment",
-    "stage_params", "stage_run", "strict_failure", "system_metrics", "train_key",
+    *tags.__all__,
+    "baseline_key", "data_summary", "describe", "download_artifacts", "epoch_logger",
+    "feature_key", "featurize_runs", "find_runs", "finished_baseline", "finished_baselines",
+    "finished_folds", "fold_description", "fold_summary", "log_config", "log_files",
+    "log_frame", "log_new_params", "open_run", "print_ui_urls", "process_alive",
+    "process_tags", "reap_dead_runs", "replay_history", "resolve_store", "run_link",
+    "run_process_gone", "run_url", "runs_url", "set_experiment", "stage_params", "stage_run",
+    "strict_failure", "system_metrics", "train_key",
 ]

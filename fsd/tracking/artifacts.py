@@ -8,7 +8,7 @@ from pathlib import Path
 import mlflow
 import pandas as pd
 
-FOLD_ARTIFACT = "fold"  # a fold run's FoldDir.LOGGED files
+FOLD_ARTIFACT = "fold"  # a fold run's FoldDir.logged() files
 STORE_ARTIFACT = "features"  # a featurize run's feature store
 OOF_ARTIFACT = "oof"  # out-of-fold tables
 OOF_PROBS = "oof_probabilities.csv"  # a baseline's out-of-fold probabilities, under oof/

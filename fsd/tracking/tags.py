@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-import os
+import os as _os  # (private: `import *` of this module gives the tags only)
 
 TAG_STAGE = "fsd.stage"
 TAG_CONFIG = "fsd.config_name"
@@ -34,4 +34,6 @@ TAG_NOTE = "mlflow.note.content"
 TAG_PARENT = "mlflow.parentRunId"
 TAG_EXPERIMENT_KIND = "mlflow.experimentKind"
 EXPERIMENT_KIND = "custom_model_development"
-UI_URL = os.environ.get("FSD_UI_URL", "http://127.0.0.1:5000")
+UI_URL = _os.environ.get("FSD_UI_URL", "http://127.0.0.1:5000")
+
+__all__ = [name for name in dir() if name.isupper()]

@@ -274,7 +274,7 @@ class _FoldTrainer:
         if self.cfg.train.keep_better_stage and s1 < s2:
             log.info("fold %d: stage 1 validates better than stage 2 (val_loss %.4f < %.4f); "
                      "the fold keeps stage 1's network", self.fold, s1, s2)
-            tmp = self.files.model.with_name(self.files.MODEL + ".tmp")
+            tmp = self.files.model.with_name(FoldDir.model + ".tmp")
             shutil.copyfile(self.files.stage1_model, tmp)
             os.replace(tmp, self.files.model)
             return "stage1"
@@ -282,7 +282,7 @@ class _FoldTrainer:
 
     def _write_history(self) -> pd.DataFrame:
         hist = pd.DataFrame(self.state.history, columns=HISTORY_COLUMNS)
-        tmp = self.files.history.with_name(self.files.HISTORY + ".tmp")
+        tmp = self.files.history.with_name(FoldDir.history + ".tmp")
         hist.to_csv(tmp, index=False)
         os.replace(tmp, self.files.history)
         return hist
