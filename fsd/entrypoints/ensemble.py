@@ -25,6 +25,7 @@ from __future__ import annotations
 import argparse
 import logging
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import mlflow
 from mlflow.entities import Run
@@ -40,6 +41,9 @@ from fsd.tracking.artifacts import (
     log_frame,
 )
 from fsd.tracking.lookups import blend_candidates, select_fold_runs, training_config
+
+if TYPE_CHECKING:  # the stage loads TensorFlow: imported where it runs
+    from fsd.ensemble.stage import BlendCandidate, EnsembleResult, FoldModel, TestScores
 
 HELP = "TTA ensemble of a training's folds: out-of-fold MAP@3, submission, registered pyfunc"
 log = logging.getLogger(__name__)
@@ -108,7 +112,7 @@ def build_ensemble(cfg: Config, run_ids: list[str] | None = None, *, register: b
     return summary
 
 
-def _download_folds(runs: dict[int, Run], downloads: Path) -> list:
+def _download_folds(runs: dict[int, Run], downloads: Path) -> list[FoldModel]:
     from fsd.ensemble.stage import FoldModel
     from fsd.train.folddir import FoldDir
 
@@ -117,7 +121,7 @@ def _download_folds(runs: dict[int, Run], downloads: Path) -> list:
             for fold, r in runs.items()]
 
 
-def _candidates(cfg: Config, store_key: str, downloads: Path) -> list:
+def _candidates(cfg: Config, store_key: str, downloads: Path) -> list[BlendCandidate]:
     """The blend candidates (:func:`~fsd.tracking.lookups.blend_candidates`) whose out-of-fold
     probabilities can be read; the final model is fetched only for the winner."""
     from fsd.ensemble.stage import BlendCandidate
@@ -150,7 +154,7 @@ def _fetch_baseline_model(run_id: str, dst: Path) -> Path | None:
         return None
 
 
-def _log_result(result, out: Path, n_folds: int, crops: int) -> None:
+def _log_result(result: EnsembleResult, out: Path, n_folds: int, crops: int) -> None:
     """The stage's scores, tables and plots on the active run."""
     from fsd.evaluation.oof import per_class_table
     from fsd.evaluation.plots import plot_oof
@@ -185,7 +189,7 @@ def _log_result(result, out: Path, n_folds: int, crops: int) -> None:
         _log_test(result.test, out)
 
 
-def _log_test(test, out: Path) -> None:
+def _log_test(test: TestScores, out: Path) -> None:
     if test.probabilities is not None:
         mlflow.log_metrics({"perf/test_seconds": test.seconds,
                             "perf/test_clips_per_s": len(test.probabilities)
@@ -198,7 +202,7 @@ def _log_test(test, out: Path) -> None:
         mlflow.log_metrics(test.scores)
 
 
-def _summary(result, run_id: str, key: str) -> dict:
+def _summary(result: EnsembleResult, run_id: str, key: str) -> dict:
     summary = {"run_id": run_id, "oof_map3": result.oof.overall,
                "oof_accuracy": result.oof.accuracy, "cnn_oof_map3": result.cnn.scores.overall,
                "train_key": key, "blended": result.blended, "tta_lengths": result.lengths,
@@ -209,8 +213,8 @@ def _summary(result, run_id: str, key: str) -> dict:
     return summary
 
 
-def _log_model(cfg: Config, train_cfg: Config, result, summary: dict, runs: dict, run_id: str,
-               register: bool) -> dict:
+def _log_model(cfg: Config, train_cfg: Config, result: EnsembleResult, summary: dict,
+               runs: dict, run_id: str, register: bool) -> dict:
     """Log the bundle as the pyfunc and, with ``register``, register it and move the alias
     when it beats the holder; returns the summary's model_uri (and promotion)."""
     from fsd.serving.pyfunc import log_ensemble_model
