@@ -219,7 +219,7 @@ def main(argv=None) -> int:
     else:
         uri, model_uri = build_tiny_model(Path(args.workdir))
         env = {**os.environ, "MLFLOW_TRACKING_URI": uri}
-    from fsd.serving.pyfunc import LocalServer
+    from local_server import LocalServer
 
     kinds = make_kinds()
     goods = good_bodies()

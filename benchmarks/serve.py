@@ -175,7 +175,8 @@ def build_served_model(args, root: Path) -> str:
     from fsd.config import Config
     from fsd.ensemble.bundle import BundleInfo, FoldFiles, build_bundle
     from fsd.features.projection import SummaryProjector
-    from fsd.serving.pyfunc import log_ensemble_model, register_and_promote
+    from fsd.serving.pyfunc import log_ensemble_model
+    from fsd.serving.registry import register_and_promote
 
     cfg = Config()
     cfg.model.width, cfg.model.dense1, cfg.model.dense2 = args.width, args.dense1, args.dense2
@@ -220,7 +221,7 @@ def clip_wav(seconds: float, seed: int = 0) -> bytes:
 
 
 def bench_serve(args) -> dict:
-    from fsd.serving.pyfunc import LocalServer, audio_request
+    from tests.local_server import LocalServer, audio_request
 
     tmp = Path(tempfile.mkdtemp(prefix="fsd-serve-bench-"))
     os.environ["MLFLOW_TRACKING_URI"] = f"sqlite:///{tmp}/mlflow.db"

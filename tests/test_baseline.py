@@ -9,17 +9,10 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from fsd.baseline import (
-    BaselineModel,
-    align_probabilities,
-    blend,
-    choose_weight,
-    oof_probabilities,
-    run_baseline,
-    usable_rows,
-)
+from fsd.baseline import BaselineModel, oof_probabilities, run_baseline, usable_rows
 from fsd.config import BaselineConfig
-from fsd.train.metrics import map_at_k
+from fsd.evaluation.blend import align_probabilities, blend, choose_weight
+from fsd.evaluation.metrics import map_at_k
 
 pytest_plugins = ["conftest_ensemble"]
 

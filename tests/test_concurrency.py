@@ -106,7 +106,7 @@ def registry(tmp_path, monkeypatch):
 def test_two_ensembles_racing_on_the_alias_leave_it_on_the_better(registry, monkeypatch):
     from mlflow.tracking import MlflowClient
 
-    from fsd.serving import pyfunc
+    from fsd.serving import registry as pyfunc
 
     name = "race-test"
     pyfunc.register_and_promote(registry(), name, "champion", 0.5)
@@ -150,7 +150,7 @@ def test_a_lock_left_by_a_dead_process_is_broken(registry):
 
     from mlflow.tracking import MlflowClient
 
-    from fsd.serving import pyfunc
+    from fsd.serving import registry as pyfunc
 
     dead = subprocess.Popen([sys.executable, "-c", "pass"])
     dead.wait()

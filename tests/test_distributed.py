@@ -1,6 +1,6 @@
 """The team setup for real: PostgreSQL + an S3 server + `mlflow server`, and many workers.
 
-Starts the local stand-in of :mod:`fsd.devstack` (Debian PostgreSQL, moto's S3 server, a real
+Starts the local stand-in of `tests/devstack.py` (Debian PostgreSQL, moto's S3 server, a real
 `mlflow server` with a PostgreSQL backend store and proxied S3 artifacts) on 127.0.0.1, then,
 each in its own process as on separate machines: featurize once; folds 0 and 1 at the same
 time, each fetching the features through the artifact store into its own cache; the ensemble
@@ -22,10 +22,9 @@ import sys
 import time
 from pathlib import Path
 
+import devstack
 import pytest
 from tiny_schedule import ONE_EPOCH
-
-from fsd import devstack
 
 pytestmark = [pytest.mark.distributed, pytest.mark.slow]
 

@@ -9,7 +9,8 @@ import numpy as np
 import pytest
 
 from fsd.config import EnsembleConfig
-from fsd.ensemble.oof import score_oof
+from fsd.evaluation.metrics import map_at_k, reciprocal_ranks
+from fsd.evaluation.oof import score_oof
 from fsd.model.tta import (
     build_views,
     crop_positions,
@@ -18,7 +19,6 @@ from fsd.model.tta import (
     predict_ensemble,
     tta_lengths,
 )
-from fsd.train.metrics import map_at_k, reciprocal_ranks
 
 pytest_plugins = ["conftest_ensemble"]
 

@@ -11,9 +11,9 @@ import pandas as pd
 import pytest
 
 from fsd.config import StageConfig, load_config
+from fsd.evaluation.metrics import map_at_k
 from fsd.train.batches import MemoryStore
 from fsd.train.fit import TrainError, train_fold
-from fsd.train.metrics import map_at_k
 from fsd.train.schedule import PlateauState, stage_phases, triangular_lr
 
 # ---------------------------------------------------------------- schedule

@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from fsd.train.metrics import categorical_crossentropy, map_at_k, per_class_ap, top_k_labels
+from fsd.evaluation.metrics import categorical_crossentropy, map_at_k, per_class_ap, top_k_labels
 
 
 def test_map3_hand_cases():

@@ -202,7 +202,7 @@ def test_short_message_strips_payload_addresses_and_paths():
 
 
 def test_fsd_serve_answers_like_mlflow_and_refuses_hostile_requests(ensemble_tracking):
-    from fsd.serving.pyfunc import LocalServer, audio_request
+    from local_server import LocalServer, audio_request
 
     test_dir = Path(ensemble_tracking.cfg.data.root) / "FSDKaggle2018.audio_test"
     a, b = [p.read_bytes() for p in sorted(test_dir.glob("t_*.wav"))[:2]]

@@ -130,7 +130,7 @@ def test_alias_moves_only_when_the_new_score_beats_the_holder(tmp_path, monkeypa
     import mlflow
     from mlflow.tracking import MlflowClient
 
-    from fsd.serving.pyfunc import register_and_promote
+    from fsd.serving.registry import register_and_promote
 
     monkeypatch.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{tmp_path}/mlflow.db")
     monkeypatch.setenv("MLFLOW_SKIP_PIP_REQUIREMENTS_CHECK", "true")
@@ -234,7 +234,7 @@ def _labels(trained) -> list[str]:
 
 
 def test_served_model_answers_good_requests_and_refuses_bad_ones(ensemble_tracking):
-    from fsd.serving.pyfunc import LocalServer, audio_request
+    from local_server import LocalServer, audio_request
 
     blobs = _test_wavs(ensemble_tracking)
     labels = set(_labels(ensemble_tracking))

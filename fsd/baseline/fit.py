@@ -18,8 +18,8 @@ import numpy as np
 import pandas as pd
 
 from fsd.baseline.model import BaselineModel, clean_features
-from fsd.ensemble.oof import OOFScores, per_class_table, score_oof
-from fsd.train.metrics import map_at_k, per_class_ap
+from fsd.evaluation.metrics import map_at_k, per_class_ap
+from fsd.evaluation.oof import OOFScores, per_class_table, score_oof
 
 log = logging.getLogger(__name__)
 
@@ -67,7 +67,7 @@ class BaselineResult:
         names them, per fold ``oof/fold_<k>_map3`` and per class ``oof_class_map3/<label>``
         (no TTA: see :meth:`OOFScores.metrics`), per-class AP ``oof_class_ap/<label>`` and
         its macro mean, fit times under ``perf/``."""
-        from fsd.ensemble.oof import metric_safe
+        from fsd.evaluation.oof import metric_safe
 
         out = dict(self.scores.metrics(group="oof"))
         out.update({f"oof_class_ap/{metric_safe(c)}": float(v)

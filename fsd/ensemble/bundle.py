@@ -5,7 +5,7 @@ Layout (everything serving needs; nothing refers back to the training machine)::
     ensemble.json        labels, fold list, TTA defaults, crop limits, class prior, scores
                          (and, blended, the baseline entry and blend_weight)
     config.yaml          the resolved training config (audio, log-mel and summary settings)
-    folds/fold_<k>/model.keras, projector.joblib
+    folds/fold_<k>/model.keras, projector.joblib   (named by fsd.train.folddir.FoldDir)
     baseline/baseline.joblib
                          only in a blended bundle: the baseline fitted on every train clip
 
@@ -30,6 +30,7 @@ import numpy as np
 
 from fsd.config import Config, dump_config, load_config
 from fsd.model.tta import TTAResult, predict_ensemble
+from fsd.train.folddir import FoldDir
 
 BUNDLE_FORMAT = 1
 BLENDED_FORMAT = 2  # a bundle with a baseline (older code must not read it as CNN-only)
@@ -92,14 +93,15 @@ def build_bundle(dst: Path, folds: Sequence[FoldFiles], cfg: Config, info: Bundl
     for f in sorted(folds, key=lambda f: f.fold):
         if not Path(f.model).is_file():
             raise BundleError(f"fold {f.fold}: model file {f.model} is missing")
-        sub = dst / "folds" / f"fold_{f.fold}"
-        sub.mkdir()
-        shutil.copy2(f.model, sub / "model.keras")
+        rel = f"folds/fold_{f.fold}"
+        sub = FoldDir(dst / rel)  # the part of a fold folder serving needs
+        sub.path.mkdir()
+        shutil.copy2(f.model, sub.model)
         entry: dict[str, Any] = {"fold": int(f.fold), "run_id": f.run_id,
-                                 "model": f"folds/fold_{f.fold}/model.keras", "projector": None}
+                                 "model": f"{rel}/{FoldDir.model}", "projector": None}
         if f.projector is not None and Path(f.projector).is_file():
-            shutil.copy2(f.projector, sub / "projector.joblib")
-            entry["projector"] = f"folds/fold_{f.fold}/projector.joblib"
+            shutil.copy2(f.projector, sub.projector)
+            entry["projector"] = f"{rel}/{FoldDir.projector}"
         entries.append(entry)
     # the blend's keys appear only once attach_baseline adds one: a CNN-only bundle's
     # manifest is what it always was
@@ -251,7 +253,7 @@ class Ensemble:
 
     def blend(self, cnn: np.ndarray, summaries: np.ndarray | None) -> np.ndarray:
         """``cnn`` probabilities blended with the baseline's on the same clips."""
-        from fsd.baseline.blend import blend
+        from fsd.evaluation.blend import blend
 
         return blend(cnn, self.baseline_probs(summaries), self.info.blend_weight)
 

@@ -12,7 +12,7 @@ from collections.abc import Sequence
 import numpy as np
 import pandas as pd
 
-from fsd.train.metrics import top_k_labels
+from fsd.evaluation.metrics import top_k_labels
 
 SCORED_USAGES = ("Public", "Private")
 

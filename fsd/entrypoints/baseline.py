@@ -21,23 +21,18 @@ from __future__ import annotations
 
 import argparse
 import logging
-from pathlib import Path
 
 import mlflow
 
 from fsd import tracking
 from fsd.config import Config, ConfigError
-from fsd.entrypoints.featurize import resolve_store
+from fsd.tracking.artifacts import MODEL_ARTIFACT, MODEL_FILE, OOF_ARTIFACT, OOF_PROBS, log_frame
 
 HELP = ("scikit-learn baselines (logreg, hgb, svc, extratrees, vote) on the summary features, "
         "out of fold, one run each")
 log = logging.getLogger(__name__)
 
 STAGE_GROUP = "baselines"
-OOF_ARTIFACT = "oof"
-OOF_PROBS = "oof_probabilities.csv"
-MODEL_ARTIFACT = "model"
-MODEL_FILE = "baseline.joblib"
 TAG_REUSED = "fsd.baseline_runs"
 
 
@@ -47,7 +42,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
 
 def run(cfg: Config, args: argparse.Namespace) -> int:
-    store, features_run = resolve_store(cfg, args.features_run or "")
+    store, features_run = tracking.resolve_store(cfg, args.features_run or "")
     tags = {tracking.TAG_FEATURES_RUN: features_run, tracking.TAG_STORE_KEY: store.key,
             tracking.TAG_FEATURE_KEY: tracking.feature_key(cfg)}
     with tracking.stage_run(cfg, STAGE_GROUP, tags=tags, run_name="baselines"):
@@ -91,7 +86,7 @@ def baseline_logged(cfg: Config, store, features_run: str, name: str, *, nested:
     """Fit baseline ``name`` on ``store`` inside a new run and log it; returns the run id."""
     from fsd.baseline.fit import run_baseline
     from fsd.baseline.model import model_params
-    from fsd.ensemble.oof import plot_oof
+    from fsd.evaluation.plots import plot_oof
 
     tags = {tracking.TAG_BASELINE: name,
             tracking.TAG_BASELINE_KEY: tracking.baseline_key(cfg, name),
@@ -108,9 +103,9 @@ def baseline_logged(cfg: Config, store, features_run: str, name: str, *, nested:
         plots = plot_oof(result.scores, result.y, result.probs, result.labels, out / "plots",
                          what=name)
         tracking.log_files(plots, "plots")
-        _log_csv(result.probabilities_frame(), out / OOF_PROBS, OOF_ARTIFACT)
-        _log_csv(result.scores.frame, out / "oof_baseline.csv", OOF_ARTIFACT)
-        _log_csv(result.per_class_frame(), out / "oof_per_class.csv", OOF_ARTIFACT)
+        log_frame(result.probabilities_frame(), out / OOF_PROBS, OOF_ARTIFACT)
+        log_frame(result.scores.frame, out / "oof_baseline.csv", OOF_ARTIFACT)
+        log_frame(result.per_class_frame(), out / "oof_per_class.csv", OOF_ARTIFACT)
         path = result.model.save(out / MODEL_FILE)
         mlflow.log_artifact(str(path), MODEL_ARTIFACT)
         log.info("baseline %s run %s: out-of-fold MAP@3 %.4f, accuracy %.4f", name,
@@ -143,12 +138,6 @@ def _describe_model(cfg: Config, name: str) -> str:
     return words.get(name, name)
 
 
-def _log_csv(frame, path: Path, artifact_path: str) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    frame.to_csv(path, index=False)
-    mlflow.log_artifact(str(path), artifact_path)
-
-
 def _log_group_summary(runs: dict[str, str]) -> None:
     client = mlflow.tracking.MlflowClient()
     scores = {}
@@ -170,16 +159,3 @@ def _log_group_summary(runs: dict[str, str]) -> None:
     else:
         lines.insert(0, "**baselines**\n")
     tracking.describe("\n".join(lines))
-
-
-def load_oof_probabilities(run_id: str, dst: Path):
-    """The out-of-fold probabilities a baseline run logged (a DataFrame)."""
-    import pandas as pd
-
-    local = tracking.download_artifacts(run_id, f"{OOF_ARTIFACT}/{OOF_PROBS}", dst)
-    return pd.read_csv(local, keep_default_na=False, dtype={"fname": str, "label": str})
-
-
-def download_model(run_id: str, dst: Path) -> Path:
-    """The final model a baseline run logged, downloaded into ``dst``."""
-    return tracking.download_artifacts(run_id, f"{MODEL_ARTIFACT}/{MODEL_FILE}", dst)

@@ -10,22 +10,22 @@ from __future__ import annotations
 
 import argparse
 import logging
-import os
-import tempfile
 import warnings
 from pathlib import Path
 
 import mlflow
 
 from fsd import tracking
-from fsd.config import Config, ConfigError
+from fsd.config import Config
 from fsd.entrypoints.flags import parse_flag
+from fsd.tracking.artifacts import log_store
+from fsd.tracking.lookups import resolve_store, run_holding_store
 
 HELP = "decode audio, compute features and folds (resumable), log them to MLflow"
 log = logging.getLogger(__name__)
 
-STORE_ARTIFACT = "features"
-TAG_STORE_RUN = "fsd.store_run"  # set where a reused store was logged by an earlier run
+# resolve_store: how the steps after this one find its features (callers name it from here)
+__all__ = ["featurize_logged", "resolve_store", "stats_split"]
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
@@ -77,12 +77,12 @@ def featurize_logged(cfg: Config):
     tracking.log_files(result.plots, "plots")
     tracking.log_files([result.rejects_path, result.folds_path], "reports")
     if cfg.store.log_to_mlflow:
-        holder = _run_holding_store(cfg, result.store.key) if result.reused else None
+        holder = run_holding_store(cfg, result.store.key) if result.reused else None
         if holder:
             # The same store (GBs on the full dataset) is already an artifact of that run.
-            mlflow.set_tag(TAG_STORE_RUN, holder)
+            mlflow.set_tag(tracking.TAG_STORE_RUN, holder)
         else:
-            _log_store(Path(result.store_dir))
+            log_store(Path(result.store_dir))
     tracking.describe(_description(cfg, result))
     return result
 
@@ -119,26 +119,6 @@ def _description(cfg: Config, result) -> str:
     return "\n".join(lines)
 
 
-def _run_holding_store(cfg: Config, store_key: str) -> str | None:
-    """A finished featurize run that logged the store with this key, if any."""
-    for run in tracking.featurize_runs(cfg):
-        if run.data.tags.get(tracking.TAG_STORE_KEY) == store_key:
-            return run.data.tags.get(TAG_STORE_RUN, run.info.run_id)
-    return None
-
-
-def _log_store(store_dir: Path) -> None:
-    # Shards are a resume aid for this machine; other machines need only the consolidated files.
-    # Its plots and reports are logged once, under plots/ and reports/.
-    for child in sorted(store_dir.iterdir()):
-        if child.name in ("shards", "plots", "rejects.csv", "folds.csv") or child.name.startswith("."):
-            continue
-        if child.is_dir():
-            mlflow.log_artifacts(str(child), f"{STORE_ARTIFACT}/{child.name}")
-        else:
-            mlflow.log_artifact(str(child), STORE_ARTIFACT)
-
-
 def _dataset_source(cfg: Config) -> str:
     if cfg.data.source == "fsdkaggle2018":
         return str(Path(cfg.data.root).resolve())
@@ -153,69 +133,3 @@ def _dataset_source(cfg: Config) -> str:
 
 def _is_number(v: object) -> bool:
     return isinstance(v, (int, float)) and not isinstance(v, bool)
-
-
-def resolve_store(cfg: Config, features_run: str = ""):
-    """The FeatureStore a training step should use, and the featurize run it came from.
-
-    With ``features_run`` that run's features are used (refused when its feature parameters
-    differ from ``cfg``'s); otherwise the newest finished featurize run with the same feature key.
-    The local store is used where it exists (same machine); otherwise the run's ``features``
-    artifacts are downloaded into the local cache, so a fold can train on another machine.
-    """
-    from fsd.features.store import FeatureStore, StoreError
-
-    key = tracking.feature_key(cfg)
-    if features_run:
-        run = mlflow.get_run(features_run)
-        refused = tracking.strict_failure(run)
-        if refused:
-            raise ConfigError(refused)
-        if run.info.status != "FINISHED":
-            raise ConfigError(f"featurize run {features_run} is {run.info.status}, not "
-                              "FINISHED: its features may be incomplete; run featurize again")
-        run_key = run.data.tags.get(tracking.TAG_FEATURE_KEY, "")
-        if run_key != key:
-            raise ConfigError(
-                f"features of run {features_run} are stale for this config: feature key "
-                f"{run_key or '?'} != {key} (data/audio/logmel/summary/folds settings differ); "
-                "run featurize with this config"
-            )
-    else:
-        runs = tracking.featurize_runs(cfg)
-        failed = [r for r in tracking.find_runs(cfg, "featurize", finished_only=False,
-                                                tags={tracking.TAG_FEATURE_KEY: key})[:1]
-                  if tracking.strict_failure(r)]
-        if failed and (not runs or failed[0].info.start_time > runs[0].info.start_time):
-            # the newest featurize of this config failed --strict: never fall back silently
-            # to older features
-            raise ConfigError(tracking.strict_failure(failed[0]))
-        if not runs:
-            raise ConfigError(
-                f"no finished featurize run with feature key {key} in experiment "
-                f"{cfg.experiment_name!r}: run `fsd featurize --config ...` "
-                "(or `mlflow run . -e featurize`) with the same config first"
-            )
-        run = runs[0]
-    store_key = run.data.tags.get(tracking.TAG_STORE_KEY) or None
-    local = run.data.tags.get(tracking.TAG_STORE_DIR, "")
-    cache = Path(cfg.store.cache_dir) / "features" / (store_key or key)
-    for candidate in (Path(local) if local else None, cache):
-        if candidate is not None and candidate.exists():
-            try:
-                return FeatureStore.open(candidate, expected_key=store_key), run.info.run_id
-            except StoreError as exc:
-                log.warning("store %s unusable (%s); fetching from MLflow", candidate, exc)
-    holder = run.data.tags.get(TAG_STORE_RUN, run.info.run_id)
-    log.info("downloading features of run %s into %s", holder, cache)
-    cache.parent.mkdir(parents=True, exist_ok=True)
-    # A private download folder, moved into place in one step: folds started together on one
-    # machine each fetch, and the first complete copy wins.
-    with tempfile.TemporaryDirectory(dir=cache.parent, prefix=".download-") as tmp:
-        downloaded = tracking.download_artifacts(holder, STORE_ARTIFACT, Path(tmp))
-        try:
-            os.replace(downloaded, cache)
-        except OSError:
-            if not cache.exists():
-                raise
-    return FeatureStore.open(cache, expected_key=store_key), run.info.run_id

@@ -44,7 +44,7 @@ def run(cfg: Config, args: argparse.Namespace) -> int:
 
     with tracking.stage_run(cfg, "main", run_name="main") as parent:
         features_run = _featurize(cfg, featurize_step)
-        store, features_run = featurize_step.resolve_store(cfg, features_run)
+        store, features_run = tracking.resolve_store(cfg, features_run)
         folds = [int(f) for f in args.folds.split(",") if f.strip()] if args.folds else \
             sorted(int(f) for f in store.index["fold"].unique())
         baseline_runs: list[str] = []

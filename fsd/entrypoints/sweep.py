@@ -28,9 +28,9 @@ from optuna.trial import TrialState
 
 from fsd import tracking
 from fsd.config import Config, ConfigError
-from fsd.entrypoints.featurize import resolve_store
 from fsd.entrypoints.flags import optional_float, optional_int
 from fsd.sweep import export, study
+from fsd.train.folddir import FoldDir
 
 HELP = "Optuna study over mixup alpha and crop limits, every trial a nested MLflow run"
 log = logging.getLogger(__name__)
@@ -77,7 +77,7 @@ def run(cfg: Config, args: argparse.Namespace) -> int:
     if study.redact(url) != url:
         log.warning("sweep.storage carries a password; it is left out of every log and config "
                     "(let the driver find it: PGPASSWORD, ~/.pgpass, MYSQL_PWD)")
-    store, features_run = resolve_store(cfg, getattr(args, "features_run", "") or "")
+    store, features_run = tracking.resolve_store(cfg, getattr(args, "features_run", "") or "")
     opt = study.open_study(cfg, study.make_storage(url))
     root = study.study_dir(cfg)
     n_before = len(opt.trials)
@@ -138,9 +138,10 @@ class MlflowTrialTracker(study.TrialTracker):
         if self.multi_fold:
             mlflow.log_metric(f"fold_{fold}/{study.OBJECTIVE}", value)
         # The model stays in the workdir: a sweep keeps only what compares trials.
-        tracking.log_files([workdir / "history.csv", workdir / "result.json"], f"fold_{fold}")
-        if (workdir / "plots").is_dir():
-            mlflow.log_artifacts(str(workdir / "plots"), f"fold_{fold}/plots")
+        files = FoldDir(workdir)
+        tracking.log_files([files.history, files.result], f"fold_{fold}")
+        if files.plots.is_dir():
+            mlflow.log_artifacts(str(files.plots), f"fold_{fold}/plots")
 
     def finish(self, trial: optuna.Trial, state: TrialState, value: float | None,
                error: BaseException | None) -> None:

@@ -149,20 +149,15 @@ def expected_store_key(cfg: Config) -> str:
 def featurize(cfg: Config, progress: bool = True) -> FeaturizeResult:
     """Compute (or reuse) the feature store of ``cfg``'s dataset. See the module docstring."""
     from fsd.data.sources import load_dataset
-    from fsd.features.summary import summary_dim
 
     t_start = time.perf_counter()
     ds = load_dataset(cfg)
-    train = _with_folds(ds.train, cfg)
     fingerprint = ds.fingerprint()
-    key = store_key(cfg, fingerprint)
-    root = store_dir(cfg, key)
-    n_sum = summary_dim(cfg.summary) if cfg.summary.enabled else 0
+    root = store_dir(cfg, store_key(cfg, fingerprint))
     # One builder per store: a second featurize of the same key (another worker, a second
     # `fsd main`) waits here, then finds the store complete and reuses it.
     with file_lock(lock_path(root), what=f"feature store {root}"):
-        return _featurize_locked(cfg, ds, train, fingerprint, key, root, n_sum, t_start,
-                                 progress)
+        return _featurize_locked(cfg, ds, fingerprint, root, t_start, progress)
 
 
 def lock_path(root: Path) -> Path:
@@ -170,22 +165,82 @@ def lock_path(root: Path) -> Path:
     return root.parent / f".{root.name}.lock"
 
 
-def _featurize_locked(cfg: Config, ds, train: pd.DataFrame, fingerprint: str, key: str,
-                      root: Path, n_sum: int, t_start: float, progress: bool) -> FeaturizeResult:
-    if (root / "meta.json").is_file():
-        try:
-            read_meta(root)
-        except StoreError:
-            pass  # an interrupted run: resume below
-        else:
-            try:
-                return _reused(cfg, root, key, t_start)
-            except StoreError as exc:
-                log.warning("feature store %s is unusable (%s); rebuilding it from its shards",
-                            root, exc)
-        (root / "meta.json").unlink(missing_ok=True)
+def _featurize_locked(cfg: Config, ds, fingerprint: str, root: Path, t_start: float,
+                      progress: bool) -> FeaturizeResult:
+    """Reuse the complete store at ``root``, or compute its missing shards and consolidate
+    them (holding the store's lock)."""
+    from fsd.features.summary import summary_dim
 
+    key = store_key(cfg, fingerprint)
+    train = _with_folds(ds.train, cfg)  # before reuse, as always: its checks and warnings
+    reused = _reuse_complete(cfg, root, key, t_start)
+    if reused is not None:
+        return reused
     root.mkdir(parents=True, exist_ok=True)
+    splits = _split_indexes(ds, train)
+    specs = {s: plan_shards(s, idx["fname"].tolist(), cfg.store.shard_size)
+             for s, (idx, _) in splits.items()}
+    clean_stale_shards(root, [sp.name for ss in specs.values() for sp in ss])
+    shard_dir = root / SHARDS
+    todo = [sp for ss in specs.values() for sp in ss if not shard_is_valid(shard_dir / sp.name, sp)]
+    n_shards = sum(len(ss) for ss in specs.values())
+    log.info("featurize %s: %d train + %d test clips in %d shards (%d to compute) -> %s",
+             ds.name, len(splits["train"][0]), len(splits["test"][0]) if "test" in splits else 0,
+             n_shards, len(todo), root)
+
+    n_sum = summary_dim(cfg.summary) if cfg.summary.enabled else 0
+    t0 = time.perf_counter()
+    computed = _compute_shards(cfg, todo, {s: p for s, (_, p) in splits.items()}, shard_dir,
+                               n_sum, progress)
+    extract_s = time.perf_counter() - t0
+    indexes = {split: consolidate(root, split, idx, specs[split], cfg.logmel.n_mels, n_sum,
+                                  cfg.store.float16, keep_failed=(split == "test"))
+               for split, (idx, _) in splits.items()}
+    report = _report(ds, root, specs["train"], indexes)
+    tr, te = indexes["train"], indexes.get("test")
+    hop_s = cfg.logmel.hop_length / cfg.logmel.sample_rate
+    lengths = length_stats(tr["frames"].to_numpy(), hop_s)
+    stats = {**report.counts(ds, tr, te), **_size_stats(tr, te, lengths, computed, extract_s),
+             "n_shards": n_shards, "n_shards_computed": len(todo)}
+    stats = {k: stats[k] for k in _STATS_ORDER}
+    store_meta = _store_meta(cfg, ds, key, fingerprint, list(splits), n_sum, hop_s, lengths,
+                             stats, report.failed_test)
+    summary = np.load(root / "train" / "summary.npy", mmap_mode="r")
+    plots = make_plots(cfg, root, tr["frames"].to_numpy(), lengths, hop_s, summary)
+    stats["elapsed_s"] = time.perf_counter() - t_start
+    store_meta["stats"] = stats
+    store_meta["complete"] = True
+    write_json(root / "meta.json", store_meta)  # last: from here on the store is complete
+    store = FeatureStore.open(root, "train", expected_key=key)
+    log.info("featurized %d clips (%.0f s of audio) in %.1f s: %.1f audio-s/s with %d workers",
+             stats["n_clips"], stats["audio_seconds"], stats["elapsed_s"],
+             stats["audio_seconds_per_s"], stats["workers"])
+    return FeaturizeResult(store_dir=root, store=store, rejects=report.rejects, stats=stats,
+                           plots=plots, reused=False, rejects_path=report.rejects_path,
+                           folds_path=report.folds_path)
+
+
+def _reuse_complete(cfg: Config, root: Path, key: str, t_start: float) -> FeaturizeResult | None:
+    """The store at ``root`` when it is complete and usable; None when it must be (re)built
+    (an interrupted or unusable store loses its meta.json and resumes from its shards)."""
+    if not (root / "meta.json").is_file():
+        return None
+    try:
+        read_meta(root)
+    except StoreError:
+        pass  # an interrupted run: resume from the shards
+    else:
+        try:
+            return _reused(cfg, root, key, t_start)
+        except StoreError as exc:
+            log.warning("feature store %s is unusable (%s); rebuilding it from its shards",
+                        root, exc)
+    (root / "meta.json").unlink(missing_ok=True)
+    return None
+
+
+def _split_indexes(ds, train: pd.DataFrame) -> dict[str, tuple[pd.DataFrame, list[str]]]:
+    """Each split's index (fname, label, label_id, fold, verified[, usage]) and audio paths."""
     label_ids = {name: i for i, name in enumerate(ds.labels)}
     train_index = pd.DataFrame({
         "fname": train["fname"].astype(str).to_numpy(),
@@ -194,9 +249,7 @@ def _featurize_locked(cfg: Config, ds, train: pd.DataFrame, fingerprint: str, ke
         "fold": train["fold"].astype("int64").to_numpy(),
         "verified": train["verified"].astype(bool).to_numpy(),
     })
-    splits: dict[str, tuple[pd.DataFrame, list[str]]] = {
-        "train": (train_index, train["path"].astype(str).tolist()),
-    }
+    splits = {"train": (train_index, train["path"].astype(str).tolist())}
     test = ds.test
     if test is not None and len(test):
         labels = test["label"].fillna("").astype(str)
@@ -210,33 +263,38 @@ def _featurize_locked(cfg: Config, ds, train: pd.DataFrame, fingerprint: str, ke
         if "usage" in test.columns:
             test_index["usage"] = test["usage"].fillna("").astype(str).to_numpy()
         splits["test"] = (test_index, test["path"].astype(str).tolist())
+    return splits
 
-    specs = {s: plan_shards(s, idx["fname"].tolist(), cfg.store.shard_size)
-             for s, (idx, _) in splits.items()}
-    clean_stale_shards(root, [sp.name for ss in specs.values() for sp in ss])
-    shard_dir = root / SHARDS
-    todo = [sp for ss in specs.values() for sp in ss if not shard_is_valid(shard_dir / sp.name, sp)]
-    n_shards = sum(len(ss) for ss in specs.values())
-    paths = {s: p for s, (_, p) in splits.items()}
-    log.info("featurize %s: %d train + %d test clips in %d shards (%d to compute) -> %s",
-             ds.name, len(train_index), len(splits["test"][0]) if "test" in splits else 0,
-             n_shards, len(todo), root)
 
-    t0 = time.perf_counter()
-    computed = _compute_shards(cfg, todo, paths, shard_dir, n_sum, progress)
-    extract_s = time.perf_counter() - t0
+@dataclass
+class _Report:
+    """What the store's reports say: rejected clips and rows, warnings, failed test clips."""
 
-    n_mels = cfg.logmel.n_mels
-    indexes = {}
-    for split, (idx, _) in splits.items():
-        indexes[split] = consolidate(root, split, idx, specs[split], n_mels, n_sum,
-                                     cfg.store.float16, keep_failed=(split == "test"))
+    rejects: list[Reject]
+    audio_rejects: list[Reject]
+    warnings: list[Reject]
+    failed_test: pd.DataFrame | None
+    rejects_path: Path
+    folds_path: Path
 
-    # Rejects: the dataset's metadata rows, then train clips whose audio failed.
-    audio_rejects = []
+    def counts(self, ds, tr: pd.DataFrame, te: pd.DataFrame | None) -> dict[str, int]:
+        return {"n_clips": int(len(tr)), "n_rejected": int(len(self.rejects)),
+                "n_rejected_audio": int(len(self.audio_rejects)),
+                "n_rejected_metadata": int(len(ds.rejects)),
+                "n_warnings": int(len(self.warnings)),
+                "n_test": int(len(te)) if te is not None else 0,
+                "n_test_failed": int((~te["ok"]).sum()) if te is not None else 0,
+                "n_labels": len(ds.labels)}
+
+
+def _report(ds, root: Path, train_specs: list[ShardSpec], indexes: dict[str, pd.DataFrame],
+            ) -> _Report:
+    """rejects.csv (the dataset's metadata rows, then train clips whose audio failed, then the
+    kept clips' warnings) and folds.csv; refuses a store without a single train clip."""
+    audio_rejects: list[Reject] = []
     warnings: list[Reject] = []
-    for sp in specs["train"]:
-        info = read_shard_info(shard_dir / sp.name)
+    for sp in train_specs:
+        info = read_shard_info(root / SHARDS / sp.name)
         audio_rejects += [Reject(str(f), "audio", str(r))
                           for f, ok, r in zip(info["fnames"], info["ok"], info["reason"]) if not ok]
         warnings += [Reject(str(f), WARNING_STAGE, str(r))
@@ -247,9 +305,8 @@ def _featurize_locked(cfg: Config, ds, train: pd.DataFrame, fingerprint: str, ke
                     warnings[0].fname, warnings[0].reason)
     # The report lists the kept clips' warnings too (stage "warning"); they are not rejects.
     rejects_path = write_csv(root / "rejects.csv", rejects_frame(rejects + warnings))
-    tr = indexes["train"]
+    tr, te = indexes["train"], indexes.get("test")
     folds_path = write_csv(root / "folds.csv", tr[["fname", "label", "fold", "verified"]])
-    te = indexes.get("test")
     failed_test = te.loc[~te["ok"], ["fname", "reason"]] if te is not None else None
     if failed_test is not None and len(failed_test):
         log.warning("%d test clips have no features (kept in the test index with frames 0): %s",
@@ -261,41 +318,45 @@ def _featurize_locked(cfg: Config, ds, train: pd.DataFrame, fingerprint: str, ke
                     rejects_path)
     if tr.empty:
         raise StoreError("no train clip could be featurized; see " + str(rejects_path))
+    return _Report(rejects, audio_rejects, warnings, failed_test, rejects_path, folds_path)
 
-    hop_s = cfg.logmel.hop_length / cfg.logmel.sample_rate
-    lengths = length_stats(tr["frames"].to_numpy(), hop_s)
-    audio_seconds = float(tr["seconds"].sum() + (te["seconds"].sum() if te is not None else 0))
-    computed_seconds = computed["seconds"]
-    stats = {
-        "n_clips": int(len(tr)),
-        "n_rejected": int(len(rejects)),
-        "n_rejected_audio": int(len(audio_rejects)),
-        "n_rejected_metadata": int(len(ds.rejects)),
-        "n_warnings": int(len(warnings)),
-        "n_test": int(len(te)) if te is not None else 0,
-        "n_test_failed": int((~te["ok"]).sum()) if te is not None else 0,
-        "n_labels": len(ds.labels),
-        "audio_seconds": audio_seconds,
-        "audio_seconds_computed": computed_seconds,
+
+# featurize's stats, in the order they always had (meta.json, the run's params)
+_STATS_ORDER = ("n_clips", "n_rejected", "n_rejected_audio", "n_rejected_metadata", "n_warnings",
+                "n_test", "n_test_failed", "n_labels", "audio_seconds", "audio_seconds_computed",
+                "total_frames", "crop_min", "crop_max", "n_shards", "n_shards_computed",
+                "workers", "extract_s", "audio_seconds_per_s")
+
+
+def _size_stats(tr: pd.DataFrame, te: pd.DataFrame | None, lengths: dict, computed: dict,
+                extract_s: float) -> dict[str, float | int]:
+    """How much audio, how many frames, the crop limits, and the extraction's throughput."""
+    seconds = computed["seconds"]
+    return {
+        "audio_seconds": float(tr["seconds"].sum() + (te["seconds"].sum() if te is not None else 0)),
+        "audio_seconds_computed": seconds,
         "total_frames": int(tr["frames"].sum()),
         "crop_min": lengths["crop_min"],
         "crop_max": lengths["crop_max"],
-        "n_shards": n_shards,
-        "n_shards_computed": len(todo),
         "workers": computed["workers"],
         "extract_s": extract_s,
-        "audio_seconds_per_s": computed_seconds / extract_s if extract_s > 0 and computed_seconds else 0.0,
+        "audio_seconds_per_s": seconds / extract_s if extract_s > 0 and seconds else 0.0,
     }
 
-    store_meta = {
+
+def _store_meta(cfg: Config, ds, key: str, fingerprint: str, splits: list[str], n_sum: int,
+                hop_s: float, lengths: dict, stats: dict, failed_test: pd.DataFrame | None,
+                ) -> dict:
+    """meta.json of the store (``complete`` false until the store is)."""
+    return {
         "key": key,
         "feature_version": FEATURE_VERSION,
         "fingerprint": fingerprint,
         "dataset": ds.name,
         "complete": False,
-        "splits": list(splits),
+        "splits": splits,
         "labels": list(ds.labels),
-        "n_mels": n_mels,
+        "n_mels": cfg.logmel.n_mels,
         "summary_dim": n_sum,
         "logmel_dtype": "float16" if cfg.store.float16 else "float32",
         "hop_seconds": hop_s,
@@ -303,25 +364,13 @@ def _featurize_locked(cfg: Config, ds, train: pd.DataFrame, fingerprint: str, ke
         "crop_max": lengths["crop_max"],
         "length_percentiles": {"frames": lengths["frames"], "seconds": lengths["seconds"]},
         "config": {s: cfg.to_dict()[s] for s in ("data",) + STORE_SECTIONS},
-        "counts": {"train": int(len(tr)), "test": stats["n_test"],
+        "counts": {"train": stats["n_clips"], "test": stats["n_test"],
                    "test_failed": stats["n_test_failed"],
                    "rejected_audio": stats["n_rejected_audio"],
                    "rejected_metadata": stats["n_rejected_metadata"]},
         "test_failed": ([] if failed_test is None else
                         [{"fname": f, "reason": r} for f, r in failed_test.itertuples(index=False)]),
     }
-    summary = np.load(root / "train" / "summary.npy", mmap_mode="r")
-    plots = make_plots(cfg, root, tr["frames"].to_numpy(), lengths, hop_s, summary)
-    stats["elapsed_s"] = time.perf_counter() - t_start
-    store_meta["stats"] = stats
-    store_meta["complete"] = True
-    write_json(root / "meta.json", store_meta)  # last: from here on the store is complete
-    store = FeatureStore.open(root, "train", expected_key=key)
-    log.info("featurized %d clips (%.0f s of audio) in %.1f s: %.1f audio-s/s with %d workers",
-             stats["n_clips"], audio_seconds, stats["elapsed_s"], stats["audio_seconds_per_s"],
-             stats["workers"])
-    return FeaturizeResult(store_dir=root, store=store, rejects=rejects, stats=stats, plots=plots,
-                           reused=False, rejects_path=rejects_path, folds_path=folds_path)
 
 
 def _with_folds(train: pd.DataFrame, cfg: Config) -> pd.DataFrame:

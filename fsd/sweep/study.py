@@ -366,9 +366,9 @@ def fold_value(result: Any, workdir: Path) -> float:
     if value is None:
         value = (getattr(result, "metrics", None) or {}).get(OBJECTIVE)
     if value is None:
-        import json
+        from fsd.train.folddir import FoldDir
 
-        value = json.loads((Path(workdir) / "result.json").read_text())[OBJECTIVE]
+        value = FoldDir(workdir).read_result()[OBJECTIVE]
     value = float(value)
     if not math.isfinite(value):
         raise ValueError(f"{OBJECTIVE} is {value}")

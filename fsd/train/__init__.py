@@ -1,5 +1,6 @@
-"""Training: batches (crop/pad, augmentation, mixup), LR schedule, MAP@3, the fold loop.
+"""Training: batches (crop/pad, augmentation, mixup), LR schedule, the fold loop and its
+checkpoint, the fold folder.
 
-Import the submodules directly (``fsd.train.fit``, ``fsd.train.metrics``, ...); this package
-imports nothing heavy so that ``fsd.train.metrics`` stays usable without Keras.
+Import the submodules directly (``fsd.train.fit``, ``fsd.train.folddir``, ...); this package
+imports nothing heavy.
 """

@@ -13,7 +13,7 @@ from dataclasses import dataclass
 import numpy as np
 import pandas as pd
 
-from fsd.train.metrics import reciprocal_ranks
+from fsd.evaluation.metrics import reciprocal_ranks
 
 
 def blend(cnn: np.ndarray, baseline: np.ndarray, weight: float) -> np.ndarray:

@@ -15,7 +15,7 @@ Production runs the same ``mlflow server`` against a managed PostgreSQL and AWS 
   ``AWS_SECRET_ACCESS_KEY`` and ``MLFLOW_S3_ENDPOINT_URL`` from its environment).
 
 Every credential is random per stack and passed only through environment variables.
-``python -m fsd.devstack`` starts one, prints the ``export`` lines for workers, and stops it
+``python tests/devstack.py`` starts one, prints the ``export`` lines for workers, and stops it
 all on Ctrl-C. Tests use :class:`Stack` as a context manager.
 """
 
@@ -327,7 +327,7 @@ class Stack:
 
 
 def main(argv: list[str] | None = None) -> int:
-    p = argparse.ArgumentParser(prog="python -m fsd.devstack", description=__doc__,
+    p = argparse.ArgumentParser(prog="python tests/devstack.py", description=__doc__,
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--dir", default="", help="folder for the logs (default: a new temp folder)")
     args = p.parse_args(argv)

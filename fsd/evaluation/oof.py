@@ -1,6 +1,8 @@
-"""Out-of-fold scoring: every train clip scored (with TTA) by the fold model that did not see it.
+"""Out-of-fold scoring: every train clip scored by the model that did not see it (the CNN
+ensemble with TTA, or a baseline).
 
-MAP@3 and top-1 accuracy overall and per fold, MAP@3 per class, a per-clip table, and plots.
+MAP@3 and top-1 accuracy overall and per fold, MAP@3 per class and a per-clip table (the
+plots: :mod:`fsd.evaluation.plots`).
 Per class is the mean over the clips of that class of 1/rank of their label in the top 3 — the
 share of the overall metric each class earns, which is what shows where the ensemble is weak.
 """
@@ -10,12 +12,11 @@ from __future__ import annotations
 import re
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from pathlib import Path
 
 import numpy as np
 import pandas as pd
 
-from fsd.train.metrics import reciprocal_ranks
+from fsd.evaluation.metrics import reciprocal_ranks
 
 
 @dataclass
@@ -90,60 +91,3 @@ def per_class_table(scores: OOFScores) -> pd.DataFrame:
         f"map{scores.k}": list(scores.per_class.values()),
         "clips": [scores.class_counts[c] for c in scores.per_class],
     }).sort_values(f"map{scores.k}", kind="stable")
-
-
-def plot_oof(scores: OOFScores, y_true: np.ndarray, probs: np.ndarray, labels: Sequence[str],
-             out_dir: Path, what: str = "with TTA") -> dict[str, Path]:
-    """per_class.png (sorted bars), per_fold.png and confusion.png (top-1, row-normalised);
-    ``what`` names the model in the titles (e.g. ``with TTA``, ``logreg``)."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    out_dir.mkdir(parents=True, exist_ok=True)
-    paths: dict[str, Path] = {}
-    k = scores.k
-
-    from fsd.train.report import LABEL_FONTSIZE, confusion_counts, draw_confusion
-
-    table = per_class_table(scores)
-    values = table[f"map{k}"].fillna(0).to_numpy()
-    fig, ax = plt.subplots(figsize=(8, max(3.0, 0.26 * len(table) + 1.8)))
-    ax.barh(range(len(table)), values, color="tab:blue")
-    for i, v in enumerate(values):
-        ax.text(v + 0.01, i, f"{v:.2f}", va="center", fontsize=7)
-    ax.set_yticks(range(len(table)), table["label"], fontsize=LABEL_FONTSIZE)
-    ax.set_ylim(-0.6, len(table) - 0.4)
-    ax.axvline(scores.overall, color="tab:red", ls="--")
-    ax.set_xlim(0, 1.08)
-    ax.set_xlabel(f"out-of-fold MAP@{k} of the class's clips "
-                  f"(red line: all clips, {scores.overall:.3f})")
-    ax.set_title(f"MAP@{k} per class, out of fold, {what}")
-    ax.grid(axis="x", alpha=0.3)
-    fig.tight_layout()
-    paths["per_class"] = out_dir / "per_class.png"
-    fig.savefig(paths["per_class"], dpi=100)
-    plt.close(fig)
-
-    folds = [str(f) for f in scores.per_fold]
-    fig, ax = plt.subplots(figsize=(max(6.0, 0.6 * len(folds) + 3), 4.5))
-    bars = ax.bar(folds, list(scores.per_fold.values()), color="tab:green",
-                  label=f"held-out fold's clips (MAP@{k})")
-    ax.bar_label(bars, fmt="%.3f", fontsize=8, padding=2)
-    ax.axhline(scores.overall, color="tab:red", ls="--",
-               label=f"all clips: {scores.overall:.3f}")
-    ax.set_ylim(0, 1.12)
-    ax.set_xlabel("fold")
-    ax.set_ylabel(f"out-of-fold MAP@{k}")
-    ax.set_title(f"out-of-fold MAP@{k} per fold, {what}")
-    ax.legend(loc="lower center", bbox_to_anchor=(0.5, -0.3), ncol=2, fontsize=8, frameon=False)
-    fig.tight_layout()
-    paths["per_fold"] = out_dir / "per_fold.png"
-    fig.savefig(paths["per_fold"], dpi=100)
-    plt.close(fig)
-
-    counts = confusion_counts(y_true, np.argmax(probs, axis=1), len(labels))
-    paths["confusion"] = draw_confusion(counts, list(labels),
-                                        f"out-of-fold confusion, {what}", out_dir / "confusion.png")
-    return paths

@@ -1,0 +1,337 @@
+"""The ensemble stage without MLflow: bundle the folds, score out of fold, blend, score test.
+
+The ``ensemble`` entry point selects the fold runs, downloads their files and the blend
+candidates' out-of-fold probabilities, calls :func:`run_ensemble`, then logs what it returns
+and registers the bundle (:mod:`fsd.serving.registry`). Each step here is a plain function of
+plain inputs:
+
+- :func:`assemble`: the crop limits training used, the TTA lengths, the bundle and its model;
+- :func:`score_out_of_fold`: each train clip scored by the fold model that held it out;
+- :func:`choose_blend`: the baseline (and weight) that blends best with the CNN out of fold;
+- :func:`apply_blend`: the winner attached to the bundle;
+- :func:`score_test`: the test split's predictions, the submission and its scores.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from fsd.config import Config
+from fsd.ensemble.bundle import BundleInfo, Ensemble, FoldFiles, attach_baseline, build_bundle
+from fsd.ensemble.submission import (
+    build_submission,
+    class_prior,
+    score_submission,
+    validate_submission,
+)
+from fsd.evaluation.blend import BlendChoice, align_probabilities, blend, choose_weight
+from fsd.evaluation.metrics import reciprocal_ranks
+from fsd.evaluation.oof import OOFScores, score_oof
+from fsd.model.tta import ClipRows, tta_lengths
+from fsd.train.folddir import FoldDir
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class FoldModel:
+    """One fold's files as its run logged them (downloaded), and that run."""
+
+    fold: int
+    files: FoldDir
+    run_id: str = ""
+
+
+@dataclass
+class BlendCandidate:
+    """A finished baseline run the CNN may blend with: its out-of-fold probabilities (fname,
+    label, one column per class) and a way to fetch its final model (None: not usable)."""
+
+    name: str
+    run_id: str
+    oof_map3: float
+    probabilities: pd.DataFrame
+    fetch_model: Callable[[], Path | None]
+
+
+@dataclass
+class OutOfFold:
+    """The CNN ensemble's out-of-fold predictions of the train clips it scored."""
+
+    names: list[str]
+    labels: list[str]
+    y: np.ndarray
+    folds: np.ndarray
+    probs: np.ndarray
+    scores: OOFScores
+    seconds: float
+
+
+@dataclass
+class Blend:
+    """The chosen blend: ``weight * cnn + (1 - weight) * baseline`` and how it scored."""
+
+    name: str
+    run_id: str
+    weight: float
+    probs: np.ndarray
+    oof_map3: float
+    oof_accuracy: float
+    baseline_oof_map3: float
+    clips: int  # clips with baseline probabilities
+    model: Path  # the baseline's final model, to bundle
+    choice: BlendChoice
+    candidates: pd.DataFrame  # every usable candidate's weight and blended score
+
+
+@dataclass
+class TestScores:
+    """The test split: probabilities, the complete submission, its scores where labelled."""
+
+    submission: pd.DataFrame
+    probabilities: pd.DataFrame | None = None  # fname + one column per class; None: no clips
+    scores: dict[str, float] = field(default_factory=dict)
+    seconds: float = 0.0
+    prior_only: list[str] = field(default_factory=list)  # test clips without features
+
+    @property
+    def map3(self) -> dict[str, float]:
+        """The MAP@3 scores (public, private) the bundle and the summary carry."""
+        return {k: v for k, v in self.scores.items() if k.endswith("map3")}
+
+
+@dataclass
+class EnsembleResult:
+    """What :func:`run_ensemble` made: the bundle (scores in its manifest) and each score."""
+
+    bundle: Path
+    info: BundleInfo
+    lengths: list[int]
+    cnn: OutOfFold
+    oof: OOFScores  # the headline: the blend's where blended, else the CNN's
+    probs: np.ndarray  # the headline's out-of-fold probabilities
+    folds_mean: dict[str, float]
+    blend: Blend | None = None
+    test: TestScores | None = None
+
+    @property
+    def blended(self) -> bool:
+        return self.blend is not None and self.blend.weight < 1.0
+
+
+def run_ensemble(cfg: Config, store, folds: Sequence[FoldModel],
+                 candidates: Sequence[BlendCandidate], out: Path, train_key: str = "",
+                 ) -> EnsembleResult:
+    """The stage: ``cfg`` is the config the folds were trained with (with this run's ensemble
+    and baseline settings), ``out`` the run's own folder (the bundle goes to ``out/bundle``)."""
+    info, lengths, ensemble, bundle = assemble(cfg, store, folds, out / "bundle", train_key)
+    cnn = score_out_of_fold(ensemble, store, cfg.summary.enabled)
+    chosen = choose_blend(cnn, candidates, cfg.ensemble.blend_steps) if cfg.ensemble.blend else None
+    oof, probs = cnn.scores, cnn.probs
+    if chosen is not None and chosen.weight < 1.0:
+        probs = chosen.probs
+        oof = score_oof(cnn.names, cnn.y, cnn.folds, probs, info.labels, k=3)
+        apply_blend(bundle, ensemble, info, chosen)
+    info.scores = {"oof_map3": oof.overall, "oof_accuracy": oof.accuracy,
+                   "cnn_oof_map3": cnn.scores.overall}
+    if chosen is not None:
+        info.scores.update({"blend_weight": chosen.weight, "blend_oof_map3": chosen.oof_map3})
+    test = score_test(store, ensemble, info, cfg.summary.enabled)
+    if test is not None:
+        info.scores.update(test.map3)
+    write_scores(bundle, info.scores)
+    return EnsembleResult(bundle=bundle, info=info, lengths=lengths, cnn=cnn, oof=oof,
+                          probs=probs, folds_mean=folds_mean(folds), blend=chosen, test=test)
+
+
+def assemble(cfg: Config, store, folds: Sequence[FoldModel], dst: Path, train_key: str = "",
+             ) -> tuple[BundleInfo, list[int], Ensemble, Path]:
+    """The bundle of ``folds`` with the TTA settings and the crop limits training used."""
+    crop_min, crop_max = crop_limits(cfg, store, folds)
+    lengths = tta_lengths(cfg.ensemble, crop_min, crop_max)
+    e, index, labels = cfg.ensemble, store.index, list(store.labels)
+    info = BundleInfo(
+        labels=labels, tta_lengths=lengths, tta_crops=e.tta_crops, seed=e.seed, top_k=e.top_k,
+        batch_size=e.batch_size, crop_min=crop_min, crop_max=crop_max,
+        prior=class_prior(index["label_id"].to_numpy(), len(labels)).tolist(),
+        max_request_clips=e.max_request_clips, max_clip_bytes=e.max_clip_bytes,
+        max_request_frames=e.max_request_frames, train_key=train_key,
+    )
+    files = [FoldFiles(fold=f.fold, model=f.files.model,
+                       projector=f.files.projector if f.files.projector.exists() else None,
+                       run_id=f.run_id) for f in folds]
+    bundle = build_bundle(dst, files, cfg, info)
+    return info, lengths, Ensemble.load(bundle), bundle
+
+
+def crop_limits(cfg: Config, store, folds: Sequence[FoldModel]) -> tuple[int, int]:
+    """The crop limits training used (each fold records them), else as training derives them."""
+    from fsd.train.batches import resolve_crop_limits
+
+    found = set()
+    for f in folds:
+        try:
+            data = f.files.read_result()
+            found.add((int(data["crop_min"]), int(data["crop_max"])))
+        except (OSError, ValueError, KeyError, TypeError):
+            continue
+    if len(found) == 1:
+        return found.pop()
+    if len(found) > 1:
+        log.warning("folds trained with different crop limits %s; using their hull", sorted(found))
+        return min(lo for lo, _ in found), max(hi for _, hi in found)
+    frames = store.index["frames"].to_numpy(np.int64)
+    return resolve_crop_limits(cfg.train, dict(getattr(store, "meta", {}) or {}), frames)
+
+
+def folds_mean(folds: Sequence[FoldModel]) -> dict[str, float]:
+    """The mean of the folds' own validation scores (their result.json's ``val_map3`` and
+    ``val_accuracy``: fixed lengths, centre crops, no TTA), as ``folds_mean/val_*``."""
+    values: dict[str, list[float]] = {"val_map3": [], "val_accuracy": []}
+    for f in folds:
+        try:
+            data = f.files.read_result()
+        except (OSError, ValueError):
+            continue
+        for name in values:
+            if isinstance(data.get(name), (int, float)):
+                values[name].append(float(data[name]))
+    return {f"folds_mean/{k}": float(np.mean(v)) for k, v in values.items() if v}
+
+
+def score_out_of_fold(ensemble: Ensemble, store, with_summary: bool) -> OutOfFold:
+    """Each train clip scored (with TTA) by the fold model that held it out; clips in no fold
+    of the ensemble are left out."""
+    t0 = time.perf_counter()
+    index = store.index
+    logmels = ClipRows(store.logmel, range(len(index)))
+    summaries = store.summary if with_summary else None
+    folds = index["fold"].to_numpy()
+    members = [np.flatnonzero(folds == f) for f in ensemble.folds]
+    res = ensemble.score(logmels, summaries, members=members)
+    scored = res.count > 0
+    if not scored.all():
+        log.warning("%d train clips are in no fold of this ensemble; left out of the OOF score",
+                    int((~scored).sum()))
+    y = index["label_id"].to_numpy()[scored]
+    names = index["fname"].astype(str)[scored].tolist()
+    probs = res.probs()[scored]
+    labels = list(store.labels)
+    scores = score_oof(names, y, folds[scored], probs, labels, k=3)
+    return OutOfFold(names=names, labels=labels, y=y, folds=folds[scored], probs=probs,
+                     scores=scores, seconds=time.perf_counter() - t0)
+
+
+def choose_blend(cnn: OutOfFold, candidates: Sequence[BlendCandidate], steps: int) -> Blend | None:
+    """Blend the CNN's out-of-fold probabilities with the candidate that blends best.
+
+    Each candidate (best alone first) gets its weight chosen out of fold; the pair (baseline,
+    weight) with the highest blended out-of-fold MAP@3 wins (ties: the one that scores better
+    alone). None when no candidate is usable (or the winner's model cannot be fetched).
+    """
+    best: tuple[float, BlendCandidate, BlendChoice, np.ndarray, float, np.ndarray] | None = None
+    rows = []
+    for cand in candidates:
+        try:
+            base, found = align_probabilities(cand.probabilities, cnn.names, cnn.labels)
+        except ValueError as exc:
+            log.warning("ensemble.blend: baseline run %s is unusable (%s); skipped",
+                        cand.run_id, exc)
+            continue
+        if not found.any():
+            log.warning("ensemble.blend: baseline run %s scored none of these clips; skipped",
+                        cand.run_id)
+            continue
+        if not found.all():
+            log.warning("ensemble.blend: baseline run %s has no out-of-fold probabilities for %d "
+                        "of %d clips; those keep the CNN's", cand.run_id, int((~found).sum()),
+                        len(found))
+        choice = choose_weight(cnn.y[found], cnn.probs[found], base[found], steps, k=3)
+        base = np.where(found[:, None], base, cnn.probs)  # a clip without a baseline row keeps the CNN's
+        probs = blend(cnn.probs, base, choice.weight)
+        score = float(reciprocal_ranks(cnn.y, probs, 3).mean())
+        accuracy = float(reciprocal_ranks(cnn.y, probs, 1).mean())
+        rows.append({"baseline": cand.name, "run_id": cand.run_id,
+                     "baseline_oof_map3": cand.oof_map3, "weight": choice.weight,
+                     "blend_oof_map3": score, "blend_oof_accuracy": accuracy})
+        if best is None or round(score, 12) > round(best[0], 12):
+            best = (score, cand, choice, probs, accuracy, found)
+    if best is None:
+        return None
+    score, cand, choice, probs, accuracy, found = best
+    model = cand.fetch_model()
+    if model is None:
+        return None
+    log.info("ensemble.blend: %s (run %s) at w=%.2f: out-of-fold MAP@3 %.4f (CNN alone %.4f; "
+             "%d candidates)", cand.name, cand.run_id, choice.weight, score,
+             float(reciprocal_ranks(cnn.y, cnn.probs, 3).mean()), len(rows))
+    return Blend(name=cand.name, run_id=cand.run_id, weight=choice.weight, probs=probs,
+                 oof_map3=score, oof_accuracy=accuracy, baseline_oof_map3=cand.oof_map3,
+                 clips=int(found.sum()), model=model, choice=choice,
+                 candidates=pd.DataFrame(rows))
+
+
+def apply_blend(bundle: Path, ensemble: Ensemble, info: BundleInfo, chosen: Blend) -> None:
+    """Attach the chosen baseline to the bundle; ``ensemble`` (test clips) and ``info``
+    (serving) then predict the blend."""
+    attach_baseline(bundle, chosen.model, chosen.weight, name=chosen.name, run_id=chosen.run_id)
+    ensemble.reload_baseline(bundle)
+    info.baseline, info.blend_weight = ensemble.info.baseline, ensemble.info.blend_weight
+
+
+def score_test(store, ensemble: Ensemble, info: BundleInfo, with_summary: bool,
+               ) -> TestScores | None:
+    """Predict the store's test split, build the submission, score it where labelled (None:
+    the dataset has no test split).
+
+    The test index lists every test clip of the dataset, the undecodable ones too (``ok``
+    false, 0 frames): those get the training prior's top 3, so the submission is complete.
+    """
+    if "test" not in getattr(store, "splits", []):
+        log.info("no test split in this dataset: no submission")
+        return None
+    test = store.open_split("test")
+    tindex = test.index
+    ok = tindex["ok"].astype(bool).to_numpy() if "ok" in tindex else np.ones(len(tindex), bool)
+    ok = ok & (tindex["frames"].to_numpy() > 0)
+    rows = np.flatnonzero(ok)
+    names = tindex["fname"].astype(str).to_numpy()[rows].tolist()
+    probs = np.zeros((0, len(info.labels)), dtype=np.float32)
+    out = TestScores(submission=pd.DataFrame())
+    if len(rows):
+        t0 = time.perf_counter()
+        logmels = ClipRows(test.logmel, rows)
+        summaries = np.asarray(test.summary)[rows] if with_summary else None
+        probs = ensemble.predict(logmels, summaries)
+        out.seconds = time.perf_counter() - t0
+        out.probabilities = pd.DataFrame(probs, columns=info.labels)
+        out.probabilities.insert(0, "fname", names)
+    expected = tindex["fname"].astype(str).tolist()
+    out.submission = build_submission(expected, names, probs, info.labels, np.asarray(info.prior),
+                                      k=3)
+    validate_submission(out.submission, expected, info.labels, k=3)
+    out.prior_only = tindex.loc[~ok, "fname"].astype(str).tolist()
+    if out.prior_only:
+        log.warning("%d test clips have no features (%s); they get the training prior's top 3",
+                    len(out.prior_only), ", ".join(out.prior_only[:5]))
+    out.scores = score_submission(out.submission, tindex)
+    if out.scores:
+        log.info("test MAP@3: %s", ", ".join(f"{k} {v:.4f}" for k, v in out.scores.items()
+                                             if k.endswith("map3")))
+    return out
+
+
+def write_scores(bundle: Path, scores: dict[str, float]) -> None:
+    """Record ``scores`` in the bundle's manifest (the served model reports them)."""
+    manifest = bundle / "ensemble.json"
+    data = json.loads(manifest.read_text())
+    data["scores"] = {k: float(v) for k, v in scores.items()}
+    manifest.write_text(json.dumps(data, indent=2))

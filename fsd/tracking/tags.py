@@ -1,0 +1,39 @@
+"""The tags ``fsd`` sets on runs: what a later step searches by, and what the UI shows."""
+
+from __future__ import annotations
+
+import os as _os  # (private: `import *` of this module gives the tags only)
+
+TAG_STAGE = "fsd.stage"
+TAG_CONFIG = "fsd.config_name"
+TAG_FEATURE_KEY = "fsd.feature_key"
+TAG_TRAIN_KEY = "fsd.train_key"
+TAG_FOLD = "fsd.fold"
+TAG_FEATURES_RUN = "fsd.features_run"
+TAG_STORE_DIR = "fsd.store_dir"
+# The feature store's own key: the feature settings *and* the dataset's fingerprint (file names,
+# sizes, mtimes), so changed clips never reuse old features or folds trained on them.
+TAG_STORE_KEY = "fsd.store_key"
+TAG_STORE_RUN = "fsd.store_run"  # set where a reused store was logged by an earlier run
+TAG_BASELINE = "fsd.baseline"  # the baseline model of a baseline run: logreg | hgb
+TAG_BASELINE_KEY = "fsd.baseline_key"  # that model's settings (see keys.baseline_key)
+STAGE_BASELINE = "baseline"
+# Who runs a run: set at its start, so a later step can tell a run whose process is gone
+# (killed, crashed machine) from one still working, and mark it KILLED (see runs.reap_dead_runs).
+TAG_PID = "fsd.pid"
+TAG_HOST = "fsd.host"
+TAG_PROC_START = "fsd.proc_start"  # the process's start time (clock ticks), against pid reuse
+TAG_CONTINUES = "fsd.continues"  # on a run that continues an interrupted one: that run's id
+TAG_REAPED = "fsd.reaped"  # why a run was marked KILLED
+# A featurize run that failed --strict: later steps refuse its features.
+TAG_STRICT_FAILED = "fsd.strict_failed"
+
+# What the MLflow UI shows: a run's description, and the experiment's kind (custom model
+# development opens the experiment on its training runs, not on the GenAI traces overview).
+TAG_NOTE = "mlflow.note.content"
+TAG_PARENT = "mlflow.parentRunId"
+TAG_EXPERIMENT_KIND = "mlflow.experimentKind"
+EXPERIMENT_KIND = "custom_model_development"
+UI_URL = _os.environ.get("FSD_UI_URL", "http://127.0.0.1:5000")
+
+__all__ = [name for name in dir() if name.isupper()]
