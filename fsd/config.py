@@ -788,8 +788,9 @@ def _count_nodes(node: yaml.Node | None, limit: int, what: str) -> None:
 def safe_yaml(text: str, what: str, limit: int = MAX_CONFIG_NODES) -> Any:
     """``yaml.safe_load`` that refuses a document of more than ``limit`` nodes with its
     aliases expanded, and turns YAML errors into a short ConfigError."""
-    loader = _BoundedLoader(text)
+    loader = None
     try:
+        loader = _BoundedLoader(text)
         node = loader.get_single_node()
         _count_nodes(node, limit, what)
         return None if node is None else loader.construct_document(node)
@@ -801,7 +802,8 @@ def safe_yaml(text: str, what: str, limit: int = MAX_CONFIG_NODES) -> Any:
     except RecursionError:
         raise ConfigError(f"{what} nests too deeply") from None
     finally:
-        loader.dispose()
+        if loader is not None:
+            loader.dispose()
 
 
 def _bounded(data: Any, what: str, limit: int = MAX_CONFIG_NODES) -> None:

@@ -497,3 +497,13 @@ def test_rejects_name_the_csv_line_and_the_real_reason(tmp_path):
     assert f"{csv} line {n_train}" in r["a_dir.wav"] and "not a regular file" in r["a_dir.wav"]
     for reason in r.values():
         assert "but no such file" not in reason and str(tmp_path) not in reason
+
+
+# --- 8. the batch promise is the tolerance the serving tests check -----------------------------
+
+
+def test_the_readme_states_the_batch_tolerance_it_is_tested_against():
+    text = " ".join((Path(__file__).resolve().parents[1] / "README.md").read_text().split())
+    assert "bit-for-bit the same answer alone or in any batch" not in text
+    assert "alone or in any batch; its probabilities agree to float32 rounding, within 1e-6" \
+        in text  # tests/test_serve_front.py checks 1e-6 on a served model

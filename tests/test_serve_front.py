@@ -409,7 +409,6 @@ def _close_time(sock, limit: float) -> float:
 def test_fsd_serve_bounds_bombs_echoes_slow_clients_and_batches(ensemble_tracking):
     import socket
     import threading
-    import time
 
     import numpy as np
     import pyarrow as pa

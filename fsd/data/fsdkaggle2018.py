@@ -23,10 +23,10 @@ from pathlib import Path
 import pandas as pd
 
 from fsd.data.dataset import (
+    NOT_INSIDE,
     TEST_COLUMNS,
     Dataset,
     DatasetError,
-    NOT_INSIDE,
     build_train,
     read_table,
     require_clips,
