@@ -444,7 +444,9 @@ class Choice:
         return value in self.values
 
     def __str__(self) -> str:
-        return f"{'a list of ' if self.min_len else ''}one of {', '.join(self.values)}"
+        values = [str(v) for v in self.values]
+        text = " or ".join(values) if len(values) == 2 else f"one of {', '.join(values)}"
+        return f"a list of {text}" if self.min_len else text
 
 
 @dataclass(frozen=True)
@@ -608,11 +610,14 @@ CROSS_CHECKS: list[tuple[Callable[[Config], bool], str, Any]] = [
      "baseline.vote_members", "must not be empty when baseline.models holds vote"),
     (lambda c: c.sweep.crop_min_high < c.sweep.crop_max_high, "sweep.crop_min_high",
      "must be below sweep.crop_max_high so min < max is reachable"),
-    (lambda c: c.sweep.crop_min_low <= c.sweep.crop_min_high
-     and c.sweep.crop_max_low <= c.sweep.crop_max_high, "sweep.crop_*_low",
-     "must not exceed its crop_*_high"),
-    (lambda c: c.sweep.alpha1_min <= c.sweep.alpha1_max and c.sweep.alpha2_min
-     <= c.sweep.alpha2_max, "sweep.alpha*_min", "must not exceed its alpha*_max"),
+    (lambda c: c.sweep.crop_min_low <= c.sweep.crop_min_high, "sweep.crop_min_low",
+     "must not exceed sweep.crop_min_high"),
+    (lambda c: c.sweep.crop_max_low <= c.sweep.crop_max_high, "sweep.crop_max_low",
+     "must not exceed sweep.crop_max_high"),
+    (lambda c: c.sweep.alpha1_min <= c.sweep.alpha1_max, "sweep.alpha1_min",
+     "must not exceed sweep.alpha1_max"),
+    (lambda c: c.sweep.alpha2_min <= c.sweep.alpha2_max, "sweep.alpha2_min",
+     "must not exceed sweep.alpha2_max"),
 ]
 
 
