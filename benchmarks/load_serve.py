@@ -4,9 +4,13 @@
 malformed across the kinds in :data:`KINDS` (invalid JSON, wrong and extra columns, not
 base64, random bytes, empty bodies and clips, a truncated WAV, a WAV whose header lies, 0.05 s,
 60 s, stereo 96 kHz 24-bit, a 20 MB body, too many clips, too-costly params, an unknown param,
-wrong and missing Content-Type). Passes when there are 0 5xx answers, 0 timeouts and 0
-connection errors, every malformed kind gets its expected class of answer, and the server's
-RSS at the end is within 20% of its level after warm-up. Prints p50/p95 of the good requests.
+wrong and missing Content-Type; issue 19: a parquet body of 200 MiB of zstd zeros, a FLAC
+of 59 s x 8 channels at 655 kHz, requests that try to get their text echoed) and, beside the
+load, slow clients (idle connections, headers sent a byte a second). Passes when there are
+0 5xx answers, 0 timeouts and 0 connection errors, every malformed kind gets its expected
+class of answer, no answer quotes a request, every slow client is closed by the server, the
+server's peak RSS (sampled every 20 ms) stays within +600 MB of its post-warm-up level, and
+its RSS at the end within 20% of it. Prints p50/p95 of the good requests.
 
 The model is the tests' tiny ensemble (tests/conftest_ensemble.py: 2 folds, 2 lengths x 2
 crops), trained once into ``--workdir`` (about a minute) and reused, or any ``--model`` URI
@@ -103,6 +107,33 @@ def lying_header(seconds: float = 0.5) -> bytes:
             + fmt + b"data" + struct.pack("<I", 0xFFFFFFF0) + data[44:])
 
 
+def parquet_bomb(mib: int = 200) -> bytes:
+    """A few KB of parquet: one ``audio`` value of ``mib`` MiB of zeros, zstd."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    buf = io.BytesIO()
+    pq.write_table(pa.table({"audio": pa.array([bytes(mib * 2**20)], pa.binary())}), buf,
+                   compression="zstd")
+    return buf.getvalue()
+
+
+def flac_bomb(seconds: int = 59, rate: int = 655_350, channels: int = 8) -> bytes:
+    """~340 KB of FLAC (zeros) that decodes to 1.24 GB of float32."""
+    buf = io.BytesIO()
+    block = np.zeros((1 << 20, channels), dtype=np.int16)
+    with sf.SoundFile(buf, "w", samplerate=rate, channels=channels, format="FLAC",
+                      subtype="PCM_16") as f:
+        left = seconds * rate
+        while left > 0:
+            f.write(block[:min(left, len(block))])
+            left -= len(block)
+    return buf.getvalue()
+
+
+SECRET = "ZZSECRET <script>alert(1)</script>"
+
+
 def split(rows, cols=("audio",), params=None) -> bytes:
     doc = {"dataframe_split": {"columns": list(cols), "data": rows}}
     if params:
@@ -148,6 +179,16 @@ def make_kinds() -> dict[str, tuple[bytes, str | None, str]]:
         "unknown param": (split([[good]], params={"tta_crop": 3}), JSON, "4xx"),
         "wrong Content-Type": (split([[good]]), "text/plain", "4xx"),
         "no Content-Type": (split([[good]]), None, "4xx"),
+        # issue 19: compressed bombs and requests that try to get their text echoed
+        "parquet bomb (200 MiB)": (parquet_bomb(), "application/vnd.apache.parquet", "4xx"),
+        "FLAC bomb (1.24 GB)": (split([[b64(flac_bomb())]]), JSON, "4xx"),
+        "echo: inputs string": (json.dumps({"inputs": SECRET}).encode(), JSON, "4xx"),
+        "echo: records strings": (json.dumps({"dataframe_records": [SECRET]}).encode(), JSON,
+                                  "4xx"),
+        "echo: split no columns": (json.dumps({"dataframe_split": {"data": [[SECRET]]}}).encode(),
+                                   JSON, "4xx"),
+        "echo: string params": (split([[good]], params={"top_k": SECRET,
+                                                        "tta_lengths": [SECRET]}), JSON, "4xx"),
     }
 
 
@@ -193,6 +234,34 @@ def post(port: int, body: bytes, content_type: str | None, timeout: float) -> tu
         conn.close()
 
 
+def slow_client(port: int, mode: str, limit: float = 60.0) -> float:
+    """An idle connection (``idle``) or one sending its headers a byte a second (``header``);
+    seconds until the server closes it (inf: not within ``limit``)."""
+    sock = socket.create_connection(("127.0.0.1", port), timeout=1.0)
+    t0 = time.monotonic()
+    try:
+        if mode == "header":
+            sock.sendall(b"POST /invocations HTTP/1.1\r\nHost: x\r\n")
+        next_byte = t0 + 1.0
+        while time.monotonic() - t0 < limit:
+            if mode == "header" and time.monotonic() >= next_byte:
+                try:
+                    sock.sendall(b"X")
+                except OSError:
+                    return time.monotonic() - t0
+                next_byte += 1.0
+            try:
+                if sock.recv(4096) == b"":
+                    return time.monotonic() - t0
+            except (socket.timeout, TimeoutError):
+                continue
+            except OSError:
+                return time.monotonic() - t0
+        return float("inf")
+    finally:
+        sock.close()
+
+
 def rss_mb(pid: int) -> float:
     for line in Path(f"/proc/{pid}/status").read_text().splitlines():
         if line.startswith("VmRSS:"):
@@ -211,6 +280,8 @@ def main(argv=None) -> int:
     ap.add_argument("--server-timeout", type=float, default=30.0)
     ap.add_argument("--max-body-bytes", type=int, default=16 * 2**20)
     ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--slow-clients", type=int, default=4,
+                    help="idle and slow-header connections each, held beside the load")
     args = ap.parse_args(argv)
 
     os.environ.setdefault("MLFLOW_SKIP_PIP_REQUIREMENTS_CHECK", "true")
@@ -237,11 +308,13 @@ def main(argv=None) -> int:
                      request_timeout=int(args.server_timeout), log_path=log_path,
                      serve_args=["--max-body-bytes", str(args.max_body_bytes)]) as srv:
         pid, port = srv.pid, srv.port
-        # warm-up: every good body once, every kind once (TF traces each shape on first use)
+        # warm-up: every good body once, every kind but the bombs once (TF traces each shape
+        # on first use; a bomb's cost must show against the post-warm-up level)
         for body in goods:
             post(port, body, JSON, args.timeout)
-        for body, ctype, _ in kinds.values():
-            post(port, body, ctype, args.timeout)
+        for name, (body, ctype, _) in kinds.items():
+            if "bomb" not in name:
+                post(port, body, ctype, args.timeout)
         for body in goods:
             post(port, body, JSON, args.timeout)
         rss_warm = rss_mb(pid)
@@ -251,6 +324,26 @@ def main(argv=None) -> int:
         lock = threading.Lock()
         queue = list(enumerate(plan))
         rss_peak = [rss_warm]
+        done = threading.Event()
+
+        def sample_rss():
+            while not done.wait(0.02):
+                try:
+                    rss_peak[0] = max(rss_peak[0], rss_mb(pid))
+                except (OSError, ValueError):
+                    return
+
+        slow_times: list[tuple[str, float]] = []
+
+        def slow(mode: str):
+            slow_times.append((mode, slow_client(port, mode)))
+
+        sampler = threading.Thread(target=sample_rss, daemon=True)
+        sampler.start()
+        slow_threads = [threading.Thread(target=slow, args=(m,), daemon=True)
+                        for m in ["idle", "header"] * args.slow_clients]
+        for t in slow_threads:
+            t.start()
 
         def client():
             while True:
@@ -274,8 +367,11 @@ def main(argv=None) -> int:
             t.start()
         for t in threads:
             t.join()
+        for t in slow_threads:
+            t.join(timeout=70)
         wall = time.perf_counter() - t0
         time.sleep(2.0)
+        done.set()
         rss_end = rss_mb(pid)
 
     good = [r for r in results if r[0] == "good"]
@@ -313,10 +409,22 @@ def main(argv=None) -> int:
           f"p95 {1000 * p(0.95):.0f} ms, max {1000 * (lat[-1] if lat else float('nan')):.0f} ms")
     print(f"5xx: {n5xx}; timeouts: {timeouts}; connection errors: {conn_errors}")
     growth = rss_end / rss_warm - 1
-    print(f"server RSS: {rss_warm:.0f} MB after warm-up, peak seen {rss_peak[0]:.0f} MB, "
-          f"{rss_end:.0f} MB at the end ({100 * growth:+.1f}%)")
+    peak_growth = rss_peak[0] - rss_warm
+    print(f"server RSS: {rss_warm:.0f} MB after warm-up, peak {rss_peak[0]:.0f} MB "
+          f"({peak_growth:+.0f} MB; sampled every 20 ms), {rss_end:.0f} MB at the end "
+          f"({100 * growth:+.1f}%)")
+    echoed = [name for name, msg in ((n, MESSAGES.get(id(kinds[n][0]), "")) for n in kinds)
+              if "ZZSECRET" in msg or "script" in msg]
+    slow_open = [(m, t) for m, t in slow_times if not t < 30]
+    print(f"slow clients: {len(slow_times)} closed by the server after "
+          + ", ".join(f"{m} {t:.1f} s" for m, t in sorted(slow_times)[:8])
+          + (f"; NOT closed: {slow_open}" if slow_open else ""))
+    if echoed:
+        print("answers quoting the request:", echoed)
     ok = (n5xx == 0 and timeouts == 0 and conn_errors == 0 and good_fail == 0
-          and not wrong_class and abs(growth) <= 0.20 and len(by_kind) >= 12)
+          and not wrong_class and abs(growth) <= 0.20 and len(by_kind) >= 12
+          and peak_growth <= 600 and not echoed and not slow_open
+          and len(slow_times) == 2 * args.slow_clients)
     if wrong_class:
         print("unexpected answers:", wrong_class)
     print("PASS" if ok else "FAIL")

@@ -12,8 +12,12 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import json
+import math
+import re
+import reprlib
 import types
 import typing
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -130,7 +134,7 @@ class FoldConfig:
 class StoreConfig:
     """The on-disk feature store: compact, memory-mappable, addressed by a key of its inputs."""
 
-    cache_dir: str = "outputs/cache"
+    cache_dir: str = ""  # empty: <output_dir>/cache
     shard_size: int = 64
     float16: bool = True
     workers: int = 0  # 0: all cores
@@ -372,90 +376,281 @@ class Config:
         payload = json.dumps({s: d[s] for s in sections}, sort_keys=True, default=str)
         return hashlib.sha256(payload.encode()).hexdigest()[:16]
 
+    def __post_init__(self) -> None:
+        if not self.store.cache_dir:  # the default: the features live under output_dir too
+            self.store.cache_dir = str(Path(self.output_dir) / "cache")
+
     def validate(self) -> None:
-        """Check values that types alone cannot; raise ConfigError naming the key."""
-        _check(self.data.source in ("synthetic", "fsdkaggle2018", "folder"), "data.source",
-               f"must be synthetic, fsdkaggle2018 or folder, got {self.data.source!r}")
-        if self.data.source == "fsdkaggle2018":
-            _check(bool(self.data.root), "data.root", "is required for source fsdkaggle2018")
-        if self.data.source == "folder":
-            _check(bool(self.data.audio_dir and self.data.csv), "data.audio_dir/data.csv",
-                   "are both required for source folder")
-        _check(self.audio.sample_rate > 0, "audio.sample_rate", "must be positive")
-        _check(self.audio.max_seconds > self.audio.min_seconds, "audio.max_seconds",
-               "must exceed audio.min_seconds")
-        _check(self.logmel.fmax <= self.logmel.sample_rate / 2, "logmel.fmax",
-               "must not exceed half of logmel.sample_rate")
-        _check(self.logmel.norm_max > self.logmel.norm_min, "logmel.norm_max",
-               "must exceed logmel.norm_min")
-        _check(0 < self.model.bn_momentum < 1, "model.bn_momentum", "must be in (0, 1)")
-        _check(0 < self.model.head_bn_momentum < 1, "model.head_bn_momentum", "must be in (0, 1)")
-        _check(self.summary.tonnetz in ("stft_chroma", "harmonic_cqt"), "summary.tonnetz",
-               f"must be stft_chroma or harmonic_cqt, got {self.summary.tonnetz!r}")
-        _check(self.pca.n_components > 0, "pca.n_components", "must be positive")
-        _check(self.pca.fit_on in ("train_folds", "all"), "pca.fit_on",
-               "must be train_folds or all")
-        _check(self.folds.n_folds >= 2, "folds.n_folds", "must be at least 2")
-        _check(0 <= self.train.fold < self.folds.n_folds or self.folds.use_dataset_folds,
-               "train.fold", f"must be in [0, {self.folds.n_folds}), got {self.train.fold}")
-        _check(self.train.batch_size > 0, "train.batch_size", "must be positive")
-        if self.train.crop_min or self.train.crop_max:
-            _check(0 < self.train.crop_min < self.train.crop_max, "train.crop_min/crop_max",
-                   "need 0 < crop_min < crop_max (or both 0 to derive them)")
-        _check(0 <= self.train.unverified_weight <= 1, "train.unverified_weight",
-               "must be in [0, 1]")
-        for name in ("stage1", "stage2"):
-            st: StageConfig = getattr(self.train, name)
-            _check(st.mixup_alpha >= 0, f"train.{name}.mixup_alpha", "must be >= 0")
-            _check(0 < st.cyclic_lr_min <= st.cyclic_lr_max, f"train.{name}.cyclic_lr_min",
-                   "must be positive and <= cyclic_lr_max")
-        _check(not self.train.val_lengths or min(self.train.val_lengths) > 0,
-               "train.val_lengths", "must hold positive frame counts (or be empty)")
-        _check(self.train.val_n_lengths >= 1, "train.val_n_lengths", "must be >= 1")
-        _check(self.train.min_steps_per_epoch >= 0, "train.min_steps_per_epoch", "must be >= 0")
-        _check(self.model.backbone in ("mobilenetv2", "cnn"), "model.backbone",
-               f"must be mobilenetv2 or cnn, got {self.model.backbone!r}")
-        _check(bool(self.model.cnn_channels) and min(self.model.cnn_channels) > 0,
-               "model.cnn_channels", "must be a non-empty list of positive channel counts")
-        _check(self.model.precision in ("float32", "mixed_bfloat16"), "model.precision",
-               f"must be float32 or mixed_bfloat16, got {self.model.precision!r}")
-        _check(self.train.fold_workers >= 1, "train.fold_workers", "must be >= 1")
-        _check(self.model.cnn_convs >= 1, "model.cnn_convs", "must be >= 1")
-        _check(1 <= self.model.cnn_stem_pool <= 8, "model.cnn_stem_pool", "must be in [1, 8]")
-        _check(0 <= self.model.dropout < 1, "model.dropout", "must be in [0, 1)")
-        _check(self.model.backbone == "mobilenetv2" or self.model.backbone_weights.lower()
-               in ("", "none"), "model.backbone_weights",
-               "applies to the mobilenetv2 backbone only (the cnn trains from scratch)")
-        for key in ("freq_masks", "freq_mask_max", "time_masks"):
-            _check(getattr(self.train, key) >= 0, f"train.{key}", "must be >= 0")
-        _check(0 <= self.train.time_mask_max <= 1, "train.time_mask_max", "must be in [0, 1]")
-        b = self.baseline
-        models, scalers = BASELINE_MODELS, BASELINE_SCALERS
-        bad = [m for m in b.models if m not in models]
-        _check(not bad, "baseline.models", f"may hold {', '.join(models)}; got {bad}")
-        bad = [m for m in b.vote_members if m not in models or m == "vote"]
-        _check(not bad and (bool(b.vote_members) or "vote" not in b.models),
-               "baseline.vote_members", f"must be a non-empty list of "
-               f"{', '.join(m for m in models if m != 'vote')}; got {b.vote_members}")
-        for key in ("logreg_scaler", "vote_scaler"):
-            _check(getattr(b, key) in scalers, f"baseline.{key}",
-                   f"must be {' or '.join(scalers)}, got {getattr(b, key)!r}")
-        _check(b.logreg_c > 0, "baseline.logreg_c", "must be positive")
-        _check(b.svc_c > 0, "baseline.svc_c", "must be positive")
-        _check(b.extratrees_n_estimators >= 1, "baseline.extratrees_n_estimators", "must be >= 1")
-        _check(0 <= self.baseline.hgb_validation_fraction < 1, "baseline.hgb_validation_fraction",
-               "must be in [0, 1)")
-        _check(self.ensemble.blend_steps >= 1, "ensemble.blend_steps", "must be >= 1")
-        _check(self.ensemble.top_k >= 1, "ensemble.top_k", "must be >= 1")
-        _check(self.ensemble.tta_crops >= 1, "ensemble.tta_crops", "must be >= 1")
-        _check(self.sweep.crop_min_high < self.sweep.crop_max_high, "sweep.crop_min_high",
-               "must be below sweep.crop_max_high so min < max is reachable")
-        _check(self.sweep.pruner in ("median", "none"), "sweep.pruner", "must be median or none")
+        """Check every field against its declared rule (:data:`RULES`), then the few rules
+        that tie fields together (:data:`CROSS_CHECKS`); raise ConfigError naming the key."""
+        _check_rules(self, "")
+        for ok, key, message in CROSS_CHECKS:
+            _check(bool(ok(self)), key, message(self) if callable(message) else message)
+
+
+# --- what every field may hold ---------------------------------------------------------------
+
+# A YAML value or an error message quotes at most this much of a value.
+MAX_SHOWN = 40
+MAX_TEXT = 4096  # paths, URLs, column names
+MAX_CONFIG_BYTES = 1 << 20
+# Nodes a config may hold once its aliases are expanded: the recipe's whole config is ~200.
+MAX_CONFIG_NODES = 20_000
+SEED = 2**32 - 1
+RESAMPLE_TYPES = ("soxr_vhq", "soxr_hq", "soxr_mq", "soxr_lq", "soxr_qq", "kaiser_best",
+                  "kaiser_fast", "fft", "scipy", "polyphase", "linear", "zero_order_hold",
+                  "sinc_best", "sinc_medium", "sinc_fastest")
+_PLAIN_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,99}")
+
+
+@dataclass(frozen=True)
+class Range:
+    """A finite number in [lo, hi] (an open end excludes it); for a list, each item, and the
+    list holds ``min_len`` to ``max_len`` items."""
+
+    lo: float
+    hi: float
+    lo_open: bool = False
+    hi_open: bool = False
+    min_len: int = 0
+    max_len: int = 64
+
+    def ok(self, value: Any) -> bool:
+        if isinstance(value, list):
+            return self.min_len <= len(value) <= self.max_len and all(map(self._one, value))
+        return self._one(value)
+
+    def _one(self, v: Any) -> bool:
+        if isinstance(v, bool) or not isinstance(v, (int, float)) or not math.isfinite(v):
+            return False
+        return ((self.lo < v if self.lo_open else self.lo <= v)
+                and (v < self.hi if self.hi_open else v <= self.hi))
+
+    def __str__(self) -> str:
+        text = (f"{'(' if self.lo_open else '['}{self.lo:g}, {self.hi:g}"
+                f"{')' if self.hi_open else ']'}")
+        if self.max_len != 64 or self.min_len:
+            return f"a list of {self.min_len} to {self.max_len} values in {text}"
+        return f"in {text}"
+
+
+@dataclass(frozen=True)
+class Choice:
+    """One of ``values``; for a list, each item (an empty list allowed unless ``min_len``)."""
+
+    values: tuple[str, ...]
+    min_len: int = 0
+
+    def ok(self, value: Any) -> bool:
+        if isinstance(value, list):
+            return len(value) >= self.min_len and all(v in self.values for v in value)
+        return value in self.values
+
+    def __str__(self) -> str:
+        values = [str(v) for v in self.values]
+        text = " or ".join(values) if len(values) == 2 else f"one of {', '.join(values)}"
+        return f"a list of {text}" if self.min_len else text
+
+
+@dataclass(frozen=True)
+class Text:
+    """Any text of at most ``max_len`` characters, without NUL (paths, URLs, column names)."""
+
+    max_len: int = MAX_TEXT
+    min_len: int = 0
+
+    def ok(self, value: Any) -> bool:
+        return (isinstance(value, str) and self.min_len <= len(value) <= self.max_len
+                and "\x00" not in value)
+
+    def __str__(self) -> str:
+        return f"text of {self.min_len} to {self.max_len} characters"
+
+
+@dataclass(frozen=True)
+class Name:
+    """A plain name: letters, digits, '.', '_', '-', starting with a letter or digit, at most
+    100 characters (no path separator, no '..'); names folders and MLflow objects."""
+
+    empty_ok: bool = False
+
+    def ok(self, value: Any) -> bool:
+        if value == "" and self.empty_ok:
+            return True
+        return (isinstance(value, str) and _PLAIN_NAME.fullmatch(value) is not None
+                and ".." not in value)
+
+    def __str__(self) -> str:
+        return ("a plain name (letters, digits, '.', '_', '-'; no path separator or '..'"
+                f"{'; or empty' if self.empty_ok else ''})")
+
+
+BOOL = Choice((True, False))  # type: ignore[arg-type]
+PROB = Range(0, 1)
+POS = Range(0, 1e9, lo_open=True)
+COUNT = Range(0, 10**9)
+EPOCHS = Range(0, 100_000)
+FRAMES = Range(1, 100_000)
+SEEDS = Range(0, SEED)
+FFT = Range(16, 65536)
+HOP = Range(1, 65536)
+RATE = Range(1000, 384_000)
+LR = Range(0, 10, lo_open=True)
+TEXT = Text()
+
+# Every field's rule, declared once: checked by Config.validate, named in its errors.
+RULES: dict[type, dict[str, Any]] = {
+    DataConfig: dict(
+        source=Choice(("synthetic", "fsdkaggle2018", "folder")), root=TEXT, audio_dir=TEXT,
+        csv=TEXT, file_column=Text(200, 1), label_column=Text(200, 1), fold_column=Text(200),
+        verified_column=Text(200), synthetic_clips_per_class=Range(1, 10_000),
+        synthetic_seed=SEEDS, max_clips=COUNT),
+    AudioConfig: dict(
+        sample_rate=RATE, trim=BOOL, trim_top_db=Range(0, 200, lo_open=True),
+        trim_frame_length=FFT, trim_hop_length=HOP, min_seconds=Range(0, 3600),
+        max_seconds=Range(0, 3600, lo_open=True), resample_type=Choice(RESAMPLE_TYPES)),
+    LogMelConfig: dict(
+        sample_rate=RATE, n_fft=FFT, hop_length=HOP, n_mels=Range(1, 1024),
+        fmin=Range(0, 192_000), fmax=Range(0, 192_000, lo_open=True),
+        power=Range(0, 8, lo_open=True), amin=Range(0, 1, lo_open=True),
+        top_db=Range(0, 1000, lo_open=True), norm_min=Range(-1e4, 1e4),
+        norm_max=Range(-1e4, 1e4)),
+    SummaryConfig: dict(
+        enabled=BOOL, n_fft=FFT, hop_length=HOP, n_mels=Range(1, 1024), n_mfcc=Range(1, 1024),
+        peak_window=Range(1, 10**7), tonnetz=Choice(("stft_chroma", "harmonic_cqt"))),
+    PCAConfig: dict(n_components=Range(0, 100_000, lo_open=True),
+                    fit_on=Choice(("train_folds", "all")), whiten=BOOL),
+    FoldConfig: dict(n_folds=Range(2, 100), seed=SEEDS, use_dataset_folds=BOOL,
+                     group_column=Text(200)),
+    StoreConfig: dict(cache_dir=Text(MAX_TEXT, 1), shard_size=Range(1, 100_000),
+                      float16=BOOL, workers=Range(0, 1024), log_to_mlflow=BOOL),
+    ModelConfig: dict(
+        backbone=Choice(("mobilenetv2", "cnn")), cnn_channels=Range(1, 4096, min_len=1,
+                                                                     max_len=12),
+        cnn_convs=Range(1, 8), cnn_stem_pool=Range(1, 8), dropout=Range(0, 1, hi_open=True),
+        mel_first=BOOL,
+        width=Range(0, 4, lo_open=True), backbone_weights=TEXT, conv1_filters=Range(1, 4096),
+        conv2_filters=Range(1, 4096), dense1=Range(1, 65536), dense2=Range(1, 65536),
+        bn_momentum=Range(0, 1, True, True), head_bn_momentum=Range(0, 1, True, True),
+        precision=Choice(("float32", "mixed_bfloat16"))),
+    StageConfig: dict(
+        mixup_alpha=Range(0, 100), cyclic_epochs=EPOCHS, cyclic_lr_min=LR, cyclic_lr_max=LR,
+        plateau_low_lr=LR, plateau_low_epochs=EPOCHS, plateau_high_lr=LR,
+        plateau_high_epochs=EPOCHS, early_stopping_patience=EPOCHS, reduce_lr_patience=EPOCHS,
+        reduce_lr_factor=Range(0, 1, True, True)),
+    TrainConfig: dict(
+        fold=Range(0, 99), seed=SEEDS, batch_size=Range(1, 65536), crop_min=Range(0, 100_000),
+        crop_max=Range(0, 100_000), crop_bucket=Range(1, 100_000), time_shift=PROB,
+        flip_prob=PROB, erase_prob=PROB, erase_area_min=PROB, erase_area_max=PROB,
+        erase_aspect_min=Range(0, 100, lo_open=True), erase_aspect_max=Range(0, 100, True),
+        freq_masks=Range(0, 64), freq_mask_max=Range(0, 1024), time_masks=Range(0, 64),
+        time_mask_max=PROB, class_weights=BOOL, unverified_weight=PROB,
+        val_lengths=Range(1, 100_000, max_len=64), val_n_lengths=Range(1, 64),
+        steps_per_epoch=Range(0, 10**7), keep_better_stage=BOOL,
+        min_steps_per_epoch=Range(0, 10**7), fold_workers=Range(1, 64)),
+    BaselineConfig: dict(
+        models=Choice(BASELINE_MODELS), logreg_c=POS, logreg_max_iter=Range(1, 10**7),
+        logreg_scaler=Choice(BASELINE_SCALERS), svc_c=POS,
+        extratrees_n_estimators=Range(1, 100_000),
+        vote_members=Choice(tuple(m for m in BASELINE_MODELS if m != "vote")),
+        vote_scaler=Choice(BASELINE_SCALERS), hgb_max_iter=Range(1, 100_000),
+        hgb_learning_rate=Range(0, 10, lo_open=True), hgb_max_leaf_nodes=Range(2, 100_000),
+        hgb_l2=Range(0, 1e9), hgb_validation_fraction=Range(0, 1, hi_open=True), seed=SEEDS),
+    EnsembleConfig: dict(
+        # what a served request may ask for (fsd.serving.requests' MAX_FRAMES, MAX_TTA_*)
+        tta_lengths=Range(1, 4000, max_len=16), tta_n_lengths=Range(1, 16),
+        tta_crops=Range(1, 32), seed=SEEDS, top_k=Range(1, 1000), batch_size=Range(1, 65536),
+        blend=BOOL, blend_steps=Range(1, 10_000), model_name=Name(), alias=Name(),
+        max_request_clips=Range(1, 10_000), max_clip_bytes=Range(1, 2**31),
+        max_request_frames=Range(1, 10**10)),
+    SweepConfig: dict(
+        study_name=Name(empty_ok=True), storage=TEXT, n_trials=Range(1, 100_000),
+        timeout=Range(0, 1e9), folds=Range(0, 99, min_len=1, max_len=100),
+        alpha1_min=Range(0, 100), alpha1_max=Range(0, 100), alpha2_min=Range(0, 100),
+        alpha2_max=Range(0, 100), crop_min_low=FRAMES, crop_min_high=FRAMES,
+        crop_max_low=FRAMES, crop_max_high=FRAMES, cyclic_epochs=EPOCHS,
+        plateau_low_epochs=EPOCHS, plateau_high_epochs=EPOCHS,
+        pruner=Choice(("median", "none")), pruner_startup_trials=Range(0, 100_000),
+        pruner_warmup_steps=Range(-1, 100_000), seed=SEEDS),
+    TrackingConfig: dict(experiment=Text(500), run_name=Text(500)),
+    Config: dict(name=Name(), output_dir=Text(MAX_TEXT, 1)),
+}
+
+
+def _crops(c: Config) -> bool:
+    return not (c.train.crop_min or c.train.crop_max) or 0 < c.train.crop_min < c.train.crop_max
+
+
+# Rules that tie fields together: (holds, key, what it needs).
+CROSS_CHECKS: list[tuple[Callable[[Config], bool], str, Any]] = [
+    (lambda c: c.data.source != "fsdkaggle2018" or bool(c.data.root), "data.root",
+     "is required for source fsdkaggle2018"),
+    (lambda c: c.data.source != "folder" or bool(c.data.audio_dir and c.data.csv),
+     "data.audio_dir/data.csv", "are both required for source folder"),
+    (lambda c: c.audio.max_seconds > c.audio.min_seconds, "audio.max_seconds",
+     "must exceed audio.min_seconds"),
+    (lambda c: c.logmel.fmin < c.logmel.fmax <= c.logmel.sample_rate / 2, "logmel.fmax",
+     "must exceed logmel.fmin and not exceed half of logmel.sample_rate"),
+    (lambda c: c.logmel.norm_max > c.logmel.norm_min, "logmel.norm_max",
+     "must exceed logmel.norm_min"),
+    (lambda c: c.summary.n_mfcc <= c.summary.n_mels, "summary.n_mfcc",
+     "must not exceed summary.n_mels"),
+    (lambda c: c.pca.n_components < 1 or float(c.pca.n_components).is_integer(),
+     "pca.n_components", "must be a fraction in (0, 1) or a whole number of components"),
+    (lambda c: c.train.fold < c.folds.n_folds or c.folds.use_dataset_folds, "train.fold",
+     lambda c: f"must be in [0, {c.folds.n_folds}) (folds.n_folds), got {c.train.fold}"),
+    (_crops, "train.crop_min/crop_max", "need 0 < crop_min < crop_max (or both 0 to derive "
+     "them)"),
+    (lambda c: c.train.erase_area_min <= c.train.erase_area_max, "train.erase_area_min",
+     "must not exceed train.erase_area_max"),
+    (lambda c: c.train.erase_aspect_min <= c.train.erase_aspect_max, "train.erase_aspect_min",
+     "must not exceed train.erase_aspect_max"),
+    (lambda c: all(s.cyclic_lr_min <= s.cyclic_lr_max for s in (c.train.stage1, c.train.stage2)),
+     "train.stage1/stage2.cyclic_lr_min", "must not exceed cyclic_lr_max"),
+    (lambda c: c.model.backbone == "mobilenetv2" or c.model.backbone_weights.lower()
+     in ("", "none"), "model.backbone_weights",
+     "applies to the mobilenetv2 backbone only (the cnn trains from scratch)"),
+    (lambda c: bool(c.baseline.vote_members) or "vote" not in c.baseline.models,
+     "baseline.vote_members", "must not be empty when baseline.models holds vote"),
+    (lambda c: c.sweep.crop_min_high < c.sweep.crop_max_high, "sweep.crop_min_high",
+     "must be below sweep.crop_max_high so min < max is reachable"),
+    (lambda c: c.sweep.crop_min_low <= c.sweep.crop_min_high, "sweep.crop_min_low",
+     "must not exceed sweep.crop_min_high"),
+    (lambda c: c.sweep.crop_max_low <= c.sweep.crop_max_high, "sweep.crop_max_low",
+     "must not exceed sweep.crop_max_high"),
+    (lambda c: c.sweep.alpha1_min <= c.sweep.alpha1_max, "sweep.alpha1_min",
+     "must not exceed sweep.alpha1_max"),
+    (lambda c: c.sweep.alpha2_min <= c.sweep.alpha2_max, "sweep.alpha2_min",
+     "must not exceed sweep.alpha2_max"),
+]
+
+
+def _check_rules(obj: Any, prefix: str) -> None:
+    rules = RULES[type(obj)]
+    for f in dataclasses.fields(obj):
+        value = getattr(obj, f.name)
+        if dataclasses.is_dataclass(value):
+            _check_rules(value, f"{prefix}{f.name}.")
+            continue
+        rule = rules[f.name]
+        if not rule.ok(value):
+            raise ConfigError(f"{prefix}{f.name} must be {rule}, got {_show(value)}")
 
 
 def _check(ok: bool, key: str, message: str) -> None:
     if not ok:
         raise ConfigError(f"{key} {message}")
+
+
+def _show(value: Any, limit: int = MAX_SHOWN) -> str:
+    """A value for an error message: its repr, cut to ``limit`` characters."""
+    try:
+        r = reprlib.Repr()
+        r.maxlevel, r.maxlist, r.maxdict, r.maxstring, r.maxother = 2, 4, 4, limit, limit
+        text = r.repr(value)
+    except Exception:  # a value whose repr fails is named by its type
+        text = f"a {type(value).__name__}"
+    return text if len(text) <= limit else text[:limit - 3] + "..."
 
 
 def flatten(d: dict[str, Any], prefix: str = "") -> dict[str, Any]:
@@ -482,16 +677,18 @@ def _coerce(value: Any, tp: Any, key: str) -> Any:
         if isinstance(value, str):
             text = value.strip()
             if text.startswith("["):
-                value = yaml.safe_load(text)
+                value = safe_yaml(text, key)
             else:
                 value = [v for v in text.split(",") if v.strip()]
         if not isinstance(value, (list, tuple)):
-            raise ConfigError(f"{key} expects a list, got {value!r}")
+            raise ConfigError(f"{key} expects a list, got {_show(value)}")
         return [_coerce(v, item, key) for v in value]
     try:
         if tp is bool:
             if isinstance(value, bool):
                 return value
+            if not isinstance(value, (str, int, float)):
+                raise ValueError(value)
             text = str(value).strip().lower()
             if text in ("true", "1", "yes", "on"):
                 return True
@@ -499,22 +696,24 @@ def _coerce(value: Any, tp: Any, key: str) -> Any:
                 return False
             raise ValueError(value)
         if tp is int:
-            if isinstance(value, float) and not value.is_integer():
-                raise ValueError(value)
-            if isinstance(value, bool):
+            if isinstance(value, bool) or not isinstance(value, (str, int, float)):
                 raise ValueError(value)
             number = float(value) if isinstance(value, str) else value
-            if isinstance(number, float) and not number.is_integer():
+            if isinstance(number, float) and not (math.isfinite(number) and number.is_integer()):
                 raise ValueError(value)
             return int(number)
         if tp is float:
-            if isinstance(value, bool):
+            if isinstance(value, bool) or not isinstance(value, (str, int, float)):
                 raise ValueError(value)
             return float(value)
         if tp is str:
-            return "" if value is None else str(value)
-    except (TypeError, ValueError):
-        raise ConfigError(f"{key} expects {tp.__name__}, got {value!r}") from None
+            if value is None:
+                return ""
+            if isinstance(value, (list, tuple, dict, set, bytes)):  # `name: [1, 2]`
+                raise ValueError(value)
+            return str(value)
+    except (TypeError, ValueError, OverflowError):
+        raise ConfigError(f"{key} expects {tp.__name__}, got {_show(value)}") from None
     return value
 
 
@@ -522,7 +721,7 @@ def _apply(obj: Any, updates: dict[str, Any], prefix: str = "") -> None:
     hints = typing.get_type_hints(type(obj))
     valid = [f.name for f in dataclasses.fields(obj)]
     for k, v in updates.items():
-        key = f"{prefix}{k}"
+        key = f"{prefix}{_show(k, 60) if not isinstance(k, str) or len(k) > 60 else k}"
         if k not in valid:
             raise ConfigError(
                 f"unknown config key {key!r}; valid keys{' under ' + prefix[:-1] if prefix else ''}"
@@ -531,7 +730,7 @@ def _apply(obj: Any, updates: dict[str, Any], prefix: str = "") -> None:
         current = getattr(obj, k)
         if dataclasses.is_dataclass(current):
             if not isinstance(v, dict):
-                raise ConfigError(f"{key} is a section; give it a mapping, got {v!r}")
+                raise ConfigError(f"{key} is a section; give it a mapping, got {_show(v)}")
             _apply(current, v, key + ".")
         else:
             setattr(obj, k, _coerce(v, hints[k], key))
@@ -545,27 +744,90 @@ def parse_overrides(pairs: list[str] | str | None) -> dict[str, Any]:
         pairs = pairs.split()
     nested: dict[str, Any] = {}
     for pair in pairs:
-        if "=" not in pair:
-            raise ConfigError(f"override {pair!r} is not key=value")
+        if not isinstance(pair, str) or "=" not in pair:
+            raise ConfigError(f"override {_show(pair)} is not key=value")
         key, value = pair.split("=", 1)
         parts = key.strip().split(".")
         if not all(parts):
-            raise ConfigError(f"override {pair!r} has an empty key part")
+            raise ConfigError(f"override {_show(pair)} has an empty key part")
         node = nested
         for part in parts[:-1]:
             node = node.setdefault(part, {})
             if not isinstance(node, dict):
-                raise ConfigError(f"override {pair!r} conflicts with an earlier one")
+                raise ConfigError(f"override {_show(pair)} conflicts with an earlier one")
         node[parts[-1]] = value
     return nested
 
 
 def from_dict(data: dict[str, Any], overrides: list[str] | str | None = None) -> Config:
     config = Config()
+    config.store.cache_dir = ""  # <output_dir>/cache unless set
+    if data is not None and not isinstance(data, dict):
+        raise ConfigError(f"a config must be a mapping, got {_show(data)}")
+    _bounded(data or {}, "the config")
     _apply(config, data or {})
     _apply(config, parse_overrides(overrides))
+    config.__post_init__()
     config.validate()
     return config
+
+
+class _BoundedLoader(yaml.SafeLoader):
+    """PyYAML's SafeLoader; :func:`safe_yaml` counts the composed document's nodes, aliases
+    expanded, before anything is constructed (a billion-laughs config stops at the count)."""
+
+
+def _count_nodes(node: yaml.Node | None, limit: int, what: str) -> None:
+    stack, seen = [node], 0
+    while stack:
+        n = stack.pop()
+        if n is None:
+            continue
+        seen += 1
+        if seen > limit:
+            raise ConfigError(f"{what} holds more than {limit:,} values once its YAML aliases "
+                              "are expanded: refusing it")
+        if isinstance(n, yaml.SequenceNode):
+            stack.extend(n.value)
+        elif isinstance(n, yaml.MappingNode):
+            for k, v in n.value:
+                stack.extend((k, v))
+
+
+def safe_yaml(text: str, what: str, limit: int = MAX_CONFIG_NODES) -> Any:
+    """``yaml.safe_load`` that refuses a document of more than ``limit`` nodes with its
+    aliases expanded, and turns YAML errors into a short ConfigError."""
+    loader = None
+    try:
+        loader = _BoundedLoader(text)
+        node = loader.get_single_node()
+        _count_nodes(node, limit, what)
+        return None if node is None else loader.construct_document(node)
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        where = f" (line {mark.line + 1}, column {mark.column + 1})" if mark else ""
+        problem = str(getattr(exc, "problem", "") or type(exc).__name__)[:80]
+        raise ConfigError(f"{what} is not valid YAML{where}: {problem}") from None
+    except RecursionError:
+        raise ConfigError(f"{what} nests too deeply") from None
+    finally:
+        if loader is not None:
+            loader.dispose()
+
+
+def _bounded(data: Any, what: str, limit: int = MAX_CONFIG_NODES) -> None:
+    """Refuse a value of more than ``limit`` items (shared references counted each time)."""
+    stack, seen = [data], 0
+    while stack:
+        v = stack.pop()
+        seen += 1
+        if seen > limit:
+            raise ConfigError(f"{what} holds more than {limit:,} values: refusing it")
+        if isinstance(v, dict):
+            stack.extend(v.keys())
+            stack.extend(v.values())
+        elif isinstance(v, (list, tuple)):
+            stack.extend(v)
 
 
 def load_config(path: str | Path | None = None, overrides: list[str] | str | None = None) -> Config:
@@ -578,14 +840,20 @@ def load_config(path: str | Path | None = None, overrides: list[str] | str | Non
         p = Path(path)
         if not p.exists() and p.suffix == "" and (Path("experiments") / f"{p}.yaml").exists():
             p = Path("experiments") / f"{p}.yaml"
-        if not p.exists():
-            raise ConfigError(f"config file {str(p)!r} does not exist")
+        if not p.is_file():
+            raise ConfigError(f"config file {_show(str(p), 200)} does not exist")
+        if p.stat().st_size > MAX_CONFIG_BYTES:
+            raise ConfigError(f"config file {_show(str(p), 200)} is larger than "
+                              f"{MAX_CONFIG_BYTES} bytes")
         try:
-            data = yaml.safe_load(p.read_text()) or {}
-        except yaml.YAMLError as exc:
-            raise ConfigError(f"config file {str(p)!r} is not valid YAML: {exc}") from None
+            text = p.read_text()
+        except (OSError, UnicodeDecodeError):
+            raise ConfigError(f"config file {_show(str(p), 200)} is not readable UTF-8 text") \
+                from None
+        data = safe_yaml(text, f"config file {_show(str(p), 200)}") or {}
         if not isinstance(data, dict):
-            raise ConfigError(f"config file {str(p)!r} must hold a mapping at the top level")
+            raise ConfigError(f"config file {_show(str(p), 200)} must hold a mapping at the "
+                              "top level")
         data.setdefault("name", p.stem)
     return from_dict(data, overrides)
 

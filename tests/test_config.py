@@ -1,5 +1,6 @@
 """The one config object: loading, overrides, validation, and the named experiments."""
 
+import re
 from pathlib import Path
 
 import pytest
@@ -108,3 +109,129 @@ def test_section_key_tracks_only_its_sections():
     b = from_dict({}, ["model.width=1.0"])
     assert a.section_key("logmel") == b.section_key("logmel")
     assert a.section_key("model") != b.section_key("model")
+
+
+# --- issue 19, items 2 and 3: config bombs, unchecked values, escaping paths ------------------
+
+
+def _bomb(depth: int = 8, width: int = 10) -> str:
+    lines = [f"l0: &l0 [{', '.join(['lol'] * width)}]"]
+    for d in range(1, depth):
+        lines.append(f"l{d}: &l{d} [{', '.join([f'*l{d - 1}'] * width)}]")
+    return "\n".join(lines) + f"\nfolds:\n  n_folds: *l{depth - 1}\n"
+
+
+def test_a_yaml_alias_bomb_is_refused_quickly_and_briefly(tmp_path):
+    import time
+
+    path = tmp_path / "bomb.yaml"
+    path.write_text(_bomb())
+    assert path.stat().st_size < 1000
+    t0 = time.monotonic()
+    with pytest.raises(ConfigError) as err:
+        load_config(path)
+    assert time.monotonic() - t0 < 2
+    assert "aliases" in str(err.value) and len(str(err.value)) < 300
+    # a self-referencing alias is refused the same way
+    path.write_text("a: &a [*a]\n")
+    with pytest.raises(ConfigError):
+        load_config(path)
+
+
+def test_an_error_quotes_at_most_a_short_prefix_of_a_value():
+    long = "x" * 100_000
+    for data in ({"folds": {"n_folds": [long] * 50}}, {"name": long}, {"train": long},
+                 {long: 1}, {"model": {"width": long}}):
+        with pytest.raises(ConfigError) as err:
+            from_dict(data)
+        assert len(str(err.value)) < 400, str(err.value)[:500]
+
+
+@pytest.mark.parametrize("data, key", [
+    ({"name": [1, 2]}, "name"),
+    ({"data": {"audio_dir": {"a": 1}}}, "data.audio_dir"),
+    ({"ensemble": {"model_name": {"x": [1]}}}, "ensemble.model_name"),
+    ({"train": {"fold": [1]}}, "train.fold"),
+    ({"model": {"width": {"a": 1}}}, "model.width"),
+])
+def test_text_and_number_fields_refuse_other_types(data, key):
+    with pytest.raises(ConfigError, match=rf"^{re.escape(key)} expects"):
+        from_dict(data)
+
+
+@pytest.mark.parametrize("override, key", [
+    ("folds.n_folds=1000", "folds.n_folds"),
+    ("logmel.hop_length=0", "logmel.hop_length"),
+    ("audio.sample_rate=1000000000000", "audio.sample_rate"),
+    ("model.cnn_channels=[1,2", "model.cnn_channels"),
+    ("logmel.n_mels=0", "logmel.n_mels"),
+    ("pca.n_components=inf", "pca.n_components"),
+    ("pca.n_components=nan", "pca.n_components"),
+    ("store.shard_size=0", "store.shard_size"),
+    ("train.erase_prob=2", "train.erase_prob"),
+    ("train.flip_prob=-1", "train.flip_prob"),
+    ("model.width=0", "model.width"),
+    ("model.dense1=-5", "model.dense1"),
+    ("ensemble.tta_lengths=[-5,0]", "ensemble.tta_lengths"),
+    ("ensemble.max_request_clips=-1", "ensemble.max_request_clips"),
+    ("audio.min_seconds=-1", "audio.min_seconds"),
+    ("name=../../escaped", "name"),
+    ("name=a/b", "name"),
+    ("name=..", "name"),
+    ("ensemble.model_name=../x", "ensemble.model_name"),
+    ("sweep.study_name=../../x", "sweep.study_name"),
+    ("train.stage1.reduce_lr_factor=1", "train.stage1.reduce_lr_factor"),
+    ("baseline.models=[logreg,boost]", "baseline.models"),
+])
+def test_every_listed_value_is_a_clean_error_naming_key_and_range(override, key):
+    with pytest.raises(ConfigError) as err:
+        from_dict({}, [override])
+    message = str(err.value)
+    assert message.startswith(key + " "), message
+    assert ("must be" in message or "not valid YAML" in message or "expects" in message), message
+
+
+def test_every_field_has_a_declared_rule_and_the_defaults_pass():
+    import dataclasses
+
+    from fsd.config import RULES
+
+    def walk(obj):
+        for f in dataclasses.fields(obj):
+            value = getattr(obj, f.name)
+            if dataclasses.is_dataclass(value):
+                yield from walk(value)
+            else:
+                yield type(obj), f.name
+    missing = [f"{t.__name__}.{n}" for t, n in walk(Config()) if n not in RULES.get(t, {})]
+    assert not missing
+    Config().validate()
+    from_dict({}).validate()
+
+
+def test_range_errors_name_the_valid_range():
+    with pytest.raises(ConfigError, match=r"folds\.n_folds must be in \[2, 100\], got 1000"):
+        from_dict({}, ["folds.n_folds=1000"])
+    with pytest.raises(ConfigError, match=r"train\.erase_prob must be in \[0, 1\], got 2"):
+        from_dict({}, ["train.erase_prob=2"])
+
+
+def test_outputs_live_under_output_dir_features_cache_included(tmp_path):
+    cfg = from_dict({"output_dir": str(tmp_path / "out"), "name": "x"})
+    assert Path(cfg.store.cache_dir) == tmp_path / "out" / "cache"
+    assert cfg.experiment_dir == tmp_path / "out" / "x"
+    # an explicit cache folder is kept (several runs may share one)
+    cfg = from_dict({"output_dir": str(tmp_path / "out")}, [f"store.cache_dir={tmp_path}/c"])
+    assert cfg.store.cache_dir == f"{tmp_path}/c"
+
+
+def test_a_bad_override_is_a_clean_cli_error(tmp_path):
+    import subprocess
+    import sys
+
+    out = subprocess.run([sys.executable, "-m", "fsd", "featurize", "--config",
+                          str(REPO / "experiments" / "demo.yaml"), "model.cnn_channels=[1,2",
+                          f"output_dir={tmp_path}"],
+                         cwd=tmp_path, capture_output=True, text=True, timeout=120)
+    assert out.returncode == 2, out.stderr[-2000:]
+    assert "Traceback" not in out.stderr and "model.cnn_channels" in out.stderr

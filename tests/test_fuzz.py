@@ -168,3 +168,118 @@ def test_the_csv_reader_never_reaches_outside_the_audio_folder(folder, rows, hea
     for r in ds.rejects:
         assert str(folder / "out") not in r.reason and "/etc/" not in r.reason
     assert "link.wav" not in set(ds.train["fname"])
+
+
+# --- issue 19: the config loader, the download's file list, malformed CSV rows --------------
+
+yaml_scalars = st.one_of(st.none(), st.booleans(), st.integers(-2**70, 2**70),
+                         st.floats(allow_nan=True, allow_infinity=True), st.text(max_size=30))
+config_keys = st.sampled_from(["name", "output_dir", "data", "audio", "folds", "model", "train",
+                               "ensemble", "store", "logmel", "pca", "bogus"])
+field_keys = st.sampled_from(["n_folds", "sample_rate", "hop_length", "n_mels", "width",
+                              "cnn_channels", "audio_dir", "tta_lengths", "fold", "shard_size",
+                              "n_components", "cache_dir", "source", "x"])
+
+
+@SETTINGS
+@given(st.dictionaries(config_keys, st.one_of(
+    yaml_scalars, st.lists(yaml_scalars, max_size=4),
+    st.dictionaries(field_keys, st.one_of(yaml_scalars, st.lists(yaml_scalars, max_size=4)),
+                    max_size=4)), max_size=5))
+def test_the_config_loader_loads_or_refuses_briefly(data):
+    from fsd.config import ConfigError, from_dict
+
+    try:
+        cfg = from_dict(data)
+    except ConfigError as exc:
+        assert len(str(exc)) < 600
+        return
+    assert "/" not in cfg.name and ".." not in cfg.name
+
+
+@SETTINGS
+@given(st.text(max_size=300), st.integers(1, 6), st.integers(1, 6))
+def test_random_yaml_and_alias_bombs_are_refused_briefly(text, depth, width):
+    import yaml
+
+    from fsd.config import ConfigError, safe_yaml
+
+    bomb = "\n".join([f"a0: &a0 [{', '.join(['x'] * width)}]"] + [
+        f"a{d}: &a{d} [{', '.join([f'*a{d - 1}'] * width)}]" for d in range(1, depth)])
+    for doc in (text, bomb):
+        try:
+            safe_yaml(doc, "fuzz", limit=2000)
+        except ConfigError as exc:
+            assert len(str(exc)) < 300
+        except yaml.YAMLError:  # pragma: no cover - must not escape
+            raise AssertionError("a YAMLError escaped")
+    if width ** depth > 4000:
+        with pytest.raises(ConfigError):
+            safe_yaml(bomb, "fuzz", limit=2000)
+
+
+entry_values = st.one_of(json_values, st.sampled_from([
+    "file:///etc/passwd", "https://x/y.zip", "/relative", "ftp://h/x", 12, -1, "abc"]))
+
+
+@SETTINGS
+@given(st.one_of(json_values, st.dictionaries(
+    st.sampled_from(["entries", "files", "hits"]),
+    st.lists(st.one_of(entry_values, st.dictionaries(
+        st.sampled_from(["key", "filename", "size", "checksum", "links"]),
+        st.one_of(entry_values, st.dictionaries(st.sampled_from(["content", "self", "x"]),
+                                                entry_values, max_size=2)), max_size=5)),
+        max_size=4), max_size=2)))
+def test_the_download_file_list_parses_or_refuses(listing):
+    from unittest import mock
+
+    from fsd.data import download
+
+    class _Resp:
+        def __init__(self, body):
+            self.body = body
+
+        def read(self, n=-1):
+            return self.body
+
+        def __enter__(self):
+            return self
+
+        def __exit__(self, *exc):
+            return False
+
+    body = json.dumps(listing).encode()
+    with mock.patch.object(download, "_open", lambda url, **kw: _Resp(body)):
+        try:
+            files = download.record_files("1", "https://example.org")
+        except download.DownloadError as exc:
+            assert len(str(exc)) < 600
+            return
+    for rf in files.values():
+        assert rf.url.startswith("https://")
+        assert rf.size is None or (isinstance(rf.size, int) and rf.size >= 0)
+
+
+raw_lines = st.lists(st.one_of(
+    st.binary(max_size=30),
+    st.sampled_from([b"a.wav,A", b"b.wav,B,extra", b'a.wav,"A', b"b.wav,\xff\xfe", b"\x00,A",
+                     b'"sub/c.wav",C', b"../out/x.wav,A", b"link.wav,A"])), max_size=8)
+
+
+@SETTINGS
+@given(raw_lines)
+def test_malformed_csv_rows_become_rejects_not_errors(folder, lines):
+    from fsd.data.dataset import DatasetError
+    from fsd.data.folder_csv import load_folder
+
+    csv_path = folder / "raw.csv"
+    csv_path.write_bytes(b"fname,label\n" + b"\n".join(lines) + b"\n")
+    try:
+        ds = load_folder(folder / "audio", csv_path, verified_column="")
+    except DatasetError as exc:
+        assert "no usable train clip" in str(exc)  # every row bad: the only error left
+        return
+    base = os.path.realpath(folder / "audio")
+    for path in ds.train["path"]:
+        assert os.path.realpath(path).startswith(base + os.sep)
+    assert "link.wav" not in set(ds.train["fname"])

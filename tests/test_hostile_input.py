@@ -378,3 +378,132 @@ def test_store_float16_is_part_of_the_store_key(tmp_path):
     assert not full.reused and full.store.key != half.store.key
     assert full.store.meta["logmel_dtype"] == "float32"
     assert store_key(cfg, "f") != store_key(from_dict({}), "f")
+
+
+# === issue 19, round 2 =======================================================================
+# --- 6. dataset loading: malformed rows, the check-then-open race, reasons -------------------
+
+
+def test_a_malformed_csv_row_is_a_reject_with_its_line_not_an_abort(tmp_path):
+    audio = tmp_path / "audio"
+    for name in ("a.wav", "b.wav", "c.wav", "d.wav", "e.wav"):
+        write_clip(audio / name)
+    csv = tmp_path / "meta.csv"
+    csv.write_bytes(b"fname,label\n"
+                    b"a.wav,Hum\n"                     # line 2: fine
+                    b"b.wav,Hum,extra\n"               # line 3: an extra field
+                    b"c.wav,\"Hum\n"                   # line 4: an unclosed quote
+                    b"d.wav,Hu\xffm\n"                 # line 5: not UTF-8
+                    b"e.wav,Buzz\n")                   # line 6: fine
+    ds = load_dataset(folder_cfg(audio, csv))
+    assert ds.train["fname"].tolist() == ["a.wav", "e.wav"]
+    reasons = {r.fname: r.reason for r in ds.rejects}
+    assert "meta.csv line 3" in reasons["meta.csv:3"] and "3 fields" in reasons["meta.csv:3"]
+    assert "unclosed quote" in reasons["meta.csv:4"]
+    assert "not UTF-8" in reasons["meta.csv:5"]
+    # the files of the malformed rows are not listed by any row either
+    assert {"b.wav", "c.wav", "d.wav"} <= set(reasons)
+
+
+def test_featurize_runs_through_a_malformed_row(tmp_path):
+    audio = tmp_path / "audio"
+    for i in range(6):
+        write_clip(audio / f"c{i}.wav", seconds=0.4, freq=300 + 200 * (i % 2))
+    csv = tmp_path / "meta.csv"
+    csv.write_bytes(b"fname,label\n" + b"".join(
+        f"c{i}.wav,{'AB'[i % 2]}\n".encode() for i in range(6)) + b"x.wav,\"A,\xff\n")
+    out = subprocess.run(
+        [sys.executable, "-m", "fsd", "featurize", "--config", "experiments/demo.yaml",
+         "data.source=folder", f"data.audio_dir={audio}", f"data.csv={csv}",
+         "data.verified_column=", f"output_dir={tmp_path}/out", "folds.n_folds=2",
+         "pca.n_components=2", "store.workers=1", "summary.enabled=false"],
+        cwd=Path(__file__).resolve().parents[1], capture_output=True, text=True, timeout=600,
+        env={**os.environ, "MLFLOW_TRACKING_URI": f"sqlite:///{tmp_path}/mlflow.db"})
+    assert out.returncode == 0, out.stderr[-3000:]
+    assert "Traceback" not in out.stderr
+
+
+def _listed(tmp_path):
+    audio, outside = tmp_path / "audio", tmp_path / "outside"
+    write_clip(audio / "ok.wav", freq=440)
+    write_clip(audio / "sub" / "inner.wav", freq=440)
+    write_clip(outside / "secret.wav", seconds=0.5, freq=1234)
+    write_clip(outside / "inner.wav", seconds=0.5, freq=1234)
+    csv = tmp_path / "meta.csv"
+    csv.write_text("fname,label\nok.wav,Hum\nsub/inner.wav,Hum\n")
+    cfg = folder_cfg(audio, csv)
+    return cfg, load_dataset(cfg), audio, outside
+
+
+def test_a_clip_swapped_for_a_link_after_listing_is_not_read(tmp_path):
+    from fsd.features.featurize import extract_one
+
+    cfg, ds, audio, outside = _listed(tmp_path)
+    paths = dict(zip(ds.train["fname"], ds.train["path"]))
+    # between listing and decoding, the checked file becomes a link to a file outside
+    os.unlink(audio / "ok.wav")
+    os.symlink(outside / "secret.wav", audio / "ok.wav")
+    result = extract_one("ok.wav", paths["ok.wav"], cfg)
+    assert not result.ok and "link" in result.reason, result.reason
+    # ... and a folder above a checked clip becomes a link to a folder outside
+    os.rename(audio / "sub", tmp_path / "sub-moved")
+    os.symlink(outside, audio / "sub")
+    result = extract_one("sub/inner.wav", paths["sub/inner.wav"], cfg)
+    assert not result.ok and "link" in result.reason, result.reason
+
+
+def test_listed_paths_are_resolved_once(tmp_path):
+    audio = tmp_path / "audio"
+    write_clip(audio / "real.wav")
+    os.symlink(audio / "real.wav", audio / "alias.wav")  # a link inside: allowed, resolved
+    csv = tmp_path / "meta.csv"
+    csv.write_text("fname,label\nreal.wav,Hum\nalias.wav,Hum\n")
+    ds = load_dataset(folder_cfg(audio, csv))
+    assert set(ds.train["path"]) == {os.path.realpath(audio / "real.wav")}
+
+
+def test_rejects_name_the_csv_line_and_the_real_reason(tmp_path):
+    from test_datasets import make_fsd
+
+    root = make_fsd(tmp_path / "fsd")
+    test_dir = root / "FSDKaggle2018.audio_test"
+    write_clip(test_dir / "t_ok.wav")
+    secret = write_clip(tmp_path / "secret.wav")
+    os.symlink(secret, test_dir / "t_out.wav")
+    os.symlink("/dev/zero", test_dir / "t_zero.wav")
+    os.symlink(tmp_path / "nothing.wav", test_dir / "t_gone.wav")
+    train_dir = root / "FSDKaggle2018.audio_train"
+    os.symlink("/dev/zero", train_dir / "a_zero.wav")
+    os.symlink(tmp_path / "nothing.wav", train_dir / "a_gone.wav")
+    (train_dir / "a_dir.wav").mkdir()
+    meta = root / "FSDKaggle2018.meta"
+    with open(meta / "train_post_competition.csv", "a") as f:
+        f.write("a_zero.wav,Bark,1,1,x\na_gone.wav,Bark,1,1,x\na_dir.wav,Bark,1,1,x\n")
+    n_train = len((meta / "train_post_competition.csv").read_text().splitlines())
+    (meta / "test_post_competition_scoring_clips.csv").write_text(
+        "fname,label,usage\nt_ok.wav,Bark,Public\nt_out.wav,Bark,Public\n/etc/hostname,Bark,"
+        "Public\nt_zero.wav,Bark,Public\nt_gone.wav,Bark,Public\n")
+    ds = load_dataset(from_dict({"data": {"source": "fsdkaggle2018", "root": str(root)}}))
+    assert set(ds.test["fname"]) == {"t_ok.wav"}
+    r = {x.fname: x.reason for x in ds.rejects}
+    csv = "test_post_competition_scoring_clips.csv"
+    assert f"{csv} line 3" in r["t_out.wav"] and "leads outside" in r["t_out.wav"]
+    assert f"{csv} line 4" in r["/etc/hostname"] and "inside the audio folder" in r["/etc/hostname"]
+    assert f"{csv} line 5" in r["t_zero.wav"] and "leads outside" in r["t_zero.wav"]
+    assert f"{csv} line 6" in r["t_gone.wav"] and "link to nothing" in r["t_gone.wav"]
+    csv = "train_post_competition.csv"
+    assert f"{csv} line {n_train - 2}" in r["a_zero.wav"] and "leads outside" in r["a_zero.wav"]
+    assert f"{csv} line {n_train - 1}" in r["a_gone.wav"] and "link to nothing" in r["a_gone.wav"]
+    assert f"{csv} line {n_train}" in r["a_dir.wav"] and "not a regular file" in r["a_dir.wav"]
+    for reason in r.values():
+        assert "but no such file" not in reason and str(tmp_path) not in reason
+
+
+# --- 8. the batch promise is the tolerance the serving tests check -----------------------------
+
+
+def test_the_readme_states_the_batch_tolerance_it_is_tested_against():
+    text = " ".join((Path(__file__).resolve().parents[1] / "README.md").read_text().split())
+    assert "bit-for-bit the same answer alone or in any batch" not in text
+    assert "alone or in any batch; its probabilities agree to float32 rounding, within 1e-6" \
+        in text  # tests/test_serve_front.py checks 1e-6 on a served model

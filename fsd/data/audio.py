@@ -6,9 +6,11 @@ callers record it as a rejection (featurize) or a 4xx answer (serving) instead o
 
 from __future__ import annotations
 
+import errno
 import io
 import os
 import re
+import stat
 from pathlib import Path
 
 import numpy as np
@@ -30,34 +32,80 @@ MAX_FLOAT_PEAK = 16.0
 AudioSource = str | Path | bytes
 
 
+# What one clip may decode to, all channels together: max_seconds x this many samples per
+# second (192 kHz stereo, or 48 kHz in 8 channels). A small compressed file (a FLAC of 59 s,
+# 8 channels at 655 kHz is 576 KB) cannot make the decoder allocate gigabytes: its header
+# declares frames x channels, and a clip over the bound is refused before any sample is read.
+MAX_SAMPLES_PER_SECOND = 384_000
+
+
+def open_checked(path: str | os.PathLike) -> io.BufferedReader:
+    """Open a listed clip without following links, and check that what was opened is what was
+    checked: a regular file whose real path is ``path`` itself.
+
+    Datasets resolve each clip once when the folder is listed (``fsd.data.dataset``) and keep
+    that resolved path (a caller with its own path passes ``os.path.realpath`` of it); a file
+    swapped for a link afterwards (the last component: ``O_NOFOLLOW``
+    refuses it; a folder above it: the opened file's real path differs) is refused here
+    instead of read."""
+    path = os.path.abspath(path)
+    flags = os.O_RDONLY | getattr(os, "O_NOFOLLOW", 0) | getattr(os, "O_CLOEXEC", 0) \
+        | getattr(os, "O_NONBLOCK", 0)
+    try:
+        fd = os.open(path, flags)
+    except FileNotFoundError:
+        raise AudioError(f"file not found: {Path(path).name}") from None
+    except OSError as exc:
+        if exc.errno == errno.ELOOP:
+            raise AudioError("the file became a link after the folder was listed: not read") \
+                from None
+        raise AudioError(f"cannot open the file ({exc.strerror})") from None
+    try:
+        st = os.fstat(fd)
+        if not stat.S_ISREG(st.st_mode):
+            raise AudioError("not a regular file")
+        real = _fd_path(fd)
+        if real is not None and real != path:
+            raise AudioError("the file's folder became a link after it was listed: not read")
+        os.set_blocking(fd, True)
+        return os.fdopen(fd, "rb")
+    except BaseException:
+        os.close(fd)
+        raise
+
+
+def _fd_path(fd: int) -> str | None:
+    """Where an open file really is (Linux' /proc/self/fd); None where that cannot be read."""
+    try:
+        return os.readlink(f"/proc/self/fd/{fd}")
+    except OSError:
+        return None
+
+
 def decode(source: AudioSource, max_seconds: float | None = None) -> tuple[np.ndarray, int]:
     """Decode WAV/FLAC/OGG (anything libsndfile reads) into float32 of shape (frames, channels).
 
-    With ``max_seconds``, a longer clip is refused from its header before any sample is read,
-    so a huge upload cannot exhaust memory. A truncated file (its header promises more data
-    than it holds) decodes to the frames that are present: libsndfile counts those, not the
-    header's claim.
+    With ``max_seconds``, a longer clip, or one whose frames x channels exceed ``max_seconds x
+    MAX_SAMPLES_PER_SECOND``, is refused from its header before any sample is read, so a small
+    upload cannot exhaust memory. A path is opened with :func:`open_checked`. A truncated file
+    (its header promises more data than it holds) decodes to the frames that are present:
+    libsndfile counts those, not the header's claim.
     """
     if isinstance(source, (bytes, bytearray, memoryview)):
         if len(source) == 0:
             raise AudioError("empty file (0 bytes)")
-        handle: io.BytesIO | str = io.BytesIO(bytes(source))
+        handle: io.IOBase = io.BytesIO(bytes(source))
     else:
-        path = Path(source)
-        if not path.is_file():
-            raise AudioError(f"file not found: {path.name}")
-        if path.stat().st_size == 0:
+        handle = open_checked(source)
+        if os.fstat(handle.fileno()).st_size == 0:
+            handle.close()
             raise AudioError("empty file (0 bytes)")
-        handle = str(path)
     try:
-        with sf.SoundFile(handle) as f:
+        with handle, sf.SoundFile(handle) as f:
             rate = int(f.samplerate)
             if rate <= 0 or f.channels <= 0:
                 raise AudioError(f"invalid header: {rate} Hz, {f.channels} channels")
-            if max_seconds is not None and f.frames / rate > max_seconds:
-                raise AudioError(
-                    f"too long: {f.frames / rate:.1f} s > audio.max_seconds {max_seconds:g} s"
-                )
+            check_size(f.frames, f.channels, rate, max_seconds)
             data = f.read(dtype="float32", always_2d=True)
     except AudioError:
         raise
@@ -66,6 +114,21 @@ def decode(source: AudioSource, max_seconds: float | None = None) -> tuple[np.nd
     except (sf.SoundFileError, RuntimeError, OSError, EOFError, TypeError, ValueError) as exc:
         raise AudioError(f"not decodable audio ({_short(exc)})") from None
     return data, rate
+
+
+def check_size(frames: int, channels: int, rate: int, max_seconds: float | None) -> None:
+    """Refuse, from a header's numbers, a clip longer than ``max_seconds`` or one that would
+    decode to more than ``max_seconds x MAX_SAMPLES_PER_SECOND`` samples (all channels)."""
+    if max_seconds is None:
+        return
+    if frames / rate > max_seconds:
+        raise AudioError(f"too long: {frames / rate:.1f} s > audio.max_seconds {max_seconds:g} s")
+    limit = int(max_seconds * MAX_SAMPLES_PER_SECOND)
+    if frames * channels > limit:
+        raise AudioError(
+            f"too large once decoded: {frames} frames x {channels} channels = "
+            f"{frames * channels:,} samples > {limit:,} (audio.max_seconds x "
+            f"{MAX_SAMPLES_PER_SECOND:,} per second)")
 
 
 def to_mono(data: np.ndarray) -> np.ndarray:
@@ -141,10 +204,10 @@ def truncation(source: AudioSource) -> str | None:
             head = bytes(source[:1 << 16])
             size = len(source)
         else:
-            with open(source, "rb") as f:
+            with open_checked(source) as f:
                 head = f.read(1 << 16)
                 size = os.fstat(f.fileno()).st_size
-    except OSError:
+    except (OSError, AudioError):
         return None
     if len(head) < 12 or head[:4] not in (b"RIFF", b"RIFX") or head[8:12] != b"WAVE":
         return None

@@ -46,6 +46,10 @@ FSDKAGGLE2018_FILES = ("FSDKaggle2018.meta.zip", "FSDKaggle2018.audio_train.zip"
                        "FSDKaggle2018.audio_test.zip")
 STATE_DIR = ".fsd-download"
 CHUNK = 1 << 20
+MAX_LIST_BYTES = 16 * 2**20  # the files API answer
+# A file the list gives no size for is fetched up to this many bytes, then refused (the
+# largest FSDKaggle2018 archive is ~2.4 GiB); a sized one stops at its declared size.
+MAX_UNSIZED_BYTES = 16 * 2**30
 USER_AGENT = "fsd-download/1 (+python urllib)"
 
 
@@ -61,39 +65,93 @@ class RemoteFile:
     size: int | None
 
 
-def record_files(record: str, base_url: str = ZENODO, timeout: float = 60) -> dict[str, RemoteFile]:
-    """Name -> RemoteFile for every file of a Zenodo record (its files API)."""
-    base = base_url.rstrip("/")
+def check_url(url: str, allow_http: bool = False, what: str = "a link") -> str:
+    """``url`` when its scheme is https (or http with ``allow_http``); else a DownloadError.
+    No ``file:``, ``ftp:`` or other scheme: a file list cannot make the download read local
+    files or devices."""
+    if not isinstance(url, str) or len(url) > 4096:
+        raise DownloadError(f"{what} is not a URL")
+    scheme = urllib.parse.urlsplit(url).scheme.lower()
+    allowed = ("https", "http") if allow_http else ("https",)
+    if scheme not in allowed or not urllib.parse.urlsplit(url).netloc:
+        shown = scheme[:10] + ":" if scheme else "no scheme"
+        raise DownloadError(f"{what} uses {shown}; only {' or '.join(allowed)} URLs are "
+                            f"fetched{'' if allow_http else ' (--allow-http for a test server)'}")
+    return url
+
+
+def record_files(record: str, base_url: str = ZENODO, timeout: float = 60, *,
+                 allow_http: bool = False) -> dict[str, RemoteFile]:
+    """Name -> RemoteFile for every file of a Zenodo record (its files API). A list that is
+    not what the API returns (entries that are not objects, a size that is not a count, links
+    that are not an object of URLs, a link that is not https) is a DownloadError."""
+    base = check_url(base_url, allow_http, "the base URL").rstrip("/")
     url = f"{base}/api/records/{record}/files"
     try:
         with _open(url, timeout=timeout) as resp:
-            data = json.loads(resp.read().decode())
-    except (urllib.error.URLError, OSError, ValueError) as exc:
-        raise DownloadError(f"cannot read the file list of record {record} at {url}: {exc}") from None
+            raw = resp.read(MAX_LIST_BYTES + 1)
+        if len(raw) > MAX_LIST_BYTES:
+            raise ValueError(f"larger than {MAX_LIST_BYTES} bytes")
+        data = json.loads(raw.decode())
+    except (urllib.error.URLError, OSError, ValueError, http.client.HTTPException) as exc:
+        raise DownloadError(f"cannot read the file list of record {record} at {url}: "
+                            f"{str(exc)[:200]}") from None
     entries = data.get("entries") if isinstance(data, dict) else None
     if entries is None and isinstance(data, dict):
         entries = data.get("files")  # the record's own JSON lists them under "files"
+    if entries is None:
+        entries = []
+    if not isinstance(entries, list):
+        raise DownloadError(f"the file list of record {record} is not a list of files")
     out: dict[str, RemoteFile] = {}
-    for e in entries or []:
-        name = str(e.get("key") or e.get("filename") or "")
-        checksum = str(e.get("checksum") or "")
-        if not name:
-            continue
-        algo, _, digest = checksum.partition(":")
-        links = e.get("links") or {}
-        link = links.get("content") or links.get("self") or links.get("download") or \
-            f"{base}/records/{record}/files/{urllib.parse.quote(name)}?download=1"
-        out[name] = RemoteFile(name=name, url=urllib.parse.urljoin(f"{base}/", link),
-                               md5=digest.lower() if algo.lower() == "md5" else "",
-                               size=int(e["size"]) if e.get("size") is not None else None)
+    for i, e in enumerate(entries):
+        rf = _entry(e, i, base, record, allow_http)
+        if rf is not None:
+            out[rf.name] = rf
     return out
+
+
+def _entry(e, i: int, base: str, record: str, allow_http: bool) -> RemoteFile | None:
+    """One entry of the files API checked, or None for an entry without a name."""
+    what = f"entry {i} of record {record}'s file list"
+    if not isinstance(e, dict):
+        raise DownloadError(f"{what} is not an object")
+    name = e.get("key") or e.get("filename") or ""
+    if not isinstance(name, str) or len(name) > 255:
+        raise DownloadError(f"{what} has a name that is not text")
+    if not name:
+        return None
+    checksum = e.get("checksum") or ""
+    if not isinstance(checksum, str):
+        raise DownloadError(f"{what} has a checksum that is not text")
+    algo, _, digest = checksum.partition(":")
+    size = e.get("size")
+    if size is not None and (isinstance(size, bool) or not isinstance(size, int) or size < 0):
+        raise DownloadError(f"{what} has a size that is not a byte count")
+    links = e.get("links")
+    if links is None:
+        links = {}
+    if not isinstance(links, dict):
+        raise DownloadError(f"{what} has links that are not an object")
+    link = links.get("content") or links.get("self") or links.get("download") or \
+        f"{base}/records/{record}/files/{urllib.parse.quote(name)}?download=1"
+    if not isinstance(link, str):
+        raise DownloadError(f"{what} has a link that is not a URL")
+    url = check_url(urllib.parse.urljoin(f"{base}/", link), allow_http, f"{what}'s link")
+    return RemoteFile(name=name, url=url,
+                      md5=digest.lower() if algo.lower() == "md5" else "", size=size)
 
 
 def download_zenodo(dest: str | Path, record: str = ZENODO_RECORD,
                     files: tuple[str, ...] = FSDKAGGLE2018_FILES, base_url: str = ZENODO, *,
                     retries: int = 3, keep_archives: bool = False, progress: bool = True,
-                    timeout: float = 60) -> list[str]:
-    """Fetch, verify and unzip ``files`` of ``record`` into ``dest``; the names it (re)did."""
+                    timeout: float = 60, allow_http: bool = False,
+                    max_unsized: int = MAX_UNSIZED_BYTES) -> list[str]:
+    """Fetch, verify and unzip ``files`` of ``record`` into ``dest``; the names it (re)did.
+
+    Only https is fetched (``allow_http``: also http, for a test server); a file stops at its
+    declared size, or at ``max_unsized`` bytes when the list declares none."""
+    check_url(base_url, allow_http, "the base URL")
     dest = Path(dest)
     state = dest / STATE_DIR
     state.mkdir(parents=True, exist_ok=True)
@@ -101,7 +159,7 @@ def download_zenodo(dest: str | Path, record: str = ZENODO_RECORD,
     if not todo:
         log.info("%s: %s already downloaded and unpacked; nothing to do", dest, ", ".join(files))
         return []
-    remote = record_files(record, base_url, timeout=timeout)
+    remote = record_files(record, base_url, timeout=timeout, allow_http=allow_http)
     missing = [n for n in todo if n not in remote]
     if missing:
         raise DownloadError(f"record {record} has no {', '.join(missing)} (it has "
@@ -112,9 +170,11 @@ def download_zenodo(dest: str | Path, record: str = ZENODO_RECORD,
             raise DownloadError(f"record {record} gives no MD5 for {name}: refusing to trust it")
         archive = state / name
         if not (archive.is_file() and file_md5(archive) == rf.md5):
-            fetch(rf, archive, retries=retries, progress=progress, timeout=timeout)
+            fetch(rf, archive, retries=retries, progress=progress, timeout=timeout,
+                  max_unsized=max_unsized)
         unpack(archive, dest)
         (state / f"{name}.done").write_text(rf.md5 + "\n")
+        (state / f"{name}.unpacking").unlink(missing_ok=True)
         if not keep_archives:
             archive.unlink(missing_ok=True)
         log.info("%s: verified (md5 %s) and unpacked into %s", name, rf.md5, dest)
@@ -122,7 +182,7 @@ def download_zenodo(dest: str | Path, record: str = ZENODO_RECORD,
 
 
 def fetch(rf: RemoteFile, target: Path, *, retries: int = 3, progress: bool = True,
-          timeout: float = 60) -> Path:
+          timeout: float = 60, max_unsized: int = MAX_UNSIZED_BYTES) -> Path:
     """Download ``rf`` to ``target`` (via ``<target>.part``, resumed with Range), MD5-checked."""
     from fsd import progress as progress_bars
 
@@ -131,7 +191,7 @@ def fetch(rf: RemoteFile, target: Path, *, retries: int = 3, progress: bool = Tr
     while True:
         attempts += 1
         try:
-            _transfer(rf, part, progress_bars, progress, timeout)
+            _transfer(rf, part, progress_bars, progress, timeout, max_unsized)
         except (urllib.error.URLError, http.client.HTTPException, OSError, TimeoutError) as exc:
             if attempts > retries:
                 raise DownloadError(f"{rf.name}: transfer failed {attempts} times ({exc}); "
@@ -151,7 +211,8 @@ def fetch(rf: RemoteFile, target: Path, *, retries: int = 3, progress: bool = Tr
         log.warning("%s: MD5 %s != %s; downloading it again", rf.name, got, rf.md5)
 
 
-def _transfer(rf: RemoteFile, part: Path, progress_bars, progress: bool, timeout: float) -> None:
+def _transfer(rf: RemoteFile, part: Path, progress_bars, progress: bool, timeout: float,
+              max_unsized: int = MAX_UNSIZED_BYTES) -> None:
     have = _size(part)
     if rf.size is not None and have > rf.size:  # not a prefix of this file: start over
         part.unlink()
@@ -172,16 +233,23 @@ def _transfer(rf: RemoteFile, part: Path, progress_bars, progress: bool, timeout
         total = rf.size if rf.size is not None else (have + int(length) if length else None)
         bar = progress_bars.bar(total=total, initial=have, unit="B", unit_scale=True,
                                 unit_divisor=1024, desc=rf.name, enabled=progress)
+        limit = rf.size if rf.size is not None else max_unsized
         try:
             with open(part, "ab" if have else "wb") as fh:
-                while True:
-                    block = resp.read(CHUNK)
+                while have < limit:  # never past the declared size (or the cap)
+                    block = resp.read(min(CHUNK, limit - have))
                     if not block:
                         break
                     fh.write(block)
+                    have += len(block)
                     bar.update(len(block))
+                over = have >= limit and rf.size is None and resp.read(1)
         finally:
             bar.close()
+    if rf.size is None and over:
+        part.unlink(missing_ok=True)
+        raise DownloadError(f"{rf.name}: the record gives no size and the server sent more "
+                            f"than {max_unsized} bytes: refusing it")
     if rf.size is not None and _size(part) < rf.size:
         raise urllib.error.URLError(f"connection closed at {_size(part)} of {rf.size} bytes")
 
@@ -195,6 +263,8 @@ def _range_start(content_range: str) -> int | None:
 
 
 def _open(url: str, headers: dict[str, str] | None = None, timeout: float = 60):
+    if urllib.parse.urlsplit(url).scheme.lower() not in ("https", "http"):  # checked before
+        raise DownloadError("only http(s) URLs are fetched")
     req = urllib.request.Request(url, headers={"User-Agent": USER_AGENT, **(headers or {})})
     return urllib.request.urlopen(req, timeout=timeout)
 
@@ -230,30 +300,60 @@ def safe_members(zf: zipfile.ZipFile) -> list[zipfile.ZipInfo]:
     return out
 
 
-def unpack(archive: Path, dest: Path) -> list[Path]:
-    """Unzip ``archive`` into ``dest`` (checked members, private folder first, then moved)."""
-    tmp = dest / STATE_DIR / f"unpack-{archive.name}"
+def unpack(archive: Path, dest: Path, tops: tuple[str, ...] | None = None) -> list[Path]:
+    """Unzip ``archive`` into ``dest``: checked members into a private folder first, then its
+    top-level folders ``tops`` (default: the archive's name without ``.zip``, which is how
+    Zenodo's FSDKaggle2018 archives are laid out) are moved into ``dest``.
+
+    Members outside ``tops`` are not unpacked (a member ``precious/x`` cannot touch
+    ``DEST/precious``, nor ``.fsd-download/x`` the download's state). A folder already in
+    ``dest`` is replaced only when it is this archive's own, left by an interrupted unpack
+    (recorded in ``.fsd-download/<archive>.unpacking``); anything else there is a
+    DownloadError, and nothing is replaced."""
+    tops = tuple(tops) if tops is not None else (archive.name.removesuffix(".zip"),)
+    state = dest / STATE_DIR
+    tmp = state / f"unpack-{archive.name}"
     shutil.rmtree(tmp, ignore_errors=True)
     tmp.mkdir(parents=True)
     root = tmp.resolve()
+    skipped: set[str] = set()
     try:
         with zipfile.ZipFile(archive) as zf:
             for info in safe_members(zf):
+                top = PurePosixPath(info.filename.replace("\\", "/")).parts[0]
+                if top not in tops:
+                    skipped.add(top)
+                    continue
                 target = (root / info.filename).resolve()
                 if target != root and root not in target.parents:
-                    raise DownloadError(f"archive member {info.filename!r} resolves outside "
-                                        "the folder: refusing the archive")
+                    raise DownloadError(f"archive member {info.filename[:80]!r} resolves "
+                                        "outside the folder: refusing the archive")
                 zf.extract(info, root)
     except zipfile.BadZipFile as exc:
         raise DownloadError(f"{archive.name} is not a readable zip ({exc})") from None
+    if skipped:
+        log.warning("%s: %d top-level entr%s outside %s not unpacked (first: %r)", archive.name,
+                    len(skipped), "y" if len(skipped) == 1 else "ies", ", ".join(tops),
+                    sorted(skipped)[0][:80])
+    children = sorted(tmp.iterdir())
+    if not children:
+        raise DownloadError(f"{archive.name} holds nothing under {', '.join(tops)}")
+    marker = state / f"{archive.name}.unpacking"
+    ours = set(marker.read_text().split("\n")) if marker.is_file() else set()
+    for child in children:
+        target = dest / child.name
+        if (target.exists() or target.is_symlink()) and child.name not in ours:
+            raise DownloadError(f"{target} already exists and is not from an earlier unpack of "
+                                f"{archive.name}: move it away (nothing was replaced)")
+    marker.write_text("\n".join(c.name for c in children))
     moved = []
-    for child in sorted(tmp.iterdir()):
+    for child in children:
         target = dest / child.name
         if target.is_dir() and not target.is_symlink():
-            shutil.rmtree(target)  # an earlier, unrecorded unpack of the same archive
+            shutil.rmtree(target)  # this archive's own, from an interrupted unpack
         elif target.exists() or target.is_symlink():
             target.unlink()
         os.replace(child, target)
         moved.append(target)
     shutil.rmtree(tmp, ignore_errors=True)
-    return moved
+    return moved  # the marker stays until the caller records the archive as done

@@ -23,13 +23,16 @@ from pathlib import Path
 import pandas as pd
 
 from fsd.data.dataset import (
+    NOT_INSIDE,
     TEST_COLUMNS,
     Dataset,
     DatasetError,
     build_train,
     read_table,
     require_clips,
+    row_path,
     scan_audio,
+    table_lines,
     text,
 )
 from fsd.data.rejects import Reject
@@ -101,35 +104,42 @@ def _load_test(root: Path, test_dir: Path, known: set[str]) -> tuple[pd.DataFram
     test_csv = _first(root, TEST_CSVS, "file")
     if test_csv is not None:
         table = read_table(test_csv, ["fname"], "test CSV")
+        rejects.extend(table.attrs.get("rejects", []))
         name = test_csv.name
         csv_labels = table["label"].tolist() if "label" in table else [""] * len(table)
         csv_usage = table["usage"].tolist() if "usage" in table else [""] * len(table)
-        for i, (raw_name, raw_label, raw_usage) in enumerate(
-            zip(table["fname"].tolist(), csv_labels, csv_usage)
+        for line, raw_name, raw_label, raw_usage in zip(
+            table_lines(table), table["fname"].tolist(), csv_labels, csv_usage
         ):
             fname = text(raw_name)
+            where = f"{name} line {line}"
             if not fname:
-                rejects.append(Reject(f"{name}:{i + 2}", "metadata",
-                                      f"empty 'fname' in {name} line {i + 2}"))
+                rejects.append(Reject(f"{name}:{line}", "metadata", f"empty 'fname' in {where}"))
                 continue
             if fname in usage:
-                rejects.append(Reject(fname, "metadata", f"duplicate fname in {name} line "
-                                      f"{i + 2}; the first row is kept"))
+                rejects.append(Reject(fname, "metadata", f"duplicate fname in {where}; the "
+                                      "first row is kept"))
                 continue
             usage[fname] = text(raw_usage)
             if fname not in files:
-                rejects.append(Reject(fname, "metadata",
-                                      f"listed in {name} but no such file in {test_dir}"))
+                _, problem = row_path(fname, files, test_dir)
+                if problem == NOT_INSIDE:
+                    problem = f"'fname' {NOT_INSIDE}"
+                problem = problem or "not a clip of the test folder"
+                rejects.append(Reject(fname, "metadata", f"{where}: {problem}"))
                 continue
             label = text(raw_label)
             if label.lower() in _NO_LABEL:
                 continue
             if label not in known:
-                rejects.append(Reject(fname, "metadata", f"test label {label!r} in {name} is "
-                                      "not a train label; the clip is kept unlabelled"))
+                rejects.append(Reject(fname, "metadata", f"test label {label[:20]!r} in {where} "
+                                      "is not a train label; the clip is kept unlabelled"))
                 continue
             labels[fname] = label
         log.info("%s: %d of %d test clips labelled", name, len(labels), len(files))
+    for fname, problem in sorted(files.problems.items()):
+        if fname not in usage:  # a folder entry no CSV row names: still say why it is left out
+            rejects.append(Reject(fname, "metadata", f"in the test folder: {problem}"))
     rows = [(f, files[f], labels.get(f, ""), usage.get(f, ""))
             for f in sorted(files)]
     return pd.DataFrame(rows, columns=TEST_COLUMNS), rejects

@@ -28,6 +28,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                    help="the Zenodo server (default: %(default)s; a mirror or a test server)")
     p.add_argument("--no-test", action="store_true",
                    help="skip the test audio (FSDKaggle2018.audio_test.zip, ~1.2 GiB)")
+    p.add_argument("--allow-http", action="store_true",
+                   help="also fetch plain http URLs (a local test server); only https otherwise")
     p.add_argument("--keep-archives", action="store_true", help="keep the zips after unpacking")
     p.add_argument("--retries", type=int, default=3,
                    help="attempts per archive after a dropped transfer or an MD5 mismatch")
@@ -41,7 +43,7 @@ def run(cfg: Config | None, args: argparse.Namespace) -> int:
         files = tuple(f for f in files if "audio_test" not in f)
     try:
         done = download_zenodo(args.dest, record, files, args.base_url, retries=args.retries,
-                               keep_archives=args.keep_archives)
+                               keep_archives=args.keep_archives, allow_http=args.allow_http)
     except DownloadError as exc:
         log.error("%s", exc)
         return 1

@@ -36,6 +36,15 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                    help="largest request body accepted, in bytes (default: %(default)s = 16 MiB)")
     p.add_argument("--timeout", type=float, default=60.0,
                    help="per-request time limit in seconds (default: %(default)s)")
+    p.add_argument("--header-timeout", type=float, default=10.0,
+                   help="seconds a request's headers may take, from the connection opening or "
+                        "the previous answer; also closes idle fresh connections "
+                        "(default: %(default)s)")
+    p.add_argument("--idle-timeout", type=float, default=5.0,
+                   help="seconds an idle keep-alive connection stays open (default: %(default)s)")
+    p.add_argument("--max-connections", type=int, default=64,
+                   help="open connections at most; more are closed as they open "
+                        "(default: %(default)s)")
 
 
 def build_app(model_uri: str, *, max_body_bytes: int, timeout_s: float):
@@ -57,8 +66,11 @@ def run(cfg: Config, args: argparse.Namespace) -> int:
     from mlflow.exceptions import MlflowException
 
     uri = args.model or f"models:/{cfg.ensemble.model_name}@{cfg.ensemble.alias}"
-    if args.max_body_bytes <= 0 or args.timeout <= 0:
-        log.error("--max-body-bytes and --timeout must be positive")
+    limits = (args.max_body_bytes, args.timeout, args.header_timeout, args.idle_timeout,
+              args.max_connections)
+    if min(limits) <= 0:
+        log.error("--max-body-bytes, --timeout, --header-timeout, --idle-timeout and "
+                  "--max-connections must be positive")
         return 2
     try:
         app = build_app(uri, max_body_bytes=args.max_body_bytes, timeout_s=args.timeout)
@@ -67,6 +79,9 @@ def run(cfg: Config, args: argparse.Namespace) -> int:
         return 2
     log.info("serving %s on http://%s:%d (body <= %d bytes, %g s per request)", uri, args.host,
              args.port, args.max_body_bytes, args.timeout)
+    from fsd.serving.front import guarded_protocol
+
     uvicorn.run(app, host=args.host, port=args.port, log_level="warning",
-                timeout_keep_alive=5)
+                timeout_keep_alive=args.idle_timeout,
+                http=guarded_protocol(args.header_timeout, args.max_connections))
     return 0

@@ -34,11 +34,18 @@ import re
 from collections.abc import Awaitable, Callable, Iterable
 from typing import Any
 
-from fsd.serving.requests import AUDIO_COLUMN, KNOWN_PARAMS
+from fsd.serving.requests import AUDIO_COLUMN, KNOWN_PARAMS, REFUSALS
 
 log = logging.getLogger(__name__)
 
 MAX_MESSAGE = 300
+# What a 4xx from the scoring app says when the model did not refuse the request itself
+# (MLflow's schema or parsing errors, whose own messages quote the request).
+GENERIC_REFUSAL = ("the request does not fit the model's input: send one column 'audio' of "
+                   "base64-encoded clips (or parquet with the clips as bytes)")
+ERROR_CODES = frozenset({"BAD_REQUEST", "INVALID_PARAMETER_VALUE", "MALFORMED_REQUEST",
+                         "REQUEST_TIMEOUT", "INTERNAL_ERROR", "UNSUPPORTED_MEDIA_TYPE",
+                         "REQUEST_TOO_LARGE", "RESOURCE_EXHAUSTED", "INVALID_STATE"})
 JSON_TYPES = ("application/json",)
 CSV_TYPES = ("text/csv",)
 PARQUET_TYPES = ("application/vnd.apache.parquet",)  # what MLflow 3's scoring server takes
@@ -125,8 +132,8 @@ class Front:
         mime, _, rest = content_type.partition(";")
         mime = mime.strip().lower()
         if mime not in JSON_TYPES + CSV_TYPES + PARQUET_TYPES:
-            raise Refused(415, f"unsupported Content-Type {mime[:60]!r}; send application/json "
-                          "(or text/csv, application/vnd.apache.parquet)", "UNSUPPORTED_MEDIA_TYPE")
+            raise Refused(415, "unsupported Content-Type; send application/json (or text/csv, "
+                          "application/vnd.apache.parquet)", "UNSUPPORTED_MEDIA_TYPE")
         for param in rest.split(";"):
             key, _, value = param.partition("=")
             if key.strip().lower() == "charset" and value.strip().strip('"').lower() not in (
@@ -177,6 +184,9 @@ class Front:
             self._check_parquet(body)
 
     def _check_json(self, body: bytes) -> None:
+        """The JSON shapes MLflow reads, each checked down to its cells: exactly the column
+        ``audio``, every clip a string (base64), only known params. Messages name what was
+        checked, never what was sent."""
         try:
             doc = json.loads(body.decode("utf-8"))
         except UnicodeDecodeError:
@@ -185,39 +195,58 @@ class Front:
             where = f" (line {exc.lineno} column {exc.colno})" if hasattr(exc, "lineno") else ""
             raise Refused(400, f"invalid JSON{where}") from None
         if not isinstance(doc, dict):
-            raise Refused(400, f"expected a JSON object with one of {list(JSON_KEYS)}, got a "
-                          f"{type(doc).__name__}")
+            raise Refused(400, f"expected a JSON object with one of {list(JSON_KEYS)}, got "
+                          f"a {_kind(doc)}")
         keys = [k for k in doc if k != "params"]
-        unknown = [k for k in keys if k not in JSON_KEYS]
-        if unknown or len(keys) != 1:
+        if len(keys) != 1 or keys[0] not in JSON_KEYS:
             raise Refused(400, f"expected exactly one of {list(JSON_KEYS)} (and optional "
-                          f"'params'), got {_names(doc)}")
+                          f"'params'), got {len(keys)} other key(s)")
         data = doc[keys[0]]
         if keys[0] == "dataframe_split":
-            if not isinstance(data, dict):
-                raise Refused(400, "dataframe_split must be an object with 'columns' and 'data'")
-            if "columns" in data:
-                self._columns(data["columns"])
-        elif keys[0] in ("dataframe_records", "instances"):
-            if not isinstance(data, list):
-                raise Refused(400, f"{keys[0]} must be a list")
-            for row in data:
-                if isinstance(row, dict):
-                    self._columns(list(row))
-        elif isinstance(data, dict):
+            self._check_split(data)
+        elif isinstance(data, list):
+            for i, row in enumerate(data):  # records: [{"audio": "<base64>"}, ...]
+                if not isinstance(row, dict):
+                    raise Refused(400, f"{keys[0]} row {i}: expected an object "
+                                  f"{{{AUDIO_COLUMN!r}: <base64>}}, got a {_kind(row)}")
+                self._columns(list(row))
+                _clip(row[AUDIO_COLUMN], i)
+        elif isinstance(data, dict):  # columns: {"audio": ["<base64>", ...]} or one clip
             self._columns(list(data))
+            clips = data[AUDIO_COLUMN]
+            for i, clip in enumerate(clips if isinstance(clips, list) else [clips]):
+                _clip(clip, i)
+        else:
+            raise Refused(400, f"{keys[0]} must be an object {{{AUDIO_COLUMN!r}: [...]}} or a "
+                          f"list of rows, got a {_kind(data)}")
         params = doc.get("params")
         if params is not None:
             if not isinstance(params, dict):
                 raise Refused(400, "params must be a JSON object")
-            unknown_p = [str(k) for k in params if k not in self.known_params]
+            unknown_p = [k for k in params if k not in self.known_params]
             if unknown_p:
-                raise Refused(400, f"unknown param(s) {_names(unknown_p)}; known: "
+                raise Refused(400, f"{len(unknown_p)} unknown param(s); known: "
                               f"{sorted(self.known_params)}", "INVALID_PARAMETER_VALUE")
+
+    def _check_split(self, data: Any) -> None:
+        if not isinstance(data, dict) or "columns" not in data or "data" not in data \
+                or set(data) - {"columns", "data", "index"}:
+            raise Refused(400, "dataframe_split must be an object with 'columns' "
+                          f"([{AUDIO_COLUMN!r}]) and 'data' (optional 'index')")
+        self._columns(data["columns"])
+        rows = data["data"]
+        if not isinstance(rows, list):
+            raise Refused(400, "dataframe_split data must be a list of rows")
+        for i, row in enumerate(rows):
+            if not isinstance(row, list) or len(row) != len(self.columns):
+                raise Refused(400, f"dataframe_split row {i}: expected a list of "
+                              f"{len(self.columns)} value(s)")
+            _clip(row[0], i)
 
     def _columns(self, columns: Any) -> None:
         if not isinstance(columns, list) or [str(c) for c in columns] != self.columns:
-            got = _names(columns) if isinstance(columns, (list, dict)) else "not a list"
+            got = f"{len(columns)} column(s)" if isinstance(columns, (list, dict)) else \
+                f"a {_kind(columns)}"
             raise Refused(400, f"expected exactly the column(s) {self.columns}, got {got}",
                           "INVALID_PARAMETER_VALUE")
 
@@ -233,15 +262,24 @@ class Front:
         self._columns([h.strip() for h in header] if header else [])
 
     def _check_parquet(self, body: bytes) -> None:
+        """Columns from the schema, and the size the body expands to from its metadata (every
+        column chunk's uncompressed size), before MLflow builds a frame of it: a few KB of
+        zstd can hold hundreds of MB of zeros."""
         try:
             import pyarrow.parquet as pq
 
-            names = list(pq.read_schema(io.BytesIO(body)).names)
+            meta = pq.ParquetFile(io.BytesIO(body)).metadata
+            names = list(meta.schema.to_arrow_schema().names)
+            expanded = sum(max(0, meta.row_group(g).column(c).total_uncompressed_size)
+                           for g in range(meta.num_row_groups) for c in range(meta.num_columns))
         except ImportError:
             raise Refused(415, "parquet is not supported by this server",
                           "UNSUPPORTED_MEDIA_TYPE") from None
         except Exception:  # pyarrow raises several types for junk; all mean "not parquet"
             raise Refused(400, "not a readable parquet file") from None
+        if expanded > self.max_body_bytes:
+            raise Refused(413, f"the parquet body expands to more than {self.max_body_bytes} "
+                          "bytes; send fewer or smaller clips per request", "REQUEST_TOO_LARGE")
         names = [n for n in names if not n.startswith("__index_level_")]
         self._columns(names)
 
@@ -267,6 +305,8 @@ class Front:
             elif message["type"] == "http.response.body":
                 parts.append(message.get("body", b""))
 
+        refusals: list[str] = []
+        token = REFUSALS.set(refusals)  # the model notes its refusals here (same process)
         try:
             await asyncio.wait_for(self.app(scope, receive, capture), timeout=self.timeout_s)
         except (asyncio.TimeoutError, TimeoutError):
@@ -278,19 +318,39 @@ class Front:
             log.exception("the scoring app failed")
             await _respond(send, 500, error_body("INTERNAL_ERROR", "internal error"))
             return
+        finally:
+            REFUSALS.reset(token)
         status = int(start.get("status", 500))
         if status < 400:
             await send(start)
             await send({"type": "http.response.body", "body": b"".join(parts)})
             return
         raw = b"".join(parts)
-        code, message = _parse_error(raw)
+        code, _ = _parse_error(raw)  # MLflow's message quotes the request: never passed on
         if status == 504 or code == "REQUEST_TIMEOUT":  # MLflow's own deadline
             status, code, message = 503, "REQUEST_TIMEOUT", "the request took too long"
         elif status >= 500:
             log.error("the scoring app answered %d: %s", status, raw[:2000])
             code, message = "INTERNAL_ERROR", "internal error"
-        await _respond(send, status, error_body(code or "BAD_REQUEST", message or "bad request"))
+        elif refusals:  # the model's own refusal, built from what it checked
+            message = refusals[-1]
+        else:
+            log.info("the scoring app answered %d: %s", status, raw[:500])
+            message = GENERIC_REFUSAL
+        if code not in ERROR_CODES:
+            code = "BAD_REQUEST"
+        await _respond(send, status, error_body(code, message))
+
+
+def _clip(value: Any, row: int) -> None:
+    if not isinstance(value, str):
+        raise Refused(400, f"row {row}: expected the clip's file bytes as base64 text, got a "
+                      f"{_kind(value)}")
+
+
+def _kind(value: Any) -> str:
+    return {dict: "JSON object", list: "JSON array", str: "string", bool: "boolean",
+            int: "number", float: "number", type(None): "null"}.get(type(value), "value")
 
 
 def _parse_error(raw: bytes) -> tuple[str, str]:
@@ -303,14 +363,77 @@ def _parse_error(raw: bytes) -> tuple[str, str]:
     return "", str(doc)[:1000]
 
 
-def _names(items: Any, n: int = 5) -> str:
-    names = [str(k)[:30] for k in list(items)[:n]]
-    return str(names)[:-1] + (", ...]" if len(items) > n else "]")
-
-
 async def _respond(send: Send, status: int, body: bytes,
                    extra: list[tuple[bytes, bytes]] | None = None) -> None:
     headers = [(b"content-type", b"application/json"),
                (b"content-length", str(len(body)).encode())] + list(extra or [])
     await send({"type": "http.response.start", "status": status, "headers": headers})
     await send({"type": "http.response.body", "body": body})
+
+
+# --- connections: slow and idle clients --------------------------------------------------------
+
+_SLOW_HEADERS = error_body("REQUEST_TIMEOUT", "the request headers came too slowly")
+_TIMEOUT_408 = (b"HTTP/1.1 408 Request Timeout\r\nContent-Type: application/json\r\n"
+                b"Connection: close\r\nContent-Length: " + str(len(_SLOW_HEADERS)).encode()
+                + b"\r\n\r\n" + _SLOW_HEADERS)
+
+
+def guarded_protocol(header_timeout: float = 10.0, max_connections: int = 64):
+    """uvicorn's h11 protocol with what it lacks against slow clients (uvicorn 0.5x: a fresh
+    connection has no timer, and a request's headers may trickle in for ever):
+
+    - a header deadline: a request's headers must be complete within ``header_timeout`` s of
+      the connection opening, or of the previous response (a keep-alive connection); else
+      408 and the connection is closed. An idle fresh connection is closed the same way. The
+      body then has the front's ``timeout_s`` (408), the app its own (503); between requests
+      uvicorn's ``timeout_keep_alive`` closes an idle keep-alive connection;
+    - at most ``max_connections`` open connections: one more is closed as it opens (before
+      any request is read), so held connections cannot exhaust the server.
+
+    Pass the returned class as ``uvicorn.run(..., http=cls)``."""
+    import h11
+    from uvicorn.protocols.http.h11_impl import H11Protocol
+
+    class GuardedH11(H11Protocol):
+        def connection_made(self, transport) -> None:  # type: ignore[override]
+            super().connection_made(transport)
+            self._fsd_timer = None
+            if len(self.connections) > max_connections:
+                log.warning("more than %d open connections: closing a new one", max_connections)
+                transport.close()
+                return
+            self._fsd_arm()
+
+        def _fsd_arm(self) -> None:
+            self._fsd_cancel()
+            self._fsd_timer = self.loop.call_later(header_timeout, self._fsd_expire)
+
+        def _fsd_cancel(self) -> None:
+            if getattr(self, "_fsd_timer", None) is not None:
+                self._fsd_timer.cancel()
+                self._fsd_timer = None
+
+        def _fsd_expire(self) -> None:
+            self._fsd_timer = None
+            if self.transport.is_closing() or self.conn.their_state is not h11.IDLE:
+                return
+            if self.conn.our_state is h11.IDLE:  # no answer under way: say why we close
+                self.transport.write(_TIMEOUT_408)
+            self.transport.close()
+
+        def data_received(self, data: bytes) -> None:
+            super().data_received(data)
+            if self.conn.their_state is not h11.IDLE:  # the headers are complete
+                self._fsd_cancel()
+
+        def on_response_complete(self) -> None:
+            super().on_response_complete()
+            if not self.transport.is_closing():
+                self._fsd_arm()  # the next request's headers get the same deadline
+
+        def connection_lost(self, exc) -> None:
+            self._fsd_cancel()
+            super().connection_lost(exc)
+
+    return GuardedH11

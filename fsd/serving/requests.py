@@ -14,7 +14,11 @@ from __future__ import annotations
 
 import base64
 import binascii
+import contextvars
+import io
 import math
+import os
+import threading
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -37,8 +41,35 @@ MAX_REQUEST_FRAMES = 2_000_000
 KNOWN_PARAMS = ("tta_lengths", "tta_crops", "top_k", "seed", "return_probabilities")
 
 
+# Decoded samples (all channels, all clips) one request may cost, checked on the clips'
+# headers before any clip is decoded: 4 clips at the per-clip bound (fsd.data.audio's
+# max_seconds x MAX_SAMPLES_PER_SECOND, 23M at 60 s), or 64 clips of 30 s at 48 kHz.
+MAX_REQUEST_SAMPLES = 92_160_000
+# Clips decoded at once across all requests (each holds up to ~100 MB of float32 samples
+# while it decodes); FSD_DECODE_SLOTS overrides it.
+DECODE_SLOTS = threading.BoundedSemaphore(max(1, int(os.environ.get("FSD_DECODE_SLOTS", "2"))))
+
+
 class RequestError(ValueError):
-    """A request that must be refused with a 4xx; ``str(err)`` says what is wrong with it."""
+    """A request that must be refused with a 4xx; ``str(err)`` says what is wrong with it.
+
+    Its text is built from what was checked (counts, limits, row numbers, type names), never
+    from the request's own values: it reaches the client."""
+
+
+# The refusals of the request being served, for the serving front (fsd.serving.front), which
+# runs in the same process and sets a list here before it calls the scoring app: the front
+# answers a refused request with this text instead of MLflow's message, which quotes the
+# request. Context variables follow the request into MLflow's worker thread.
+REFUSALS: contextvars.ContextVar[list[str] | None] = contextvars.ContextVar("fsd_refusals",
+                                                                             default=None)
+
+
+def note_refusal(message: str) -> None:
+    """Record a refusal for the front (a no-op outside a served request)."""
+    refusals = REFUSALS.get()
+    if refusals is not None:
+        refusals.append(message)
 
 
 @dataclass(frozen=True)
@@ -76,17 +107,17 @@ def request_rows(frame: Any, max_clips: int) -> list[Any]:
         raise RequestError(
             f"expected a table with one column {AUDIO_COLUMN!r} (e.g. "
             f'{{"dataframe_split": {{"columns": ["{AUDIO_COLUMN}"], "data": [["<base64>"]]}}}}), '
-            f"got {type(frame).__name__}"
+            f"got a {_type(frame)}"
         )
     columns = [str(c) for c in frame.columns]
     if AUDIO_COLUMN not in columns:
         raise RequestError(
-            f"missing column {AUDIO_COLUMN!r} (got {_names(columns)}); send each clip's file bytes, "
-            f"base64-encoded, in a column named {AUDIO_COLUMN!r}"
+            f"missing column {AUDIO_COLUMN!r} (got {len(columns)} other column(s)); send each "
+            f"clip's file bytes, base64-encoded, in a column named {AUDIO_COLUMN!r}"
         )
     extra = [c for c in columns if c != AUDIO_COLUMN]
     if extra:
-        raise RequestError(f"unexpected column(s) {_names(extra)}; send only {AUDIO_COLUMN!r}")
+        raise RequestError(f"{len(extra)} unexpected column(s); send only {AUDIO_COLUMN!r}")
     if len(columns) > 1:
         raise RequestError(f"column {AUDIO_COLUMN!r} appears {len(columns)} times; send it once")
     values = frame[AUDIO_COLUMN].tolist()
@@ -137,7 +168,7 @@ def _clip_bytes(value: Any, row: int, max_bytes: int) -> bytes:
             ) from None
     else:
         raise RequestError(
-            f"{where}: expected the file's bytes (base64 in JSON), got {type(value).__name__}"
+            f"{where}: expected the file's bytes (base64 in JSON), got a {_type(value)}"
         )
     if not data:
         raise RequestError(f"{where}: empty audio (0 bytes)")
@@ -159,8 +190,7 @@ def parse_params(
     known = set(KNOWN_PARAMS)
     unknown = sorted(str(k) for k in set(params) - known)
     if unknown:
-        raise RequestError(f"unknown param(s) {[_show(k) for k in unknown[:5]]}; "
-                           f"known: {sorted(known)}")
+        raise RequestError(f"{len(unknown)} unknown param(s); known: {sorted(known)}")
     lengths = params.get("tta_lengths")
     if lengths is None or (isinstance(lengths, (list, tuple, np.ndarray)) and len(lengths) == 0):
         lengths = list(default_lengths)
@@ -183,16 +213,17 @@ def parse_params(
 
 def _int(value: Any, name: str, lo: int, hi: int) -> int:
     if isinstance(value, (bool, np.bool_)):
-        raise RequestError(f"{name}: expected an integer, got {_show(value)}")
+        raise RequestError(f"{name}: expected an integer, got a {_type(value)}")
     try:
         f = float(value)
     except (TypeError, ValueError, OverflowError):
-        raise RequestError(f"{name}: expected an integer, got {_show(value)}") from None
+        raise RequestError(f"{name}: expected an integer, got a {_type(value)}") from None
     if not math.isfinite(f) or not f.is_integer():
-        raise RequestError(f"{name}: expected an integer, got {_show(value)}")
+        raise RequestError(f"{name}: expected an integer, got a number that is not one")
     i = int(f)
     if not lo <= i <= hi:
-        raise RequestError(f"{name}: {i} is outside [{lo}, {hi}]")
+        shown = i if abs(i) < 10**12 else "the value"  # parsed and bounded, not the input
+        raise RequestError(f"{name}: {shown} is outside [{lo}, {hi}]")
     return i
 
 
@@ -204,21 +235,24 @@ def _bool(value: Any, name: str) -> bool:
         return True
     if text in ("false", "0", "no", ""):
         return False
-    raise RequestError(f"{name}: expected true or false, got {_show(value)}")
+    raise RequestError(f"{name}: expected true or false, got a {_type(value)}")
 
 
-def _show(value: Any, limit: int = 40) -> str:
-    """A short repr for an error message: a request's values are never echoed at length."""
-    if isinstance(value, (str, bytes, int, float, bool, np.generic)) or value is None:
-        text = repr(value)
-    else:
-        text = f"a {type(value).__name__}"
-    return text if len(text) <= limit else text[:limit - 3] + "..."
-
-
-def _names(names: Sequence[str], n: int = 5) -> str:
-    shown = ", ".join(_show(c) for c in names[:n])
-    return f"[{shown}{', ...' if len(names) > n else ''}]"
+def _type(value: Any) -> str:
+    """A value's kind for an error message (never the value: it is the client's input)."""
+    if isinstance(value, (bool, np.bool_)):
+        return "boolean"
+    if isinstance(value, (int, float, np.number)):
+        return "number"
+    if isinstance(value, str):
+        return "string"
+    if isinstance(value, (list, tuple, np.ndarray)):
+        return "list"
+    if isinstance(value, Mapping):
+        return "mapping"
+    if isinstance(value, pd.DataFrame):
+        return "table"
+    return "value of another type"
 
 
 def request_cost(n_clips: int, lengths: Sequence[int], crops: int) -> int:
@@ -264,21 +298,55 @@ def response_frame(probs: np.ndarray, labels: Sequence[str], top_k: int,
     return pd.DataFrame(cols)
 
 
+def check_headers(blobs: Sequence[bytes], audio_cfg,
+                  max_samples: int = MAX_REQUEST_SAMPLES) -> None:
+    """Refuse, from the clips' headers and before any clip is decoded, a clip that would
+    decode to more samples than ``fsd.data.audio.check_size`` allows, and a request whose
+    clips together would decode to more than ``max_samples`` (frames x channels, all clips).
+    A clip whose header cannot be read is left to the decoder (which names the reason)."""
+    import soundfile as sf
+
+    from fsd.data.audio import AudioError, check_size
+
+    total = 0
+    for i, blob in enumerate(blobs):
+        try:
+            info = sf.info(io.BytesIO(bytes(blob)))
+            frames, channels, rate = int(info.frames), int(info.channels), int(info.samplerate)
+        except Exception:  # not audio libsndfile reads: decoding says why
+            continue
+        if rate <= 0 or channels <= 0 or frames < 0:
+            continue
+        try:
+            check_size(frames, channels, rate, audio_cfg.max_seconds)
+        except AudioError as exc:
+            raise RequestError(f"row {i}: not usable audio: {exc}") from None
+        total += frames * channels
+        if total > max_samples:
+            raise RequestError(
+                f"request too large once decoded: the clips' headers declare more than "
+                f"{max_samples:,} samples (frames x channels) in all; send fewer or shorter "
+                "clips")
+
+
 def clip_features(blobs: Sequence[bytes], cfg) -> tuple[list[np.ndarray], np.ndarray | None]:
     """Decode and featurize each clip as training did (``extract_clip``); a clip that is not
-    usable audio is a RequestError naming its row and the reason."""
+    usable audio is a RequestError naming its row and the reason. The headers are checked
+    first (:func:`check_headers`); at most ``DECODE_SLOTS`` clips decode at once."""
     from fsd.data.audio import AudioError
     from fsd.features.extract import extract_clip
 
+    check_headers(blobs, cfg.audio)
     logmels: list[np.ndarray] = []
     summaries: list[np.ndarray] = []
     for i, blob in enumerate(blobs):
         try:
-            feats = extract_clip(bytes(blob), cfg)
+            with DECODE_SLOTS:
+                feats = extract_clip(bytes(blob), cfg)
         except AudioError as exc:
             raise RequestError(f"row {i}: not usable audio: {exc}") from None
-        except ValueError as exc:  # feature code refusing a degenerate clip (e.g. no frames)
-            raise RequestError(f"row {i}: cannot compute features: {exc}") from None
+        except ValueError:  # feature code refusing a degenerate clip (e.g. no frames)
+            raise RequestError(f"row {i}: cannot compute features of this clip") from None
         if feats.logmel is None or len(feats.logmel) == 0:
             raise RequestError(f"row {i}: too short to compute a log-mel frame")
         logmels.append(np.asarray(feats.logmel, dtype=np.float32))
@@ -293,8 +361,16 @@ def score_request(ensemble, model_input: Any, params: Mapping[str, Any] | None) 
 
     ``ensemble`` is a :class:`fsd.ensemble.bundle.Ensemble`. Raises RequestError for anything
     wrong with the request; parameters and the request's cost are checked before any clip is
-    decoded.
+    decoded. A refusal is also noted for the serving front (:func:`note_refusal`).
     """
+    try:
+        return _score(ensemble, model_input, params)
+    except RequestError as exc:
+        note_refusal(str(exc))
+        raise
+
+
+def _score(ensemble, model_input: Any, params: Mapping[str, Any] | None) -> pd.DataFrame:
     info = ensemble.info
     rows = request_rows(model_input, info.max_request_clips)
     p = parse_params(params, default_lengths=info.tta_lengths, default_crops=info.tta_crops,
