@@ -256,7 +256,7 @@ class BaselineConfig:
     """scikit-learn models on the store's summary features, on the CNN's folds."""
 
     # logreg | hgb | svc | extratrees | vote (fsd/baseline/model.py says what each is)
-    models: list[str] = field(default_factory=lambda: ["logreg", "hgb", "vote"])
+    models: list[str] = field(default_factory=lambda: ["logreg", "vote"])
     logreg_c: float = 0.1
     logreg_max_iter: int = 2000
     logreg_scaler: str = "standard"  # standard | quantile (normal-output QuantileTransformer)
@@ -273,6 +273,14 @@ class BaselineConfig:
     # Early stopping on this fraction of the training clips (stratified, seeded; never the
     # held-out fold); 0 turns it off. Skipped where a fold is too small to stratify.
     hgb_validation_fraction: float = 0.1
+    # BLAS/OpenMP threads of one fit; 0: the libraries' default (every core). Baselines fit
+    # beside the fold workers: with unbounded thread pools on a busy 2-core machine, hgb ran
+    # ~10x and logreg ~5x slower than on one thread (benchmarks/README.md).
+    threads: int = 1
+    # The RBF SVC fits on at most this many clips (a seeded, stratified share) where a fold has
+    # more; 0: all. Its cost grows with the square of the clips: ~3 min a fit at FSDKaggle2018's
+    # 8.5k clips a fold here, ~12 s at 2,000 (benchmarks/README.md, full size).
+    svc_max_clips: int = 2000
     seed: int = 0
 
 
@@ -555,7 +563,8 @@ RULES: dict[type, dict[str, Any]] = {
         vote_members=Choice(tuple(m for m in BASELINE_MODELS if m != "vote")),
         vote_scaler=Choice(BASELINE_SCALERS), hgb_max_iter=Range(1, 100_000),
         hgb_learning_rate=Range(0, 10, lo_open=True), hgb_max_leaf_nodes=Range(2, 100_000),
-        hgb_l2=Range(0, 1e9), hgb_validation_fraction=Range(0, 1, hi_open=True), seed=SEEDS),
+        hgb_l2=Range(0, 1e9), hgb_validation_fraction=Range(0, 1, hi_open=True),
+        threads=Range(0, 1024), svc_max_clips=Range(0, 10**8), seed=SEEDS),
     EnsembleConfig: dict(
         # what a served request may ask for (fsd.serving.requests' MAX_FRAMES, MAX_TTA_*)
         tta_lengths=Range(1, 4000, max_len=16), tta_n_lengths=Range(1, 16),

@@ -317,7 +317,8 @@ def test_fsd_baseline_logs_one_run_per_model_and_skips_when_done(tmp_path, caplo
     from fsd.cli import main
 
     common = [f"store.cache_dir={tmp_path}/cache", f"output_dir={tmp_path}/out",
-              "data.synthetic_clips_per_class=4", "pca.n_components=4", "baseline.hgb_max_iter=10"]
+              "data.synthetic_clips_per_class=4", "pca.n_components=4", "baseline.hgb_max_iter=10",
+              "baseline.models=[logreg,hgb,vote]"]
     uri = f"sqlite:///{tmp_path}/mlflow.db"
     with pytest.MonkeyPatch.context() as mp:
         mp.setenv("MLFLOW_TRACKING_URI", uri)
@@ -434,3 +435,41 @@ def test_ensemble_blends_with_the_baseline_that_blends_best(ensemble_tracking, t
             run_id=s["run_id"], artifact_path="test/test_probabilities.csv",
             dst_path=str(tmp_path / "t")))
         np.testing.assert_allclose(got[e.labels].to_numpy(), want, rtol=1e-4, atol=1e-6)
+
+
+# --- bounds on cost at full size --------------------------------------------------------------
+
+
+def test_the_clip_cap_keeps_every_class_in_its_share_and_is_seeded():
+    from fsd.baseline.model import stratified_cap
+
+    y = np.repeat(np.arange(5), [100, 50, 20, 3, 1])
+    rows = stratified_cap(y, 40, seed=0)
+    kept = np.bincount(y[rows], minlength=5)
+    assert kept.tolist() == [23, 12, 5, 1, 1]  # each class's share, rounded up, never 0
+    assert np.array_equal(rows, stratified_cap(y, 40, seed=0))
+    assert not np.array_equal(rows, stratified_cap(y, 40, seed=1))
+    assert np.array_equal(stratified_cap(y, 0, seed=0), np.arange(len(y)))  # 0: no cap
+    assert np.array_equal(stratified_cap(y, 500, seed=0), np.arange(len(y)))  # not smaller
+
+
+def test_the_svc_fits_on_at_most_svc_max_clips_alone_and_in_the_vote(tmp_path):
+    import dataclasses
+
+    from fsd.baseline.model import ClipCap
+
+    store = learnable(n=120, n_classes=3, signal=2.0)
+    x, y = store.summary, store.index["label_id"].to_numpy()
+    capped = dataclasses.replace(FAST, svc_max_clips=30)
+    svc = BaselineModel.fit_new("svc", capped, x, y, 3, store.labels)
+    assert isinstance(svc.estimator, ClipCap)
+    assert sum(svc.estimator.estimator_[-1].calibrated_classifiers_[0].estimator.n_support_) <= 33
+    assert map_at_k(y, svc.predict_proba(x)) > chance_map3(3) + 0.2
+    assert svc.params["max_clips"] == 30  # part of the model's key: a cap change refits
+    vote = BaselineModel.fit_new("vote", capped, x, y, 3, store.labels)
+    members = dict(vote.estimator.named_estimators_)
+    assert isinstance(members["svc"], ClipCap) and not isinstance(members["logreg"], ClipCap)
+    back = BaselineModel.load(vote.save(tmp_path / "v.joblib"))
+    np.testing.assert_array_equal(back.predict_proba(x), vote.predict_proba(x))
+    uncapped = BaselineModel.fit_new("svc", dataclasses.replace(FAST, svc_max_clips=0), x, y, 3)
+    assert not isinstance(uncapped.estimator, ClipCap)

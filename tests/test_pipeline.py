@@ -13,7 +13,7 @@ REPO = Path(__file__).resolve().parents[1]
 
 TINY = [*ONE_EPOCH, "model.width=0.35", "model.dense1=32", "model.dense2=16",
         "ensemble.tta_n_lengths=2", "ensemble.tta_crops=2", "ensemble.model_name=fsd-pipeline-test",
-        "baseline.hgb_max_iter=10"]
+        "baseline.hgb_max_iter=10", "baseline.models=[logreg,hgb,vote]"]
 
 
 @pytest.mark.slow

@@ -65,7 +65,8 @@ def model_params(name: str, bcfg, scaler: str | None = None) -> dict[str, Any]:
                 "seed": int(bcfg.seed), "version": BASELINE_VERSION}
     if name == "svc":
         return {"model": name, "C": float(bcfg.svc_c), "scaler": scaler or "quantile",
-                "seed": int(bcfg.seed), "version": BASELINE_VERSION}
+                "max_clips": int(bcfg.svc_max_clips), "seed": int(bcfg.seed),
+                "version": BASELINE_VERSION}
     if name == "extratrees":
         return {"model": name, "n_estimators": int(bcfg.extratrees_n_estimators),
                 "seed": int(bcfg.seed), "version": BASELINE_VERSION}
@@ -74,6 +75,22 @@ def model_params(name: str, bcfg, scaler: str | None = None) -> dict[str, Any]:
                                            for m in vote_members(bcfg)],
                 "version": BASELINE_VERSION}
     raise ValueError(f"unknown baseline model {name!r}; known: {', '.join(MODELS)}")
+
+
+def stratified_cap(y: np.ndarray, cap: int, seed: int) -> np.ndarray:
+    """Sorted positions of about ``cap`` clips of ``y`` (all of them when ``cap`` is 0 or not
+    smaller): each class keeps its share, rounded up (so a few more than ``cap``, and no class
+    that has clips loses them all)."""
+    y = np.asarray(y)
+    if not cap or len(y) <= cap:
+        return np.arange(len(y))
+    rng = np.random.default_rng([int(seed), len(y), int(cap)])
+    keep = []
+    for c in np.unique(y):
+        members = np.flatnonzero(y == c)
+        n = max(1, math.ceil(len(members) * cap / len(y)))
+        keep.append(rng.permutation(members)[:n])
+    return np.sort(np.concatenate(keep))
 
 
 def clean_features(x: np.ndarray) -> np.ndarray:
@@ -109,6 +126,44 @@ def _scaler(kind: str, n_samples: int, seed: int):
     return StandardScaler()
 
 
+class ClipCap:
+    """A classifier fitted on about ``max_clips`` of its training clips (:func:`stratified_cap`):
+    what bounds a model whose cost grows faster than its data. Predicts as its inner model."""
+
+    _estimator_type = "classifier"
+
+    def __init__(self, estimator, max_clips: int, seed: int):
+        self.estimator, self.max_clips, self.seed = estimator, max_clips, seed
+
+    def get_params(self, deep: bool = True) -> dict[str, Any]:
+        return {"estimator": self.estimator, "max_clips": self.max_clips, "seed": self.seed}
+
+    def set_params(self, **params) -> ClipCap:
+        for k, v in params.items():
+            setattr(self, k, v)
+        return self
+
+    def __sklearn_tags__(self):
+        return self.estimator.__sklearn_tags__()
+
+    def fit(self, x: np.ndarray, y: np.ndarray) -> ClipCap:
+        from sklearn.base import clone
+
+        rows = stratified_cap(y, self.max_clips, self.seed)
+        if len(rows) < len(y):
+            log.info("fitting %s on %d of its %d clips (the cap)", type(self.estimator).__name__,
+                     len(rows), len(y))
+        self.estimator_ = clone(self.estimator).fit(x[rows], np.asarray(y)[rows])
+        self.classes_ = self.estimator_.classes_
+        return self
+
+    def predict_proba(self, x: np.ndarray) -> np.ndarray:
+        return self.estimator_.predict_proba(x)
+
+    def predict(self, x: np.ndarray) -> np.ndarray:
+        return self.estimator_.predict(x)
+
+
 def make_estimator(name: str, bcfg, y: np.ndarray, scaler: str | None = None):
     """A fresh, unfitted scikit-learn estimator for ``name`` (``y``: the training labels)."""
     p = model_params(name, bcfg, scaler)
@@ -127,7 +182,8 @@ def make_estimator(name: str, bcfg, y: np.ndarray, scaler: str | None = None):
         # Platt-scaled probabilities from an internal split (what sklearn >= 1.9 recommends
         # over SVC(probability=True)), with fewer folds where a class has few clips; a class
         # with a single clip cannot be split, and only libsvm's own calibration copes with it.
-        folds = min(5, int(np.unique(np.asarray(y), return_counts=True)[1].min()))
+        fit_y = np.asarray(y)[stratified_cap(y, p["max_clips"], p["seed"])]
+        folds = min(5, int(np.unique(fit_y, return_counts=True)[1].min()))
         if folds >= 2:
             svc = CalibratedClassifierCV(
                 SVC(C=p["C"], kernel="rbf", gamma="scale", random_state=p["seed"]),
@@ -135,7 +191,10 @@ def make_estimator(name: str, bcfg, y: np.ndarray, scaler: str | None = None):
         else:
             svc = SVC(C=p["C"], kernel="rbf", gamma="scale", random_state=p["seed"],
                       probability=True)
-        return Pipeline([("scale", _scaler(p["scaler"], len(y), p["seed"])), ("svc", svc)])
+        model = Pipeline([("scale", _scaler(p["scaler"], len(fit_y), p["seed"])), ("svc", svc)])
+        if p["max_clips"] and len(fit_y) < len(y):
+            return ClipCap(model, p["max_clips"], p["seed"])
+        return model
     if name == "extratrees":
         from sklearn.ensemble import ExtraTreesClassifier
 
@@ -194,9 +253,11 @@ class BaselineModel:
             self.estimator, self.classes = None, present
             return self
         from sklearn.exceptions import ConvergenceWarning
+        from threadpoolctl import threadpool_limits
 
         est = make_estimator(self.name, bcfg, y)
-        with warnings.catch_warnings(record=True) as caught:
+        with warnings.catch_warnings(record=True) as caught, \
+                threadpool_limits(bcfg.threads or None):
             warnings.simplefilter("always", ConvergenceWarning)
             est.fit(x, y)
         if any(issubclass(w.category, ConvergenceWarning) for w in caught):

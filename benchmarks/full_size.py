@@ -1,0 +1,369 @@
+"""Rehearse the whole pipeline at FSDKaggle2018's size: does it finish, in what time and memory?
+
+1. **Data**: the synthetic FSDKaggle2018 of ``rehearsal_set.py`` at ``--scale`` (9,473 train +
+   9,400 test clips at 1.0, the official counts, usage split and layout), generated once
+   into ``OUT/data`` and kept.
+2. **Pipeline**: ``fsd main --config experiments/rehearsal.yaml`` on it, as a user runs it
+   (``data.source: fsdkaggle2018``; its own sqlite MLflow store and outputs under ``OUT``):
+   featurize, 10 folds, the baselines, the 6 x 5 TTA ensemble, the blend, the submission, the
+   registration. Every process of its tree is sampled every 0.5 s (CPU time, resident memory);
+   each stage's figures are read in its MLflow runs' time windows: featurize (the main process
+   and its pool), train (the fold workers), baseline and ensemble (the main process).
+3. **Serve**: ``fsd serve`` of the registered ``@champion`` model, then ``--serve-clips``
+   scored test clips, one request each, over HTTP on 127.0.0.1.
+4. **Report**: ``OUT/report.json``: ``stages`` (name, wall_s, cpu_s, peak_rss_mb), ``n_train``,
+   ``n_test``, ``submission_rows`` (and whether the submission is valid), ``public_map3``,
+   ``private_map3``, ``served_p50_ms``, the baselines' out-of-fold scores and times. One JSON
+   line is appended to ``benchmarks/results/full_size.jsonl``.
+
+    .venv/bin/python benchmarks/full_size.py --scale 0.03 --out /tmp/fsd-rehearsal-0.03  # minutes
+    .venv/bin/python benchmarks/full_size.py --scale 1 --out /work/rehearsal/full          # ~1 h
+
+A rerun on the same ``OUT`` reuses what ``fsd main`` finds done (its steps skip finished work);
+``--fresh`` starts from an empty store. Nothing here asserts: it measures and prints.
+"""
+
+from __future__ import annotations
+
+import argparse
+import base64
+import http.client
+import json
+import os
+import shutil
+import socket
+import subprocess
+import sys
+import threading
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO))
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+import rehearsal_set  # noqa: E402  (beside this script)
+
+DEFAULT_CONFIG = REPO / "experiments" / "rehearsal.yaml"
+
+
+@dataclass
+class Proc:
+    """One process of the sampled tree: what it is and its (time, cpu seconds, rss) samples."""
+
+    pid: int
+    role: str
+    samples: list[tuple[float, float, int]] = field(default_factory=list)
+
+    def cpu_between(self, t0: float, t1: float) -> float:
+        inside = [s for s in self.samples if t0 <= s[0] <= t1]
+        if not inside:
+            return 0.0
+        before = [s for s in self.samples if s[0] < t0]
+        start = before[-1][1] if before else 0.0  # a process born inside starts at 0
+        return inside[-1][1] - start
+
+    def peak_between(self, t0: float, t1: float) -> int:
+        return max((s[2] for s in self.samples if t0 <= s[0] <= t1), default=0)
+
+
+def _role(cmdline: list[str], root_pid: int, pid: int) -> str:
+    text = " ".join(cmdline)
+    if pid == root_pid:
+        return "main"
+    if "train-fold" in text or "train_fold" in text:
+        return "fold_worker"
+    if "forkserver" in text or "spawn_main" in text or "resource_tracker" in text:
+        return "pool"
+    return "other"
+
+
+class TreeSampler:
+    """Samples a process and all its descendants every ``every`` seconds on a thread."""
+
+    def __init__(self, pid: int, every: float = 0.5):
+        import psutil
+
+        self.root = psutil.Process(pid)
+        self.every = every
+        self.procs: dict[int, Proc] = {}
+        self.total_peak = 0
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, daemon=True)
+
+    def _sample(self) -> None:
+        import psutil
+
+        now, total = time.time(), 0
+        try:
+            tree = [self.root, *self.root.children(recursive=True)]
+        except psutil.Error:
+            return
+        for p in tree:
+            try:
+                with p.oneshot():
+                    t = p.cpu_times()
+                    rss = p.memory_info().rss
+                    if p.pid not in self.procs:
+                        self.procs[p.pid] = Proc(p.pid, _role(p.cmdline(), self.root.pid, p.pid))
+            except psutil.Error:
+                continue
+            self.procs[p.pid].samples.append((now, t.user + t.system, rss))
+            total += rss
+        self.total_peak = max(self.total_peak, total)
+
+    def _run(self) -> None:
+        while not self._stop.is_set():
+            self._sample()
+            self._stop.wait(self.every)
+
+    def __enter__(self) -> TreeSampler:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self._stop.set()
+        self._thread.join()
+
+    def stage(self, name: str, t0: float, t1: float, roles: tuple[str, ...]) -> dict:
+        procs = [p for p in self.procs.values() if p.role in roles]
+        return {"name": name, "wall_s": round(t1 - t0, 1),
+                "cpu_s": round(sum(p.cpu_between(t0, t1) for p in procs), 1),
+                "peak_rss_mb": round(max((p.peak_between(t0, t1) for p in procs), default=0)
+                                     / 2**20, 1),
+                "processes": sum(1 for p in procs if p.peak_between(t0, t1))}
+
+
+def _window(runs) -> tuple[float, float]:
+    return (min(r.info.start_time for r in runs) / 1000,
+            max(r.info.end_time or r.info.start_time for r in runs) / 1000)
+
+
+def stage_windows(experiment: str) -> dict[str, list]:
+    """The finished runs of the rehearsal, by stage (fsd.stage tag)."""
+    import mlflow
+
+    client = mlflow.tracking.MlflowClient()
+    exp = client.get_experiment_by_name(experiment)
+    runs = client.search_runs([exp.experiment_id], max_results=1000)
+    by: dict[str, list] = {}
+    for r in runs:
+        if r.info.status == "FINISHED":
+            by.setdefault(r.data.tags.get("fsd.stage", "?"), []).append(r)
+    return by
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def _post(port: int, body: bytes, timeout: float) -> tuple[int, bytes]:
+    conn = http.client.HTTPConnection("127.0.0.1", port, timeout=timeout)
+    try:
+        conn.request("POST", "/invocations", body, {"Content-Type": "application/json"})
+        resp = conn.getresponse()
+        return resp.status, resp.read()
+    finally:
+        conn.close()
+
+
+def serve_and_score(model_uri: str, env: dict, clips: list[tuple[Path, str]],
+                    timeout: float = 600.0) -> dict:
+    """``fsd serve`` the model, score each clip in its own request, stop the server."""
+    port = _free_port()
+    cmd = [sys.executable, "-m", "fsd", "serve", "--model", model_uri, "--port", str(port)]
+    log = open(env["FSD_REHEARSAL_OUT"] + "/serve.log", "w")
+    t_start = time.time()
+    server = subprocess.Popen(cmd, cwd=REPO, env=env, stdout=log, stderr=subprocess.STDOUT)
+    out: dict = {"served_clips": len(clips)}
+    try:
+        with TreeSampler(server.pid) as sampler:
+            deadline = time.time() + timeout
+            while time.time() < deadline:
+                if server.poll() is not None:
+                    raise RuntimeError(f"fsd serve exited with {server.returncode}; see serve.log")
+                try:
+                    conn = http.client.HTTPConnection("127.0.0.1", port, timeout=2)
+                    conn.request("GET", "/ping")
+                    if conn.getresponse().status == 200:
+                        break
+                except OSError:
+                    pass
+                time.sleep(0.5)
+            out["serve_ready_s"] = round(time.time() - t_start, 1)
+            latencies, rr, errors = [], [], 0
+            for path, label in clips:
+                body = json.dumps({"dataframe_split": {"columns": ["audio"], "data": [
+                    [base64.b64encode(path.read_bytes()).decode()]]}}).encode()
+                t0 = time.perf_counter()
+                status, payload = _post(port, body, timeout=120)
+                latencies.append(1000 * (time.perf_counter() - t0))
+                if status != 200:
+                    errors += 1
+                    continue
+                row = json.loads(payload)["predictions"][0]
+                top = [row.get(f"label_{k}") for k in (1, 2, 3)]
+                rr.append(1 / (top.index(label) + 1) if label in top else 0.0)
+            t_end = time.time()
+        import numpy as np
+
+        out.update({"served_p50_ms": round(float(np.percentile(latencies, 50)), 1),
+                    "served_p95_ms": round(float(np.percentile(latencies, 95)), 1),
+                    "served_errors": errors,
+                    "served_map3": round(float(np.mean(rr)), 4) if rr else None,
+                    "stage": sampler.stage("serve", t_start, t_end, ("main", "other", "pool"))})
+    finally:
+        server.terminate()
+        try:
+            server.wait(30)
+        except subprocess.TimeoutExpired:
+            server.kill()
+        log.close()
+    return out
+
+
+def check_submission(out_dir: Path, data: Path) -> dict:
+    """The newest submission.csv under the outputs: rows, validity, public/private MAP@3."""
+    import pandas as pd
+
+    from fsd.ensemble.submission import score_submission
+
+    subs = sorted(out_dir.rglob("submission.csv"), key=lambda p: p.stat().st_mtime)
+    if not subs:
+        return {"submission_rows": 0, "submission_valid": False}
+    sub = pd.read_csv(subs[-1], keep_default_na=False)
+    test = pd.read_csv(data / rehearsal_set.META / "test_post_competition.csv",
+                       keep_default_na=False)
+    names = set((data / rehearsal_set.TEST_DIR).iterdir())
+    labels = sub["label"].astype(str).str.split(" ")
+    valid = (list(sub.columns) == ["fname", "label"] and len(sub) == len(names)
+             and set(sub["fname"]) == {p.name for p in names}
+             and bool(labels.map(lambda v: len(v) == 3 and len(set(v)) == 3
+                                 and set(v) <= set(rehearsal_set.LABELS)).all()))
+    test = test[test["usage"].isin(["Public", "Private"])]
+    scores = score_submission(sub, test)
+    return {"submission": str(subs[-1]), "submission_rows": len(sub), "submission_valid": valid,
+            "public_map3": round(scores.get("public_map3", float("nan")), 4),
+            "private_map3": round(scores.get("private_map3", float("nan")), 4)}
+
+
+def rehearse(args: argparse.Namespace) -> dict:
+    out = Path(args.out).resolve()
+    data = out / "data"
+    print(f"data: generating scale {args.scale} into {data} (kept between runs)", flush=True)
+    info = rehearsal_set.generate(data, args.scale, args.seed, workers=args.workers)
+    if args.generate_only:
+        return {"data": info}
+    if args.fresh:
+        for p in (out / "outputs", out / "mlflow.db"):
+            shutil.rmtree(p, ignore_errors=True) if p.is_dir() else p.unlink(missing_ok=True)
+    env = {**os.environ, "MLFLOW_TRACKING_URI": f"sqlite:///{out}/mlflow.db",
+           "MLFLOW_SKIP_PIP_REQUIREMENTS_CHECK": "true", "TF_CPP_MIN_LOG_LEVEL": "2",
+           "PYTHONUNBUFFERED": "1", "FSD_REHEARSAL_OUT": str(out)}
+    os.environ["MLFLOW_TRACKING_URI"] = env["MLFLOW_TRACKING_URI"]
+    from fsd.config import load_config
+
+    overrides = [f"data.root={data}", f"output_dir={out / 'outputs'}", *args.set]
+    cfg = load_config(args.config, overrides)
+    cmd = [sys.executable, "-m", "fsd", "main", "--config", str(args.config)]
+    for o in overrides:
+        cmd += ["--set", o]
+    print("pipeline:", " ".join(cmd), flush=True)
+    t0 = time.time()
+    with open(out / "main.log", "w") as log:
+        proc = subprocess.Popen(cmd, cwd=REPO, env=env, stdout=log, stderr=subprocess.STDOUT)
+        with TreeSampler(proc.pid) as sampler:
+            rc = proc.wait()
+    t1 = time.time()
+    if rc != 0:
+        raise SystemExit(f"fsd main failed with exit code {rc}; see {out / 'main.log'}")
+    by = stage_windows(cfg.experiment_name)
+    stages = []
+    for name, stage, roles in (("featurize", "featurize", ("main", "pool")),
+                               ("train", "train_fold", ("fold_worker",)),
+                               ("baseline", "baseline", ("main",)),
+                               ("ensemble", "ensemble", ("main",))):
+        runs = [r for r in by.get(stage, []) if r.info.start_time / 1000 >= t0 - 1]
+        if not runs:
+            stages.append({"name": name, "reused": True})
+            continue
+        w0, w1 = _window(runs)
+        if name == "train" and not any(p.role == "fold_worker" for p in sampler.procs.values()):
+            roles = ("main",)  # train.fold_workers 1: the folds train in the main process
+        stages.append({**sampler.stage(name, w0, w1, roles), "runs": len(runs)})
+    report = {"scale": args.scale, "config": str(args.config), "overrides": args.set,
+              "n_train": info["n_train"], "n_test": info["n_test"], "data": info,
+              "main_wall_s": round(t1 - t0, 1),
+              "main_cpu_s": round(sum(p.samples[-1][1] for p in sampler.procs.values()
+                                      if p.samples), 1),
+              "main_peak_tree_rss_mb": round(sampler.total_peak / 2**20, 1),
+              "peak_process_rss_mb": round(max(max(s[2] for s in p.samples)
+                                               for p in sampler.procs.values() if p.samples)
+                                           / 2**20, 1),
+              "cores": os.cpu_count(), "load_avg_end": os.getloadavg()}
+    report.update(check_submission(out / "outputs", data))
+    import mlflow
+
+    client = mlflow.tracking.MlflowClient()
+    report["baselines"] = {
+        r.data.tags.get("fsd.baseline"): {k: round(v, 4) for k, v in r.data.metrics.items()
+                                          if k in ("oof_map3", "oof_accuracy")}
+        | {"wall_s": round((r.info.end_time - r.info.start_time) / 1000, 1)}
+        for r in by.get("baseline", []) if r.info.start_time / 1000 >= t0 - 1}
+    ens = [r for r in by.get("ensemble", []) if r.info.start_time / 1000 >= t0 - 1]
+    if ens:
+        m = ens[-1].data.metrics
+        report["ensemble_metrics"] = {k: round(v, 4) for k, v in m.items()
+                                      if "/" not in k and ("map3" in k or "accuracy" in k
+                                                           or k == "blend_weight")}
+    truth = rehearsal_set.true_test_labels(data)
+    clips = [(data / rehearsal_set.TEST_DIR / f, label)
+             for f, label in sorted(truth.items())[: args.serve_clips]]
+    model_uri = f"models:/{cfg.ensemble.model_name}@{cfg.ensemble.alias}"
+    served = serve_and_score(model_uri, env, clips)
+    stages.append(served.pop("stage"))
+    report.update(served)
+    report["stages"] = stages
+    report["main_wall_s_plus_serve"] = round(report["main_wall_s"] + stages[-1]["wall_s"]
+                                             + served["serve_ready_s"], 1)
+    del client
+    return report
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
+                                 formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--scale", type=float, default=1.0, help="share of the full size, in (0, 1]")
+    ap.add_argument("--out", required=True, help="folder for the data, store, runs and report")
+    ap.add_argument("--seed", type=int, default=0, help="the synthetic set's seed")
+    ap.add_argument("--config", type=Path, default=DEFAULT_CONFIG)
+    ap.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
+                    help="an extra config override for fsd main (repeatable)")
+    ap.add_argument("--workers", type=int, default=0, help="generator processes (0: all cores)")
+    ap.add_argument("--serve-clips", type=int, default=100, help="test clips scored over HTTP")
+    ap.add_argument("--generate-only", action="store_true", help="only generate the data")
+    ap.add_argument("--fresh", action="store_true",
+                    help="drop OUT's earlier runs and outputs first (the data is kept)")
+    ap.add_argument("--results", type=Path, default=REPO / "benchmarks" / "results" /
+                    "full_size.jsonl", help="a JSON line per run is appended here")
+    args = ap.parse_args(argv)
+    if not 0 < args.scale <= 1:
+        ap.error("--scale must be in (0, 1]")
+    Path(args.out).mkdir(parents=True, exist_ok=True)
+    report = rehearse(args)
+    report["date"] = time.strftime("%Y-%m-%d %H:%M")
+    text = json.dumps(report, indent=1, default=str)
+    (Path(args.out) / "report.json").write_text(text + "\n")
+    print(text)
+    if not args.generate_only:
+        args.results.parent.mkdir(parents=True, exist_ok=True)
+        with open(args.results, "a") as fh:
+            fh.write(json.dumps(report, default=str) + "\n")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
