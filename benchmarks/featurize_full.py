@@ -1,11 +1,9 @@
 """FSDKaggle2018 at full size, simulated: featurize, then the training batch loader.
 
-1. **Data.** A synthetic set with the dataset's shape, in its own layout (audio_train,
-   audio_test, meta): 9,473 train + 9,400 test clips (``--scale`` for a fraction), 41 labels,
-   16-bit 44.1 kHz mono WAV made by ``fsd.data.synthetic.render_clip`` (six sound types with
-   silence around them). Lengths are drawn like the real set's, 0.3-30 s: train log-normal
-   with the recipe's quartiles (2.63 s / 7.63 s: median 4.5 s), test shorter (median 1.2 s;
-   the real test zip is about a third of the train zip). Generated once into ``--data``.
+1. **Data.** The full-size rehearsal set of ``rehearsal_set.py`` (the one ``full_size.py``
+   runs the pipeline on): FSDKaggle2018's layout, 9,473 train + 9,400 test clips (``--scale``
+   for a fraction), the 41 official labels and counts, 16-bit 44.1 kHz mono WAV, 0.3-30 s.
+   Generated once into ``--data``.
 2. **featurize** (``fsd.features.featurize.featurize``, ``store.workers`` processes, the
    recipe's full features, ``experiments/seed.yaml`` with ``summary.tonnetz`` from
    ``--tonnetz``, default ``stft_chroma``): wall time, audio-s/s (in all and per worker, i.e. x real time per
@@ -31,7 +29,6 @@ Benchmarks are not tests: nothing here asserts; it prints and appends a JSON lin
 from __future__ import annotations
 
 import argparse
-import csv
 import json
 import os
 import shutil
@@ -48,72 +45,15 @@ import numpy as np
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
-N_TRAIN, N_TEST, N_LABELS = 9473, 9400, 41
-SR = 44100
-TRAIN_MEDIAN_S, TEST_MEDIAN_S, SIGMA = 4.48, 1.2, 0.79  # log-normal; quartiles 2.63 / 7.63 s
 DEFAULT_BASELINE = "9e5bb94"  # the tree before the featurize / loader changes of issue 10
 
 
-def _lengths(n: int, median: float, rng: np.random.Generator) -> np.ndarray:
-    return np.clip(rng.lognormal(np.log(median), SIGMA, n), 0.3, 30.0).round(3)
-
-
-def _write_clip(args: tuple[Path, str, int, float, int]) -> None:
-    import soundfile as sf
-
-    from fsd.data.synthetic import CLASSES, _to_pcm16, render_clip
-
-    path, label, k, seconds, seed = args
-    if path.exists():
-        return
-    rng = np.random.default_rng([seed, k])
-    y = render_clip(CLASSES[int(label[-2:]) % len(CLASSES)], rng, seconds, SR, zero_silence=k % 3 == 0)
-    tmp = path.with_suffix(".tmp.wav")
-    sf.write(tmp, _to_pcm16(y), SR, subtype="PCM_16")
-    os.replace(tmp, path)
-
-
 def generate(root: Path, scale: float, seed: int, workers: int) -> dict:
-    """The synthetic FSDKaggle2018 under ``root`` (kept between runs)."""
-    from concurrent.futures import ProcessPoolExecutor
+    """The full-size rehearsal set (``rehearsal_set.py``, shared with ``full_size.py``)."""
+    sys.path.insert(0, str(Path(__file__).resolve().parent))
+    import rehearsal_set
 
-    n_train, n_test = max(int(round(N_TRAIN * scale)), N_LABELS), max(int(round(N_TEST * scale)), 1)
-    done = root / "DONE.json"
-    if done.is_file():
-        info = json.loads(done.read_text())
-        if info["n_train"] == n_train and info["n_test"] == n_test and info["seed"] == seed:
-            return info
-        shutil.rmtree(root)
-    rng = np.random.default_rng(seed)
-    labels = [f"label_{i:02d}" for i in range(N_LABELS)]
-    train_s, test_s = _lengths(n_train, TRAIN_MEDIAN_S, rng), _lengths(n_test, TEST_MEDIAN_S, rng)
-    train_labels = [labels[i % N_LABELS] for i in rng.permutation(n_train)]
-    test_labels = [labels[i % N_LABELS] for i in rng.permutation(n_test)]
-    for d in ("FSDKaggle2018.audio_train", "FSDKaggle2018.audio_test", "FSDKaggle2018.meta"):
-        (root / d).mkdir(parents=True, exist_ok=True)
-    jobs = [(root / "FSDKaggle2018.audio_train" / f"{k:08x}.wav", lab, k, float(s), seed)
-            for k, (lab, s) in enumerate(zip(train_labels, train_s))]
-    jobs += [(root / "FSDKaggle2018.audio_test" / f"{k + 10**7:08x}.wav", lab, k + 10**7, float(s), seed)
-             for k, (lab, s) in enumerate(zip(test_labels, test_s))]
-    t0 = time.perf_counter()
-    with ProcessPoolExecutor(workers) as pool:
-        list(pool.map(_write_clip, jobs, chunksize=32))
-    with open(root / "FSDKaggle2018.meta" / "train_post_competition.csv", "w", newline="") as fh:
-        w = csv.writer(fh)
-        w.writerow(["fname", "label", "manually_verified", "freesound_id", "license"])
-        for k, lab in enumerate(train_labels):
-            w.writerow([f"{k:08x}.wav", lab, int(k % 5 < 2), k, "CC0"])
-    with open(root / "FSDKaggle2018.meta" / "test_post_competition_scoring_clips.csv", "w",
-              newline="") as fh:
-        w = csv.writer(fh)
-        w.writerow(["fname", "label", "usage", "freesound_id", "license"])
-        for k, lab in enumerate(test_labels):
-            w.writerow([f"{k + 10**7:08x}.wav", lab, "Public", k, "CC0"])
-    info = {"n_train": n_train, "n_test": n_test, "seed": seed,
-            "train_seconds": float(train_s.sum()), "test_seconds": float(test_s.sum()),
-            "generate_s": time.perf_counter() - t0}
-    done.write_text(json.dumps(info))
-    return info
+    return rehearsal_set.generate(root, scale, seed, workers)
 
 
 class PeakRSS:

@@ -104,8 +104,8 @@ def plan(scale: float, seed: int) -> dict[str, list[dict]]:
     order = rng.permutation(len(train))  # names in no label order, as the real hashes are
     for k, j in enumerate(order):
         train[j]["fname"] = f"{(k * 2654435761 + seed) % 2**31:08x}.wav"  # train < 2**31 <= test
-    scored = _share(TEST_COUNTS, scale, 0)
-    n_public = int(round(N_PUBLIC * scale))
+    scored = _share(TEST_COUNTS, scale, 1)
+    n_public = max(1, int(round(N_PUBLIC * scale)))  # and the rest Private: both are scored
     test: list[dict] = []
     for li, n in enumerate(scored):
         for i in range(n):
