@@ -345,11 +345,49 @@ def rehearse(args: argparse.Namespace) -> dict:
     return report
 
 
+def growth(results: Path, out_png: Path | None) -> list[dict]:
+    """Each stage's wall and CPU time against the clips, the newest run of each scale in
+    ``results``; a log-log plot when ``out_png`` is given. Returns the table's rows."""
+    runs: dict[float, dict] = {}
+    for line in results.read_text().splitlines():
+        r = json.loads(line)
+        if "stages" in r:
+            runs[r["scale"]] = r  # the newest of each scale wins
+    rows = []
+    for scale in sorted(runs):
+        r = runs[scale]
+        for st in r["stages"]:
+            if "wall_s" in st:
+                rows.append({"scale": scale, "n_train": r["n_train"], "n_test": r["n_test"],
+                             **{k: st[k] for k in ("name", "wall_s", "cpu_s", "peak_rss_mb")}})
+    if out_png and rows:
+        import matplotlib
+
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+
+        fig, axes = plt.subplots(1, 2, figsize=(11, 4.2))
+        for ax, key, title in ((axes[0], "wall_s", "wall time"), (axes[1], "cpu_s", "CPU time")):
+            for name in dict.fromkeys(r["name"] for r in rows):
+                pts = [(r["n_train"] + r["n_test"], r[key]) for r in rows if r["name"] == name]
+                ax.plot(*zip(*pts), marker="o", label=name)
+            xs = sorted({r["n_train"] + r["n_test"] for r in rows})
+            ref = max(r[key] for r in rows if r["n_train"] + r["n_test"] == xs[0])
+            ax.plot(xs, [ref * x / xs[0] for x in xs], "k:", label="linear in clips")
+            ax.set(xscale="log", yscale="log", xlabel="clips (train + test)", ylabel="seconds",
+                   title=f"full-size rehearsal: each stage's {title}")
+            ax.grid(True, which="both", alpha=0.3)
+        axes[1].legend(fontsize=8)
+        fig.tight_layout()
+        fig.savefig(out_png, dpi=110)
+    return rows
+
+
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
                                  formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--scale", type=float, default=1.0, help="share of the full size, in (0, 1]")
-    ap.add_argument("--out", required=True, help="folder for the data, store, runs and report")
+    ap.add_argument("--out", default="", help="folder for the data, store, runs and report")
     ap.add_argument("--seed", type=int, default=0, help="the synthetic set's seed")
     ap.add_argument("--config", type=Path, default=DEFAULT_CONFIG)
     ap.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
@@ -363,9 +401,18 @@ def main(argv: list[str] | None = None) -> int:
                     help="drop OUT's earlier runs and outputs first (the data is kept)")
     ap.add_argument("--results", type=Path, default=REPO / "benchmarks" / "results" /
                     "full_size.jsonl", help="a JSON line per run is appended here")
+    ap.add_argument("--plot", type=Path, metavar="PNG",
+                    help="no run: print each stage's time against its clips from --results "
+                         "(newest run of each scale) and draw it into PNG")
     args = ap.parse_args(argv)
+    if args.plot:
+        for r in growth(args.results, args.plot):
+            print(json.dumps(r))
+        return 0
     if not 0 < args.scale <= 1:
         ap.error("--scale must be in (0, 1]")
+    if not args.out:
+        ap.error("--out is required (the folder for the data, runs and report)")
     Path(args.out).mkdir(parents=True, exist_ok=True)
     report = rehearse(args)
     report["date"] = time.strftime("%Y-%m-%d %H:%M")
