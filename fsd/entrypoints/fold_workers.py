@@ -15,7 +15,7 @@ import logging
 import os
 import subprocess
 import sys
-import time
+import threading
 from collections.abc import Callable
 from pathlib import Path
 
@@ -44,58 +44,96 @@ def worker_env(n_workers: int) -> dict[str, str]:
     return env
 
 
+class _Scheduler:
+    """Starts ``n`` fold workers at a time and collects them, on its own thread, so that the
+    caller's thread stays free for work such as the baselines (which log to MLflow, whose
+    active run belongs to the caller's thread)."""
+
+    def __init__(self, commands: dict[int, list[str]], env: dict[str, str], n: int,
+                 poll_s: float):
+        self.commands, self.env, self.n, self.poll_s = commands, env, n, poll_s
+        self.queue = list(commands)
+        self.running: dict[int, subprocess.Popen] = {}
+        self.failed: dict[int, int] = {}
+        self.started = threading.Event()  # the first workers are up
+        self.stop = threading.Event()
+        self.error: BaseException | None = None
+
+    def run(self) -> None:
+        try:
+            while (self.queue or self.running) and not self.stop.is_set():
+                while self.queue and len(self.running) < self.n and not self.failed:
+                    fold = self.queue.pop(0)
+                    self.running[fold] = subprocess.Popen(self.commands[fold], env=self.env)
+                    log.info("fold %d: worker pid %d started", fold, self.running[fold].pid)
+                self.started.set()
+                self.stop.wait(self.poll_s)
+                self._collect()
+                if self.failed and not self.running:
+                    break
+        except BaseException as exc:  # re-raised on the caller's thread
+            self.error = exc
+        finally:
+            self.started.set()
+
+    def _collect(self) -> None:
+        for fold, proc in list(self.running.items()):
+            rc = proc.poll()
+            if rc is None:
+                continue
+            del self.running[fold]
+            if rc:
+                self.failed[fold] = rc
+                log.error("fold %d: worker exited with code %d; the other workers finish "
+                          "their folds, and a rerun resumes this one", fold, rc)
+            else:
+                log.info("fold %d: worker finished", fold)
+
+    def terminate(self) -> None:
+        self.stop.set()
+        for proc in list(self.running.values()):
+            proc.terminate()  # each has checkpointed its last epoch: a rerun resumes them
+        for proc in list(self.running.values()):
+            proc.wait()
+
+
 def train_folds_in_workers(cfg: Config, folds: list[int], features_run: str, parent_run: str,
                            run_id_path, poll_s: float = 1.0,
                            meanwhile: Callable[[], None] | None = None) -> dict[int, str]:
     """Train ``folds`` with ``cfg.train.fold_workers`` processes at a time; return each fold's
     run id (read from ``run_id_path(fold)``, the file a worker writes into its fold's folder).
 
-    ``meanwhile()`` runs in this process once the first workers have started: with 5 folds on
-    2 workers the last fold trains alone, and work such as the baselines fills the idle core.
+    ``meanwhile()`` runs in this thread once the first workers have started, while another
+    thread keeps starting the next fold as soon as a worker finishes: the baselines of a full
+    dataset take longer than one round of folds, and must not hold the folds back.
     """
     n = max(1, min(cfg.train.fold_workers, len(folds)))
     cfg_path = Path(cfg.experiment_dir) / "pipeline" / f"config-{parent_run}.yaml"
     cfg_path.parent.mkdir(parents=True, exist_ok=True)
     cfg_path.write_text(dump_config(cfg))
-    env = worker_env(n)
-    queue = list(folds)
-    running: dict[int, subprocess.Popen] = {}
-    failed: dict[int, int] = {}
+    commands = {fold: [sys.executable, "-m", "fsd", "train-fold", "--config", str(cfg_path),
+                       "--fold", str(fold), "--features-run", features_run,
+                       "--parent-run", parent_run, "--no-progress"] for fold in folds}
+    scheduler = _Scheduler(commands, worker_env(n), n, poll_s)
+    thread = threading.Thread(target=scheduler.run, name="fold-workers", daemon=True)
     log.info("training folds %s with %d worker processes", folds, n)
     try:
-        while queue or running:
-            while queue and len(running) < n and not failed:
-                fold = queue.pop(0)
-                cmd = [sys.executable, "-m", "fsd", "train-fold", "--config", str(cfg_path),
-                       "--fold", str(fold), "--features-run", features_run,
-                       "--parent-run", parent_run, "--no-progress"]
-                running[fold] = subprocess.Popen(cmd, env=env)
-                log.info("fold %d: worker pid %d started", fold, running[fold].pid)
-            if meanwhile is not None:
-                meanwhile, task = None, meanwhile
-                task()
-            time.sleep(poll_s)
-            for fold, proc in list(running.items()):
-                rc = proc.poll()
-                if rc is None:
-                    continue
-                del running[fold]
-                if rc:
-                    failed[fold] = rc
-                    log.error("fold %d: worker exited with code %d; the other workers finish "
-                              "their folds, and a rerun resumes this one", fold, rc)
-                else:
-                    log.info("fold %d: worker finished", fold)
+        thread.start()
+        scheduler.started.wait()
+        if meanwhile is not None:
+            meanwhile()
+        while thread.is_alive():
+            thread.join(0.5)
     except BaseException:
-        for proc in running.values():
-            proc.terminate()  # each has checkpointed its last epoch: a rerun resumes them
-        for proc in running.values():
-            proc.wait()
+        scheduler.terminate()
+        thread.join()
         raise
-    if failed:
+    if scheduler.error is not None:
+        raise scheduler.error
+    if scheduler.failed:
         raise FoldWorkerError(
             "fold workers failed: " + ", ".join(f"fold {f} (exit code {rc})"
-                                               for f, rc in sorted(failed.items()))
-            + (f"; folds {queue} were not started" if queue else "")
+                                               for f, rc in sorted(scheduler.failed.items()))
+            + (f"; folds {scheduler.queue} were not started" if scheduler.queue else "")
             + "; rerun the same command to resume")
     return {fold: Path(run_id_path(fold)).read_text().strip() for fold in folds}
