@@ -37,6 +37,7 @@ COMMANDS = {
     "predict": "fsd.entrypoints.predict",
     "serve": "fsd.entrypoints.serve",
     "download": "fsd.entrypoints.download",
+    "ui": "fsd.entrypoints.ui",
 }
 
 

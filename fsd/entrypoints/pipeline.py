@@ -212,7 +212,7 @@ def _print_summary(cfg: Config, run_id: str, summary: dict, table: pd.DataFrame)
     lines = [f"\nexperiment {cfg.experiment_name!r}, main run {run_id}",
              f"  tracking URI: {mlflow.get_tracking_uri()}",
              f"  runs in the MLflow UI: {tracking.runs_url(exp_id)}",
-             f"    (start it with: mlflow ui --backend-store-uri {mlflow.get_tracking_uri()})"]
+             f"    (start it with: fsd ui --backend-store-uri {mlflow.get_tracking_uri()})"]
     for rid in summary.get("baseline_runs", []):
         r = client.get_run(rid)
         lines.append(f"  baseline {r.data.tags.get(tracking.TAG_BASELINE)}: {rid}  "

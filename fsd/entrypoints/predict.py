@@ -12,7 +12,6 @@ from __future__ import annotations
 import argparse
 import logging
 from pathlib import Path
-
 from typing import TYPE_CHECKING
 
 from fsd.config import Config

@@ -43,7 +43,9 @@ def store_dataset(cfg: Config, index: pd.DataFrame, feature_key: str, fold: int 
 
 def log_dataset(dataset, context: str) -> None:
     """Log ``dataset`` as an input of the active run, read in ``context``."""
-    mlflow.log_input(dataset, context=context)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", UserWarning)  # the same hints as in store_dataset
+        mlflow.log_input(dataset, context=context)
 
 
 def dataset_source(cfg: Config) -> str:

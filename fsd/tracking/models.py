@@ -92,13 +92,32 @@ def log_keras_model(path: Path, *, name: str, description: str, params: dict[str
     import mlflow.keras
 
     net = keras.saving.load_model(path, compile=False)
+    signature = keras_signature(net)
 
     def save(local: str, mlflow_model) -> None:
-        mlflow.keras.save_model(net, local, mlflow_model=mlflow_model,
+        mlflow.keras.save_model(net, local, mlflow_model=mlflow_model, signature=signature,
                                 pip_requirements=requirements(KERAS_REQUIREMENTS))
 
     return log_logged_model(save, name=name, description=description, params=params,
                             model_type="keras", step=step)
+
+
+def keras_signature(net):
+    """The network's tensors as a signature: each input by name, its unknown sizes (batch,
+    a variable-length time axis) as -1; the output the class probabilities."""
+    import numpy as np
+    from mlflow.models import ModelSignature
+    from mlflow.types.schema import Schema, TensorSpec
+
+    def spec(tensor, name=None):
+        shape = tuple(-1 if d is None else int(d) for d in tensor.shape)
+        return TensorSpec(np.dtype(str(tensor.dtype)), shape, name)
+
+    inputs = list(net.inputs)
+    named = len(inputs) > 1
+    return ModelSignature(
+        inputs=Schema([spec(t, t.name.split(":")[0] if named else None) for t in inputs]),
+        outputs=Schema([spec(t) for t in net.outputs]))
 
 
 def log_sklearn_model(estimator, *, name: str, description: str, params: dict[str, Any],
@@ -124,8 +143,12 @@ def log_sklearn_model(estimator, *, name: str, description: str, params: dict[st
 def log_model_metrics(metrics: dict[str, float], model_id: str, dataset) -> None:
     """Metrics of the active run that score model ``model_id`` on ``dataset`` (they show on
     the run, on the model, and name the dataset)."""
-    mlflow.log_metrics({k: float(v) for k, v in metrics.items()}, model_id=model_id,
-                       dataset=dataset)
+    import warnings
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", UserWarning)  # MLflow's schema hints (see datasets)
+        mlflow.log_metrics({k: float(v) for k, v in metrics.items()}, model_id=model_id,
+                           dataset=dataset)
 
 
 def log_run_metrics(metrics: dict[str, float], step: int = 0) -> None:
