@@ -1,6 +1,8 @@
 """How overrides reach the config from the command line and from `mlflow run -P`; how cheap
 and quiet starting the CLI is."""
 
+import subprocess
+
 import pytest
 
 from fsd.cli import COMMANDS, split_overrides
@@ -28,11 +30,10 @@ def test_dangling_option_is_an_error():
 HELP_CPU_BOUND_S = 2.0  # measured ~0.1 s; generous, for a busy machine
 
 
-def _run_cpu(args: list[str]) -> tuple[float, "subprocess.CompletedProcess"]:
+def _run_cpu(args: list[str]) -> tuple[float, subprocess.CompletedProcess]:
     """Run ``python -m fsd ARGS`` in a subprocess: (its CPU seconds, the result)."""
     import os
     import resource
-    import subprocess
     import sys
     from pathlib import Path
 
@@ -59,7 +60,6 @@ def test_help_is_cheap_and_quiet(command):
 
 
 def test_help_imports_neither_tensorflow_nor_mlflow():
-    import subprocess
     import sys
 
     code = ("import sys\nfrom fsd.cli import build_parser\nbuild_parser()\n"
@@ -73,7 +73,6 @@ def test_help_imports_neither_tensorflow_nor_mlflow():
 
 def test_tensorflow_start_up_logs_stay_off_stderr():
     """A TensorFlow command imports TF with its C++ start-up lines kept off the terminal."""
-    import subprocess
     import sys
 
     code = ("from fsd.cli import import_tensorflow_quietly\nimport_tensorflow_quietly()\n"
