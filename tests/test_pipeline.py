@@ -78,7 +78,7 @@ def test_main_runs_every_step_nested_then_skips_them(tmp_path, monkeypatch, caps
 
     exp_id = main_run.info.experiment_id
     folds = mlflow.search_logged_models(experiment_ids=[exp_id], output_format="list",
-                                        filter_string="name LIKE 'cnn-fold-%'",
+                                        filter_string="name IN ('cnn-fold-0', 'cnn-fold-1')",
                                         order_by=[{"field_name": "metrics.val_map3",
                                                    "ascending": False}])
     assert sorted(lm.name for lm in folds) == ["cnn-fold-0", "cnn-fold-1"]
@@ -95,7 +95,8 @@ def test_main_runs_every_step_nested_then_skips_them(tmp_path, monkeypatch, caps
         assert lm.tags["mlflow.note.content"].startswith(f"**CNN of fold {run.data.tags['fsd.fold']}**")
         assert "train.batch_size" not in lm.params and lm.params["fold"] == run.data.tags["fsd.fold"]
     ranked = mlflow.search_logged_models(experiment_ids=[exp_id], output_format="list",
-                                         filter_string="name LIKE 'baseline-%'",
+                                         filter_string="name IN ('baseline-logreg', 'baseline-hgb', "
+                                                       "'baseline-vote')",
                                          order_by=[{"field_name": "metrics.oof_map3",
                                                     "ascending": False}])
     assert sorted(lm.name for lm in ranked) == ["baseline-hgb", "baseline-logreg", "baseline-vote"]
@@ -134,8 +135,9 @@ def test_main_runs_every_step_nested_then_skips_them(tmp_path, monkeypatch, caps
     assert "raw audio in" in registered.description
     assert "out-of-fold MAP@3" in version.description and "2 folds" in version.description
     assert ens.data.tags["fsd.model_uri"]
-    logged = [lm.name for lm in client.search_logged_models([exp.experiment_id])]
-    assert logged == ["fsd-pipeline-test-tta-ensemble"]
+    logged = sorted(lm.name for lm in client.search_logged_models([exp.experiment_id]))
+    assert logged == ["baseline-hgb", "baseline-logreg", "baseline-vote", "cnn-fold-0",
+                      "cnn-fold-1", "fsd-pipeline-test-tta-ensemble"]
 
     # the same command again: featurize and both folds are found and skipped
     assert main(args + ["--no-ensemble"]) == 0
