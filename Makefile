@@ -22,7 +22,7 @@ $(VENV)/.installed: pyproject.toml constraints.txt
 demo: setup
 	$(BIN)/fsd main --config experiments/demo.yaml
 	@echo
-	@echo "Open the runs with:  make ui   (or $(BIN)/mlflow ui --backend-store-uri $(MLFLOW_TRACKING_URI)),"
+	@echo "Open the runs with:  make ui   (or $(BIN)/fsd ui --backend-store-uri $(MLFLOW_TRACKING_URI)),"
 	@echo "then the link above, or:"
 	@$(BIN)/python -c "from fsd.tracking import print_ui_urls; print_ui_urls()"
 
@@ -33,10 +33,9 @@ lint: setup
 	$(BIN)/python -m pip install -q -c constraints.txt ruff
 	$(BIN)/ruff check --select E,F,W,I fsd tests benchmarks
 
+# MLflow's UI, opening on the training runs wherever you enter (fsd/tracking/ui_app.py)
 ui: setup
-	@echo "The experiments' runs (model-training view), once the server below is up:"
-	@$(BIN)/python -c "from fsd.tracking import print_ui_urls; print_ui_urls()"
-	$(BIN)/mlflow ui --backend-store-uri $(MLFLOW_TRACKING_URI) --host 127.0.0.1 --port 5000
+	$(BIN)/fsd ui --backend-store-uri $(MLFLOW_TRACKING_URI) --host 127.0.0.1 --port 5000
 
 clean:
 	rm -rf outputs mlflow.db mlruns mlartifacts

@@ -3,6 +3,13 @@
 Overrides come three ways, all ending up as dotted ``key=value`` pairs:
 positional ``train.fold=3``, ``--set train.fold=3``, and ``--train.fold 3`` (what
 ``mlflow run -P train.fold=3`` appends for a parameter the MLproject does not declare).
+
+Starting is cheap: building the parser imports each entry point's module, and those import
+mlflow, TensorFlow and the stages only inside the functions that run a command, so ``fsd
+--help`` and ``fsd COMMAND --help`` load neither (tests/test_cli.py holds them under a CPU
+bound). A command that needs TensorFlow imports it here first, with its C++ start-up logs
+(oneDNN notices, absl's pre-init warning, which TF 2.21 prints whatever TF_CPP_MIN_LOG_LEVEL
+says) kept off the terminal unless ``-v``; they are shown if the import fails.
 """
 
 from __future__ import annotations
@@ -11,6 +18,7 @@ import argparse
 import logging
 import os
 import sys
+import tempfile
 from collections.abc import Sequence
 
 from fsd.config import ConfigError, load_config
@@ -29,7 +37,35 @@ COMMANDS = {
     "predict": "fsd.entrypoints.predict",
     "serve": "fsd.entrypoints.serve",
     "download": "fsd.entrypoints.download",
+    "ui": "fsd.entrypoints.ui",
 }
+
+
+# The commands whose run imports TensorFlow (training, the ensemble, serving the model).
+TENSORFLOW_COMMANDS = {"train-fold", "ensemble", "sweep", "main", "predict", "serve"}
+
+
+def import_tensorflow_quietly() -> None:
+    """Import TensorFlow with its C++ start-up logs on file descriptor 2 sent to a temporary
+    file (shown only when the import fails); Python-level TF warnings are set to ERROR."""
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+    logging.getLogger("tensorflow").setLevel(logging.ERROR)
+    if "tensorflow" in sys.modules:
+        return
+    sys.stderr.flush()
+    saved = os.dup(2)
+    with tempfile.TemporaryFile() as sink:
+        os.dup2(sink.fileno(), 2)
+        try:
+            import tensorflow  # noqa: F401
+        except BaseException:
+            os.dup2(saved, 2)
+            sink.seek(0)
+            sys.stderr.write(sink.read().decode(errors="replace"))
+            raise
+        finally:
+            os.dup2(saved, 2)
+            os.close(saved)
 
 
 def _load(module: str):
@@ -103,9 +139,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     os.environ.setdefault("MLFLOW_SKIP_PIP_REQUIREMENTS_CHECK", "true")
     # Our own bars show progress; MLflow's per-download bars for a few small files are noise.
     os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
-    if not args.verbose:
+    if not args.verbose and args.command in TENSORFLOW_COMMANDS:
         # Retracing at each TTA length is expected and bounded; TF warns about it at length.
-        logging.getLogger("tensorflow").setLevel(logging.ERROR)
+        import_tensorflow_quietly()
     try:
         return int(mod.run(cfg, args) or 0)
     except ConfigError as exc:

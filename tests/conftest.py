@@ -1,7 +1,17 @@
-"""Shared fixtures: the real clips beside the checkout, and writing audio into tmp_path."""
+"""Shared fixtures: the real clips beside the checkout, and writing audio into tmp_path.
+
+The tests leave nothing in the checkout: the session points MLflow at a tracking store and an
+artifact root in a temporary folder (a sqlite store created without an artifact root would
+put its artifacts under ``./mlruns`` of the working directory, the checkout), and at its end
+fails when a file or folder appeared in the checkout that git does not track
+(``pytest_sessionfinish``)."""
 
 from __future__ import annotations
 
+import os
+import shutil
+import subprocess
+import tempfile
 from collections.abc import Callable
 from pathlib import Path
 
@@ -11,6 +21,52 @@ import soundfile as sf
 
 REPO = Path(__file__).resolve().parents[1]
 SHARED_DATA = REPO.parent / "shared" / "data"
+# What a test run may leave in the checkout (caches of Python and pytest, the venv).
+_ALLOWED = ("__pycache__", ".pytest_cache", ".venv", ".egg-info", ".hypothesis", ".ruff_cache")
+# MLflow's artifact root for stores created without one (read by mlflow.tracking's
+# _get_sqlalchemy_store; otherwise ./mlruns of the working directory)
+_ARTIFACT_ROOT_VAR = "_MLFLOW_SERVER_ARTIFACT_ROOT"
+_SESSION: dict[str, object] = {}
+
+
+def _untracked_in_checkout() -> set[str] | None:
+    """Paths in the checkout git does not track (ignored ones too), minus caches; None when
+    the checkout is not a git work tree."""
+    try:
+        out = subprocess.run(["git", "status", "--porcelain", "--ignored", "--untracked-files=all"],
+                             cwd=REPO, capture_output=True, text=True, timeout=60)
+    except (OSError, subprocess.TimeoutExpired):
+        return None
+    if out.returncode:
+        return None
+    paths = {line[3:] for line in out.stdout.splitlines() if line[:2] in ("??", "!!")}
+    return {p for p in paths if not any(a in p for a in _ALLOWED)}
+
+
+def pytest_sessionstart(session) -> None:
+    tmp = Path(tempfile.mkdtemp(prefix="fsd-tests-"))
+    _SESSION["tmp"] = tmp
+    os.environ.setdefault("MLFLOW_TRACKING_URI", f"sqlite:///{tmp}/mlflow.db")
+    os.environ.setdefault(_ARTIFACT_ROOT_VAR, str(tmp / "mlartifacts"))
+    os.environ.setdefault("MLFLOW_SKIP_PIP_REQUIREMENTS_CHECK", "true")
+    _SESSION["before"] = _untracked_in_checkout()
+
+
+def pytest_sessionfinish(session, exitstatus) -> None:
+    before, after = _SESSION.get("before"), _untracked_in_checkout()
+    tmp = _SESSION.get("tmp")
+    if isinstance(tmp, Path):
+        shutil.rmtree(tmp, ignore_errors=True)
+    if before is None or after is None:
+        return
+    left = sorted(after - before)
+    if left:
+        reporter = session.config.pluginmanager.get_plugin("terminalreporter")
+        message = ("the tests left files in the checkout (they must write under tmp): "
+                   + ", ".join(left[:20]))
+        if reporter is not None:
+            reporter.write_line(message, red=True)
+        session.exitstatus = 1
 
 
 @pytest.fixture(scope="session")

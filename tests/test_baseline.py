@@ -56,8 +56,8 @@ def test_oof_beats_chance_on_a_learnable_store(name):
     assert 0 < r.oof_accuracy <= 1 and sorted(r.scores.per_fold) == [0, 1, 2]
     m = r.metrics()
     assert {"oof_map3", "oof_accuracy", "oof/fold_0_map3", "oof/fold_2_map3", "oof_ap_macro",
-            "oof_class_map3/k1", "oof_class_ap/k1", "perf/fit_seconds",
-            "perf/final_fit_seconds"} <= set(m)
+            "perf/fit_seconds", "perf/final_fit_seconds"} <= set(m)
+    assert not any("class" in k for k in m)  # per class: a table, not a metric per label
     assert not any(k.startswith("tta") for k in m)  # a baseline scores without TTA
     assert r.params() == {"fit.n_clips": len(r.y), "fit.n_skipped": r.skipped,
                           "fit.n_features": r.n_features}
@@ -342,12 +342,23 @@ def test_fsd_baseline_logs_one_run_per_model_and_skips_when_done(tmp_path, caplo
         m = r.data.metrics
         assert 0 <= m["oof_map3"] <= 1 and 0 <= m["oof_accuracy"] <= 1
         assert {"oof/fold_0_map3", "oof/fold_1_map3"} <= set(m)
-        assert any(k.startswith("oof_class_ap/") for k in m)
+        assert not any("_class_" in k for k in m)  # per class: oof/oof_per_class.csv
+        assert r.data.tags["fsd.at_chance"] in ("true", "false")
+        # the final estimator is the run's scikit-learn LoggedModel, its scores linked to it
+        # and to the clip table the run logged as its input
+        (lm,) = client.search_logged_models(experiment_ids=[exp.experiment_id],
+                                            filter_string=f"source_run_id = '{r.info.run_id}'")
+        assert lm.model_type == "sklearn" and lm.name == f"baseline-{r.data.tags['fsd.baseline']}"
+        assert lm.tags["mlflow.note.content"].startswith("**baseline ")
+        assert {x.key for x in lm.metrics} == {"oof_map3", "oof_accuracy", "oof_ap_macro"}
+        (clips,) = [d.dataset for d in r.inputs.dataset_inputs]
+        assert {x.dataset_name for x in lm.metrics} == {clips.name}
         assert "n_clips" not in m and int(r.data.params["fit.n_clips"]) > 0  # a count: a param
         assert r.data.tags["mlflow.note.content"].startswith(f"**baseline {r.data.tags['fsd.baseline']}**")
         arts = {a.path for p in ("plots", "oof", "model")
                 for a in client.list_artifacts(r.info.run_id, p)}
-        assert {"plots/confusion.png", "oof/oof_probabilities.csv", "model/baseline.joblib"} <= arts
+        assert {"plots/confusion_matrix.png", "oof/oof_probabilities.csv",
+                "model/baseline.joblib"} <= arts
         probs = pd.read_csv(client.download_artifacts(r.info.run_id, "oof/oof_probabilities.csv",
                                                       str(tmp_path / r.info.run_id)))
         assert list(probs.columns[:2]) == ["fname", "label"] and len(probs.columns) == 2 + 6
@@ -397,24 +408,36 @@ def test_ensemble_blends_with_the_baseline_that_blends_best(ensemble_tracking, t
     run = mlflow.get_run(s["run_id"])
     assert run.info.experiment_id == base_run.info.experiment_id
     m, tags = run.data.metrics, run.data.tags
-    assert {"blend_weight", "blend_oof_map3", "blend_oof_accuracy", "cnn_oof_map3",
-            "cnn_oof_accuracy", "oof_accuracy"} <= set(m)
+    assert {"blend_weight", "blend_insample_oof_map3", "blend_insample_oof_accuracy",
+            "cnn_oof_map3", "cnn_oof_accuracy", "oof_accuracy"} <= set(m)
     candidates = pd.read_csv(mlflow.artifacts.download_artifacts(
         run_id=s["run_id"], artifact_path="blend/blend_candidates.csv", dst_path=str(tmp_path)))
     assert sorted(candidates["baseline"]) == ["extratrees", "logreg"]
-    best = candidates.loc[candidates["blend_oof_map3"].idxmax()]
+    best = candidates.loc[candidates["blend_insample_oof_map3"].idxmax()]
     assert tags["fsd.blend_baseline_run"] == runs[best["baseline"]] == best["run_id"]
-    assert m["blend_oof_map3"] == pytest.approx(best["blend_oof_map3"])
+    assert m["blend_insample_oof_map3"] == pytest.approx(best["blend_insample_oof_map3"])
     for name, rid in runs.items():
-        assert m["blend_oof_map3"] >= max(m["cnn_oof_map3"],
-                                          mlflow.get_run(rid).data.metrics["oof_map3"]) - 1e-9
+        assert m["blend_insample_oof_map3"] >= max(
+            m["cnn_oof_map3"], mlflow.get_run(rid).data.metrics["oof_map3"]) - 1e-9
     blended = m["blend_weight"] < 1
     assert run.data.params["ensemble.blended"] == str(blended).lower()
-    if blended:
-        assert m["oof_map3"] == pytest.approx(m["blend_oof_map3"])
-        assert m["oof_accuracy"] == pytest.approx(m["blend_oof_accuracy"])
-    else:
-        assert m["oof_map3"] == pytest.approx(m["cnn_oof_map3"])
+    # the headline scores the nested procedure: each fold's (baseline, weight) chosen on the
+    # other fold, its clips scored with that choice
+    nested = pd.read_csv(mlflow.artifacts.download_artifacts(
+        run_id=s["run_id"], artifact_path="blend/nested_choices.csv", dst_path=str(tmp_path)))
+    assert sorted(nested["fold"]) == [0, 1]
+    for row in nested.itertuples():
+        assert m[f"blend/fold_{row.fold}_map3"] == pytest.approx(row.held_out_map3)
+        assert row.baseline in ("extratrees", "logreg")
+    clips = pd.read_csv(mlflow.artifacts.download_artifacts(
+        run_id=s["run_id"], artifact_path="oof/oof_blend.csv", dst_path=str(tmp_path)))
+    assert m["oof_map3"] == pytest.approx(clips["rr"].mean())
+    per_class = pd.read_csv(mlflow.artifacts.download_artifacts(
+        run_id=s["run_id"], artifact_path="oof/oof_per_class.csv", dst_path=str(tmp_path)))
+    assert {"label", "clips", "cnn_map3", "blend_map3"} <= set(per_class.columns)
+    weights = pd.read_csv(mlflow.artifacts.download_artifacts(
+        run_id=s["run_id"], artifact_path="blend/blend_weights.csv", dst_path=str(tmp_path)))
+    assert all(len(repr(float(w))) <= 5 for w in weights["weight"])  # 0.15, not 0.15000000000000002
     from fsd.entrypoints.ensemble import logged_model_name
 
     name = logged_model_name(cfg.ensemble.model_name)  # the logged model: named, not "model"

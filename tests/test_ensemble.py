@@ -150,6 +150,10 @@ def test_oof_scores_per_fold_and_class():
     m = s.metrics()
     assert m["oof_map3"] == s.overall and "tta/fold_1_map3" in m and "tta_class_map3/b" in m
     assert s.metrics(group="oof")["oof/fold_1_map3"] == m["tta/fold_1_map3"]
+    assert not any("class" in k for k in s.metrics(group="cnn", per_class=False))
+    assert s.fold_metrics("cnn") == {"cnn/fold_0_map3": s.per_fold[0], "cnn/fold_1_map3": s.per_fold[1],
+                                     "cnn/fold_0_accuracy": s.per_fold_accuracy[0],
+                                     "cnn/fold_1_accuracy": s.per_fold_accuracy[1]}
     assert s.frame["pred_1"].tolist()[:2] == ["a", "b"]
 
 
@@ -165,12 +169,33 @@ def test_ensemble_step_scores_logs_submits_and_registers(ensemble_tracking):
     run = mlflow.get_run(s["run_id"])
     m = run.data.metrics
     assert m["oof_map3"] == pytest.approx(s["oof_map3"])
-    assert {"tta/fold_0_map3", "tta/fold_1_map3"} <= set(m)
-    assert any(k.startswith("tta_class_map3/") for k in m)
+    # the CNN's per-fold figures are named as the CNN's; no blend here (the session's
+    # experiment has no baselines), so the headline is the CNN's own
+    assert {"cnn/fold_0_map3", "cnn/fold_1_map3"} <= set(m)
+    assert not any(k.startswith(("tta", "blend/")) or "_class_" in k for k in m)
+    assert m["oof_map3"] == pytest.approx(m["cnn_oof_map3"])
     assert "public_map3" in m and "private_map3" in m and run.data.params["test.clips_prior_only"] == "1"
     client = MlflowClient()
-    arts = {a.path for a in client.list_artifacts(s["run_id"], "plots")}
-    assert {"plots/per_class.png", "plots/per_fold.png", "plots/confusion.png"} <= arts
+    arts = {a.path for a in client.list_artifacts(s["run_id"], "plots/cnn")}
+    assert {"plots/cnn/per_class_map3.png", "plots/cnn/per_fold_map3.png",
+            "plots/cnn/confusion_matrix.png"} <= arts
+    # the ensemble's LoggedModel: described, its own params (not the config), its headline
+    # metrics linked to it and to the clip table the run logged as its input
+    (model,) = mlflow.search_logged_models(experiment_ids=[run.info.experiment_id],
+                                           filter_string=f"source_run_id = '{s['run_id']}'",
+                                           output_format="list")
+    assert model.tags["mlflow.note.content"].startswith("**TTA ensemble**")
+    assert {"folds", "tta_lengths", "blended", "train_key"} <= set(model.params)
+    assert not any(k.startswith(("train.", "model.cnn", "data.")) for k in model.params)
+    got = {x.key: x for x in model.metrics}
+    assert set(got) == {"oof_map3", "oof_accuracy", "cnn_oof_map3", "cnn_oof_accuracy"}
+    assert got["oof_map3"].value == pytest.approx(s["oof_map3"])
+    (clips,) = [d.dataset for d in run.inputs.dataset_inputs]
+    assert got["oof_map3"].dataset_name == clips.name and got["oof_map3"].dataset_digest == clips.digest
+    # logged from code: the model's python_model is the code file, nothing pickled
+    local = Path(mlflow.artifacts.download_artifacts(f"models:/{model.model_id}"))
+    assert (local / "ensemble_model.py").is_file() or any(local.rglob("ensemble_model.py"))
+    assert not list(local.rglob("python_model.pkl"))
     # the submission lists every test clip, the empty one included, with three labels
     sub_path = mlflow.artifacts.download_artifacts(run_id=s["run_id"],
                                                    artifact_path="submission/submission.csv")

@@ -51,7 +51,7 @@ def test_main_runs_every_step_nested_then_skips_them(tmp_path, monkeypatch, caps
     tried = pd.read_csv(client.download_artifacts(ens.info.run_id, "blend/blend_candidates.csv",
                                                   str(tmp_path)))
     assert sorted(tried["run_id"]) == sorted(r.info.run_id for r in by_stage["baseline"])
-    best = tried.loc[tried["blend_oof_map3"].idxmax()]
+    best = tried.loc[tried["blend_insample_oof_map3"].idxmax()]
     assert ens.data.tags["fsd.blend_baseline_run"] == best["run_id"]
     assert {"blend_weight", "cnn_oof_map3", "oof_accuracy"} <= set(ens.data.metrics)
     main_run = by_stage["main"][0]
@@ -64,8 +64,55 @@ def test_main_runs_every_step_nested_then_skips_them(tmp_path, monkeypatch, caps
 
     # what a user sees in the UI: main carries the headline and links its steps in order
     m = main_run.data.metrics
-    assert {"oof_map3", "oof_accuracy", "folds_mean/val_map3", "baseline_logreg/oof_map3",
-            "baseline_hgb/oof_accuracy"} <= set(m)
+    # only the headline, each named for what it measures; the children keep their own
+    assert set(m) == {"oof_map3", "oof_accuracy", "cnn_oof_map3", "best_baseline_oof_map3"}
+    assert m["best_baseline_oof_map3"] == max(r.data.metrics["oof_map3"]
+                                              for r in by_stage["baseline"])
+    # every step's run names the clip table it read
+    for stage in ("main", "featurize", "train_fold", "baseline", "ensemble"):
+        for r in by_stage[stage]:
+            assert r.inputs.dataset_inputs, f"{stage} run logs no dataset"
+    # the fold CNNs and the baselines are LoggedModels the Models tab compares and
+    # search_logged_models ranks: folds by their validation, baselines by out of fold
+    import mlflow
+
+    exp_id = main_run.info.experiment_id
+    folds = mlflow.search_logged_models(experiment_ids=[exp_id], output_format="list",
+                                        filter_string="name IN ('cnn-fold-0', 'cnn-fold-1')",
+                                        order_by=[{"field_name": "metrics.val_map3",
+                                                   "ascending": False}])
+    assert sorted(lm.name for lm in folds) == ["cnn-fold-0", "cnn-fold-1"]
+    scores = [next(x.value for x in lm.metrics if x.key == "val_map3") for lm in folds]
+    assert scores == sorted(scores, reverse=True) and all(lm.model_type == "keras" for lm in folds)
+    for lm in folds:
+        run = next(r for r in by_stage["train_fold"] if r.info.run_id == lm.source_run_id)
+        assert next(x.value for x in lm.metrics if x.key == "val_map3") == \
+            run.data.metrics["val_map3"]
+        # measured on the fold's own clips, which the run logged as its validation input
+        held_out = {d.dataset.name for d in run.inputs.dataset_inputs
+                    if any(t.value == "validation" for t in d.tags)}
+        assert {x.dataset_name for x in lm.metrics} == held_out
+        assert lm.tags["mlflow.note.content"].startswith(f"**CNN of fold {run.data.tags['fsd.fold']}**")
+        assert "train.batch_size" not in lm.params and lm.params["fold"] == run.data.tags["fsd.fold"]
+    ranked = mlflow.search_logged_models(experiment_ids=[exp_id], output_format="list",
+                                         filter_string="name IN ('baseline-logreg', 'baseline-hgb', "
+                                                       "'baseline-vote')",
+                                         order_by=[{"field_name": "metrics.oof_map3",
+                                                    "ascending": False}])
+    assert sorted(lm.name for lm in ranked) == ["baseline-hgb", "baseline-logreg", "baseline-vote"]
+    oof = [next(x.value for x in lm.metrics if x.key == "oof_map3") for lm in ranked]
+    assert oof == sorted(oof, reverse=True)
+    # a baseline no better than guessing says so (hgb on 26 clips a fold predicts the prior)
+    from fsd.evaluation.metrics import at_chance
+
+    for r in by_stage["baseline"]:
+        chance = at_chance(r.data.metrics["oof_accuracy"], int(r.data.params["fit.n_clips"]), 6)
+        assert r.data.tags["fsd.at_chance"] == str(chance).lower()
+        assert ("**at chance**" in r.data.tags["mlflow.note.content"]) == chance
+    # the experiment opens on its runs and says what it holds
+    exp = client.get_experiment(exp_id)
+    assert exp.tags["mlflow.experimentKind"] == "custom_model_development"
+    assert exp.tags["mlflow.note.content"].startswith("**fsd sound tagging**")
     assert not any(k.startswith(("sweep.", "tracking.")) for k in main_run.data.params)
     assert "train.fold" not in main_run.data.params
     note = main_run.data.tags["mlflow.note.content"]
@@ -88,8 +135,9 @@ def test_main_runs_every_step_nested_then_skips_them(tmp_path, monkeypatch, caps
     assert "raw audio in" in registered.description
     assert "out-of-fold MAP@3" in version.description and "2 folds" in version.description
     assert ens.data.tags["fsd.model_uri"]
-    logged = [lm.name for lm in client.search_logged_models([exp.experiment_id])]
-    assert logged == ["fsd-pipeline-test-tta-ensemble"]
+    logged = sorted(lm.name for lm in client.search_logged_models([exp.experiment_id]))
+    assert logged == ["baseline-hgb", "baseline-logreg", "baseline-vote", "cnn-fold-0",
+                      "cnn-fold-1", "fsd-pipeline-test-tta-ensemble"]
 
     # the same command again: featurize and both folds are found and skipped
     assert main(args + ["--no-ensemble"]) == 0
@@ -127,7 +175,8 @@ def test_main_trains_folds_in_worker_processes(tmp_path, monkeypatch):
         assert r.data.tags["mlflow.parentRunId"] == parent.info.run_id
         assert client.get_metric_history(r.info.run_id, "stage1/loss")
         assert r.data.params["train.fold"] == str(fold)
-    assert parent.data.tags["fsd.fold_runs"] == str([folds[0].info.run_id, folds[1].info.run_id])
+    # comma-separated, as on the ensemble run
+    assert parent.data.tags["fsd.fold_runs"] == f"{folds[0].info.run_id},{folds[1].info.run_id}"
     # the baselines ran in the main process while the workers trained
     baselines = [r for r in runs if r.data.tags["fsd.stage"] == "baseline"]
     assert len(baselines) == 3

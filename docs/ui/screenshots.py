@@ -1,9 +1,16 @@
 """Screenshots of the MLflow UI on a finished demo, to check by eye what a user sees.
 
 Not part of CI. Needs Debian's Chromium (``apt-get install chromium``) and a finished
-``make demo`` (or ``fsd main``) in the tracking store. Starts ``mlflow ui`` on a free port,
-opens each page in headless Chromium and saves a PNG per page:
+``make demo`` (or ``fsd main``) in the tracking store. Starts the UI as ``make ui`` does
+(``fsd ui``: MLflow's app, the model-training view the browser's default; ``--server mlflow``
+starts plain ``mlflow ui`` instead, to compare) on a free port, opens each page in headless
+Chromium (a fresh profile: nothing stored) and saves a PNG per page:
 
+    experiment_entry.png  the experiment as Home -> its name opens it (no workflowType in
+                          the link): must land on the runs table, not the GenAI overview
+    run_entry.png         the main run as the runs table links it (no workflowType): the
+                          model-training sidebar, not the GenAI one
+    models_tab.png        the experiment's Models tab: the fold CNNs, baselines and ensemble
     runs_table.png        the experiment's runs in the model-training view
     main_run.png          the main run: description (steps in order), headline metrics
     fold_overview.png     a fold's run: description, metrics, params
@@ -73,6 +80,8 @@ def main() -> int:
                    help="seconds to wait for mlflow ui to answer (slow on a busy machine)")
     p.add_argument("--wait-ms", type=int, default=15000,
                    help="virtual time Chromium gives each page to load and render")
+    p.add_argument("--server", choices=("fsd", "mlflow"), default="fsd",
+                   help="fsd: `fsd ui` (what `make ui` starts); mlflow: plain `mlflow ui`")
     args = p.parse_args()
 
     client = MlflowClient(args.tracking_uri)
@@ -94,14 +103,20 @@ def main() -> int:
     out.mkdir(parents=True, exist_ok=True)
     port = free_port()
     base = f"http://127.0.0.1:{port}"
+    ui = ["fsd", "ui"] if args.server == "fsd" else ["mlflow", "ui"]
     server = subprocess.Popen(
-        ["nice", "-n", "19", sys.executable, "-m", "mlflow", "ui", "--backend-store-uri",
+        ["nice", "-n", "19", sys.executable, "-m", *ui, "--backend-store-uri",
          args.tracking_uri, "--host", "127.0.0.1", "--port", str(port)],
         stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
     try:
         wait_for(f"{base}/health", args.start_timeout)
         ml = "?workflowType=machine_learning"  # MLflow 3 opens run pages in the GenAI view else
-        pages = [("runs_table", f"#/experiments/{eid}/runs{ml}"),
+        # entered as a user does: from Home (the experiment's link) and from the runs table
+        # (a run's link); neither carries workflowType
+        pages = [("experiment_entry", f"#/experiments/{eid}"),
+                 ("run_entry", f"#/experiments/{eid}/runs/{main_run.info.run_id}"),
+                 ("models_tab", f"#/experiments/{eid}/models"),
+                 ("runs_table", f"#/experiments/{eid}/runs{ml}"),
                  ("main_run", f"#/experiments/{eid}/runs/{main_run.info.run_id}{ml}")]
         if folds:
             fold = folds[0].info.run_id

@@ -64,17 +64,13 @@ class BaselineResult:
 
     def metrics(self) -> dict[str, float]:
         """MLflow metrics: the headline ``oof_map3``/``oof_accuracy`` as the ensemble run
-        names them, per fold ``oof/fold_<k>_map3`` and per class ``oof_class_map3/<label>``
-        (no TTA: see :meth:`OOFScores.metrics`), per-class AP ``oof_class_ap/<label>`` and
-        its macro mean, fit times under ``perf/``."""
-        from fsd.evaluation.oof import metric_safe
-
-        out = dict(self.scores.metrics(group="oof"))
-        out.update({f"oof_class_ap/{metric_safe(c)}": float(v)
-                    for c, v in zip(self.labels, self.ap) if np.isfinite(v)})
+        names them and the macro mean of per-class AP ``oof_ap_macro`` (what the logged model
+        is scored by), per fold ``oof/fold_<k>_map3`` and ``oof/fold_<k>_accuracy`` (no TTA:
+        see :meth:`OOFScores.metrics`), fit times under ``perf/``. Per class the figures are
+        a table (:meth:`per_class_frame`), not one metric per label."""
+        out = dict(self.scores.metrics(group="oof", per_class=False))
         if np.isfinite(self.ap).any():
             out["oof_ap_macro"] = float(np.nanmean(self.ap))
-        out.update({f"perf/fit_seconds_fold_{f}": s for f, s in self.fold_seconds.items()})
         out["perf/fit_seconds"] = float(sum(self.fold_seconds.values()))
         out["perf/final_fit_seconds"] = float(self.final_seconds)
         if np.isfinite(self.final_train_map3):

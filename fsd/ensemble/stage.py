@@ -7,7 +7,13 @@ plain inputs:
 
 - :func:`assemble`: the crop limits training used, the TTA lengths, the bundle and its model;
 - :func:`score_out_of_fold`: each train clip scored by the fold model that held it out;
-- :func:`choose_blend`: the baseline (and weight) that blends best with the CNN out of fold;
+- :func:`align_candidates`: each baseline's out-of-fold probabilities row by row with the CNN's;
+- :func:`nested_blend`: the blend as a procedure, scored honestly: each fold's baseline and
+  weight chosen on the *other* folds' out-of-fold predictions and applied to its own clips, so
+  the headline ``oof_map3`` scores the whole procedure (choice included);
+- :func:`choose_blend`: the baseline (and weight) that blends best with the CNN on every
+  fold's predictions: what the served model uses; its score (in-sample: the choice saw the
+  clips it is scored on) is kept apart as ``blend_insample_oof_map3``;
 - :func:`apply_blend`: the winner attached to the bundle;
 - :func:`score_test`: the test split's predictions, the submission and its scores.
 """
@@ -93,6 +99,25 @@ class Blend:
 
 
 @dataclass
+class AlignedCandidate:
+    """A usable candidate: its probabilities in the CNN's row order (the CNN's own where the
+    baseline has no row) and which rows it had."""
+
+    cand: BlendCandidate
+    probs: np.ndarray
+    found: np.ndarray
+
+
+@dataclass
+class NestedBlend:
+    """The blend procedure scored out of fold: each fold's clips blended with the baseline and
+    weight chosen on the other folds (``choices``: one row per fold)."""
+
+    probs: np.ndarray
+    choices: pd.DataFrame  # fold, baseline, run_id, weight, chosen_on_map3, held_out_map3
+
+
+@dataclass
 class TestScores:
     """The test split: probabilities, the complete submission, its scores where labelled."""
 
@@ -116,10 +141,11 @@ class EnsembleResult:
     info: BundleInfo
     lengths: list[int]
     cnn: OutOfFold
-    oof: OOFScores  # the headline: the blend's where blended, else the CNN's
+    oof: OOFScores  # the headline: the nested blend's where a blend was chosen, else the CNN's
     probs: np.ndarray  # the headline's out-of-fold probabilities
     folds_mean: dict[str, float]
-    blend: Blend | None = None
+    blend: Blend | None = None  # the in-sample choice: what the served model blends
+    nested: NestedBlend | None = None
     test: TestScores | None = None
 
     @property
@@ -134,22 +160,29 @@ def run_ensemble(cfg: Config, store, folds: Sequence[FoldModel],
     and baseline settings), ``out`` the run's own folder (the bundle goes to ``out/bundle``)."""
     info, lengths, ensemble, bundle = assemble(cfg, store, folds, out / "bundle", train_key)
     cnn = score_out_of_fold(ensemble, store, cfg.summary.enabled)
-    chosen = choose_blend(cnn, candidates, cfg.ensemble.blend_steps) if cfg.ensemble.blend else None
-    oof, probs = cnn.scores, cnn.probs
-    if chosen is not None and chosen.weight < 1.0:
-        probs = chosen.probs
+    usable = align_candidates(cnn, candidates) if cfg.ensemble.blend else []
+    chosen = choose_blend(cnn, usable, cfg.ensemble.blend_steps) if usable else None
+    oof, probs, nested = cnn.scores, cnn.probs, None
+    if chosen is not None:
+        # the headline: the blend chosen fold by fold on the other folds (the choice's own
+        # optimism removed); the served model uses the choice made on every fold (chosen)
+        nested = nested_blend(cnn, usable, cfg.ensemble.blend_steps)
+        probs = nested.probs
         oof = score_oof(cnn.names, cnn.y, cnn.folds, probs, info.labels, k=3)
-        apply_blend(bundle, ensemble, info, chosen)
+        if chosen.weight < 1.0:
+            apply_blend(bundle, ensemble, info, chosen)
     info.scores = {"oof_map3": oof.overall, "oof_accuracy": oof.accuracy,
                    "cnn_oof_map3": cnn.scores.overall}
     if chosen is not None:
-        info.scores.update({"blend_weight": chosen.weight, "blend_oof_map3": chosen.oof_map3})
+        info.scores.update({"blend_weight": chosen.weight,
+                            "blend_insample_oof_map3": chosen.oof_map3})
     test = score_test(store, ensemble, info, cfg.summary.enabled)
     if test is not None:
         info.scores.update(test.map3)
     write_scores(bundle, info.scores)
     return EnsembleResult(bundle=bundle, info=info, lengths=lengths, cnn=cnn, oof=oof,
-                          probs=probs, folds_mean=folds_mean(folds), blend=chosen, test=test)
+                          probs=probs, folds_mean=folds_mean(folds), blend=chosen,
+                          nested=nested, test=test)
 
 
 def assemble(cfg: Config, store, folds: Sequence[FoldModel], dst: Path, train_key: str = "",
@@ -230,15 +263,11 @@ def score_out_of_fold(ensemble: Ensemble, store, with_summary: bool) -> OutOfFol
                      scores=scores, seconds=time.perf_counter() - t0)
 
 
-def choose_blend(cnn: OutOfFold, candidates: Sequence[BlendCandidate], steps: int) -> Blend | None:
-    """Blend the CNN's out-of-fold probabilities with the candidate that blends best.
-
-    Each candidate (best alone first) gets its weight chosen out of fold; the pair (baseline,
-    weight) with the highest blended out-of-fold MAP@3 wins (ties: the one that scores better
-    alone). None when no candidate is usable (or the winner's model cannot be fetched).
-    """
-    best: tuple[float, BlendCandidate, BlendChoice, np.ndarray, float, np.ndarray] | None = None
-    rows = []
+def align_candidates(cnn: OutOfFold, candidates: Sequence[BlendCandidate],
+                     ) -> list[AlignedCandidate]:
+    """The candidates whose out-of-fold probabilities line up with the CNN's clips (best
+    alone first, as given); a clip without a baseline row keeps the CNN's probabilities."""
+    out = []
     for cand in candidates:
         try:
             base, found = align_probabilities(cand.probabilities, cnn.names, cnn.labels)
@@ -254,28 +283,88 @@ def choose_blend(cnn: OutOfFold, candidates: Sequence[BlendCandidate], steps: in
             log.warning("ensemble.blend: baseline run %s has no out-of-fold probabilities for %d "
                         "of %d clips; those keep the CNN's", cand.run_id, int((~found).sum()),
                         len(found))
-        choice = choose_weight(cnn.y[found], cnn.probs[found], base[found], steps, k=3)
-        base = np.where(found[:, None], base, cnn.probs)  # a clip without a baseline row keeps the CNN's
-        probs = blend(cnn.probs, base, choice.weight)
-        score = float(reciprocal_ranks(cnn.y, probs, 3).mean())
-        accuracy = float(reciprocal_ranks(cnn.y, probs, 1).mean())
-        rows.append({"baseline": cand.name, "run_id": cand.run_id,
-                     "baseline_oof_map3": cand.oof_map3, "weight": choice.weight,
-                     "blend_oof_map3": score, "blend_oof_accuracy": accuracy})
-        if best is None or round(score, 12) > round(best[0], 12):
-            best = (score, cand, choice, probs, accuracy, found)
+        out.append(AlignedCandidate(cand=cand, probs=np.where(found[:, None], base, cnn.probs),
+                                    found=found))
+    return out
+
+
+def _best_pair(y: np.ndarray, cnn: np.ndarray, usable: Sequence[AlignedCandidate], rows: np.ndarray,
+               steps: int) -> tuple[AlignedCandidate, BlendChoice, float, float] | None:
+    """On ``rows`` only: each candidate's weight, and the (candidate, weight) whose blend
+    scores the best MAP@3 there (ties: the earlier candidate, i.e. the better alone)."""
+    best = None
+    for a in usable:
+        fit = rows & a.found
+        if not fit.any():
+            continue
+        choice = choose_weight(y[fit], cnn[fit], a.probs[fit], steps, k=3)
+        blended = blend(cnn[rows], a.probs[rows], choice.weight)
+        score = float(reciprocal_ranks(y[rows], blended, 3).mean())
+        accuracy = float(reciprocal_ranks(y[rows], blended, 1).mean())
+        if best is None or round(score, 12) > round(best[2], 12):
+            best = (a, choice, score, accuracy)
+    return best
+
+
+def nested_blend(cnn: OutOfFold, usable: Sequence[AlignedCandidate], steps: int) -> NestedBlend:
+    """Each fold's clips blended with the (baseline, weight) chosen on the other folds'
+    out-of-fold predictions; a fold with no other fold to choose on keeps the CNN's."""
+    probs = np.array(cnn.probs, dtype=np.float32, copy=True)
+    rows = []
+    for f in sorted(set(cnn.folds.tolist())):
+        mine = cnn.folds == f
+        others = ~mine
+        best = _best_pair(cnn.y, cnn.probs, usable, others, steps) if others.any() else None
+        if best is None:
+            rows.append({"fold": int(f), "baseline": "", "run_id": "", "weight": 1.0,
+                         "chosen_on_map3": float("nan"),
+                         "held_out_map3": float(reciprocal_ranks(cnn.y[mine], cnn.probs[mine],
+                                                                 3).mean())})
+            continue
+        a, choice, score, _ = best
+        probs[mine] = blend(cnn.probs[mine], a.probs[mine], choice.weight)
+        rows.append({"fold": int(f), "baseline": a.cand.name, "run_id": a.cand.run_id,
+                     "weight": choice.weight, "chosen_on_map3": score,
+                     "held_out_map3": float(reciprocal_ranks(cnn.y[mine], probs[mine],
+                                                             3).mean())})
+    return NestedBlend(probs=probs, choices=pd.DataFrame(rows))
+
+
+def choose_blend(cnn: OutOfFold, usable: Sequence[AlignedCandidate], steps: int) -> Blend | None:
+    """Blend the CNN's out-of-fold probabilities with the candidate that blends best on
+    every clip: the choice the served model uses.
+
+    Each candidate (best alone first) gets its weight chosen out of fold; the pair (baseline,
+    weight) with the highest blended out-of-fold MAP@3 wins (ties: the one that scores better
+    alone). Its score saw the choice made on the same clips (``blend_insample_oof_map3``);
+    :func:`nested_blend` gives the honest one. None when no candidate is usable (or the
+    winner's model cannot be fetched).
+    """
+    rows = []
+    everything = np.ones(len(cnn.y), dtype=bool)
+    for a in usable:
+        pair = _best_pair(cnn.y, cnn.probs, [a], everything, steps)
+        if pair is None:
+            continue
+        _, choice, score, accuracy = pair
+        rows.append({"baseline": a.cand.name, "run_id": a.cand.run_id,
+                     "baseline_oof_map3": a.cand.oof_map3, "weight": choice.weight,
+                     "blend_insample_oof_map3": score, "blend_insample_oof_accuracy": accuracy})
+    best = _best_pair(cnn.y, cnn.probs, usable, everything, steps)
     if best is None:
         return None
-    score, cand, choice, probs, accuracy, found = best
+    a, choice, score, accuracy = best
+    cand = a.cand
     model = cand.fetch_model()
     if model is None:
         return None
-    log.info("ensemble.blend: %s (run %s) at w=%.2f: out-of-fold MAP@3 %.4f (CNN alone %.4f; "
-             "%d candidates)", cand.name, cand.run_id, choice.weight, score,
+    probs = blend(cnn.probs, a.probs, choice.weight)
+    log.info("ensemble.blend: %s (run %s) at w=%.2f: out-of-fold MAP@3 %.4f in sample (CNN "
+             "alone %.4f; %d candidates)", cand.name, cand.run_id, choice.weight, score,
              float(reciprocal_ranks(cnn.y, cnn.probs, 3).mean()), len(rows))
     return Blend(name=cand.name, run_id=cand.run_id, weight=choice.weight, probs=probs,
                  oof_map3=score, oof_accuracy=accuracy, baseline_oof_map3=cand.oof_map3,
-                 clips=int(found.sum()), model=model, choice=choice,
+                 clips=int(a.found.sum()), model=model, choice=choice,
                  candidates=pd.DataFrame(rows))
 
 

@@ -3,13 +3,18 @@
 One MLflow run per model in ``baseline.models`` (``logreg``: StandardScaler +
 LogisticRegression; ``hgb``: HistGradientBoostingClassifier; ``svc``: quantile-scaled RBF SVC;
 ``extratrees``; ``vote``: the soft vote of ``baseline.vote_members``), tagged ``fsd.stage=baseline``
-and ``fsd.baseline=<model>``. Each logs the metrics the ensemble run logs under the same names
-(``oof_map3``, ``oof_accuracy``; per fold ``oof/fold_<k>_map3`` and per class
-``oof_class_map3/<label>``, where the ensemble's, scored with TTA, are ``tta/...``) plus
-per-class average precision (``oof_class_ap/<label>``), fit times (``perf/``), the counts as
-params (``fit.n_clips``, ``fit.n_skipped``, ``fit.n_features``), the per-class/per-fold/confusion plots, the
-out-of-fold probabilities (``oof/oof_probabilities.csv``: fname, label, one column per
-class) and the final model fitted on every train clip (``model/baseline.joblib``).
+and ``fsd.baseline=<model>``. Each logs the headline metrics the ensemble run logs under the
+same names (``oof_map3``, ``oof_accuracy``) and the macro mean of per-class average precision
+(``oof_ap_macro``), linked to its LoggedModel and to the clip table they were measured on; per
+fold ``oof/fold_<k>_map3`` (where the ensemble's are ``cnn/...`` and ``blend/...``), fit times
+(``perf/``), the counts as params (``fit.n_clips``, ``fit.n_skipped``, ``fit.n_features``), the
+per-class/per-fold/confusion plots, per class a table (``oof/oof_per_class.csv``: MAP@3, AP,
+clips), the out-of-fold probabilities (``oof/oof_probabilities.csv``: fname, label, one column
+per class) and the final model fitted on every train clip, twice: the scikit-learn estimator as
+the run's LoggedModel (``baseline-<model>``, skops format, the summary features in, class ids
+out), and the whole wrapper the ensemble bundles (``model/baseline.joblib``: label-aligned
+columns, feature cleaning). A model whose accuracy is within two standard errors of chance is
+tagged ``fsd.at_chance`` and its description says so.
 
 Skip-when-done: a model with a finished run on the same feature store (store key) and the
 same settings (baseline key) is not fitted again. Standalone (``fsd baseline``, ``mlflow run
@@ -22,11 +27,8 @@ from __future__ import annotations
 import argparse
 import logging
 
-import mlflow
-
 from fsd import tracking
 from fsd.config import Config, ConfigError
-from fsd.tracking.artifacts import MODEL_ARTIFACT, MODEL_FILE, OOF_ARTIFACT, OOF_PROBS, log_frame
 
 HELP = ("scikit-learn baselines (logreg, hgb, svc, extratrees, vote) on the summary features, "
         "out of fold, one run each")
@@ -34,6 +36,9 @@ log = logging.getLogger(__name__)
 
 STAGE_GROUP = "baselines"
 TAG_REUSED = "fsd.baseline_runs"
+TAG_AT_CHANCE = "fsd.at_chance"
+# what a baseline's LoggedModel is scored by (the run's too); the rest are the run's only
+MODEL_METRICS = ("oof_map3", "oof_accuracy", "oof_ap_macro")
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
@@ -84,9 +89,20 @@ def _check_summary(cfg: Config, store) -> None:
 def baseline_logged(cfg: Config, store, features_run: str, name: str, *, nested: bool = False,
                     progress: bool = True) -> str:
     """Fit baseline ``name`` on ``store`` inside a new run and log it; returns the run id."""
+    import mlflow
+
     from fsd.baseline.fit import run_baseline
     from fsd.baseline.model import model_params
+    from fsd.evaluation.metrics import at_chance
     from fsd.evaluation.plots import plot_oof
+    from fsd.tracking import datasets, models
+    from fsd.tracking.artifacts import (
+        MODEL_ARTIFACT,
+        MODEL_FILE,
+        OOF_ARTIFACT,
+        OOF_PROBS,
+        log_frame,
+    )
 
     tags = {tracking.TAG_BASELINE: name,
             tracking.TAG_BASELINE_KEY: tracking.baseline_key(cfg, name),
@@ -94,11 +110,26 @@ def baseline_logged(cfg: Config, store, features_run: str, name: str, *, nested:
             tracking.TAG_FEATURE_KEY: tracking.feature_key(cfg)}
     with tracking.stage_run(cfg, tracking.STAGE_BASELINE, nested=nested, tags=tags,
                             run_name=f"baseline-{name}") as active:
-        mlflow.log_params({f"baseline.{k}": v for k, v in model_params(name, cfg.baseline).items()
+        settings = model_params(name, cfg.baseline)
+        mlflow.log_params({f"baseline.{k}": v for k, v in settings.items()
                            if k in ("model", "version")})
+        clips = datasets.store_dataset(cfg, store.index, tracking.feature_key(cfg))
+        datasets.log_dataset(clips, datasets.TRAINING)
         result = run_baseline(store, name, cfg.baseline, final=True, progress=progress)
-        mlflow.log_metrics(result.metrics())
         tracking.log_new_params(result.params())
+        n_classes = len(result.labels)
+        chance = at_chance(result.oof_accuracy, len(result.y), n_classes)
+        what = _describe_model(cfg, name)
+        metrics = result.metrics()
+        scores = {k: metrics.pop(k) for k in MODEL_METRICS if k in metrics}
+        model_id = ""
+        if result.model is not None and result.model.estimator is not None:
+            model_id = _log_model(cfg, name, what, result, settings, store, scores, chance,
+                                  clips.name)
+            models.log_model_metrics(scores, model_id, clips)
+        else:
+            tracking.log_run_metrics(scores)
+        tracking.log_run_metrics(metrics)
         out = cfg.experiment_dir / "baseline" / f"{name}-{store.key[:8]}" / active.info.run_id
         plots = plot_oof(result.scores, result.y, result.probs, result.labels, out / "plots",
                          what=name)
@@ -108,18 +139,59 @@ def baseline_logged(cfg: Config, store, features_run: str, name: str, *, nested:
         log_frame(result.per_class_frame(), out / "oof_per_class.csv", OOF_ARTIFACT)
         path = result.model.save(out / MODEL_FILE)
         mlflow.log_artifact(str(path), MODEL_ARTIFACT)
-        log.info("baseline %s run %s: out-of-fold MAP@3 %.4f, accuracy %.4f", name,
-                 active.info.run_id, result.oof_map3, result.oof_accuracy)
-        what = _describe_model(cfg, name)
-        tracking.describe(
+        mlflow.set_tag(TAG_AT_CHANCE, str(chance).lower())
+        log.info("baseline %s run %s: out-of-fold MAP@3 %.4f, accuracy %.4f%s", name,
+                 active.info.run_id, result.oof_map3, result.oof_accuracy,
+                 " (at chance)" if chance else "")
+        lines = [
             f"**baseline {name}** ({what}) of `{cfg.name}` on the summary features of "
-            f"{tracking.data_summary(cfg)}, on the CNN's folds.\n\n"
+            f"{tracking.data_summary(cfg)}, on the CNN's folds.", "",
             f"- out of fold (no TTA): **MAP@3 {result.oof_map3:.3f}**, accuracy "
             f"{result.oof_accuracy:.3f}, {len(result.y)} clips in "
-            f"{len(result.fold_seconds)} folds\n"
+            f"{len(result.fold_seconds)} folds"]
+        if chance:
+            lines.append(f"- **at chance**: {chance_words(result.oof_accuracy, n_classes)}")
+        lines.append(
             f"- features: {tracking.run_link(features_run, 'featurize run')}; the model "
-            f"fitted on every clip: `{MODEL_ARTIFACT}/{MODEL_FILE}`")
+            f"fitted on every clip: the run's logged model"
+            f"{f' `{model_id}`' if model_id else ''} (scikit-learn), and "
+            f"`{MODEL_ARTIFACT}/{MODEL_FILE}` (what the ensemble bundles)")
+        tracking.describe("\n".join(lines))
         return active.info.run_id
+
+
+def chance_words(accuracy: float, n_classes: int) -> str:
+    """Why a baseline reads as chance, in words (descriptions, the results table)."""
+    from fsd.evaluation.metrics import chance_map_at_k
+
+    return (f"accuracy {accuracy:.3f} against chance {1 / n_classes:.3f} ({n_classes} classes; "
+            f"chance MAP@3 {chance_map_at_k(n_classes):.3f}): no better than guessing")
+
+
+def _log_model(cfg: Config, name: str, what: str, result, settings: dict, store,
+               scores: dict[str, float], chance: bool, dataset_name: str) -> str:
+    """The final estimator as the run's scikit-learn LoggedModel; returns its model id."""
+    import numpy as np
+    from mlflow.models import infer_signature
+
+    from fsd.baseline.model import clean_features
+    from fsd.tracking import models
+
+    sample = clean_features(np.asarray(store.summary[:2]))
+    signature = infer_signature(sample, result.model.estimator.predict(sample))
+    figures = ", ".join(f"{k} {v:.3f}" for k, v in scores.items())
+    description = (
+        f"**baseline {name}**: {what}, fitted on all {len(result.y)} clips of `{cfg.name}` "
+        f"({result.n_features} summary features per clip, NaN/inf as 0; predicts class ids, "
+        f"`predict_proba` one column per class id the clips held). Scored out of fold on "
+        f"dataset `{dataset_name}`: {figures}."
+        + (" **At chance**: no better than guessing." if chance else ""))
+    params = {**{k: v for k, v in settings.items()}, "n_features": result.n_features,
+              "n_clips": len(result.y)}
+    model = models.log_sklearn_model(result.model.estimator, name=f"baseline-{name}",
+                                     description=description, params=params,
+                                     signature=signature)
+    return model.model_id
 
 
 def _describe_model(cfg: Config, name: str) -> str:
@@ -139,21 +211,29 @@ def _describe_model(cfg: Config, name: str) -> str:
 
 
 def _log_group_summary(runs: dict[str, str]) -> None:
-    client = mlflow.tracking.MlflowClient()
-    scores = {}
+    """The group run: its children linked in its description, the best one named; the only
+    metric it logs is that best one's (``best_baseline_oof_map3``), the rest stay the
+    children's."""
+    import mlflow
+
+    client = tracking.MlflowClient()
+    scores, at_chance = {}, set()
     for name, rid in runs.items():
-        value = client.get_run(rid).data.metrics.get("oof_map3")
+        run = client.get_run(rid)
+        value = run.data.metrics.get("oof_map3")
         if value is not None:
             scores[name] = value
-            mlflow.log_metric(f"{name}_oof_map3", value)
+        if run.data.tags.get(TAG_AT_CHANCE) == "true":
+            at_chance.add(name)
     mlflow.set_tag(TAG_REUSED, ",".join(f"{n}={r}" for n, r in runs.items()))
     lines = [f"- {tracking.run_link(rid, name)}: out-of-fold MAP@3 {scores[name]:.3f}"
+             + (" (**at chance**)" if name in at_chance else "")
              if name in scores else f"- {tracking.run_link(rid, name)}"
              for name, rid in runs.items()]
     if scores:
         best = max(scores, key=scores.get)
         mlflow.set_tags({"fsd.best_baseline": best, "fsd.best_baseline_run": runs[best]})
-        mlflow.log_metric("best_oof_map3", scores[best])
+        tracking.log_run_metrics({"best_baseline_oof_map3": scores[best]})
         lines.insert(0, f"**baselines**: the best is **{best}**, out-of-fold MAP@3 "
                         f"{scores[best]:.3f}.\n")
     else:

@@ -3,21 +3,32 @@
 Finds the fold runs of one training (same training key; or exactly the runs given with
 --fold-runs) and refuses an incomplete or mixed set. Downloads each fold's model and scaler+PCA,
 scores every train clip out of fold with the recipe's test-time augmentation (folds x lengths x
-random crops, geometric mean) and logs MAP@3 overall, per fold and per class with plots. Where
-the dataset has test clips it writes a Kaggle submission (every test clip, three labels; a clip
-without features gets the training prior's top 3) and scores it where test labels exist
-(public/private MAP@3). Logs the whole ensemble as an MLflow pyfunc that takes raw audio and
-registers it; the alias (e.g. ``champion``) moves only when the out-of-fold MAP@3 beats the
-holder's, and the comparison is recorded in the run.
+random crops, geometric mean). Where the dataset has test clips it writes a Kaggle submission
+(every test clip, three labels; a clip without features gets the training prior's top 3) and
+scores it where test labels exist (public/private MAP@3). Logs the whole ensemble as an MLflow
+pyfunc from code (raw audio in) and registers it; the alias (e.g. ``champion``) moves only when
+the out-of-fold MAP@3 beats the holder's, and the comparison is recorded in the run.
 
 With ``ensemble.blend`` and finished baseline runs on the same feature store (``fsd
-baseline``), one baseline is blended in: ``p = w * cnn + (1 - w) * baseline``. For each
-baseline, ``w`` is chosen on both out-of-fold predictions (aligned by file name) over
-``ensemble.blend_steps + 1`` values in [0, 1] (ties: the larger ``w``); the baseline whose
-blend scores best out of fold is kept (``blend/blend_candidates.csv`` lists them all). The headline
-``oof_map3``/``oof_accuracy``, the alias comparison, the test predictions and the served model
-are then the blend's (param ``ensemble.blended=true``); ``cnn_oof_map3``/``cnn_oof_accuracy``
-keep the CNN's own. A weight of 1 blends nothing: the bundle stays CNN-only.
+baseline``), one baseline is blended in: ``p = w * cnn + (1 - w) * baseline``, ``w`` one of
+``ensemble.blend_steps + 1`` values in [0, 1] (ties: the larger ``w``), the baseline the one
+whose blend scores best. What each figure measures:
+
+- ``oof_map3`` / ``oof_accuracy``, the headline (what ``@champion`` is decided on): the blend as
+  a procedure, scored out of fold with the choice nested: each fold's clips are blended with
+  the baseline and weight chosen on the *other* folds' out-of-fold predictions
+  (``blend/nested_choices.csv``); per fold ``blend/fold_<k>_map3``. Without a blend: the CNN's.
+- ``cnn_oof_map3`` / ``cnn_oof_accuracy``: the CNN fold ensemble alone (with TTA); per fold
+  ``cnn/fold_<k>_map3``.
+- ``blend_insample_oof_map3`` / ``..._accuracy``: the blend the served model uses, chosen on
+  every fold's predictions and scored on the same ones (optimistic: the choice saw the clips);
+  ``blend_weight`` its weight, ``blend/blend_candidates.csv`` every candidate's.
+- per class: ``oof/oof_per_class.csv`` (CNN and blend side by side) and the plots under
+  ``plots/cnn/`` and ``plots/blend/``.
+
+The ensemble's LoggedModel carries the params that made it (folds, TTA, the blend) and the
+headline metrics, linked to it and to the clip table; a weight of 1 blends nothing (the bundle
+stays CNN-only).
 """
 
 from __future__ import annotations
@@ -27,22 +38,13 @@ import logging
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-import mlflow
-from mlflow.entities import Run
-
 from fsd import tracking
 from fsd.config import Config
 from fsd.entrypoints.flags import parse_flag
-from fsd.tracking.artifacts import (
-    FOLD_ARTIFACT,
-    OOF_ARTIFACT,
-    download_baseline_model,
-    load_oof_probabilities,
-    log_frame,
-)
-from fsd.tracking.lookups import blend_candidates, select_fold_runs, training_config
 
-if TYPE_CHECKING:  # the stage loads TensorFlow: imported where it runs
+if TYPE_CHECKING:  # the stage loads TensorFlow, mlflow the tracking: imported where they run
+    from mlflow.entities import Run
+
     from fsd.ensemble.stage import BlendCandidate, EnsembleResult, FoldModel, TestScores
 
 HELP = "TTA ensemble of a training's folds: out-of-fold MAP@3, submission, registered pyfunc"
@@ -52,6 +54,8 @@ TAG_FOLD_RUNS = "fsd.fold_runs"
 TAG_BLENDED = "fsd.blended"
 TAG_BLEND_RUN = "fsd.blend_baseline_run"
 TAG_BLEND_MODEL = "fsd.blend_baseline"
+# the ensemble LoggedModel's metrics (the run's too); every other figure is the run's only
+MODEL_METRICS = ("oof_map3", "oof_accuracy", "cnn_oof_map3", "cnn_oof_accuracy")
 
 __all__ = ["build_ensemble", "ensemble_logged", "logged_model_name", "select_fold_runs"]
 
@@ -73,6 +77,13 @@ def run(cfg: Config, args: argparse.Namespace) -> int:
     return 0
 
 
+def select_fold_runs(cfg: Config, run_ids: list[str] | None) -> dict[int, Run]:
+    """The fold runs to combine (:func:`fsd.tracking.lookups.select_fold_runs`)."""
+    from fsd.tracking.lookups import select_fold_runs as select
+
+    return select(cfg, run_ids)
+
+
 def ensemble_logged(cfg: Config, run_ids: list[str] | None = None, *, register: bool = True,
                     nested: bool = False) -> str:
     """The ensemble stage in its own (optionally nested) run; returns that run's id."""
@@ -85,6 +96,8 @@ def build_ensemble(cfg: Config, run_ids: list[str] | None = None, *, register: b
     (:func:`fsd.ensemble.stage.run_ensemble`) in a run and log it; returns a summary dict
     (run_id, oof_map3, model_uri, promotion...)."""
     from fsd.ensemble.stage import run_ensemble
+    from fsd.tracking import datasets
+    from fsd.tracking.lookups import training_config
 
     runs = select_fold_runs(cfg, run_ids)
     first = next(iter(runs.values()))
@@ -98,15 +111,20 @@ def build_ensemble(cfg: Config, run_ids: list[str] | None = None, *, register: b
             tracking.TAG_FEATURE_KEY: tracking.feature_key(train_cfg),
             TAG_FOLD_RUNS: ",".join(r.info.run_id for r in runs.values())}
     with tracking.stage_run(train_cfg, "ensemble", tags=tags, nested=nested) as active:
+        clips = datasets.store_dataset(train_cfg, store.index, tracking.feature_key(train_cfg))
+        datasets.log_dataset(clips, datasets.TRAINING)
         folds = _download_folds(runs, downloads)
         candidates = _candidates(train_cfg, store.key, downloads) if cfg.ensemble.blend else []
         # outputs per run: two ensemble runs of one training never share a folder
         out = work / active.info.run_id
         result = run_ensemble(train_cfg, store, folds, candidates, out, train_key=key)
-        _log_result(result, out, len(folds), cfg.ensemble.tta_crops)
         summary = _summary(result, active.info.run_id, key)
-        summary.update(_log_model(cfg, train_cfg, result, summary, runs, active.info.run_id,
-                                  register))
+        # the model first: metrics logged before it would be copied onto it
+        model_info = _log_model(cfg, train_cfg, result, summary, runs, clips.name)
+        summary["model_uri"] = model_info.model_uri
+        _log_result(result, out, len(folds), cfg.ensemble.tta_crops, model_info.model_id, clips)
+        summary.update(_register(cfg, train_cfg, result, summary, runs, active.info.run_id,
+                                 register))
         tracking.describe(_description(train_cfg, summary, runs, result.lengths,
                                        cfg.ensemble.tta_crops))
     return summary
@@ -114,6 +132,7 @@ def build_ensemble(cfg: Config, run_ids: list[str] | None = None, *, register: b
 
 def _download_folds(runs: dict[int, Run], downloads: Path) -> list[FoldModel]:
     from fsd.ensemble.stage import FoldModel
+    from fsd.tracking.artifacts import FOLD_ARTIFACT
     from fsd.train.folddir import FoldDir
 
     return [FoldModel(fold=fold, run_id=r.info.run_id, files=FoldDir(tracking.download_artifacts(
@@ -124,7 +143,11 @@ def _download_folds(runs: dict[int, Run], downloads: Path) -> list[FoldModel]:
 def _candidates(cfg: Config, store_key: str, downloads: Path) -> list[BlendCandidate]:
     """The blend candidates (:func:`~fsd.tracking.lookups.blend_candidates`) whose out-of-fold
     probabilities can be read; the final model is fetched only for the winner."""
+    from mlflow.exceptions import MlflowException
+
     from fsd.ensemble.stage import BlendCandidate
+    from fsd.tracking.artifacts import load_oof_probabilities
+    from fsd.tracking.lookups import blend_candidates
 
     runs = blend_candidates(cfg, store_key)
     if not runs:
@@ -135,7 +158,7 @@ def _candidates(cfg: Config, store_key: str, downloads: Path) -> list[BlendCandi
         rid = run.info.run_id
         try:
             frame = load_oof_probabilities(rid, downloads / rid)
-        except (OSError, ValueError, mlflow.exceptions.MlflowException) as exc:
+        except (OSError, ValueError, MlflowException) as exc:
             log.warning("ensemble.blend: baseline run %s is unusable (%s); skipped", rid, exc)
             continue
         out.append(BlendCandidate(
@@ -146,99 +169,160 @@ def _candidates(cfg: Config, store_key: str, downloads: Path) -> list[BlendCandi
 
 
 def _fetch_baseline_model(run_id: str, dst: Path) -> Path | None:
+    from mlflow.exceptions import MlflowException
+
+    from fsd.tracking.artifacts import download_baseline_model
+
     try:
         return download_baseline_model(run_id, dst)
-    except (OSError, mlflow.exceptions.MlflowException) as exc:
+    except (OSError, MlflowException) as exc:
         log.warning("ensemble.blend: baseline run %s has no usable model (%s); no blend",
                     run_id, exc)
         return None
 
 
-def _log_result(result: EnsembleResult, out: Path, n_folds: int, crops: int) -> None:
-    """The stage's scores, tables and plots on the active run."""
-    from fsd.evaluation.oof import per_class_table
+def _log_result(result: EnsembleResult, out: Path, n_folds: int, crops: int, model_id: str,
+                clips) -> None:
+    """The stage's scores, tables and plots on the active run: the headline and the CNN's
+    overall figures linked to the ensemble's LoggedModel and the clip table; the rest the
+    run's only (see the module docstring for what each measures)."""
+    import mlflow
+
     from fsd.evaluation.plots import plot_oof
+    from fsd.tracking import models
+    from fsd.tracking.artifacts import OOF_ARTIFACT, log_frame
 
     cnn, chosen = result.cnn, result.blend
     mlflow.log_params({"ensemble.folds": n_folds, "ensemble.lengths_used": str(result.lengths),
                        "ensemble.views_per_clip": len(result.lengths) * crops})
-    mlflow.log_metrics({"perf/oof_seconds": cnn.seconds,
-                        "perf/oof_clips_per_s": len(cnn.y) / max(cnn.seconds, 1e-9),
-                        "cnn_oof_map3": cnn.scores.overall,
-                        "cnn_oof_accuracy": cnn.scores.accuracy})
+    headline = {"oof_map3": result.oof.overall, "oof_accuracy": result.oof.accuracy,
+                "cnn_oof_map3": cnn.scores.overall, "cnn_oof_accuracy": cnn.scores.accuracy}
+    models.log_model_metrics(headline, model_id, clips)
+    run_only = {"perf/oof_seconds": cnn.seconds,
+                "perf/oof_clips_per_s": len(cnn.y) / max(cnn.seconds, 1e-9),
+                **cnn.scores.fold_metrics("cnn"), **result.folds_mean}
+    if result.nested is not None:
+        run_only.update(result.oof.fold_metrics("blend"))
+        log_frame(result.nested.choices, out / "nested_choices.csv", "blend")
     if chosen is not None:
-        mlflow.log_metrics({"blend_weight": chosen.weight, "blend_oof_map3": chosen.oof_map3,
-                            "blend_oof_accuracy": chosen.oof_accuracy,
-                            "baseline_oof_map3": chosen.baseline_oof_map3})
+        run_only.update({"blend_weight": chosen.weight,
+                         "blend_insample_oof_map3": chosen.oof_map3,
+                         "blend_insample_oof_accuracy": chosen.oof_accuracy,
+                         "baseline_oof_map3": chosen.baseline_oof_map3})
         mlflow.log_param("blend.clips", chosen.clips)
         mlflow.set_tags({TAG_BLEND_RUN: chosen.run_id, TAG_BLEND_MODEL: chosen.name})
         log_frame(chosen.choice.table(), out / "blend_weights.csv", "blend")
         log_frame(chosen.candidates, out / "blend_candidates.csv", "blend")
-    if result.blended:
-        log_frame(cnn.scores.frame, out / "oof_cnn.csv", OOF_ARTIFACT)
+    tracking.log_run_metrics(run_only)
     mlflow.log_param("ensemble.blended", str(result.blended).lower())
     mlflow.set_tag(TAG_BLENDED, str(result.blended).lower())
-    mlflow.log_metrics(result.oof.metrics(group="tta"))
-    mlflow.log_metrics(result.folds_mean)
-    plots = plot_oof(result.oof, cnn.y, result.probs, cnn.labels, out / "plots",
-                     what=f"with TTA + {chosen.name}" if result.blended else "with TTA")
-    tracking.log_files(plots, "plots")
-    log_frame(result.oof.frame, out / "oof_ensemble.csv", OOF_ARTIFACT)
-    log_frame(per_class_table(result.oof), out / "oof_per_class.csv", OOF_ARTIFACT)
+    plots = plot_oof(cnn.scores, cnn.y, cnn.probs, cnn.labels, out / "plots" / "cnn",
+                     what="CNN fold ensemble with TTA")
+    tracking.log_files(plots, "plots/cnn")
+    if result.nested is not None:
+        plots = plot_oof(result.oof, cnn.y, result.probs, cnn.labels, out / "plots" / "blend",
+                         what="blend, chosen on the other folds")
+        tracking.log_files(plots, "plots/blend")
+    log_frame(cnn.scores.frame, out / "oof_cnn.csv", OOF_ARTIFACT)
+    if result.nested is not None:
+        log_frame(result.oof.frame, out / "oof_blend.csv", OOF_ARTIFACT)
+    log_frame(per_class_frame(result), out / "oof_per_class.csv", OOF_ARTIFACT)
     if result.test is not None:
         _log_test(result.test, out)
 
 
+def per_class_frame(result: EnsembleResult):
+    """Per class: clips, the CNN fold ensemble's MAP@3 and (blended) the nested blend's."""
+    import pandas as pd
+
+    cnn = result.cnn.scores
+    frame = pd.DataFrame({"label": list(cnn.per_class),
+                          "clips": [cnn.class_counts[c] for c in cnn.per_class],
+                          "cnn_map3": list(cnn.per_class.values())})
+    if result.nested is not None:
+        frame["blend_map3"] = [result.oof.per_class[c] for c in frame["label"]]
+    return frame.sort_values("cnn_map3", kind="stable")
+
+
 def _log_test(test: TestScores, out: Path) -> None:
+    import mlflow
+
+    from fsd.tracking.artifacts import log_frame
+
+    run_only = {}
     if test.probabilities is not None:
-        mlflow.log_metrics({"perf/test_seconds": test.seconds,
-                            "perf/test_clips_per_s": len(test.probabilities)
-                            / max(test.seconds, 1e-9)})
+        run_only = {"perf/test_seconds": test.seconds,
+                    "perf/test_clips_per_s": len(test.probabilities) / max(test.seconds, 1e-9)}
         mlflow.log_param("test.clips_predicted", len(test.probabilities))
         log_frame(test.probabilities, out / "test_probabilities.csv", "test")
     mlflow.log_param("test.clips_prior_only", len(test.prior_only))
     log_frame(test.submission, out / "submission.csv", "submission")
-    if test.scores:
-        mlflow.log_metrics(test.scores)
+    tracking.log_run_metrics({**run_only, **(test.scores or {})})
 
 
 def _summary(result: EnsembleResult, run_id: str, key: str) -> dict:
     summary = {"run_id": run_id, "oof_map3": result.oof.overall,
                "oof_accuracy": result.oof.accuracy, "cnn_oof_map3": result.cnn.scores.overall,
+               "cnn_oof_accuracy": result.cnn.scores.accuracy,
                "train_key": key, "blended": result.blended, "tta_lengths": result.lengths,
+               "nested": result.nested is not None,
                **(result.test.map3 if result.test is not None else {})}
     if result.blend is not None:
         summary.update({"blend_weight": result.blend.weight, "baseline_run": result.blend.run_id,
-                        "blend_oof_map3": result.blend.oof_map3})
+                        "blend_baseline": result.blend.name,
+                        "blend_insample_oof_map3": result.blend.oof_map3})
     return summary
 
 
 def _log_model(cfg: Config, train_cfg: Config, result: EnsembleResult, summary: dict,
-               runs: dict, run_id: str, register: bool) -> dict:
-    """Log the bundle as the pyfunc and, with ``register``, register it and move the alias
-    when it beats the holder; returns the summary's model_uri (and promotion)."""
+               runs: dict, dataset_name: str):
+    """The bundle as the run's pyfunc LoggedModel (from code), with the params that made it
+    and a description; returns the ModelInfo (``model_uri``, ``model_id``)."""
+    import mlflow
+
     from fsd.serving.pyfunc import log_ensemble_model
+
+    e = cfg.ensemble
+    params = {"folds": ",".join(str(k) for k in runs), "train_key": summary["train_key"],
+              "model.backbone": train_cfg.model.backbone, "model.width": train_cfg.model.width,
+              "tta_lengths": ",".join(str(v) for v in result.lengths),
+              "tta_crops": e.tta_crops, "blended": str(result.blended).lower(),
+              "feature_key": tracking.feature_key(train_cfg)}
+    if result.blended:
+        params.update({"blend_baseline": result.blend.name,
+                       "blend_weight": f"{result.blend.weight:g}"})
+    model = mlflow.initialize_logged_model(
+        name=logged_model_name(e.model_name), source_run_id=mlflow.active_run().info.run_id,
+        params={k: str(v) for k, v in params.items()}, model_type="pyfunc",
+        tags={tracking.TAG_NOTE: _model_description(train_cfg, summary, runs, dataset_name)})
+    info = log_ensemble_model(result.bundle, result.info, name=logged_model_name(e.model_name),
+                              sample_rate=train_cfg.audio.sample_rate, model_id=model.model_id)
+    mlflow.set_tag("fsd.model_uri", info.model_uri)
+    return info
+
+
+def _register(cfg: Config, train_cfg: Config, result: EnsembleResult, summary: dict,
+              runs: dict, run_id: str, register: bool) -> dict:
+    """With ``register``: register the logged model and move the alias when its headline
+    ``oof_map3`` beats the holder's; returns the summary's promotion."""
+    if not register:
+        return {}
+    import mlflow
+
     from fsd.serving.registry import register_and_promote
 
     e = cfg.ensemble
-    model_info = log_ensemble_model(result.bundle, result.info, name=logged_model_name(e.model_name),
-                                    sample_rate=train_cfg.audio.sample_rate)
-    mlflow.set_tag("fsd.model_uri", model_info.model_uri)
-    out = {"model_uri": model_info.model_uri}
-    if register:
-        promo = register_and_promote(model_info.model_uri, e.model_name, e.alias,
-                                     result.oof.overall, run_id=run_id,
-                                     train_key=summary["train_key"])
-        describe_registered(e.model_name, promo.version, train_cfg, {**summary, **out}, runs,
-                            run_id)
-        mlflow.log_dict(promo.as_dict(), "registry/promotion.json")
-        mlflow.set_tags({"fsd.registered_version": promo.version,
-                         "fsd.alias_moved": str(promo.moved).lower(),
-                         "fsd.alias_reason": promo.reason})
-        if promo.previous_score is not None:
-            mlflow.log_metric("holder_oof_map3", promo.previous_score)
-        out["promotion"] = promo.as_dict()
-    return out
+    promo = register_and_promote(summary["model_uri"], e.model_name, e.alias,
+                                 result.oof.overall, run_id=run_id,
+                                 train_key=summary["train_key"])
+    describe_registered(e.model_name, promo.version, train_cfg, summary, runs, run_id)
+    mlflow.log_dict(promo.as_dict(), "registry/promotion.json")
+    mlflow.set_tags({"fsd.registered_version": promo.version,
+                     "fsd.alias_moved": str(promo.moved).lower(),
+                     "fsd.alias_reason": promo.reason})
+    if promo.previous_score is not None:
+        tracking.log_run_metrics({"holder_oof_map3": promo.previous_score})
+    return {"promotion": promo.as_dict()}
 
 
 def logged_model_name(model_name: str) -> str:
@@ -250,13 +334,29 @@ def logged_model_name(model_name: str) -> str:
 
 
 def _scores_line(summary: dict) -> str:
-    line = (f"out-of-fold MAP@3 **{summary['oof_map3']:.3f}**, accuracy "
-            f"{summary['oof_accuracy']:.3f}")
-    if summary.get("blended"):
-        line += (f" (blend: {summary['blend_weight']:.2f} x CNN ensemble + "
-                 f"{1 - summary['blend_weight']:.2f} x baseline; CNN ensemble alone "
-                 f"{summary['cnn_oof_map3']:.3f})")
-    return line
+    """The headline in words, naming what each figure measures."""
+    if summary.get("nested"):
+        line = (f"out-of-fold MAP@3 **{summary['oof_map3']:.3f}**, accuracy "
+                f"{summary['oof_accuracy']:.3f}: the CNN ensemble blended with a baseline, "
+                "each fold's baseline and weight chosen on the other folds")
+        line += (f"; the CNN ensemble alone {summary['cnn_oof_map3']:.3f}; the served blend "
+                 f"({summary['blend_weight']:.2f} x CNN + {1 - summary['blend_weight']:.2f} x "
+                 f"{summary.get('blend_baseline', 'baseline')}, chosen on every fold) scores "
+                 f"{summary['blend_insample_oof_map3']:.3f} in sample (optimistic: the choice "
+                 "saw those clips)")
+        return line
+    return (f"out-of-fold MAP@3 **{summary['oof_map3']:.3f}**, accuracy "
+            f"{summary['oof_accuracy']:.3f}: the CNN fold ensemble alone, with TTA")
+
+
+def _model_description(cfg: Config, summary: dict, runs: dict, dataset_name: str) -> str:
+    served = ("the CNN fold ensemble alone" if not summary.get("blended") else
+              f"{summary['blend_weight']:.2f} x the CNN fold ensemble + "
+              f"{1 - summary['blend_weight']:.2f} x baseline {summary.get('blend_baseline')}")
+    return (f"**TTA ensemble** of `{cfg.name}`: {served}; {len(runs)} fold CNNs "
+            f"({cfg.model.backbone}), test-time augmentation over {len(summary['tta_lengths'])} "
+            f"lengths. Raw audio in (column `audio`, base64 bytes), top-k labels out. Scored on "
+            f"dataset `{dataset_name}`: {_scores_line(summary)}.")
 
 
 def _description(cfg: Config, summary: dict, runs: dict, lengths: list[int], crops: int) -> str:
@@ -264,15 +364,18 @@ def _description(cfg: Config, summary: dict, runs: dict, lengths: list[int], cro
     lines = [f"**ensemble** of `{cfg.name}` on {tracking.data_summary(cfg)}: the {len(runs)} "
              f"fold models, test-time augmentation {len(lengths)} lengths x {crops} crops.",
              "", f"- {_scores_line(summary)}",
-             "- per fold (with TTA): `tta/fold_<k>_map3`; the folds' own validation (no TTA): "
-             "`folds_mean/val_map3`", f"- folds: {folds}"]
+             "- per fold: `cnn/fold_<k>_map3` (the CNN ensemble with TTA)"
+             + (", `blend/fold_<k>_map3` (the blend, chosen on the other folds; "
+                "`blend/nested_choices.csv`)" if summary.get("nested") else "")
+             + "; the folds' own validation (no TTA): `folds_mean/val_map3`; per class: "
+             "`oof/oof_per_class.csv`", f"- folds: {folds}"]
     if summary.get("baseline_run"):
         lines.append(f"- blended baseline: {tracking.run_link(summary['baseline_run'], 'run')}")
     promo = summary.get("promotion")
     if promo:
         lines.append(f"- registered as `{promo['name']}` version {promo['version']}: "
-                     f"{'took' if promo['moved'] else 'did not take'} @{promo['alias']} "
-                     f"({promo['reason']})")
+                     f"{'took' if promo['moved'] else 'did not take'} the alias "
+                     f"`@{promo['alias']}` (decided on `oof_map3`: {promo['reason']})")
     for k in ("public_map3", "private_map3"):
         if k in summary:
             lines.append(f"- test {k.split('_')[0]} MAP@3 {summary[k]:.3f}")
@@ -291,8 +394,9 @@ def describe_registered(name: str, version: str, cfg: Config, summary: dict, run
         "base64-encoded bytes of any format soundfile reads), the top-k labels with scores out. "
         "An ensemble of the CNN fold models with test-time augmentation (blended with a "
         "summary-feature baseline where that scores better out of fold). Each version's "
-        f"description gives its data, folds and out-of-fold MAP@3; `@{cfg.ensemble.alias}` "
-        "moves to a version only when its out-of-fold MAP@3 beats the holder's.\n\n"
+        f"description gives its data, folds and out-of-fold MAP@3; the alias "
+        f"`@{cfg.ensemble.alias}` moves to a version only when its out-of-fold MAP@3 (the "
+        "blend's choice made on the other folds) beats the holder's.\n\n"
         f"Serve: `fsd serve --model \"models:/{name}@{cfg.ensemble.alias}\"`")
     folds = ", ".join(str(k) for k in runs)
     version_text = (

@@ -10,16 +10,11 @@ from __future__ import annotations
 
 import argparse
 import logging
-import warnings
 from pathlib import Path
-
-import mlflow
 
 from fsd import tracking
 from fsd.config import Config
 from fsd.entrypoints.flags import parse_flag
-from fsd.tracking.artifacts import log_store
-from fsd.tracking.lookups import resolve_store, run_holding_store
 
 HELP = "decode audio, compute features and folds (resumable), log them to MLflow"
 log = logging.getLogger(__name__)
@@ -33,7 +28,14 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                    help="exit non-zero when any clip or CSV row was rejected (after logging)")
 
 
+def resolve_store(cfg: Config, features_run_id: str = ""):
+    """The feature store of a featurize run (:func:`fsd.tracking.lookups.resolve_store`)."""
+    return tracking.resolve_store(cfg, features_run_id)
+
+
 def run(cfg: Config, args: argparse.Namespace) -> int:
+    import mlflow
+
     failed = False
     with tracking.stage_run(cfg, "featurize") as active:
         result = featurize_logged(cfg)
@@ -54,22 +56,19 @@ def run(cfg: Config, args: argparse.Namespace) -> int:
 
 def featurize_logged(cfg: Config):
     """Run the featurize stage inside the active run and log what it produced."""
+    import mlflow
+
     from fsd.features.featurize import featurize
+    from fsd.tracking import datasets
+    from fsd.tracking.artifacts import log_store
+    from fsd.tracking.lookups import run_holding_store
 
     result = featurize(cfg)
     key = tracking.feature_key(cfg)
     mlflow.set_tags({tracking.TAG_FEATURE_KEY: key, tracking.TAG_STORE_KEY: result.store.key,
                      tracking.TAG_STORE_DIR: str(Path(result.store_dir).resolve()),
                      "fsd.reused": str(result.reused).lower()})
-    index = result.store.index
-    with warnings.catch_warnings():
-        # MLflow hints about integer columns and ambiguous local sources; neither applies here.
-        warnings.simplefilter("ignore", UserWarning)
-        dataset = mlflow.data.from_pandas(
-            index[["fname", "label", "fold", "verified", "seconds"]],
-            source=_dataset_source(cfg), name=f"{cfg.data.source}-{key}", targets="label",
-        )
-    mlflow.log_input(dataset, context="featurize")
+    datasets.log_dataset(datasets.store_dataset(cfg, result.store.index, key), datasets.FEATURIZE)
     metrics, params = stats_split(result.stats)
     mlflow.log_metrics(metrics)
     tracking.log_new_params(params)
@@ -117,18 +116,6 @@ def _description(cfg: Config, result) -> str:
                      "workers")
     lines.append("- plots: `plots/`; the feature store: `features/`")
     return "\n".join(lines)
-
-
-def _dataset_source(cfg: Config) -> str:
-    if cfg.data.source == "fsdkaggle2018":
-        return str(Path(cfg.data.root).resolve())
-    if cfg.data.source == "folder":
-        return str(Path(cfg.data.csv).resolve())
-    from fsd.data.synthetic import ensure_sample
-
-    # The generated sample is real files on disk; MLflow resolves a local path as the source.
-    return str(ensure_sample(cfg.store.cache_dir, cfg.data.synthetic_clips_per_class,
-                             cfg.data.synthetic_seed, cfg.audio.sample_rate).resolve())
 
 
 def _is_number(v: object) -> bool:

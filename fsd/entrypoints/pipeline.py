@@ -6,20 +6,26 @@ not run again: featurize is reused when a finished run with the same feature key
 fold is skipped when a finished fold run of the same training key exists, a baseline when a
 finished run of the same model settings on the same store exists, and an interrupted fold
 resumes from its checkpoint. Rerunning after a crash therefore continues where it stopped.
+
+``main`` logs only the pipeline's headline, each under a name that says what it measures
+(its children keep their own figures): ``oof_map3`` / ``oof_accuracy`` (the registered model,
+out of fold, its blend chosen on the other folds: what ``@champion`` is decided on),
+``cnn_oof_map3`` (the CNN fold ensemble alone) and ``best_baseline_oof_map3`` (the best
+summary-feature baseline); ``results.md`` compares every model on the same folds, and the run
+logs the clip table as its dataset input.
 """
 
 from __future__ import annotations
 
 import argparse
 import logging
-
-import keras
-import mlflow
-import pandas as pd
+from typing import TYPE_CHECKING
 
 from fsd import tracking
 from fsd.config import Config
-from fsd.entrypoints.report import results_table, to_markdown
+
+if TYPE_CHECKING:
+    import pandas as pd
 
 HELP = ("run the whole pipeline (featurize, all folds, baselines, ensemble), skipping steps "
         "already done")
@@ -37,14 +43,20 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
 
 def run(cfg: Config, args: argparse.Namespace) -> int:
+    import mlflow
+
     from fsd.entrypoints import baseline as baseline_step
     from fsd.entrypoints import ensemble as ensemble_step
     from fsd.entrypoints import featurize as featurize_step
     from fsd.entrypoints import train_fold as train_step
+    from fsd.entrypoints.report import results_table
+    from fsd.tracking import datasets
 
     with tracking.stage_run(cfg, "main", run_name="main") as parent:
         features_run = _featurize(cfg, featurize_step)
         store, features_run = tracking.resolve_store(cfg, features_run)
+        datasets.log_dataset(datasets.store_dataset(cfg, store.index, tracking.feature_key(cfg)),
+                             datasets.TRAINING)
         folds = [int(f) for f in args.folds.split(",") if f.strip()] if args.folds else \
             sorted(int(f) for f in store.index["fold"].unique())
         baseline_runs: list[str] = []
@@ -69,7 +81,9 @@ def run(cfg: Config, args: argparse.Namespace) -> int:
         if not args.no_ensemble:
             ensemble_run = ensemble_step.ensemble_logged(cfg, fold_run_ids, register=True, nested=True)
             summary["ensemble_run"] = ensemble_run
-        mlflow.set_tags({f"fsd.{k}": str(v) for k, v in summary.items()})
+        # run lists comma-separated, as the ensemble run's fsd.fold_runs
+        mlflow.set_tags({f"fsd.{k}": ",".join(v) if isinstance(v, list) else str(v)
+                         for k, v in summary.items()})
         table = results_table(parent.info.run_id)
         headline = _log_headline(summary, table)
         tracking.describe(_description(cfg, summary, headline))
@@ -98,6 +112,8 @@ def _train_folds(cfg: Config, store, features_run: str, folds: list[int], parent
             meanwhile=meanwhile)
         return runs
     for fold in todo:
+        import keras
+
         cfg.train.fold = fold
         _, runs[fold] = train_step.train_fold_logged(cfg, store, features_run, nested=True)
         keras.backend.clear_session()  # one process trains every fold: free the last graph
@@ -119,30 +135,34 @@ def _featurize(cfg: Config, featurize_step) -> str:
         return child.info.run_id
 
 
+# main's metrics, and what each measures (its description says the same in words)
+HEADLINE = {
+    "oof_map3": "the registered model out of fold (its blend chosen on the other folds)",
+    "oof_accuracy": "the same model's top-1 accuracy out of fold",
+    "cnn_oof_map3": "the CNN fold ensemble alone (TTA), out of fold",
+    "best_baseline_oof_map3": "the best summary-feature baseline, out of fold",
+}
+
+
 def _log_headline(summary: dict, table: pd.DataFrame) -> dict[str, float]:
-    """The pipeline's result on the main run itself: the ensemble's headline metrics, the
-    folds' mean validation, each baseline's out-of-fold figures, and the comparison of every
-    model on the same folds (``results.md``). Returns the metrics logged."""
-    client = mlflow.tracking.MlflowClient()
+    """The pipeline's headline on the main run itself (:data:`HEADLINE`; the children keep
+    their own figures) and the comparison of every model on the same folds (``results.md``).
+    Returns the metrics logged."""
+    import mlflow
+
+    from fsd.entrypoints.report import to_markdown
+
+    client = tracking.MlflowClient()
     out: dict[str, float] = {}
     if summary.get("ensemble_run"):
         m = client.get_run(summary["ensemble_run"]).data.metrics
-        keep = ("oof_map3", "oof_accuracy", "cnn_oof_map3", "cnn_oof_accuracy", "blend_weight",
-                "folds_mean/val_map3", "folds_mean/val_accuracy")
-        out.update({k: m[k] for k in keep if k in m})
-    folds = [client.get_run(r).data.metrics for r in summary.get("fold_runs", [])]
-    for k in ("val_map3", "val_accuracy"):
-        values = [m[k] for m in folds if k in m]
-        if values and f"folds_mean/{k}" not in out:
-            out[f"folds_mean/{k}"] = float(sum(values) / len(values))
-    for rid in summary.get("baseline_runs", []):
-        r = client.get_run(rid)
-        name = r.data.tags.get(tracking.TAG_BASELINE, "baseline")
-        for k in ("oof_map3", "oof_accuracy"):
-            if k in r.data.metrics:
-                out[f"baseline_{name}/{k}"] = r.data.metrics[k]
-    if out:
-        mlflow.log_metrics(out)
+        out.update({k: m[k] for k in ("oof_map3", "oof_accuracy", "cnn_oof_map3") if k in m})
+    baselines = [client.get_run(rid).data.metrics.get("oof_map3")
+                 for rid in summary.get("baseline_runs", [])]
+    baselines = [v for v in baselines if v is not None]
+    if baselines:
+        out["best_baseline_oof_map3"] = max(baselines)
+    tracking.log_run_metrics(out)
     if len(table):
         mlflow.log_text(to_markdown(table) + "\n", "results.md")
     return out
@@ -150,7 +170,7 @@ def _log_headline(summary: dict, table: pd.DataFrame) -> dict[str, float]:
 
 def _description(cfg: Config, summary: dict, headline: dict[str, float]) -> str:
     """main's description: the headline and its steps in pipeline order, each a link."""
-    client = mlflow.tracking.MlflowClient()
+    client = tracking.MlflowClient()
 
     def metric(rid: str, key: str) -> str:
         v = client.get_run(rid).data.metrics.get(key)
@@ -160,8 +180,12 @@ def _description(cfg: Config, summary: dict, headline: dict[str, float]) -> str:
              f"{len(summary.get('fold_runs', []))} folds -> baselines -> ensemble.", ""]
     if "oof_map3" in headline:
         lines.append(f"**Out-of-fold MAP@3 {headline['oof_map3']:.3f}**, accuracy "
-                     f"{headline.get('oof_accuracy', float('nan')):.3f} (the registered model; "
-                     "`results.md` compares every model on the same folds).")
+                     f"{headline.get('oof_accuracy', float('nan')):.3f}: the registered model, "
+                     "its blend chosen on the other folds (the figure its alias moves on). "
+                     "`results.md` compares every model on the same folds.")
+        lines.append("")
+        lines += [f"- `{k}` {headline[k]:.3f}: {what}" for k, what in HEADLINE.items()
+                  if k in headline]
         lines.append("")
     lines.append("Steps, in order:")
     lines.append("")
@@ -171,8 +195,9 @@ def _description(cfg: Config, summary: dict, headline: dict[str, float]) -> str:
         lines.append(f"1. {tracking.run_link(rid, f'fold {fold}')}: {metric(rid, 'val_map3')}")
     for rid in summary.get("baseline_runs", []):
         name = client.get_run(rid).data.tags.get(tracking.TAG_BASELINE, "baseline")
+        chance = client.get_run(rid).data.tags.get("fsd.at_chance") == "true"
         lines.append(f"1. {tracking.run_link(rid, f'baseline {name}')}: "
-                     f"{metric(rid, 'oof_map3')}")
+                     f"{metric(rid, 'oof_map3')}{' (**at chance**)' if chance else ''}")
     if summary.get("ensemble_run"):
         lines.append(f"1. {tracking.run_link(summary['ensemble_run'], 'ensemble')}: "
                      f"{metric(summary['ensemble_run'], 'oof_map3')}")
@@ -180,18 +205,21 @@ def _description(cfg: Config, summary: dict, headline: dict[str, float]) -> str:
 
 
 def _print_summary(cfg: Config, run_id: str, summary: dict, table: pd.DataFrame) -> None:
-    client = mlflow.tracking.MlflowClient()
+    import mlflow
+
+    client = tracking.MlflowClient()
     exp_id = client.get_run(run_id).info.experiment_id
     lines = [f"\nexperiment {cfg.experiment_name!r}, main run {run_id}",
              f"  tracking URI: {mlflow.get_tracking_uri()}",
              f"  runs in the MLflow UI: {tracking.runs_url(exp_id)}",
-             f"    (start it with: mlflow ui --backend-store-uri {mlflow.get_tracking_uri()})"]
+             f"    (start it with: fsd ui --backend-store-uri {mlflow.get_tracking_uri()})"]
     for rid in summary.get("baseline_runs", []):
         r = client.get_run(rid)
         lines.append(f"  baseline {r.data.tags.get(tracking.TAG_BASELINE)}: {rid}  "
                      f"oof_map3={r.data.metrics.get('oof_map3', float('nan')):.4f}")
     shown = {"features_run": ("perf/audio_seconds_per_s",),
-             "ensemble_run": ("oof_map3", "oof_accuracy", "cnn_oof_map3", "blend_weight")}
+             "ensemble_run": ("oof_map3", "oof_accuracy", "cnn_oof_map3", "blend_weight",
+                              "blend_insample_oof_map3")}
     for key in ("features_run", "ensemble_run"):
         if summary.get(key):
             r = client.get_run(summary[key])

@@ -12,11 +12,13 @@ from __future__ import annotations
 import argparse
 import logging
 from pathlib import Path
-
-import pandas as pd
+from typing import TYPE_CHECKING
 
 from fsd.config import Config
 from fsd.entrypoints.flags import optional_int
+
+if TYPE_CHECKING:
+    import pandas as pd
 
 HELP = "top labels for local audio files from a registered ensemble (models:/name@alias)"
 # Files per predict call: well under ensemble.max_request_clips, and a bad file costs a retry
@@ -36,6 +38,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
 def run(cfg: Config, args: argparse.Namespace) -> int:
     import mlflow
+    import pandas as pd
     from mlflow.exceptions import MlflowException
 
     # MLflow 3's default store (sqlite:///mlflow.db in the working directory) or
@@ -78,6 +81,7 @@ def run(cfg: Config, args: argparse.Namespace) -> int:
 
 
 def _predict(model, blobs: list[bytes], top_k: int) -> pd.DataFrame | None:
+    import pandas as pd
     from mlflow.exceptions import MlflowException
 
     try:

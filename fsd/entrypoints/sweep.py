@@ -19,18 +19,15 @@ from __future__ import annotations
 import argparse
 import logging
 from pathlib import Path
-from typing import Any
-
-import mlflow
-import optuna
-from mlflow.tracking import MlflowClient
-from optuna.trial import TrialState
+from typing import TYPE_CHECKING, Any
 
 from fsd import tracking
 from fsd.config import Config, ConfigError
 from fsd.entrypoints.flags import optional_float, optional_int
-from fsd.sweep import export, study
 from fsd.train.folddir import FoldDir
+
+if TYPE_CHECKING:  # optuna and mlflow load with the command, not with `fsd --help`
+    import optuna
 
 HELP = "Optuna study over mixup alpha and crop limits, every trial a nested MLflow run"
 log = logging.getLogger(__name__)
@@ -49,8 +46,6 @@ TAG_WORKDIR = "fsd.sweep.workdir"
 BEST_CONFIG_ARTIFACT = "best_config.yaml"
 RUN_ID_ATTR = "mlflow_run_id"  # trial user attr: the trial's nested run
 
-_STATUS = {TrialState.COMPLETE: "FINISHED", TrialState.PRUNED: "KILLED",
-           TrialState.FAIL: "FAILED"}
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
@@ -63,7 +58,19 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                    help="featurize run id to take features from (default: newest with the same key)")
 
 
+def __getattr__(name: str) -> Any:
+    """``MlflowTrialTracker`` subclasses the study's hook class (optuna): built on first use,
+    so importing this module for ``fsd --help`` loads neither optuna nor mlflow."""
+    if name == "MlflowTrialTracker":
+        cls = _tracker_class()
+        globals()[name] = cls
+        return cls
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
+
 def run(cfg: Config, args: argparse.Namespace) -> int:
+    from fsd.sweep import study
+
     if args.n_trials is not None:
         cfg.sweep.n_trials = args.n_trials
     if args.timeout is not None:
@@ -90,95 +97,115 @@ def run(cfg: Config, args: argparse.Namespace) -> int:
             tracking.TAG_FEATURE_KEY: tracking.feature_key(cfg)}
     with tracking.stage_run(shown, "sweep", tags=tags,
                             run_name=cfg.tracking.run_name or f"sweep-{opt.study_name}") as parent:
-        tracker = MlflowTrialTracker(shown, opt.study_name, features_run)
+        tracker = _tracker_class()(shown, opt.study_name, features_run)
         objective = study.Objective(cfg, store, root, tracker=tracker)
         study.optimize(opt, objective, cfg.sweep.n_trials, cfg.sweep.timeout)
         return log_study(opt, shown, root, parent.info.run_id, n_before)
 
 
 def _without_password(cfg: Config) -> Config:
+    from fsd.sweep import study
+
     if not cfg.sweep.storage:
         return cfg
     return study.apply_params(cfg, {"sweep.storage": study.redact(cfg.sweep.storage)})
 
 
-class MlflowTrialTracker(study.TrialTracker):
-    """Each trial as a run nested under the active sweep run."""
+def _tracker_class() -> type:
+    """The trial tracker class (see the module's ``__getattr__``)."""
+    import mlflow
+    from mlflow.tracking import MlflowClient
+    from optuna.trial import TrialState
 
-    def __init__(self, cfg: Config, study_name: str, features_run: str) -> None:
-        self.cfg = cfg
-        self.study_name = study_name
-        self.features_run = features_run
-        self.multi_fold = len(cfg.sweep.folds) > 1
-        self.run_id = ""
+    from fsd.sweep import study
 
-    def start(self, trial: optuna.Trial, params: dict[str, Any], cfg: Config) -> None:
-        tags = {tracking.TAG_STAGE: STAGE_TRIAL, tracking.TAG_CONFIG: cfg.name,
-                TAG_STUDY: self.study_name, TAG_TRIAL: str(trial.number),
-                TAG_STATE: TrialState.RUNNING.name,
-                TAG_WORKDIR: str(trial.user_attrs.get("workdir", "")),
-                tracking.TAG_FEATURES_RUN: self.features_run}
-        # Not a context manager: a pruned trial must end KILLED, and leaving `with` on an
-        # exception would mark it FAILED.
-        run = mlflow.start_run(run_name=f"trial-{trial.number}", nested=True, tags=tags)
-        self.run_id = run.info.run_id
-        try:
-            trial.set_user_attr(RUN_ID_ATTR, self.run_id)
-            tracking.log_config(_without_password(cfg))
-            mlflow.log_dict({k: v for k, v in params.items()}, "trial_params.json")
-        except Exception:
-            # Left active, this run would become the parent of every later trial.
-            mlflow.end_run("FAILED")
-            raise
+    status_of = {TrialState.COMPLETE: "FINISHED", TrialState.PRUNED: "KILLED",
+                 TrialState.FAIL: "FAILED"}
 
-    def on_epoch(self, fold: int) -> study.OnEpoch:
-        return tracking.epoch_logger(f"fold_{fold}/" if self.multi_fold else "")
+    class MlflowTrialTracker(study.TrialTracker):
+        """Each trial as a run nested under the active sweep run."""
 
-    def fold_done(self, fold: int, value: float, workdir: Path) -> None:
-        if self.multi_fold:
-            mlflow.log_metric(f"fold_{fold}/{study.OBJECTIVE}", value)
-        # The model stays in the workdir: a sweep keeps only what compares trials.
-        files = FoldDir(workdir)
-        tracking.log_files([files.history, files.result], f"fold_{fold}")
-        if files.plots.is_dir():
-            mlflow.log_artifacts(str(files.plots), f"fold_{fold}/plots")
-
-    def finish(self, trial: optuna.Trial, state: TrialState, value: float | None,
-               error: BaseException | None) -> None:
-        if not self.run_id:
-            return
-        tags = {TAG_STATE: state.name}
-        status = _STATUS[state]
-        if state == TrialState.PRUNED:
-            tags[TAG_PRUNED] = str(error)[:1000]
-        elif error is not None:
-            tags[TAG_ERROR] = f"{type(error).__name__}: {error}"[:1000]
-            if not isinstance(error, Exception):  # Ctrl-C, SystemExit: stopped, not broken
-                status = "KILLED"
-        client = MlflowClient()
-        try:
-            for k, v in tags.items():
-                client.set_tag(self.run_id, k, v)
-            if value is not None:
-                client.log_metric(self.run_id, study.OBJECTIVE, value)
-            shown = ", ".join(f"`{k}` = {v:.4g}" if isinstance(v, float) else f"`{k}` = {v}"
-                              for k, v in trial.params.items())
-            result = (f"mean val MAP@3 of folds {list(self.cfg.sweep.folds)} **{value:.3f}**"
-                      if value is not None else state.name.lower())
-            tracking.describe(f"**sweep trial {trial.number}** of study `{self.study_name}` "
-                              f"(`{self.cfg.name}` on {tracking.data_summary(self.cfg)}): "
-                              f"{result}, with {shown}.", run_id=self.run_id)
-        finally:
-            active = mlflow.active_run()
-            if active is not None and active.info.run_id == self.run_id:
-                mlflow.end_run(status)
-            else:
-                client.set_terminated(self.run_id, status)
+        def __init__(self, cfg: Config, study_name: str, features_run: str) -> None:
+            self.cfg = cfg
+            self.study_name = study_name
+            self.features_run = features_run
+            self.multi_fold = len(cfg.sweep.folds) > 1
             self.run_id = ""
+
+        def start(self, trial: optuna.Trial, params: dict[str, Any], cfg: Config) -> None:
+            tags = {tracking.TAG_STAGE: STAGE_TRIAL, tracking.TAG_CONFIG: cfg.name,
+                    TAG_STUDY: self.study_name, TAG_TRIAL: str(trial.number),
+                    TAG_STATE: TrialState.RUNNING.name,
+                    TAG_WORKDIR: str(trial.user_attrs.get("workdir", "")),
+                    tracking.TAG_FEATURES_RUN: self.features_run}
+            # Not a context manager: a pruned trial must end KILLED, and leaving `with` on an
+            # exception would mark it FAILED.
+            run = mlflow.start_run(run_name=f"trial-{trial.number}", nested=True, tags=tags)
+            self.run_id = run.info.run_id
+            try:
+                trial.set_user_attr(RUN_ID_ATTR, self.run_id)
+                tracking.log_config(_without_password(cfg))
+                mlflow.log_dict({k: v for k, v in params.items()}, "trial_params.json")
+            except Exception:
+                # Left active, this run would become the parent of every later trial.
+                mlflow.end_run("FAILED")
+                raise
+
+        def on_epoch(self, fold: int) -> study.OnEpoch:
+            return tracking.epoch_logger(f"fold_{fold}/" if self.multi_fold else "")
+
+        def fold_done(self, fold: int, value: float, workdir: Path) -> None:
+            if self.multi_fold:
+                mlflow.log_metric(f"fold_{fold}/{study.OBJECTIVE}", value)
+            # The model stays in the workdir: a sweep keeps only what compares trials.
+            files = FoldDir(workdir)
+            tracking.log_files([files.history, files.result], f"fold_{fold}")
+            if files.plots.is_dir():
+                mlflow.log_artifacts(str(files.plots), f"fold_{fold}/plots")
+
+        def finish(self, trial: optuna.Trial, state: TrialState, value: float | None,
+                   error: BaseException | None) -> None:
+            if not self.run_id:
+                return
+            tags = {TAG_STATE: state.name}
+            status = status_of[state]
+            if state == TrialState.PRUNED:
+                tags[TAG_PRUNED] = str(error)[:1000]
+            elif error is not None:
+                tags[TAG_ERROR] = f"{type(error).__name__}: {error}"[:1000]
+                if not isinstance(error, Exception):  # Ctrl-C, SystemExit: stopped, not broken
+                    status = "KILLED"
+            client = MlflowClient()
+            try:
+                for k, v in tags.items():
+                    client.set_tag(self.run_id, k, v)
+                if value is not None:
+                    client.log_metric(self.run_id, study.OBJECTIVE, value)
+                shown = ", ".join(f"`{k}` = {v:.4g}" if isinstance(v, float) else f"`{k}` = {v}"
+                                  for k, v in trial.params.items())
+                result = (f"mean val MAP@3 of folds {list(self.cfg.sweep.folds)} **{value:.3f}**"
+                          if value is not None else state.name.lower())
+                tracking.describe(f"**sweep trial {trial.number}** of study `{self.study_name}` "
+                                  f"(`{self.cfg.name}` on {tracking.data_summary(self.cfg)}): "
+                                  f"{result}, with {shown}.", run_id=self.run_id)
+            finally:
+                active = mlflow.active_run()
+                if active is not None and active.info.run_id == self.run_id:
+                    mlflow.end_run(status)
+                else:
+                    client.set_terminated(self.run_id, status)
+                self.run_id = ""
+
+    return MlflowTrialTracker
 
 
 def log_study(opt: optuna.Study, cfg: Config, root: Path, run_id: str, n_before: int) -> int:
     """Log the study's summary into the active (parent) run; 1 when no trial ever completed."""
+    import mlflow
+    from optuna.trial import TrialState
+
+    from fsd.sweep import export, study
+
     summary = study.summary(opt)
     new = opt.trials[n_before:]
     n_new_failed = sum(t.state == TrialState.FAIL for t in new)

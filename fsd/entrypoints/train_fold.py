@@ -7,7 +7,10 @@ replayed from history.csv at their own steps, and the description says so. The r
 measurements are metrics, its counts params (``fold.*``). The run is tagged with its fold,
 its featurize run and its training key (the same for every fold of one recipe, so the
 ensemble step can find the set), and logs the best model (.keras), the fold's scaler+PCA,
-history, plots and out-of-fold predictions.
+history, plots and out-of-fold predictions. The kept network is also the run's LoggedModel
+(Keras flavor, ``cnn-fold-<k>``): described, with the params that made it, and its validation
+metrics (``val_map3``, ``val_accuracy``, ``val_loss``) linked to it and to the dataset they were
+measured on (the fold's clips); the run logs the clip table as its training input.
 
 Resumable: rerunning the same command continues from the fold's last checkpoint (started with
 ``fsd train-fold``, also in the same MLflow run; under ``mlflow run`` the launcher opens a new one).
@@ -20,13 +23,9 @@ import logging
 import os
 from pathlib import Path
 
-import mlflow
-
 from fsd import tracking
 from fsd.config import Config
 from fsd.entrypoints.flags import optional_int
-from fsd.tracking.artifacts import FOLD_ARTIFACT
-from fsd.tracking.runs import reap_if_gone, resume_run, unfinished_run
 from fsd.train.folddir import FoldDir
 
 HELP = "train one fold (two stages, MobileNetV2 + PCA), every epoch logged to MLflow"
@@ -67,6 +66,9 @@ def train_fold_logged(cfg: Config, store, features_run: str, *, nested: bool = F
 
     ``parent_run`` makes the run a child of that run although it is started by another
     process (the tag MLflow's ``nested=True`` would set)."""
+    import mlflow
+
+    from fsd.tracking.runs import reap_if_gone, resume_run, unfinished_run
     from fsd.train.fit import train_fold
 
     fold = cfg.train.fold
@@ -112,7 +114,7 @@ def train_fold_logged(cfg: Config, store, features_run: str, *, nested: bool = F
 
         result = train_fold(cfg, store, fold, workdir, on_epoch=on_epoch, progress=progress)
         replayed += tracking.replay_history(run_id, files.history)  # what the first pass could not see
-        summary = log_fold_outputs(workdir)
+        summary = log_fold_outputs(workdir, cfg, store, fold)
         note = _reuse_note(workdir, earlier if earlier != run_id else "", replayed, len(trained))
         if replayed:
             mlflow.set_tags({"fsd.replayed_epochs": str(replayed),
@@ -135,17 +137,78 @@ def _reuse_note(workdir: Path, earlier: str, replayed: int, trained: int) -> str
             "were trained in this run.")
 
 
-def log_fold_outputs(workdir: Path) -> dict:
+# the kept model's validation figures: the run's and its LoggedModel's, on the fold's clips
+MODEL_METRICS = ("val_map3", "val_accuracy", "val_loss")
+
+
+def log_fold_outputs(workdir: Path, cfg: Config | None = None, store=None,
+                     fold: int | None = None) -> dict:
     """Log a finished fold's result.json (measurements as metrics, counts as params: see
-    tracking.fold_summary), its files and plots; returns result.json's content."""
+    tracking.fold_summary), its files and plots, and its network as the run's LoggedModel with
+    the validation metrics linked to it and to the fold's clips (with ``cfg`` and a store
+    that has an index); returns result.json's content."""
+    import mlflow
+
+    from fsd.tracking.artifacts import FOLD_ARTIFACT
+
     files = FoldDir(workdir)
     summary = files.read_result()
     metrics, params = tracking.fold_summary(summary)
-    mlflow.log_metrics(metrics)
+    val = {k: metrics.pop(k) for k in MODEL_METRICS if k in metrics}
     tracking.log_new_params(params)
     if summary.get("selected_stage"):
         mlflow.set_tag("fsd.selected_stage", summary["selected_stage"])
+    index = getattr(store, "index", None)
+    model_id = ""
+    if cfg is not None and index is not None and fold is not None:
+        model_id = _log_fold_model(cfg, store, fold, files, summary, val)
+    if not model_id:
+        tracking.log_run_metrics(val)
+    tracking.log_run_metrics(metrics)
     tracking.log_files(files.logged(), FOLD_ARTIFACT)
     if files.plots.is_dir():
         mlflow.log_artifacts(str(files.plots), "plots")
     return summary
+
+
+def _log_fold_model(cfg: Config, store, fold: int, files: FoldDir, summary: dict,
+                    val: dict[str, float]) -> str:
+    """The fold's network as a Keras LoggedModel of the run, its validation metrics linked
+    to it and to the fold's clips; returns its model id ('' when there is no network)."""
+    from fsd.tracking import datasets, models
+
+    feature_key = tracking.feature_key(cfg)
+    datasets.log_dataset(datasets.store_dataset(cfg, store.index, feature_key), datasets.TRAINING)
+    held_out = datasets.store_dataset(cfg, store.index, feature_key, fold=fold)
+    datasets.log_dataset(held_out, datasets.VALIDATION)
+    if not files.model.is_file():
+        return ""
+    kept = summary.get("selected_stage", "stage2")
+    params = {"fold": fold, "model.backbone": cfg.model.backbone, "model.width": cfg.model.width,
+              "selected_stage": kept, "epochs": summary.get("epochs", ""),
+              "n_train": summary.get("n_train", ""), "n_val": summary.get("n_val", ""),
+              "crop_min": summary.get("crop_min", ""), "crop_max": summary.get("crop_max", ""),
+              "train_key": tracking.train_key(cfg)}
+    figures = ", ".join(f"{k} {v:.3f}" for k, v in val.items())
+    description = (
+        f"**CNN of fold {fold}** (`{cfg.name}`, {cfg.model.backbone}, kept: {kept}): trained "
+        f"on the other folds' {summary.get('n_train', '?')} clips, validated on the "
+        f"{summary.get('n_val', '?')} clips of fold {fold} (dataset `{held_out.name}`): "
+        f"{figures} (fixed lengths, centre crops, no TTA). Input: log-mel "
+        f"{'and the PCA of the summary features ' if kept == 'stage2' else ''}as the fold's "
+        "`fold/` artifacts scale them.")
+    # the model's step: the run's epochs (the network as it stands after them)
+    step = _epochs_logged(files)
+    model = models.log_keras_model(files.model, name=f"cnn-fold-{fold}", description=description,
+                                   params=params, step=step)
+    models.log_model_metrics(val, model.model_id, held_out)
+    return model.model_id
+
+
+def _epochs_logged(files: FoldDir) -> int:
+    try:
+        import pandas as pd
+
+        return int(len(pd.read_csv(files.history)))
+    except (OSError, ValueError):
+        return 0

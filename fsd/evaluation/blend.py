@@ -48,7 +48,8 @@ def choose_weight(y_true: np.ndarray, cnn: np.ndarray, baseline: np.ndarray, ste
     y = np.asarray(y_true, dtype=np.int64)
     if len(y) == 0:
         raise ValueError("no clips to choose a blend weight on")
-    weights = np.linspace(0.0, 1.0, int(steps) + 1)
+    # rounded: linspace's 0.15000000000000002 would reach tables and tags as is
+    weights = np.round(np.linspace(0.0, 1.0, int(steps) + 1), 12)
     scores = np.array([reciprocal_ranks(y, blend(cnn, baseline, w), k).mean() for w in weights])
     # ties: the larger weight; compare on rounded scores so float noise cannot break a tie
     rounded = np.round(scores, 12)

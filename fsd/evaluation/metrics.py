@@ -56,3 +56,20 @@ def per_class_ap(y_true, probs, n_classes: int | None = None) -> np.ndarray:
         if pos.any():
             out[c] = average_precision_score(pos, p[:, c])
     return out
+
+
+def chance_map_at_k(n_classes: int, k: int = 3) -> float:
+    """MAP@k of guessing ``k`` distinct classes uniformly at random: sum(1/r for r <= k) / n."""
+    n = int(n_classes)
+    if n < 1:
+        raise ValueError(f"n_classes must be >= 1, got {n_classes}")
+    return float(sum(1.0 / r for r in range(1, min(k, n) + 1)) / n)
+
+
+def at_chance(accuracy: float, n_clips: int, n_classes: int) -> bool:
+    """Whether a top-1 ``accuracy`` on ``n_clips`` is not above chance (1 / ``n_classes``)
+    by more than two binomial standard errors: a model that learned nothing distinguishable."""
+    if n_classes < 2 or n_clips < 1 or not np.isfinite(accuracy):
+        return False
+    p = 1.0 / n_classes
+    return bool(accuracy <= p + 2.0 * np.sqrt(p * (1.0 - p) / n_clips))

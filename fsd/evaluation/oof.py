@@ -33,19 +33,26 @@ class OOFScores:
     accuracy: float = float("nan")
     per_fold_accuracy: dict[int, float] = field(default_factory=dict)
 
-    def metrics(self, group: str = "tta") -> dict[str, float]:
+    def metrics(self, group: str = "tta", per_class: bool = True) -> dict[str, float]:
         """Flat MLflow metric names: the headline ``oof_map3`` and ``oof_accuracy``, then per
-        fold ``<group>/fold_<k>_map3`` and ``<group>/fold_<k>_accuracy`` and per class
-        ``<group>_class_map3/<label>``. ``group`` says how the clips were scored: ``tta``
-        (the ensemble: test-time augmentation) or ``oof`` (a baseline, no crops), so these
-        never read as a fold run's own ``val_map3`` (fixed lengths, no TTA)."""
+        fold ``<group>/fold_<k>_map3`` and ``<group>/fold_<k>_accuracy`` and (``per_class``)
+        per class ``<group>_class_map3/<label>``. ``group`` says what scored the clips (e.g.
+        ``cnn`` for the CNN fold ensemble with TTA, ``blend`` for the blend, ``oof`` for a
+        baseline), so these never read as a fold run's own ``val_map3`` (fixed lengths, no
+        TTA)."""
         out = {f"oof_map{self.k}": self.overall}
         if np.isfinite(self.accuracy):
             out["oof_accuracy"] = self.accuracy
-        out.update({f"{group}/fold_{f}_map{self.k}": v for f, v in self.per_fold.items()})
+        out.update(self.fold_metrics(group))
+        if per_class:
+            out.update({f"{group}_class_map{self.k}/{metric_safe(c)}": v
+                        for c, v in self.per_class.items() if np.isfinite(v)})
+        return out
+
+    def fold_metrics(self, group: str) -> dict[str, float]:
+        """Per fold: ``<group>/fold_<k>_map3`` and ``<group>/fold_<k>_accuracy``."""
+        out = {f"{group}/fold_{f}_map{self.k}": v for f, v in self.per_fold.items()}
         out.update({f"{group}/fold_{f}_accuracy": v for f, v in self.per_fold_accuracy.items()})
-        out.update({f"{group}_class_map{self.k}/{metric_safe(c)}": v
-                    for c, v in self.per_class.items() if np.isfinite(v)})
         return out
 
 

@@ -90,7 +90,8 @@ def plot_per_class_ap(ap: np.ndarray, labels: list[str], path: Path, title: str 
 
 def plot_oof(scores: OOFScores, y_true: np.ndarray, probs: np.ndarray, labels: Sequence[str],
              out_dir: Path, what: str = "with TTA") -> dict[str, Path]:
-    """per_class.png (sorted bars), per_fold.png and confusion.png (top-1, row-normalised);
+    """per_class_map3.png (sorted bars), per_fold_map3.png and confusion_matrix.png (top-1,
+    row-normalised: the name a fold's run gives its own);
     ``what`` names the model in the titles (e.g. ``with TTA``, ``logreg``)."""
     out_dir.mkdir(parents=True, exist_ok=True)
     paths: dict[str, Path] = {}
@@ -111,8 +112,8 @@ def plot_oof(scores: OOFScores, y_true: np.ndarray, probs: np.ndarray, labels: S
     ax.set_title(f"MAP@{k} per class, out of fold, {what}")
     ax.grid(axis="x", alpha=0.3)
     fig.tight_layout()
-    paths["per_class"] = out_dir / "per_class.png"
-    fig.savefig(paths["per_class"], dpi=100)
+    paths["per_class_map3"] = out_dir / "per_class_map3.png"
+    fig.savefig(paths["per_class_map3"], dpi=100)
     plt.close(fig)
 
     folds = [str(f) for f in scores.per_fold]
@@ -128,11 +129,12 @@ def plot_oof(scores: OOFScores, y_true: np.ndarray, probs: np.ndarray, labels: S
     ax.set_title(f"out-of-fold MAP@{k} per fold, {what}")
     ax.legend(loc="lower center", bbox_to_anchor=(0.5, -0.3), ncol=2, fontsize=8, frameon=False)
     fig.tight_layout()
-    paths["per_fold"] = out_dir / "per_fold.png"
-    fig.savefig(paths["per_fold"], dpi=100)
+    paths["per_fold_map3"] = out_dir / "per_fold_map3.png"
+    fig.savefig(paths["per_fold_map3"], dpi=100)
     plt.close(fig)
 
     counts = confusion_counts(y_true, np.argmax(probs, axis=1), len(labels))
-    paths["confusion"] = draw_confusion(counts, list(labels),
-                                        f"out-of-fold confusion, {what}", out_dir / "confusion.png")
+    paths["confusion_matrix"] = draw_confusion(counts, list(labels),
+                                               f"out-of-fold confusion, {what}",
+                                               out_dir / "confusion_matrix.png")
     return paths

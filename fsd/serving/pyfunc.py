@@ -1,9 +1,17 @@
 """The ensemble as an MLflow pyfunc that takes raw audio (its registration: :mod:`fsd.serving.registry`;
 the request checks and scoring: :mod:`fsd.serving.requests`).
 
+Logged from code (:mod:`fsd.serving.ensemble_model` calls ``mlflow.models.set_model``), so
+nothing is pickled: the model is this class, rebuilt from the package's code at load time.
+
 Input: a DataFrame with one column ``audio`` of file bytes (base64 strings in a JSON request,
-decoded here: the signature declares the column ``Any`` so that a bad string gets our message,
-not MLflow's) in any format libsndfile reads. Output per clip: ``label_1, score_1, ...,
+decoded here) in any format libsndfile reads. The signature declares the column ``Any``, not
+``binary`` or ``string``: MLflow enforces a declared type before the model sees the request
+and answers a bad value itself (``binary``: the scoring server's base64 decoding says
+"Incorrect padding"; ``string`` or ``binary``: a number gets "Failed to enforce schema of
+data ...", checked with MLflow 3.17), and a pyfunc cannot replace that message. With ``Any`` every value reaches the request checks
+(:mod:`fsd.serving.requests`), which say what is wrong (not base64, empty, too large, not a
+string) and in which row. Output per clip: ``label_1, score_1, ...,
 label_k, score_k`` (optionally ``prob_<label>`` for every class). Inference settings arrive as
 MLflow ``params`` (``tta_lengths``, ``tta_crops``, ``top_k``, ``seed``,
 ``return_probabilities``), declared in the signature with the ensemble's defaults.
@@ -34,6 +42,7 @@ from fsd.serving.requests import AUDIO_COLUMN, RequestError, response_frame, sco
 log = logging.getLogger(__name__)
 
 BUNDLE_ARTIFACT = "bundle"
+MODEL_CODE = Path(__file__).resolve().parent / "ensemble_model.py"  # models from code
 
 # The packages the model imports at load and predict time; versions are the installed ones.
 _REQUIREMENTS = ("mlflow", "tensorflow", "tensorflow-cpu", "keras", "librosa", "soundfile",
@@ -101,8 +110,11 @@ def pip_requirements() -> list[str]:
 
 
 def log_ensemble_model(bundle_dir: Path, info, name: str = "model",
-                       sample_rate: int = 44100) -> mlflow.models.model.ModelInfo:
-    """Log the bundle as a pyfunc in the active run; returns the ModelInfo (``model_uri``).
+                       sample_rate: int = 44100, model_id: str | None = None,
+                       ) -> mlflow.models.model.ModelInfo:
+    """Log the bundle as a pyfunc (from code) in the active run; returns the ModelInfo
+    (``model_uri``). ``model_id``: a LoggedModel created beforehand
+    (``mlflow.initialize_logged_model``) with its own params and description.
 
     The input example (one short WAV) is stored with the model so `mlflow models serve` users
     see a valid request; MLflow 3 only warns when the model cannot answer it.
@@ -121,10 +133,11 @@ def log_ensemble_model(bundle_dir: Path, info, name: str = "model",
                                outputs=inferred.outputs, params=inferred.params)
     return mlflow.pyfunc.log_model(
         name=name,
-        python_model=EnsembleModel(),
+        python_model=str(MODEL_CODE),  # models from code: no pickle
         artifacts={BUNDLE_ARTIFACT: str(bundle_dir)},
         signature=signature,
         input_example=example,
         code_paths=[str(Path(fsd.__file__).resolve().parent)],
         pip_requirements=pip_requirements(),
+        model_id=model_id,
     )

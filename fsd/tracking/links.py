@@ -32,9 +32,9 @@ def run_link(run_id: str, label: str = "") -> str:
     return f"[{label or run_id[:8]}](#/experiments/{exp}/runs/{run_id}{_ML_VIEW})"
 
 
-def print_ui_urls(base: str = "") -> None:
+def print_ui_urls(base: str = "", uri: str = "") -> None:
     """Print, for each experiment of the tracking store, the UI link to its runs (``make ui``)."""
-    uri = os.environ.get("MLFLOW_TRACKING_URI") or mlflow.get_tracking_uri()
+    uri = uri or os.environ.get("MLFLOW_TRACKING_URI") or mlflow.get_tracking_uri()
     if uri.startswith("sqlite:///") and not Path(uri[len("sqlite:///"):]).exists():
         print(f"no tracking store at {uri} yet: run `make demo` first")
         return

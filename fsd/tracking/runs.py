@@ -18,10 +18,8 @@ from fsd.processes import proc_start, process_alive
 from fsd.tracking.descriptions import data_summary, describe
 from fsd.tracking.params import log_config
 from fsd.tracking.tags import (
-    EXPERIMENT_KIND,
     TAG_CONFIG,
     TAG_CONTINUES,
-    TAG_EXPERIMENT_KIND,
     TAG_HOST,
     TAG_NOTE,
     TAG_PID,
@@ -56,15 +54,10 @@ def set_experiment(cfg: Config) -> str:
 
 
 def _tag_experiment_kind(exp_id: str, tags: dict | None = None) -> None:
-    """Mark the experiment as model training, so MLflow 3's UI opens it on the runs table
-    (without the tag it lands on the GenAI overview: "Traces 0")."""
-    try:
-        if tags is None:
-            tags = MlflowClient().get_experiment(exp_id).tags
-        if TAG_EXPERIMENT_KIND not in (tags or {}):
-            MlflowClient().set_experiment_tag(exp_id, TAG_EXPERIMENT_KIND, EXPERIMENT_KIND)
-    except Exception as exc:  # cosmetic: never stop a step for it
-        log.debug("cannot tag experiment %s: %s", exp_id, exc)
+    """The experiment's kind and description (:func:`fsd.tracking.experiment.prepare_experiment`)."""
+    from fsd.tracking.experiment import prepare_experiment
+
+    prepare_experiment(exp_id, tags)
 
 
 @contextmanager
