@@ -298,6 +298,10 @@ class EnsembleConfig:
     # The work of one served request, clips x crops x sum(tta_lengths) view frames per fold
     # model (fsd.serving.requests.request_cost); never below what the defaults need.
     max_request_frames: int = 2_000_000
+    # The longest recording a served request may ask to tag window by window (window_seconds),
+    # checked on its header before it is decoded; its windows count against
+    # max_request_frames too. `fsd predict FILE --window` on local files has no such bound.
+    max_recording_seconds: float = 600.0
 
 
 @dataclass
@@ -563,7 +567,7 @@ RULES: dict[type, dict[str, Any]] = {
         tta_crops=Range(1, 32), seed=SEEDS, top_k=Range(1, 1000), batch_size=Range(1, 65536),
         blend=BOOL, blend_steps=Range(1, 10_000), model_name=Name(), alias=Name(),
         max_request_clips=Range(1, 10_000), max_clip_bytes=Range(1, 2**31),
-        max_request_frames=Range(1, 10**10)),
+        max_request_frames=Range(1, 10**10), max_recording_seconds=Range(1, 86_400)),
     SweepConfig: dict(
         study_name=Name(empty_ok=True), storage=TEXT, n_trials=Range(1, 100_000),
         timeout=Range(0, 1e9), folds=Range(0, 99, min_len=1, max_len=100),

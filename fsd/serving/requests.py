@@ -38,7 +38,12 @@ MAX_FRAMES = 4000  # ~40 s of log-mel at hop 220 / 22.05 kHz
 # default admits ensemble.max_request_clips clips at the recipe's defaults (64 x 5 crops x six
 # lengths summing ~3,100 frames = ~1M); a bundle's own defaults are always admitted.
 MAX_REQUEST_FRAMES = 2_000_000
-KNOWN_PARAMS = ("tta_lengths", "tta_crops", "top_k", "seed", "return_probabilities")
+KNOWN_PARAMS = ("tta_lengths", "tta_crops", "top_k", "seed", "return_probabilities",
+                "window_seconds", "hop_seconds")
+# Long recordings tagged window by window (fsd.serving.windows): a window's length and hop.
+MIN_WINDOW_SECONDS = 0.25
+MAX_WINDOW_SECONDS = 60.0
+MIN_HOP_SECONDS = 0.05
 
 
 # Decoded samples (all channels, all clips) one request may cost, checked on the clips'
@@ -81,6 +86,10 @@ class InferenceParams:
     top_k: int
     seed: int
     return_probabilities: bool
+    # 0: one answer per clip; else one per window of this many seconds, every hop_seconds
+    window_seconds: float = 0.0
+    hop_seconds: float = 0.0
+    tta_given: bool = False  # the request set tta_lengths or tta_crops itself
 
 
 def clips_from_frame(frame: Any, max_clips: int, max_clip_bytes: int) -> list[bytes]:
@@ -201,6 +210,7 @@ def parse_params(
     if len(lengths) > MAX_TTA_LENGTHS:
         raise RequestError(f"tta_lengths: at most {MAX_TTA_LENGTHS} lengths, got {len(lengths)}")
     lengths_t = tuple(_int(v, "tta_lengths", 1, MAX_FRAMES) for v in lengths)
+    window, hop = _window(params)
     return InferenceParams(
         tta_lengths=lengths_t,
         tta_crops=_int(params.get("tta_crops", default_crops), "tta_crops", 1, MAX_TTA_CROPS),
@@ -208,7 +218,46 @@ def parse_params(
         seed=_int(params.get("seed", default_seed), "seed", 0, 2**32 - 1),
         return_probabilities=_bool(params.get("return_probabilities", False),
                                    "return_probabilities"),
+        window_seconds=window, hop_seconds=hop,
+        tta_given=_given(params.get("tta_lengths")) or _given(params.get("tta_crops")),
     )
+
+
+def _given(value: Any) -> bool:
+    return value is not None and not (isinstance(value, (list, tuple, np.ndarray, str))
+                                      and len(value) == 0)
+
+
+def _window(params: Mapping[str, Any]) -> tuple[float, float]:
+    """``window_seconds`` and ``hop_seconds`` checked: (0, 0) when no window is asked; a hop
+    left out (or 0) is the window itself."""
+    window = _float(params.get("window_seconds", 0.0), "window_seconds")
+    hop = _float(params.get("hop_seconds", 0.0), "hop_seconds")
+    if window == 0.0:
+        if hop != 0.0:
+            raise RequestError("hop_seconds needs window_seconds")
+        return 0.0, 0.0
+    if not MIN_WINDOW_SECONDS <= window <= MAX_WINDOW_SECONDS:
+        raise RequestError(f"window_seconds: outside [{MIN_WINDOW_SECONDS:g}, "
+                           f"{MAX_WINDOW_SECONDS:g}] (or 0: no windows)")
+    hop = hop or window
+    if not MIN_HOP_SECONDS <= hop <= window:
+        raise RequestError(f"hop_seconds: outside [{MIN_HOP_SECONDS:g}, window_seconds]")
+    return window, hop
+
+
+def _float(value: Any, name: str) -> float:
+    if value is None or (isinstance(value, str) and not value.strip()):
+        return 0.0
+    if isinstance(value, (bool, np.bool_)):
+        raise RequestError(f"{name}: expected a number, got a {_type(value)}")
+    try:
+        f = float(value)
+    except (TypeError, ValueError, OverflowError):
+        raise RequestError(f"{name}: expected a number, got a {_type(value)}") from None
+    if not math.isfinite(f) or f < 0:
+        raise RequestError(f"{name}: expected a finite number >= 0")
+    return f
 
 
 def _int(value: Any, name: str, lo: int, hi: int) -> int:
@@ -376,6 +425,10 @@ def _score(ensemble, model_input: Any, params: Mapping[str, Any] | None) -> pd.D
     p = parse_params(params, default_lengths=info.tta_lengths, default_crops=info.tta_crops,
                      default_top_k=info.top_k, default_seed=info.seed,
                      n_classes=len(ensemble.labels))
+    if p.window_seconds:  # a long recording, window by window
+        from fsd.serving.windows import score_windowed_request
+
+        return score_windowed_request(ensemble, rows, p)
     check_cost(len(rows), p, cost_limit(info))  # before any clip is decoded
     blobs = decode_rows(rows, info.max_clip_bytes)
     logmels, summaries = clip_features(blobs, ensemble.cfg)
