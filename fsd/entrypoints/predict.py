@@ -19,6 +19,11 @@ from fsd.config import Config
 from fsd.entrypoints.flags import optional_int
 
 HELP = "top labels for local audio files from a registered ensemble (models:/name@alias)"
+
+
+def NEEDS_CONFIG(args: argparse.Namespace) -> bool:  # noqa: N802 (the CLI's name for it)
+    """An export carries its own config: `--exported` runs anywhere, without experiments/."""
+    return not args.exported
 # Files per predict call: well under ensemble.max_request_clips, and a bad file costs a retry
 # of only its own chunk.
 CHUNK = 16
