@@ -125,6 +125,11 @@ def test_onnx_export_gives_the_registered_models_answers_without_tensorflow(blen
                                   params={"top_k": 3, "return_probabilities": True})
         logged = {a.path for a in mlflow.MlflowClient().list_artifacts(run_id, "export/onnx")}
         ensemble = ensemble_of(registered)
+        # the registered model's signature takes the window params (MLflow drops others)
+        longest = max(clips, key=lambda c: c.stat().st_size)
+        windows = {"window_seconds": 0.5, "hop_seconds": 0.25, "top_k": 3}
+        want_windows = registered.predict(pd.DataFrame({"audio": [longest.read_bytes()]}),
+                                          params=windows)
     manifest = json.loads((out / "export.json").read_text())
     assert manifest["kind"] == "onnx" and manifest["source"]["run_id"] == run_id
     assert manifest["baseline"]["weight"] == pytest.approx(0.4)
@@ -138,6 +143,14 @@ def test_onnx_export_gives_the_registered_models_answers_without_tensorflow(blen
     mels, summ = clip_features([c.read_bytes() for c in clips], exported.cfg)
     np.testing.assert_allclose(exported.predict(mels, summ), ensemble.predict(mels, summ),
                                atol=1e-5)
+    from fsd.serving.requests import score_request
+
+    got_windows = score_request(exported, pd.DataFrame({"audio": [longest.read_bytes()]}),
+                                windows)
+    assert len(want_windows) == len(got_windows) > 1
+    assert list(want_windows.columns[:4]) == ["clip", "start", "end", "label_1"]
+    assert got_windows["label_1"].tolist() == want_windows["label_1"].tolist()
+    np.testing.assert_allclose(got_windows["score_1"], want_windows["score_1"], atol=1e-4)
     # a process where `import tensorflow` (and keras) fails: `fsd predict --exported`
     block = tmp_path / "block"
     block.mkdir()

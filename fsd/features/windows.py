@@ -68,6 +68,11 @@ def plan_windows(seconds: float, window: float, hop: float) -> tuple[np.ndarray,
     return starts, starts + window
 
 
+def frames_per_second(cfg) -> float:
+    """Log-mel frames per second of audio (``cfg``: a Config)."""
+    return cfg.logmel.sample_rate / cfg.logmel.hop_length
+
+
 def count_windows(seconds: float, window: float, hop: float) -> int:
     return len(plan_windows(seconds, window, hop)[0])
 

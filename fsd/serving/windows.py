@@ -7,8 +7,8 @@ unless the request sets ``tta_lengths``/``tta_crops``, one view of the whole win
 length in frames, one crop) per fold model. Silent windows are not scored: their labels are
 empty and their scores NaN.
 
-A served request (params ``window_seconds``, ``hop_seconds``) is bounded before anything is
-decoded: each recording's header must be readable and declare at most
+A served request (params ``window_seconds``, ``hop_seconds``; its path is
+:func:`fsd.serving.requests.score_windowed_request`) is bounded before anything is decoded: each recording's header must be readable and declare at most
 ``ensemble.max_recording_seconds``; the windows it gives, ``windows x (crops x sum(lengths) +
 window frames)`` (the views, plus the window's own features), count against
 ``ensemble.max_request_frames`` with every other recording of the request.
@@ -16,71 +16,16 @@ window frames)`` (the views, plus the window's own features), count against
 
 from __future__ import annotations
 
-import io
 import math
-from collections.abc import Sequence
 from typing import Any
 
 import numpy as np
 import pandas as pd
 
-from fsd.serving.requests import (
-    DECODE_SLOTS,
-    MAX_REQUEST_SAMPLES,
-    InferenceParams,
-    RequestError,
-    cost_limit,
-    decode_rows,
-    response_frame,
-)
+from fsd.features.windows import frames_per_second
+from fsd.serving.requests import score_windows, windows_frame
 
 WINDOW_COLUMNS = ["start", "end"]
-
-
-def frames_per_second(cfg) -> float:
-    return cfg.logmel.sample_rate / cfg.logmel.hop_length
-
-
-def window_tta(p: InferenceParams, window: float, cfg) -> tuple[list[int], int]:
-    """The views each window gets: the request's TTA when it set one, else the whole window
-    once."""
-    if p.tta_given:
-        return list(p.tta_lengths), int(p.tta_crops)
-    return [max(1, int(round(window * frames_per_second(cfg))))], 1
-
-
-def window_cost(n_windows: int, window: float, lengths: Sequence[int], crops: int, cfg) -> int:
-    """Work of ``n_windows`` windows: their views (crops x sum of lengths) and their own
-    features (the window's frames), per fold model."""
-    per = int(crops) * int(sum(lengths)) + int(round(window * frames_per_second(cfg)))
-    return int(n_windows) * per
-
-
-def score_windows(ensemble, wf, lengths: Sequence[int], crops: int, seed: int) -> np.ndarray:
-    """(n_windows, classes) probabilities of ``wf``'s windows; NaN rows for silent ones."""
-    probs = np.full((len(wf), len(ensemble.labels)), np.nan, dtype=np.float64)
-    mels = wf.window_logmels()
-    if mels:
-        summaries = wf.summaries if wf.summaries is not None and wf.summaries.size else None
-        probs[~wf.silent] = ensemble.predict(mels, summaries, list(lengths), int(crops), seed)
-    return probs
-
-
-def windows_frame(wf, probs: np.ndarray, labels: Sequence[str], top_k: int,
-                  return_probabilities: bool = False) -> pd.DataFrame:
-    """One row per window: start, end (seconds), label_1, score_1, ..., label_k, score_k;
-    a silent window has empty labels and NaN scores."""
-    filled = np.where(np.isnan(probs), 0.0, probs)
-    table = response_frame(filled, labels, top_k, return_probabilities)
-    silent = np.asarray(wf.silent, bool)
-    for c in table.columns:
-        if c.startswith("label_"):
-            table.loc[silent, c] = ""
-        else:
-            table.loc[silent, c] = np.nan
-    table.insert(0, "end", np.round(np.asarray(wf.ends, np.float64), 3))
-    table.insert(0, "start", np.round(np.asarray(wf.starts, np.float64), 3))
-    return table
 
 
 def summarise(table: pd.DataFrame, seconds: float, min_score: float = 0.0) -> pd.DataFrame:
@@ -131,73 +76,6 @@ def format_summary(summary: pd.DataFrame, seconds: float) -> str:
         spans = r.spans if len(r.spans) <= 70 else r.spans[:67] + "..."
         lines.append(f"  {r.label:<24} {r.seconds:8.1f} s  {100 * r.share:5.1f}%  {spans}")
     return "\n".join(lines)
-
-
-# --- the served request ----------------------------------------------------------------------
-
-def recording_headers(blobs: Sequence[bytes], max_seconds: float) -> list[float]:
-    """Each recording's duration from its header, refusing before any decoding: a header that
-    cannot be read (windows are planned from it), a recording over ``max_seconds``, one that
-    would decode to too many samples, and a request over ``MAX_REQUEST_SAMPLES`` in all."""
-    import soundfile as sf
-
-    from fsd.data.audio import AudioError, check_size
-
-    out, total = [], 0
-    for i, blob in enumerate(blobs):
-        try:
-            info = sf.info(io.BytesIO(bytes(blob)))
-            frames, channels, rate = int(info.frames), int(info.channels), int(info.samplerate)
-        except Exception:
-            raise RequestError(f"row {i}: not usable audio: its header cannot be read") from None
-        if rate <= 0 or channels <= 0 or frames <= 0:
-            raise RequestError(f"row {i}: not usable audio: an empty or invalid header")
-        try:
-            check_size(frames, channels, rate, max_seconds)
-        except AudioError as exc:
-            raise RequestError(f"row {i}: not usable audio for windows: {exc} "
-                               "(ensemble.max_recording_seconds)") from None
-        total += frames * channels
-        if total > MAX_REQUEST_SAMPLES:
-            raise RequestError(f"request too large once decoded: the recordings' headers "
-                               f"declare more than {MAX_REQUEST_SAMPLES:,} samples in all")
-        out.append(frames / rate)
-    return out
-
-
-def score_windowed_request(ensemble, rows: list[Any], p: InferenceParams) -> pd.DataFrame:
-    """A request with ``window_seconds``: one row per window of each clip (``clip`` is the
-    request's row), bounded as the module docstring says."""
-    from fsd.data.audio import AudioError
-    from fsd.features.windows import count_windows, window_features
-
-    info, cfg = ensemble.info, ensemble.cfg
-    max_seconds = float(getattr(cfg.ensemble, "max_recording_seconds", 600.0))
-    blobs = decode_rows(rows, info.max_clip_bytes)
-    durations = recording_headers(blobs, max_seconds)
-    lengths, crops = window_tta(p, p.window_seconds, cfg)
-    n_windows = sum(count_windows(d, p.window_seconds, p.hop_seconds) for d in durations)
-    cost, limit = window_cost(n_windows, p.window_seconds, lengths, crops, cfg), cost_limit(info)
-    if cost > limit:
-        raise RequestError(
-            f"request too costly: {n_windows:,} windows of {p.window_seconds:g} s every "
-            f"{p.hop_seconds:g} s = {cost:,} view frames > {limit:,} "
-            "(ensemble.max_request_frames); use a longer hop_seconds or send shorter recordings")
-    tables = []
-    for i, blob in enumerate(blobs):
-        try:
-            with DECODE_SLOTS:
-                wf = window_features(blob, cfg, p.window_seconds, p.hop_seconds,
-                                     max_seconds=max_seconds)
-        except AudioError as exc:
-            raise RequestError(f"row {i}: not usable audio: {exc}") from None
-        except ValueError:
-            raise RequestError(f"row {i}: cannot compute features of this recording") from None
-        probs = score_windows(ensemble, wf, lengths, crops, p.seed)
-        table = windows_frame(wf, probs, ensemble.labels, p.top_k, p.return_probabilities)
-        table.insert(0, "clip", i)
-        tables.append(table)
-    return pd.concat(tables, ignore_index=True)
 
 
 def ensemble_of(model) -> Any:
