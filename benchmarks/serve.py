@@ -12,8 +12,16 @@ tracking store, served by a real ``mlflow models serve --env-manager local`` on 
 Latency p50/p95 of one 5 s clip per request, then throughput with 8 concurrent clients.
 Every request is bounded by a timeout and the server is always stopped.
 
-    .venv/bin/python benchmarks/serve.py                # both parts, defaults below
-    .venv/bin/python benchmarks/serve.py --skip-serve   # part 1 only
+Part 3 (in process, side by side): the same registered ensemble as the MLflow pyfunc
+(``mlflow.pyfunc.load_model``, TensorFlow) and exported to ONNX (``fsd export``) run by
+onnxruntime (:class:`fsd.export.predictor.ExportedModel` through the very same request path:
+decode, features, TTA, top-k), requests interleaved: latency p50/p95 and clips/s of one 5 s
+clip per request, one client; then one 60 s recording tagged window by window
+(``window_seconds`` 5, ``hop_seconds`` 2.5) by each.
+
+    .venv/bin/python benchmarks/serve.py                # all parts, defaults below
+    .venv/bin/python benchmarks/serve.py --skip-serve   # parts 1 and 3
+    .venv/bin/python benchmarks/serve.py --skip-tta --skip-serve   # part 3 only
 """
 
 from __future__ import annotations
@@ -58,6 +66,12 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--latency-requests", type=int, default=20)
     p.add_argument("--concurrency", type=int, default=8)
     p.add_argument("--requests-per-client", type=int, default=3)
+    p.add_argument("--skip-tta", action="store_true", help="no part 1")
+    p.add_argument("--skip-export", action="store_true", help="no part 3")
+    p.add_argument("--export-requests", type=int, default=20,
+                   help="part 3: requests per model (interleaved)")
+    p.add_argument("--recording-seconds", type=float, default=60.0,
+                   help="part 3: the recording tagged window by window")
     p.add_argument("--json", default="", help="also write the figures to this JSON file")
     return p.parse_args(argv)
 
@@ -269,16 +283,89 @@ def bench_serve(args) -> dict:
     }
 
 
+# --------------------------------------------------------------------------- part 3
+
+
+def bench_export(args) -> dict:
+    """The registered pyfunc against its ONNX export, one 5 s clip a request, interleaved;
+    then a long recording window by window."""
+    import mlflow
+    import pandas as pd
+
+    from fsd.export.predictor import ExportedModel
+    from fsd.export.writer import export_ensemble
+    from fsd.serving.requests import score_request
+    from fsd.serving.windows import ensemble_of
+
+    tmp = Path(tempfile.mkdtemp(prefix="fsd-export-bench-"))
+    os.environ["MLFLOW_TRACKING_URI"] = f"sqlite:///{tmp}/mlflow.db"
+    os.environ.setdefault("MLFLOW_SKIP_PIP_REQUIREMENTS_CHECK", "true")
+    uri = build_served_model(args, tmp)
+    registered = mlflow.pyfunc.load_model(uri)
+    t0 = time.perf_counter()
+    export_ensemble(ensemble_of(registered), tmp / "export", "onnx")
+    export_s = time.perf_counter() - t0
+    exported = ExportedModel.load(tmp / "export")
+    frame = pd.DataFrame({"audio": [clip_wav(args.clip_seconds)]})
+    runs = {"registered": lambda f, p=None: registered.predict(f, params=p),
+            "exported": lambda f, p=None: score_request(exported, f, p)}
+    a, b = runs["registered"](frame), runs["exported"](frame)  # warm-up: traces every length
+    assert list(a["label_1"]) == list(b["label_1"]), (a, b)
+    lat: dict[str, list[float]] = {k: [] for k in runs}
+    for _ in range(args.export_requests):
+        for name, fn in runs.items():
+            t0 = time.perf_counter()
+            fn(frame)
+            lat[name].append(time.perf_counter() - t0)
+    out: dict = {"clip_seconds": args.clip_seconds, "requests": args.export_requests,
+                 "export_s": export_s}
+    for name, times in lat.items():
+        out[name] = {"p50_s": statistics.median(times),
+                     "p95_s": float(np.percentile(times, 95)),
+                     "clips_per_s": len(times) / sum(times)}
+    out["exported_over_registered"] = (out["exported"]["clips_per_s"]
+                                       / out["registered"]["clips_per_s"])
+    rec = pd.DataFrame({"audio": [clip_wav(args.recording_seconds, seed=1)]})
+    params = {"window_seconds": 5.0, "hop_seconds": 2.5}
+    out["windows"] = {"recording_seconds": args.recording_seconds, **params}
+    for name, fn in runs.items():
+        fn(rec, params)  # warm-up: the window length
+        t0 = time.perf_counter()
+        table = fn(rec, params)
+        dt = time.perf_counter() - t0
+        out["windows"][name] = {"seconds": dt, "windows": len(table),
+                                "windows_per_s": len(table) / dt,
+                                "x_real_time": args.recording_seconds / dt}
+    return out
+
+
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
-    figures: dict = {"tta": bench_tta(args)}
-    t = figures["tta"]
-    print(f"TTA {t['folds']} folds x {len(t['lengths'])} lengths {t['lengths']} x {t['crops']} crops "
-          f"= {t['views_per_clip']} views/clip, {t['clips']} clips")
-    print(f"  batched {t['batched_clips_per_s']:.2f} clips/s | naive {t['naive_clips_per_s']:.2f} | "
-          f"raw forward {t['raw_clips_per_s']:.2f} | batched/raw {t['batched_over_raw']:.2f} | "
-          f"batched/naive {t['batched_over_naive']:.1f}x | forward share of batched "
-          f"{t['batched_forward_share']:.1%}")
+    figures: dict = {}
+    if not args.skip_tta:
+        figures["tta"] = t = bench_tta(args)
+        print(f"TTA {t['folds']} folds x {len(t['lengths'])} lengths {t['lengths']} x "
+              f"{t['crops']} crops = {t['views_per_clip']} views/clip, {t['clips']} clips")
+        print(f"  batched {t['batched_clips_per_s']:.2f} clips/s | naive "
+              f"{t['naive_clips_per_s']:.2f} | raw forward {t['raw_clips_per_s']:.2f} | "
+              f"batched/raw {t['batched_over_raw']:.2f} | batched/naive "
+              f"{t['batched_over_naive']:.1f}x | forward share of batched "
+              f"{t['batched_forward_share']:.1%}")
+    if not args.skip_export:
+        figures["export"] = e = bench_export(args)
+        print(f"one {e['clip_seconds']:g} s clip a request, {e['requests']} requests each, "
+              f"interleaved (export took {e['export_s']:.1f} s):")
+        for name in ("registered", "exported"):
+            r = e[name]
+            print(f"  {name:<10} p50 {r['p50_s'] * 1000:.0f} ms, p95 {r['p95_s'] * 1000:.0f} ms, "
+                  f"{r['clips_per_s']:.2f} clips/s")
+        print(f"  exported / registered: {e['exported_over_registered']:.2f}x clips/s")
+        w = e["windows"]
+        for name in ("registered", "exported"):
+            r = w[name]
+            print(f"  windows, {w['recording_seconds']:g} s recording, {w['window_seconds']:g} s "
+                  f"every {w['hop_seconds']:g} s, {name}: {r['windows']} windows in "
+                  f"{r['seconds']:.2f} s ({r['x_real_time']:.1f}x real time)")
     if not args.skip_serve:
         figures["serve"] = s = bench_serve(args)
         print(f"served, one {s['clip_seconds']:g} s clip: p50 {s['latency_p50_s'] * 1000:.0f} ms, "

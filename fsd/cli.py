@@ -35,6 +35,7 @@ COMMANDS = {
     "main": "fsd.entrypoints.pipeline",
     "report": "fsd.entrypoints.report",
     "predict": "fsd.entrypoints.predict",
+    "export": "fsd.entrypoints.export",
     "serve": "fsd.entrypoints.serve",
     "download": "fsd.entrypoints.download",
     "ui": "fsd.entrypoints.ui",
@@ -74,7 +75,7 @@ def _load(module: str):
     return importlib.import_module(module)
 
 
-def build_parser() -> argparse.ArgumentParser:
+def build_parser(only: str | None = None) -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="fsd",
         description="Train, compare and serve sound classifiers (FSDKaggle2018 8th-place recipe), "
@@ -84,6 +85,8 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
     for name, module in COMMANDS.items():
+        if only is not None and name != only:
+            continue  # one command's modules only (`fsd predict --exported` without TensorFlow)
         mod = _load(module)
         p = sub.add_parser(name, help=mod.HELP, description=mod.__doc__,
                            formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -123,7 +126,8 @@ def split_overrides(extra: Sequence[str]) -> list[str]:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    parser = build_parser()
+    words = list(sys.argv[1:] if argv is None else argv)
+    parser = build_parser(words[0] if words and words[0] in COMMANDS else None)
     args, extra = parser.parse_known_args(argv)
     logging.basicConfig(
         level=logging.DEBUG if args.verbose else logging.INFO,
@@ -133,7 +137,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         overrides = list(args.overrides) + split_overrides(extra)
         # a command that reads no config (download) runs anywhere, without experiments/
-        cfg = load_config(args.config, overrides) if getattr(mod, "NEEDS_CONFIG", True) else None
+        needs = getattr(mod, "NEEDS_CONFIG", True)
+        needs = needs(args) if callable(needs) else needs
+        cfg = load_config(args.config, overrides) if needs else None
     except ConfigError as exc:
         parser.exit(2, f"fsd: config error: {exc}\n")
     os.environ.setdefault("MLFLOW_SKIP_PIP_REQUIREMENTS_CHECK", "true")

@@ -11,7 +11,7 @@ import logging
 from pathlib import Path
 
 from fsd.data.dataset import Dataset, DatasetError, limit_round_robin
-from fsd.data.folder_csv import load_folder
+from fsd.data.folder_csv import load_class_folders, load_folder
 from fsd.data.fsdkaggle2018 import load_fsdkaggle2018
 from fsd.data.synthetic import ensure_sample
 
@@ -23,6 +23,9 @@ def load_dataset(cfg) -> Dataset:  # cfg: fsd.config.Config
     data = cfg.data
     if data.source == "fsdkaggle2018":
         ds = load_fsdkaggle2018(data.root, group_column=cfg.folds.group_column)
+    elif data.source == "folder" and not data.csv:  # the labels are the class subfolders
+        root = Path(data.root) if data.root else None
+        ds = load_class_folders(_under(root, data.audio_dir), group_column=cfg.folds.group_column)
     elif data.source == "folder":
         root = Path(data.root) if data.root else None
         ds = load_folder(

@@ -21,6 +21,11 @@ if TYPE_CHECKING:
     import pandas as pd
 
 HELP = "top labels for local audio files from a registered ensemble (models:/name@alias)"
+
+
+def NEEDS_CONFIG(args: argparse.Namespace) -> bool:  # noqa: N802 (the CLI's name for it)
+    """An export carries its own config: `--exported` runs anywhere, without experiments/."""
+    return not args.exported
 # Files per predict call: well under ensemble.max_request_clips, and a bad file costs a retry
 # of only its own chunk.
 CHUNK = 16
@@ -34,9 +39,24 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--top-k", type=optional_int, default=None,
                    help="labels per file (default: ensemble.top_k)")
     p.add_argument("--output", default="", help="also write the table to this CSV")
+    p.add_argument("--window", type=float, default=0.0, metavar="SECONDS",
+                   help="tag long recordings window by window: one row per window of this "
+                        "many seconds, and a whole-file summary (labels found, total time)")
+    p.add_argument("--hop", type=float, default=0.0, metavar="SECONDS",
+                   help="seconds between window starts (default: the window: no overlap)")
+    p.add_argument("--plot", default="", metavar="PNG",
+                   help="with --window: draw each file's timeline (labels over time, score as "
+                        "intensity) to this PNG (FILE_<n> suffixes for several files)")
+    p.add_argument("--exported", default="", metavar="DIR",
+                   help="run an `fsd export --format onnx` folder with onnxruntime instead of "
+                        "an MLflow model (no TensorFlow needed)")
 
 
 def run(cfg: Config, args: argparse.Namespace) -> int:
+    if args.window or args.hop or args.plot:
+        return run_windows(cfg, args)
+    if args.exported:
+        return run_exported(args)
     import mlflow
     import pandas as pd
     from mlflow.exceptions import MlflowException
@@ -118,3 +138,81 @@ def format_table(rows: list[dict], top_k: int) -> str:
         (cells[0].ljust(widths[0]) + "  " + cells[1]) if err else
         "  ".join(c.ljust(w) for c, w in zip(cells, widths)).rstrip()
         for err, cells in zip(errors, lines))
+
+
+def run_windows(cfg: Config, args: argparse.Namespace) -> int:
+    """``--window``: each file tagged window by window, decoded once, any length (local files:
+    no request bound applies)."""
+    from fsd.data.audio import AudioError
+    from fsd.serving.requests import MIN_HOP_SECONDS, MIN_WINDOW_SECONDS
+
+    if not args.window:
+        log.error("--hop and --plot need --window SECONDS")
+        return 2
+    hop = args.hop or args.window
+    if not (args.window >= MIN_WINDOW_SECONDS and MIN_HOP_SECONDS <= hop):
+        log.error("--window must be at least %g s and --hop at least %g s", MIN_WINDOW_SECONDS,
+                  MIN_HOP_SECONDS)
+        return 2
+    scorer = _window_scorer(cfg, args)
+    if scorer is None:
+        return 2
+    tables, failed = [], 0
+    for n, f in enumerate(args.files):
+        try:
+            table, summary, probs, wf = scorer(f, args.window, hop, args.top_k)
+        except (AudioError, OSError) as exc:
+            print(f"{f}: ERROR: {exc}")
+            failed += 1
+            continue
+        from fsd.serving.windows import format_summary
+
+        print(f"== {f}: {len(table)} windows of {args.window:g} s every {hop:g} s")
+        print(table.to_string(index=False, float_format=lambda v: f"{v:.3f}"))
+        print(format_summary(summary, wf.seconds))
+        if args.plot:
+            from fsd.serving.timeline import plot_timeline
+
+            plot = Path(args.plot)
+            if len(args.files) > 1:
+                plot = plot.with_name(f"{plot.stem}_{n}{plot.suffix or '.png'}")
+            plot_timeline(wf.starts, wf.ends, probs, scorer.labels, wf.seconds, plot,
+                          title=Path(f).name)
+            print(f"timeline: {plot}")
+        tables.append(table.assign(file=Path(f).name))
+    if args.output and tables:
+        out = pd.concat(tables, ignore_index=True)
+        out[["file"] + [c for c in out.columns if c != "file"]].to_csv(args.output, index=False)
+    return 1 if failed else 0
+
+
+def _window_scorer(cfg: Config, args: argparse.Namespace):
+    if args.exported:
+        from fsd.export.predictor import ExportedModel
+
+        return ExportedModel.load(args.exported).window_scorer()
+    import mlflow
+    from mlflow.exceptions import MlflowException
+
+    from fsd.serving.windows import WindowScorer, ensemble_of
+
+    uri = args.model or f"models:/{cfg.ensemble.model_name}@{cfg.ensemble.alias}"
+    try:
+        model = mlflow.pyfunc.load_model(uri)
+    except MlflowException as exc:
+        log.error("cannot load model %s: %s", uri, exc.message)
+        return None
+    return WindowScorer(ensemble_of(model))
+
+
+def run_exported(args: argparse.Namespace) -> int:
+    """``--exported DIR``: the export run with onnxruntime and numpy/librosa only."""
+    from fsd.export.predictor import ExportedModel
+
+    model = ExportedModel.load(args.exported)
+    top_k = args.top_k or model.top_k
+    rows = model.predict_files(args.files, top_k)
+    print(format_table(rows, top_k))
+    if args.output:
+        pd.DataFrame(rows).to_csv(args.output, index=False)
+    return 1 if any("error" in r for r in rows) else 0

@@ -95,7 +95,9 @@ def example_wav(seconds: float = 1.0, sr: int = 44100, seed: int = 0) -> bytes:
 def default_params(info) -> dict[str, Any]:
     """The params the signature declares, with the bundle's defaults."""
     return {"tta_lengths": [int(v) for v in info.tta_lengths], "tta_crops": int(info.tta_crops),
-            "top_k": int(info.top_k), "seed": int(info.seed), "return_probabilities": False}
+            "top_k": int(info.top_k), "seed": int(info.seed), "return_probabilities": False,
+            # long recordings window by window (fsd.serving.windows); 0: one answer per clip
+            "window_seconds": 0.0, "hop_seconds": 0.0}
 
 
 def pip_requirements() -> list[str]:

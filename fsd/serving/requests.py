@@ -38,7 +38,12 @@ MAX_FRAMES = 4000  # ~40 s of log-mel at hop 220 / 22.05 kHz
 # default admits ensemble.max_request_clips clips at the recipe's defaults (64 x 5 crops x six
 # lengths summing ~3,100 frames = ~1M); a bundle's own defaults are always admitted.
 MAX_REQUEST_FRAMES = 2_000_000
-KNOWN_PARAMS = ("tta_lengths", "tta_crops", "top_k", "seed", "return_probabilities")
+KNOWN_PARAMS = ("tta_lengths", "tta_crops", "top_k", "seed", "return_probabilities",
+                "window_seconds", "hop_seconds")
+# Long recordings tagged window by window (fsd.serving.windows): a window's length and hop.
+MIN_WINDOW_SECONDS = 0.25
+MAX_WINDOW_SECONDS = 60.0
+MIN_HOP_SECONDS = 0.05
 
 
 # Decoded samples (all channels, all clips) one request may cost, checked on the clips'
@@ -81,6 +86,10 @@ class InferenceParams:
     top_k: int
     seed: int
     return_probabilities: bool
+    # 0: one answer per clip; else one per window of this many seconds, every hop_seconds
+    window_seconds: float = 0.0
+    hop_seconds: float = 0.0
+    tta_given: bool = False  # the request set tta_lengths or tta_crops itself
 
 
 def clips_from_frame(frame: Any, max_clips: int, max_clip_bytes: int) -> list[bytes]:
@@ -201,6 +210,7 @@ def parse_params(
     if len(lengths) > MAX_TTA_LENGTHS:
         raise RequestError(f"tta_lengths: at most {MAX_TTA_LENGTHS} lengths, got {len(lengths)}")
     lengths_t = tuple(_int(v, "tta_lengths", 1, MAX_FRAMES) for v in lengths)
+    window, hop = _window(params)
     return InferenceParams(
         tta_lengths=lengths_t,
         tta_crops=_int(params.get("tta_crops", default_crops), "tta_crops", 1, MAX_TTA_CROPS),
@@ -208,7 +218,46 @@ def parse_params(
         seed=_int(params.get("seed", default_seed), "seed", 0, 2**32 - 1),
         return_probabilities=_bool(params.get("return_probabilities", False),
                                    "return_probabilities"),
+        window_seconds=window, hop_seconds=hop,
+        tta_given=_given(params.get("tta_lengths")) or _given(params.get("tta_crops")),
     )
+
+
+def _given(value: Any) -> bool:
+    return value is not None and not (isinstance(value, (list, tuple, np.ndarray, str))
+                                      and len(value) == 0)
+
+
+def _window(params: Mapping[str, Any]) -> tuple[float, float]:
+    """``window_seconds`` and ``hop_seconds`` checked: (0, 0) when no window is asked; a hop
+    left out (or 0) is the window itself."""
+    window = _float(params.get("window_seconds", 0.0), "window_seconds")
+    hop = _float(params.get("hop_seconds", 0.0), "hop_seconds")
+    if window == 0.0:
+        if hop != 0.0:
+            raise RequestError("hop_seconds needs window_seconds")
+        return 0.0, 0.0
+    if not MIN_WINDOW_SECONDS <= window <= MAX_WINDOW_SECONDS:
+        raise RequestError(f"window_seconds: outside [{MIN_WINDOW_SECONDS:g}, "
+                           f"{MAX_WINDOW_SECONDS:g}] (or 0: no windows)")
+    hop = hop or window
+    if not MIN_HOP_SECONDS <= hop <= window:
+        raise RequestError(f"hop_seconds: outside [{MIN_HOP_SECONDS:g}, window_seconds]")
+    return window, hop
+
+
+def _float(value: Any, name: str) -> float:
+    if value is None or (isinstance(value, str) and not value.strip()):
+        return 0.0
+    if isinstance(value, (bool, np.bool_)):
+        raise RequestError(f"{name}: expected a number, got a {_type(value)}")
+    try:
+        f = float(value)
+    except (TypeError, ValueError, OverflowError):
+        raise RequestError(f"{name}: expected a number, got a {_type(value)}") from None
+    if not math.isfinite(f) or f < 0:
+        raise RequestError(f"{name}: expected a finite number >= 0")
+    return f
 
 
 def _int(value: Any, name: str, lo: int, hi: int) -> int:
@@ -356,6 +405,123 @@ def clip_features(blobs: Sequence[bytes], cfg) -> tuple[list[np.ndarray], np.nda
     return logmels, summary
 
 
+# --- long recordings window by window ---------------------------------------------------------
+# A request with window_seconds: bounded before decoding (each recording's header, then the
+# windows' work against max_request_frames), then fsd.features.windows' one streamed decode
+# per recording, each window scored as a clip. The summary and timeline: fsd.serving.windows.
+
+def window_tta(p: InferenceParams, window: float, cfg) -> tuple[list[int], int]:
+    """The views each window gets: the request's TTA when it set one, else the whole window
+    once."""
+    from fsd.features.windows import frames_per_second
+
+    if p.tta_given:
+        return list(p.tta_lengths), int(p.tta_crops)
+    return [max(1, int(round(window * frames_per_second(cfg))))], 1
+
+
+def window_cost(n_windows: int, window: float, lengths: Sequence[int], crops: int, cfg) -> int:
+    """Work of ``n_windows`` windows: their views (crops x sum of lengths) and their own
+    features (the window's frames), per fold model."""
+    from fsd.features.windows import frames_per_second
+
+    per = int(crops) * int(sum(lengths)) + int(round(window * frames_per_second(cfg)))
+    return int(n_windows) * per
+
+
+def score_windows(ensemble, wf, lengths: Sequence[int], crops: int, seed: int) -> np.ndarray:
+    """(n_windows, classes) probabilities of ``wf``'s windows; NaN rows for silent ones."""
+    probs = np.full((len(wf), len(ensemble.labels)), np.nan, dtype=np.float64)
+    mels = wf.window_logmels()
+    if mels:
+        summaries = wf.summaries if wf.summaries is not None and wf.summaries.size else None
+        probs[~wf.silent] = ensemble.predict(mels, summaries, list(lengths), int(crops), seed)
+    return probs
+
+
+def windows_frame(wf, probs: np.ndarray, labels: Sequence[str], top_k: int,
+                  return_probabilities: bool = False) -> pd.DataFrame:
+    """One row per window: start, end (seconds), label_1, score_1, ..., label_k, score_k;
+    a silent window has empty labels and NaN scores."""
+    filled = np.where(np.isnan(probs), 0.0, probs)
+    table = response_frame(filled, labels, top_k, return_probabilities)
+    silent = np.asarray(wf.silent, bool)
+    for c in table.columns:
+        if c.startswith("label_"):
+            table.loc[silent, c] = ""
+        else:
+            table.loc[silent, c] = np.nan
+    table.insert(0, "end", np.round(np.asarray(wf.ends, np.float64), 3))
+    table.insert(0, "start", np.round(np.asarray(wf.starts, np.float64), 3))
+    return table
+
+
+def recording_headers(blobs: Sequence[bytes], max_seconds: float) -> list[float]:
+    """Each recording's duration from its header, refusing before any decoding: a header that
+    cannot be read (windows are planned from it), a recording over ``max_seconds``, one that
+    would decode to too many samples, and a request over ``MAX_REQUEST_SAMPLES`` in all."""
+    import soundfile as sf
+
+    from fsd.data.audio import AudioError, check_size
+
+    out, total = [], 0
+    for i, blob in enumerate(blobs):
+        try:
+            info = sf.info(io.BytesIO(bytes(blob)))
+            frames, channels, rate = int(info.frames), int(info.channels), int(info.samplerate)
+        except Exception:
+            raise RequestError(f"row {i}: not usable audio: its header cannot be read") from None
+        if rate <= 0 or channels <= 0 or frames <= 0:
+            raise RequestError(f"row {i}: not usable audio: an empty or invalid header")
+        try:
+            check_size(frames, channels, rate, max_seconds)
+        except AudioError as exc:
+            raise RequestError(f"row {i}: not usable audio for windows: {exc} "
+                               "(ensemble.max_recording_seconds)") from None
+        total += frames * channels
+        if total > MAX_REQUEST_SAMPLES:
+            raise RequestError(f"request too large once decoded: the recordings' headers "
+                               f"declare more than {MAX_REQUEST_SAMPLES:,} samples in all")
+        out.append(frames / rate)
+    return out
+
+
+def score_windowed_request(ensemble, rows: list[Any], p: InferenceParams) -> pd.DataFrame:
+    """A request with ``window_seconds``: one row per window of each clip (``clip`` is the
+    request's row), bounded as the module docstring says."""
+    from fsd.data.audio import AudioError
+    from fsd.features.windows import count_windows, window_features
+
+    info, cfg = ensemble.info, ensemble.cfg
+    max_seconds = float(getattr(cfg.ensemble, "max_recording_seconds", 600.0))
+    blobs = decode_rows(rows, info.max_clip_bytes)
+    durations = recording_headers(blobs, max_seconds)
+    lengths, crops = window_tta(p, p.window_seconds, cfg)
+    n_windows = sum(count_windows(d, p.window_seconds, p.hop_seconds) for d in durations)
+    cost, limit = window_cost(n_windows, p.window_seconds, lengths, crops, cfg), cost_limit(info)
+    if cost > limit:
+        raise RequestError(
+            f"request too costly: {n_windows:,} windows of {p.window_seconds:g} s every "
+            f"{p.hop_seconds:g} s = {cost:,} view frames > {limit:,} "
+            "(ensemble.max_request_frames); use a longer hop_seconds or send shorter recordings")
+    tables = []
+    for i, blob in enumerate(blobs):
+        try:
+            with DECODE_SLOTS:
+                wf = window_features(blob, cfg, p.window_seconds, p.hop_seconds,
+                                     max_seconds=max_seconds)
+        except AudioError as exc:
+            raise RequestError(f"row {i}: not usable audio: {exc}") from None
+        except ValueError:
+            raise RequestError(f"row {i}: cannot compute features of this recording") from None
+        probs = score_windows(ensemble, wf, lengths, crops, p.seed)
+        table = windows_frame(wf, probs, ensemble.labels, p.top_k, p.return_probabilities)
+        table.insert(0, "clip", i)
+        tables.append(table)
+    return pd.concat(tables, ignore_index=True)
+
+
+
 def score_request(ensemble, model_input: Any, params: Mapping[str, Any] | None) -> pd.DataFrame:
     """The whole request path without MLflow: validate, decode, featurize, TTA, top-k.
 
@@ -376,6 +542,8 @@ def _score(ensemble, model_input: Any, params: Mapping[str, Any] | None) -> pd.D
     p = parse_params(params, default_lengths=info.tta_lengths, default_crops=info.tta_crops,
                      default_top_k=info.top_k, default_seed=info.seed,
                      n_classes=len(ensemble.labels))
+    if p.window_seconds:  # a long recording, window by window
+        return score_windowed_request(ensemble, rows, p)
     check_cost(len(rows), p, cost_limit(info))  # before any clip is decoded
     blobs = decode_rows(rows, info.max_clip_bytes)
     logmels, summaries = clip_features(blobs, ensemble.cfg)

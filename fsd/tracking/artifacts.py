@@ -14,6 +14,7 @@ OOF_ARTIFACT = "oof"  # out-of-fold tables
 OOF_PROBS = "oof_probabilities.csv"  # a baseline's out-of-fold probabilities, under oof/
 MODEL_ARTIFACT = "model"  # a baseline's final model, under model/
 MODEL_FILE = "baseline.joblib"
+EXPORT_ARTIFACT = "export"  # `fsd export` output, under export/<format>/ of the ensemble run
 
 
 def log_files(paths: dict[str, Path] | list[Path], artifact_path: str | None = None) -> None:
