@@ -9,9 +9,9 @@ decoded here) in any format libsndfile reads. The signature declares the column 
 ``binary`` or ``string``: MLflow enforces a declared type before the model sees the request
 and answers a bad value itself (``binary``: the scoring server's base64 decoding says
 "Incorrect padding"; ``string`` or ``binary``: a number gets "Failed to enforce schema of
-data ...", checked with MLflow 3.17), and a pyfunc cannot replace that message. With ``Any`` every value reaches the request checks
-(:mod:`fsd.serving.requests`), which say what is wrong (not base64, empty, too large, not a
-string) and in which row. Output per clip: ``label_1, score_1, ...,
+data ...", checked with MLflow 3.17), and a pyfunc cannot replace that message. With ``Any``
+every value reaches the request checks (:mod:`fsd.serving.requests`), which say what is
+wrong (not base64, empty, too large, not a string) and in which row. Output per clip: ``label_1, score_1, ...,
 label_k, score_k`` (optionally ``prob_<label>`` for every class). Inference settings arrive as
 MLflow ``params`` (``tta_lengths``, ``tta_crops``, ``top_k``, ``seed``,
 ``return_probabilities``), declared in the signature with the ensemble's defaults.

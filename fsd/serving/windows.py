@@ -8,7 +8,8 @@ length in frames, one crop) per fold model. Silent windows are not scored: their
 empty and their scores NaN.
 
 A served request (params ``window_seconds``, ``hop_seconds``; its path is
-:func:`fsd.serving.requests.score_windowed_request`) is bounded before anything is decoded: each recording's header must be readable and declare at most
+:func:`fsd.serving.requests.score_windowed_request`) is bounded before anything is decoded:
+each recording's header must be readable and declare at most
 ``ensemble.max_recording_seconds``; the windows it gives, ``windows x (crops x sum(lengths) +
 window frames)`` (the views, plus the window's own features), count against
 ``ensemble.max_request_frames`` with every other recording of the request.
