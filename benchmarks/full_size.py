@@ -177,7 +177,9 @@ def serve_and_score(model_uri: str, env: dict, clips: list[tuple[Path, str]],
     cmd = [sys.executable, "-m", "fsd", "serve", "--model", model_uri, "--port", str(port)]
     log = open(env["FSD_REHEARSAL_OUT"] + "/serve.log", "w")
     t_start = time.time()
-    server = subprocess.Popen(cmd, cwd=REPO, env=env, stdout=log, stderr=subprocess.STDOUT)
+    # in OUT: a sqlite store keeps its artifacts in ./mlruns of the working directory
+    server = subprocess.Popen(cmd, cwd=env["FSD_REHEARSAL_OUT"], env=env, stdout=log,
+                              stderr=subprocess.STDOUT)
     out: dict = {"served_clips": len(clips)}
     try:
         with TreeSampler(server.pid) as sampler:
@@ -267,8 +269,8 @@ def rehearse(args: argparse.Namespace) -> dict:
     from fsd.config import load_config
 
     overrides = [f"data.root={data}", f"output_dir={out / 'outputs'}", *args.set]
-    cfg = load_config(args.config, overrides)
-    cmd = [sys.executable, "-m", "fsd", "main", "--config", str(args.config)]
+    cfg = load_config(Path(args.config).resolve(), overrides)
+    cmd = [sys.executable, "-m", "fsd", "main", "--config", str(Path(args.config).resolve())]
     for o in overrides:
         cmd += ["--set", o]
     samples = out / "samples.json"
@@ -283,7 +285,7 @@ def rehearse(args: argparse.Namespace) -> dict:
         print("pipeline:", " ".join(cmd), flush=True)
         t0 = time.time()
         with open(out / "main.log", "w") as log:
-            proc = subprocess.Popen(cmd, cwd=REPO, env=env, stdout=log, stderr=subprocess.STDOUT)
+            proc = subprocess.Popen(cmd, cwd=out, env=env, stdout=log, stderr=subprocess.STDOUT)
             with TreeSampler(proc.pid) as sampler:
                 rc = proc.wait()
         t1 = time.time()
