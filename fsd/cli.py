@@ -145,7 +145,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     os.environ.setdefault("MLFLOW_SKIP_PIP_REQUIREMENTS_CHECK", "true")
     # Our own bars show progress; MLflow's per-download bars for a few small files are noise.
     os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
-    if not args.verbose and args.command in TENSORFLOW_COMMANDS:
+    needs_tf = getattr(mod, "NEEDS_TENSORFLOW", args.command in TENSORFLOW_COMMANDS)
+    if not args.verbose and (needs_tf(args) if callable(needs_tf) else needs_tf):
         # Retracing at each TTA length is expected and bounded; TF warns about it at length.
         import_tensorflow_quietly()
     try:

@@ -413,8 +413,7 @@ def test_fsd_serve_bounds_bombs_echoes_slow_clients_and_batches(ensemble_trackin
     import numpy as np
     import pyarrow as pa
     import pyarrow.parquet as pq
-
-    from fsd.serving.pyfunc import LocalServer, audio_request
+    from local_server import LocalServer, audio_request
 
     test_dir = Path(ensemble_tracking.cfg.data.root) / "FSDKaggle2018.audio_test"
     a, b = [p.read_bytes() for p in sorted(test_dir.glob("t_*.wav"))[:2]]

@@ -26,6 +26,11 @@ HELP = "top labels for local audio files from a registered ensemble (models:/nam
 def NEEDS_CONFIG(args: argparse.Namespace) -> bool:  # noqa: N802 (the CLI's name for it)
     """An export carries its own config: `--exported` runs anywhere, without experiments/."""
     return not args.exported
+
+
+def NEEDS_TENSORFLOW(args: argparse.Namespace) -> bool:  # noqa: N802 (the CLI's name for it)
+    """An export runs on onnxruntime: `--exported` must work where TensorFlow is absent."""
+    return not args.exported
 # Files per predict call: well under ensemble.max_request_clips, and a bad file costs a retry
 # of only its own chunk.
 CHUNK = 16
@@ -143,6 +148,8 @@ def format_table(rows: list[dict], top_k: int) -> str:
 def run_windows(cfg: Config, args: argparse.Namespace) -> int:
     """``--window``: each file tagged window by window, decoded once, any length (local files:
     no request bound applies)."""
+    import pandas as pd
+
     from fsd.data.audio import AudioError
     from fsd.serving.requests import MIN_HOP_SECONDS, MIN_WINDOW_SECONDS
 
@@ -207,6 +214,8 @@ def _window_scorer(cfg: Config, args: argparse.Namespace):
 
 def run_exported(args: argparse.Namespace) -> int:
     """``--exported DIR``: the export run with onnxruntime and numpy/librosa only."""
+    import pandas as pd
+
     from fsd.export.predictor import ExportedModel
 
     model = ExportedModel.load(args.exported)
