@@ -170,11 +170,12 @@ def _post(port: int, body: bytes, timeout: float) -> tuple[int, bytes]:
         conn.close()
 
 
-def serve_and_score(model_uri: str, env: dict, clips: list[tuple[Path, str]],
+def serve_and_score(model_uri: str, config: Path, env: dict, clips: list[tuple[Path, str]],
                     timeout: float = 600.0) -> dict:
     """``fsd serve`` the model, score each clip in its own request, stop the server."""
     port = _free_port()
-    cmd = [sys.executable, "-m", "fsd", "serve", "--model", model_uri, "--port", str(port)]
+    cmd = [sys.executable, "-m", "fsd", "serve", "--config", str(config), "--model", model_uri,
+           "--port", str(port)]
     log = open(env["FSD_REHEARSAL_OUT"] + "/serve.log", "w")
     t_start = time.time()
     # in OUT: a sqlite store keeps its artifacts in ./mlruns of the working directory
@@ -337,7 +338,7 @@ def rehearse(args: argparse.Namespace) -> dict:
     clips = [(data / rehearsal_set.TEST_DIR / f, label)
              for f, label in sorted(truth.items())[: args.serve_clips]]
     model_uri = f"models:/{cfg.ensemble.model_name}@{cfg.ensemble.alias}"
-    served = serve_and_score(model_uri, env, clips)
+    served = serve_and_score(model_uri, Path(args.config).resolve(), env, clips)
     stages.append(served.pop("stage"))
     report.update(served)
     report["stages"] = stages
