@@ -36,7 +36,6 @@ import subprocess
 import sys
 import tempfile
 import textwrap
-import threading
 import time
 from pathlib import Path
 
@@ -56,43 +55,6 @@ def generate(root: Path, scale: float, seed: int, workers: int) -> dict:
     return rehearsal_set.generate(root, scale, seed, workers)
 
 
-class PeakRSS:
-    """Peak resident memory of this process and all its children, sampled on a thread."""
-
-    def __init__(self, every: float = 0.2):
-        import psutil
-
-        self.proc = psutil.Process()
-        self.every = every
-        self.peak = 0
-        self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._run, daemon=True)
-
-    def _sample(self) -> int:
-        import psutil
-
-        total = 0
-        for p in [self.proc, *self.proc.children(recursive=True)]:
-            try:
-                total += p.memory_info().rss
-            except psutil.Error:
-                pass
-        return total
-
-    def _run(self) -> None:
-        while not self._stop.is_set():
-            self.peak = max(self.peak, self._sample())
-            self._stop.wait(self.every)
-
-    def __enter__(self) -> PeakRSS:
-        self._thread.start()
-        return self
-
-    def __exit__(self, *exc) -> None:
-        self._stop.set()
-        self._thread.join()
-
-
 def _du(path: Path) -> int:
     return sum(p.stat().st_size for p in path.rglob("*") if p.is_file())
 
@@ -105,7 +67,9 @@ def run_featurize(root: Path, cache: Path, workers: int, tonnetz: str) -> dict:
                       ["data.source=fsdkaggle2018", f"data.root={root}", f"store.cache_dir={cache}",
                        f"store.workers={workers}", f"summary.tonnetz={tonnetz}"])
     t0 = time.perf_counter()
-    with PeakRSS() as mem:
+    from full_size import TreeSampler  # beside this script
+
+    with TreeSampler(os.getpid(), every=0.2) as mem:
         result = featurize(cfg, progress=False)
     wall = time.perf_counter() - t0
     st = result.stats
@@ -114,7 +78,7 @@ def run_featurize(root: Path, cache: Path, workers: int, tonnetz: str) -> dict:
             "audio_s_per_s": st["audio_seconds"] / wall,
             "extract_audio_s_per_s": st["audio_seconds_per_s"],
             "per_core_x_real_time": st["audio_seconds"] / wall / st["workers"],
-            "workers": st["workers"], "peak_rss_mb": mem.peak / 2**20,
+            "workers": st["workers"], "peak_rss_mb": mem.total_peak / 2**20,
             "store_mb": _du(store) / 2**20,
             "store_mb_without_shards": (_du(store) - _du(store / "shards")) / 2**20,
             "store_dir": str(store), "n_clips": st["n_clips"], "n_test": st["n_test"]}

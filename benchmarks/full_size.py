@@ -320,9 +320,6 @@ def rehearse(args: argparse.Namespace) -> dict:
                                            / 2**20, 1),
               "cores": os.cpu_count(), "load_avg_end": os.getloadavg()}
     report.update(check_submission(out / "outputs", data))
-    import mlflow
-
-    client = mlflow.tracking.MlflowClient()
     report["baselines"] = {
         r.data.tags.get("fsd.baseline"): {k: round(v, 4) for k, v in r.data.metrics.items()
                                           if k in ("oof_map3", "oof_accuracy")}
@@ -344,7 +341,6 @@ def rehearse(args: argparse.Namespace) -> dict:
     report["stages"] = stages
     # the whole rehearsal: fsd main, then the server's start and its requests
     report["rehearsal_wall_s"] = round(report["main_wall_s"] + stages[-1]["wall_s"], 1)
-    del client
     return report
 
 

@@ -186,7 +186,7 @@ def _log_model(cfg: Config, name: str, what: str, result, settings: dict, store,
         f"`predict_proba` one column per class id the clips held). Scored out of fold on "
         f"dataset `{dataset_name}`: {figures}."
         + (" **At chance**: no better than guessing." if chance else ""))
-    params = {**{k: v for k, v in settings.items()}, "n_features": result.n_features,
+    params = {**settings, "n_features": result.n_features,
               "n_clips": len(result.y)}
     model = models.log_sklearn_model(result.model.estimator, name=f"baseline-{name}",
                                      description=description, params=params,
