@@ -496,3 +496,22 @@ def test_the_svc_fits_on_at_most_svc_max_clips_alone_and_in_the_vote(tmp_path):
     np.testing.assert_array_equal(back.predict_proba(x), vote.predict_proba(x))
     uncapped = BaselineModel.fit_new("svc", dataclasses.replace(FAST, svc_max_clips=0), x, y, 3)
     assert not isinstance(uncapped.estimator, ClipCap)
+
+
+def test_extratrees_grow_at_most_max_leaf_nodes_leaves_and_zero_means_unbounded():
+    import dataclasses
+
+    from fsd.config import ConfigError, from_dict
+
+    store = learnable(n=200, n_classes=4, signal=1.0)
+    x, y = store.summary, store.index["label_id"].to_numpy()
+    capped = BaselineModel.fit_new("extratrees", dataclasses.replace(FAST, extratrees_max_leaf_nodes=8),
+                                   x, y, 4, store.labels)
+    assert max(t.tree_.n_leaves for t in capped.estimator.estimators_) <= 8
+    assert capped.params["max_leaf_nodes"] == 8  # part of the model's key: a cap change refits
+    assert map_at_k(y, capped.predict_proba(x)) > chance_map3(4) + 0.2
+    full = BaselineModel.fit_new("extratrees", dataclasses.replace(FAST, extratrees_max_leaf_nodes=0),
+                                 x, y, 4, store.labels)
+    assert max(t.tree_.n_leaves for t in full.estimator.estimators_) > 8
+    with pytest.raises(ConfigError, match="extratrees_max_leaf_nodes"):
+        from_dict({}, ["baseline.extratrees_max_leaf_nodes=1"])

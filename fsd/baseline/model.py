@@ -69,7 +69,8 @@ def model_params(name: str, bcfg, scaler: str | None = None) -> dict[str, Any]:
                 "version": BASELINE_VERSION}
     if name == "extratrees":
         return {"model": name, "n_estimators": int(bcfg.extratrees_n_estimators),
-                "seed": int(bcfg.seed), "version": BASELINE_VERSION}
+                "max_leaf_nodes": int(bcfg.extratrees_max_leaf_nodes), "seed": int(bcfg.seed),
+                "version": BASELINE_VERSION}
     if name == "vote":
         return {"model": name, "members": [model_params(m, bcfg, bcfg.vote_scaler)
                                            for m in vote_members(bcfg)],
@@ -200,6 +201,7 @@ def make_estimator(name: str, bcfg, y: np.ndarray, scaler: str | None = None):
 
         # n_jobs=1: the baselines run beside the fold workers, one core's worth
         return ExtraTreesClassifier(n_estimators=p["n_estimators"], max_features="sqrt",
+                                    max_leaf_nodes=p.get("max_leaf_nodes") or None,
                                     n_jobs=1, random_state=p["seed"])
     if name == "vote":
         from sklearn.ensemble import VotingClassifier

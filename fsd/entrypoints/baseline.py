@@ -201,7 +201,8 @@ def _describe_model(cfg: Config, name: str) -> str:
     words = {"logreg": f"{scaler[b.logreg_scaler]} + LogisticRegression(C={b.logreg_c:g})",
              "hgb": "HistGradientBoostingClassifier",
              "svc": f"QuantileTransformer (normal) + RBF SVC(C={b.svc_c:g})",
-             "extratrees": f"ExtraTreesClassifier({b.extratrees_n_estimators} trees)"}
+             "extratrees": f"ExtraTreesClassifier({b.extratrees_n_estimators} trees, "
+                           f"{b.extratrees_max_leaf_nodes or 'unbounded'} leaves each)"}
     if name == "vote":
         members = ", ".join(m + (" (quantile-scaled)" if m in ("logreg", "svc")
                                  and b.vote_scaler == "quantile" else "")
