@@ -44,6 +44,7 @@ import soundfile as sf
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO / "tests"))
 
+from hostile_payloads import flac_bomb, parquet_bomb, rss_mb  # noqa: E402
 
 # --- the model -------------------------------------------------------------------------------
 
@@ -105,30 +106,6 @@ def lying_header(seconds: float = 0.5) -> bytes:
     fmt = struct.pack("<HHIIHH", 1, 8, 4_000_000_000, 4_000_000_000, 16, 16)
     return (b"RIFF" + struct.pack("<I", 0xFFFFFFF0) + b"WAVE" + b"fmt " + struct.pack("<I", 16)
             + fmt + b"data" + struct.pack("<I", 0xFFFFFFF0) + data[44:])
-
-
-def parquet_bomb(mib: int = 200) -> bytes:
-    """A few KB of parquet: one ``audio`` value of ``mib`` MiB of zeros, zstd."""
-    import pyarrow as pa
-    import pyarrow.parquet as pq
-
-    buf = io.BytesIO()
-    pq.write_table(pa.table({"audio": pa.array([bytes(mib * 2**20)], pa.binary())}), buf,
-                   compression="zstd")
-    return buf.getvalue()
-
-
-def flac_bomb(seconds: int = 59, rate: int = 655_350, channels: int = 8) -> bytes:
-    """~340 KB of FLAC (zeros) that decodes to 1.24 GB of float32."""
-    buf = io.BytesIO()
-    block = np.zeros((1 << 20, channels), dtype=np.int16)
-    with sf.SoundFile(buf, "w", samplerate=rate, channels=channels, format="FLAC",
-                      subtype="PCM_16") as f:
-        left = seconds * rate
-        while left > 0:
-            f.write(block[:min(left, len(block))])
-            left -= len(block)
-    return buf.getvalue()
 
 
 SECRET = "ZZSECRET <script>alert(1)</script>"
@@ -260,13 +237,6 @@ def slow_client(port: int, mode: str, limit: float = 60.0) -> float:
         return float("inf")
     finally:
         sock.close()
-
-
-def rss_mb(pid: int) -> float:
-    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-        if line.startswith("VmRSS:"):
-            return int(line.split()[1]) / 1024
-    return float("nan")
 
 
 def main(argv=None) -> int:

@@ -11,6 +11,7 @@ import re
 from pathlib import Path
 
 import pytest
+from hostile_payloads import flac_bomb, parquet_bomb, rss_mb
 
 from fsd.serving.front import MAX_MESSAGE, Front, short_message
 
@@ -313,33 +314,12 @@ def test_request_errors_never_quote_param_values(params):
 
 
 def test_a_parquet_bomb_is_refused_from_its_metadata():
-    import pyarrow as pa
-    import pyarrow.parquet as pq
-
-    buf = io.BytesIO()
-    pq.write_table(pa.table({"audio": pa.array([bytes(8 * 2**20)], pa.binary())}), buf,
-                   compression="zstd")
-    assert len(buf.getvalue()) < 20_000
+    bomb = parquet_bomb(8)
+    assert len(bomb) < 20_000
     app = Echo()
-    status, answer = call(Front(app, max_body_bytes=2**20), buf.getvalue(),
+    status, answer = call(Front(app, max_body_bytes=2**20), bomb,
                           content_type="application/vnd.apache.parquet")
     assert status == 413 and app.calls == 0 and "expands" in answer.decode()
-
-
-def flac_bomb(seconds: int = 59, rate: int = 655_350, channels: int = 8) -> bytes:
-    """A few hundred KB of FLAC (zeros) that decodes to seconds x rate x channels float32."""
-    import numpy as np
-    import soundfile as sf
-
-    buf = io.BytesIO()
-    block = np.zeros((1 << 20, channels), dtype=np.int16)
-    with sf.SoundFile(buf, "w", samplerate=rate, channels=channels, format="FLAC",
-                      subtype="PCM_16") as f:
-        left = seconds * rate
-        while left > 0:
-            f.write(block[:min(left, len(block))])
-            left -= len(block)
-    return buf.getvalue()
 
 
 def test_a_flac_bomb_is_refused_from_its_header():
@@ -381,13 +361,6 @@ class _Peak:
         self._thread.join()
 
 
-def rss_mb(pid: int) -> float:
-    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-        if line.startswith("VmRSS:"):
-            return int(line.split()[1]) / 1024
-    return 0.0
-
-
 def _close_time(sock, limit: float) -> float:
     """Seconds until the server closes ``sock`` (reads until EOF), at most ``limit``."""
     import socket
@@ -411,17 +384,11 @@ def test_fsd_serve_bounds_bombs_echoes_slow_clients_and_batches(ensemble_trackin
     import threading
 
     import numpy as np
-    import pyarrow as pa
-    import pyarrow.parquet as pq
     from local_server import LocalServer, audio_request
 
     test_dir = Path(ensemble_tracking.cfg.data.root) / "FSDKaggle2018.audio_test"
     a, b = [p.read_bytes() for p in sorted(test_dir.glob("t_*.wav"))[:2]]
-    buf = io.BytesIO()
-    pq.write_table(pa.table({"audio": pa.array([bytes(200 * 2**20)], pa.binary())}), buf,
-                   compression="zstd")
-    parquet_bomb = buf.getvalue()
-    del buf
+    bomb = parquet_bomb(200)
     flac = base64.b64encode(flac_bomb()).decode()
     split = {"dataframe_split": {"columns": ["audio"], "data": [[flac]]}}
     with LocalServer(ensemble_tracking.model_uri, front=True, start_timeout=240) as srv:
@@ -430,7 +397,7 @@ def test_fsd_serve_bounds_bombs_echoes_slow_clients_and_batches(ensemble_trackin
         # 1. compressed bombs: the answers are 4xx and the server does not grow
         with _Peak(srv.pid) as peak:
             base = rss_mb(srv.pid)
-            status, answer = srv.invoke(parquet_bomb,
+            status, answer = srv.invoke(bomb,
                                         content_type="application/vnd.apache.parquet")
             assert status == 413, answer
             answers = []
