@@ -21,7 +21,6 @@ ratio old / shipped, and the held-out MAP@3 of each (the cap must not cost the S
 from __future__ import annotations
 
 import argparse
-import json
 import multiprocessing as mp
 import sys
 import time
@@ -29,6 +28,9 @@ from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+from results_log import append_result  # noqa: E402  (beside this script)
 
 
 def _busy(stop) -> None:
@@ -101,10 +103,7 @@ def main(argv: list[str] | None = None) -> int:
         stop.set()
         for p in busy:
             p.join(5)
-    report["date"] = time.strftime("%Y-%m-%d %H:%M")
-    args.results.parent.mkdir(parents=True, exist_ok=True)
-    with open(args.results, "a") as fh:
-        fh.write(json.dumps(report) + "\n")
+    append_result(args.results, report)
     return 0
 
 

@@ -17,13 +17,15 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
-import json
 import sys
 import time
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+from results_log import append_result  # noqa: E402  (beside this script)
 
 
 def parse_variant(text: str) -> tuple[str, dict[str, str]]:
@@ -88,10 +90,7 @@ def main(argv: list[str] | None = None) -> int:
                       f"{len(s)} seeds) {delta:+.4f} vs {base} | {t.mean():5.1f} s a run, "
                       f"{np.mean(seconds[base]) / t.mean():.2f}x {base}'s speed", flush=True)
                 table.setdefault(model, {})[name] = {"map3": s.tolist(), "seconds": t.tolist()}
-    report["date"] = time.strftime("%Y-%m-%d %H:%M")
-    args.results.parent.mkdir(parents=True, exist_ok=True)
-    with open(args.results, "a") as fh:
-        fh.write(json.dumps(report) + "\n")
+    append_result(args.results, report)
     return 0
 
 

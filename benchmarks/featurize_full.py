@@ -43,6 +43,9 @@ import numpy as np
 
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+from results_log import append_result  # noqa: E402  (beside this script)
 
 DEFAULT_BASELINE = "9e5bb94"  # the tree before the featurize / loader changes of issue 10
 
@@ -251,9 +254,7 @@ def main() -> int:
         if args.cache is None:
             shutil.rmtree(cache, ignore_errors=True)
     record["load_after"] = os.getloadavg()
-    args.results.parent.mkdir(parents=True, exist_ok=True)
-    with open(args.results, "a") as fh:
-        fh.write(json.dumps(record) + "\n")
+    append_result(args.results, record)
     print(f"appended to {args.results}")
     return 0
 

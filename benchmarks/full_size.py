@@ -44,6 +44,7 @@ sys.path.insert(0, str(REPO))
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 import rehearsal_set  # noqa: E402  (beside this script)
+from results_log import append_result  # noqa: E402
 
 DEFAULT_CONFIG = REPO / "experiments" / "rehearsal.yaml"
 
@@ -419,9 +420,7 @@ def main(argv: list[str] | None = None) -> int:
     (Path(args.out) / "report.json").write_text(text + "\n")
     print(text)
     if not args.generate_only:
-        args.results.parent.mkdir(parents=True, exist_ok=True)
-        with open(args.results, "a") as fh:
-            fh.write(json.dumps(report, default=str) + "\n")
+        append_result(args.results, report)
     return 0
 
 
