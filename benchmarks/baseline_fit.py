@@ -4,15 +4,17 @@ One fold of a featurized store (fold 0 held out, every other fold fitted, as ``f
 does ten times and once more for the final model), each model fitted two ways in one run,
 alternating so that load hits both alike:
 
-- **shipped**: ``baseline.threads: 1`` (one BLAS/OpenMP thread per fit) and
-  ``baseline.svc_max_clips: 2000`` (the RBF SVC on a stratified 2,000-clip share);
+- **shipped**: ``baseline.threads: 1`` (one BLAS/OpenMP thread per fit),
+  ``baseline.svc_max_clips: 2000`` (the RBF SVC on a stratified 2,000-clip share) and 250
+  ExtraTrees of at most 512 leaves (``extratrees_n_estimators``, ``extratrees_max_leaf_nodes``);
 - **old** (the baseline, the settings before issue 16): the libraries' default thread pools
-  (every core) and the SVC on every clip.
+  (every core), the SVC on every clip, 500 fully grown ExtraTrees.
 
 ``--beside K`` starts K single-threaded busy processes first, as the fold workers of
 ``fsd main`` are when the baselines fit (``train.fold_workers: 2`` on 2 cores): that is where
 unbounded thread pools hurt. It prints, per model, CPU and wall seconds of each way, the
-ratio old / shipped, and the held-out MAP@3 of each (the cap must not cost the SVC much).
+ratio old / shipped, the held-out MAP@3 of each (the caps must not cost much) and the size of
+the fitted model as saved (what the bundle and every serving process carry).
 
     .venv/bin/python benchmarks/baseline_fit.py STORE_DIR --beside 2
     .venv/bin/python benchmarks/full_size.py --scale 1 --out DIR --generate-only   # a full-size set
@@ -23,6 +25,7 @@ from __future__ import annotations
 import argparse
 import multiprocessing as mp
 import sys
+import tempfile
 import time
 from pathlib import Path
 
@@ -51,6 +54,8 @@ def fit_once(name: str, bcfg, x, y, xt, yt, n_classes: int) -> dict:
     model = BaselineModel.fit_new(name, bcfg, x, y, n_classes)
     out = {"cpu_s": time.process_time() - cpu, "wall_s": time.perf_counter() - wall}
     out["map3"] = map_at_k(yt, model.predict_proba(xt))
+    with tempfile.TemporaryDirectory() as tmp:
+        out["saved_mb"] = model.save(Path(tmp) / "model.joblib").stat().st_size / 2**20
     return out
 
 
@@ -77,7 +82,8 @@ def main(argv: list[str] | None = None) -> int:
     y = store.index["label_id"].to_numpy()[rows]
     held = store.index["fold"].to_numpy()[rows] == 0
     shipped = BaselineConfig()
-    old = dataclasses.replace(shipped, threads=0, svc_max_clips=0)
+    old = dataclasses.replace(shipped, threads=0, svc_max_clips=0, extratrees_n_estimators=500,
+                              extratrees_max_leaf_nodes=0)
     print(f"{len(rows)} clips, {x.shape[1]} features, {len(store.labels)} classes; fitting on "
           f"{(~held).sum()}, scoring {held.sum()}; {args.beside} busy processes beside",
           flush=True)
@@ -96,8 +102,9 @@ def main(argv: list[str] | None = None) -> int:
             s, o = runs["shipped"], runs["old"]
             report["models"][name] = runs
             print(f"{name:>10}: shipped {s['cpu_s']:6.1f} s CPU {s['wall_s']:6.1f} s wall "
-                  f"MAP@3 {s['map3']:.3f} | old {o['cpu_s']:6.1f} s CPU {o['wall_s']:6.1f} s wall "
-                  f"MAP@3 {o['map3']:.3f} | wall ratio old/shipped {o['wall_s'] / s['wall_s']:.2f}x",
+                  f"MAP@3 {s['map3']:.3f} {s['saved_mb']:.0f} MB | old {o['cpu_s']:6.1f} s CPU "
+                  f"{o['wall_s']:6.1f} s wall MAP@3 {o['map3']:.3f} {o['saved_mb']:.0f} MB | "
+                  f"wall ratio old/shipped {o['wall_s'] / s['wall_s']:.2f}x",
                   flush=True)
     finally:
         stop.set()
