@@ -201,7 +201,7 @@ def make_estimator(name: str, bcfg, y: np.ndarray, scaler: str | None = None):
 
         # n_jobs=1: the baselines run beside the fold workers, one core's worth
         return ExtraTreesClassifier(n_estimators=p["n_estimators"], max_features="sqrt",
-                                    max_leaf_nodes=p.get("max_leaf_nodes") or None,
+                                    max_leaf_nodes=p["max_leaf_nodes"] or None,
                                     n_jobs=1, random_state=p["seed"])
     if name == "vote":
         from sklearn.ensemble import VotingClassifier
