@@ -355,6 +355,19 @@ class TrackingConfig:
 
 
 @dataclass
+class ClusterConfig:
+    """Where the steps run: ``local`` (this machine; ``train.fold_workers`` processes) or
+    ``ray`` (a Ray cluster: folds, baselines, TTA shards and sweep workers as Ray tasks)."""
+
+    executor: str = "local"  # local | ray
+    address: str = ""  # empty: RAY_ADDRESS, else a local Ray started for this run
+    gpus_per_fold: float = 0.0  # GPUs a fold task asks Ray for (0 on CPU-only clusters)
+    cpus_per_fold: float = 1.0
+    max_retries: int = 2  # a task whose node died is retried this often on another node
+    scoring_actors: int = 2  # TTA scoring shards run on this many actors
+
+
+@dataclass
 class Config:
     """The whole experiment. ``name`` also names the output folder and MLflow experiment."""
 
@@ -373,6 +386,7 @@ class Config:
     ensemble: EnsembleConfig = field(default_factory=EnsembleConfig)
     sweep: SweepConfig = field(default_factory=SweepConfig)
     tracking: TrackingConfig = field(default_factory=TrackingConfig)
+    cluster: ClusterConfig = field(default_factory=ClusterConfig)
 
     @property
     def experiment_dir(self) -> Path:
@@ -594,6 +608,9 @@ RULES: dict[type, dict[str, Any]] = {
         pruner=Choice(("median", "none")), pruner_startup_trials=Range(0, 100_000),
         pruner_warmup_steps=Range(-1, 100_000), seed=SEEDS),
     TrackingConfig: dict(experiment=Text(500), run_name=Text(500)),
+    ClusterConfig: dict(executor=Choice(("local", "ray")), address=Text(MAX_TEXT),
+                        gpus_per_fold=Range(0, 64), cpus_per_fold=Range(0, 1024, lo_open=True),
+                        max_retries=Range(0, 100), scoring_actors=Range(1, 1024)),
     Config: dict(name=Name(), output_dir=Text(MAX_TEXT, 1)),
 }
 
