@@ -365,6 +365,10 @@ class ClusterConfig:
     cpus_per_fold: float = 1.0
     max_retries: int = 2  # a task whose node died is retried this often on another node
     scoring_actors: int = 2  # TTA scoring shards run on this many actors
+    # A fold task uploads its checkpoint to its run's artifacts after an epoch when this many
+    # seconds have passed since the last upload (0: after every epoch), so that a retry on
+    # another node resumes it.
+    checkpoint_every_s: float = 0.0
 
 
 @dataclass
@@ -610,7 +614,8 @@ RULES: dict[type, dict[str, Any]] = {
     TrackingConfig: dict(experiment=Text(500), run_name=Text(500)),
     ClusterConfig: dict(executor=Choice(("local", "ray")), address=Text(MAX_TEXT),
                         gpus_per_fold=Range(0, 64), cpus_per_fold=Range(0, 1024, lo_open=True),
-                        max_retries=Range(0, 100), scoring_actors=Range(1, 1024)),
+                        max_retries=Range(0, 100), scoring_actors=Range(1, 1024),
+                        checkpoint_every_s=Range(0, 86400)),
     Config: dict(name=Name(), output_dir=Text(MAX_TEXT, 1)),
 }
 

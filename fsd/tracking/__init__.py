@@ -40,9 +40,11 @@ _LAZY = {
     **dict.fromkeys(("open_run", "process_tags", "reap_dead_runs", "run_process_gone",
                      "set_experiment", "stage_run", "system_metrics"), "fsd.tracking.runs"),
     **dict.fromkeys(("log_run_metrics",), "fsd.tracking.models"),
+    **dict.fromkeys(("checkpointed_attempt", "fetch_checkpoint", "upload_checkpoint"),
+                    "fsd.tracking.checkpoints"),
 }
-_SUBMODULES = ("artifacts", "datasets", "descriptions", "epochs", "experiment", "keys", "links",
-               "lookups", "models", "params", "runs")
+_SUBMODULES = ("artifacts", "checkpoints", "datasets", "descriptions", "epochs", "experiment",
+               "keys", "links", "lookups", "models", "params", "runs")
 
 __all__ = [*tags.__all__, *sorted(_LAZY)]
 
