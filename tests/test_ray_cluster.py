@@ -152,10 +152,41 @@ def test_folds_on_both_nodes_match_the_local_executor(stack, cluster, tmp_path):
     for key in ("oof_map3", "cnn_oof_map3", "best_baseline_oof_map3"):
         assert main.data.metrics[key] == local.data.metrics[key], key
 
-    # no credential in a task's arguments or in the driver's log
-    log = ray_main.log.read_text(errors="replace")
+    # no credential in the driver's log, nor in any log of the Ray nodes (Ray logs a job's
+    # runtime environment there: the credentials travel through the object store instead)
+    texts = {"driver log": ray_main.log.read_text(errors="replace")}
+    logs = Path(cluster.head_node.get_session_dir_path()) / "logs"
+    texts |= {p.name: p.read_text(errors="replace") for p in logs.rglob("*") if p.is_file()}
+    assert any("Creating runtime env" in t for t in texts.values())  # the log checked is there
     for secret in stack.secrets + [stack.aws_key_id]:
-        assert secret not in log
+        for where, text in texts.items():
+            assert secret not in text, f"a credential leaked into {where}"
+
+
+def test_credentials_reach_tasks_without_the_runtime_environment(cluster, monkeypatch):
+    import ray
+
+    from fsd.cluster import runtime
+    from fsd.config import Config
+
+    monkeypatch.setenv("PGPASSWORD", "pg-secret-for-the-task")
+    monkeypatch.setattr(runtime, "_secrets", [])
+    runtime.connect(Config())
+    secrets = runtime.secrets_ref()
+
+    @ray.remote(num_cpus=1, scheduling_strategy="SPREAD")
+    def seen(secrets: list) -> tuple[str, str, str]:
+        import os
+
+        env = runtime.task_environment(secrets)
+        return ray.get_runtime_context().get_node_id(), env.get("PGPASSWORD", ""), \
+            os.environ.get("PGPASSWORD", "")
+
+    results = ray.get([seen.remote(secrets) for _ in range(2)])
+    # the process a task starts gets the driver's password; the task's own environment
+    # (where Ray's runtime environment lands) never had it
+    assert {r[1] for r in results} == {"pg-secret-for-the-task"}
+    assert {r[2] for r in results} == {""}
 
 
 def test_a_node_dies_mid_fold_and_the_fold_resumes_elsewhere(stack, cluster, tmp_path):

@@ -8,7 +8,8 @@ when its work is done, so a GPU's memory goes back to the node. Nodes share no d
   secret, :func:`fsd.config.dump_config` redacts the sweep database's password) and is written
   to a temporary folder on the node, which also holds the task's outputs; the features are
   fetched from the featurize run's artifacts into a cache of the node's own;
-- the tracking URI and credentials come from Ray's runtime environment (:mod:`.runtime`);
+- the tracking URI comes in Ray's runtime environment, the credentials through the object
+  store (:mod:`.runtime`: Ray logs a runtime environment on every node);
 - a fold's checkpoint is uploaded to its run's artifacts after each epoch, so that Ray's
   retry of a task whose node died resumes it on another node (``fsd train-fold`` does both
   under ``cluster.executor: ray``).
@@ -57,11 +58,15 @@ def node_scratch(node: str) -> Path:
     return Path(tempfile.gettempdir()) / f"fsd-ray-{node[:16]}"
 
 
-def run_task(label: str, config_text: str, command, threads: int) -> str:
+def run_task(label: str, config_text: str, command, threads: int, secrets: list) -> str:
     """The body of a Ray task: write the config on this node, run ``command(config_path,
-    overrides)`` in a process of its own with node-local outputs and cache, and return the
-    node's id; raise :class:`TaskFailed` naming ``label`` and the node when it fails."""
+    overrides)`` in a process of its own with node-local outputs and cache, the driver's
+    credentials (``secrets``: :func:`~fsd.cluster.runtime.secrets_ref`) in its environment,
+    and return the node's id; raise :class:`TaskFailed` naming ``label`` and the node when
+    it fails."""
     import ray
+
+    from fsd.cluster.runtime import task_environment
 
     node = ray.get_runtime_context().get_node_id()
     scratch = node_scratch(node)
@@ -71,7 +76,8 @@ def run_task(label: str, config_text: str, command, threads: int) -> str:
         cfg_path = work / "config.yaml"
         cfg_path.write_text(config_text)
         overrides = [f"output_dir={work / 'outputs'}", f"store.cache_dir={scratch / 'cache'}"]
-        env = worker_env(threads)  # this worker's environment: Ray's runtime env is in it
+        # this worker's environment (Ray's runtime environment is in it) and the credentials
+        env = worker_env(threads, base=task_environment(secrets))
         env[RAY_NODE_ENV] = node
         log.info("%s: starting on Ray node %s", label, node)
         proc = subprocess.run(command(cfg_path, overrides), env=env, cwd=work,
@@ -85,20 +91,20 @@ def run_task(label: str, config_text: str, command, threads: int) -> str:
 
 
 def fold_task(config_text: str, fold: int, features_run: str, parent_run: str,
-              threads: int) -> str:
+              threads: int, secrets: list) -> str:
     """One fold, as ``fsd train-fold --fold K`` on this node; returns the node's id."""
     return run_task(f"fold {fold}", config_text,
                     lambda path, over: fold_command(path, fold, features_run, parent_run, over),
-                    threads)
+                    threads, secrets)
 
 
 def baseline_task(config_text: str, model: str, features_run: str, parent_run: str,
-                  threads: int) -> str:
+                  threads: int, secrets: list) -> str:
     """One baseline model, as ``fsd baseline`` on this node; returns the node's id."""
     return run_task(f"baseline {model}", config_text,
                     lambda path, over: baseline_command(path, model, features_run, parent_run,
                                                         over),
-                    threads)
+                    threads, secrets)
 
 
 def train_on_ray(cfg: Config, folds: list[int], baselines: list[str], features_run: str,
@@ -107,9 +113,10 @@ def train_on_ray(cfg: Config, folds: list[int], baselines: list[str], features_r
     returns what ran where ("fold 3" -> node id). A task that fails for good does not stop
     the others: when all have ended, :class:`ClusterError` names every failed one and its
     node (``fold_node(fold)``, the tracking server's word, where the task could not say)."""
-    from fsd.cluster.runtime import connect
+    from fsd.cluster.runtime import connect, secrets_ref
 
     ray = connect(cfg)
+    secrets = secrets_ref()
     text = dump_config(cfg)
     c = cfg.cluster
     threads = max(1, math.ceil(c.cpus_per_fold))
@@ -119,12 +126,12 @@ def train_on_ray(cfg: Config, folds: list[int], baselines: list[str], features_r
     labels = {}
     for fold in folds:  # the folds first: they are the long tasks
         ref = fold_remote.options(name=f"fsd-fold-{fold}", **fold_needs).remote(
-            text, fold, features_run, parent_run, threads)
+            text, fold, features_run, parent_run, threads, secrets)
         labels[ref] = ("fold", fold)
     for model in baselines:
         ref = baseline_remote.options(name=f"fsd-baseline-{model}",
                                       **{**fold_needs, "num_gpus": 0}).remote(
-            text, model, features_run, parent_run, threads)
+            text, model, features_run, parent_run, threads, secrets)
         labels[ref] = ("baseline", model)
     log.info("ray: %d fold and %d baseline tasks submitted", len(folds), len(baselines))
     placed, failed = {}, []
