@@ -23,6 +23,7 @@ import mlflow
 from fsd.cluster.commands import fold_command
 from fsd.cluster.commands import worker_env as _worker_env
 from fsd.config import Config, dump_config
+from fsd.train.experimentdir import ExperimentDir
 
 log = logging.getLogger(__name__)
 
@@ -102,7 +103,7 @@ def train_folds_in_workers(cfg: Config, folds: list[int], features_run: str, par
     dataset take longer than one round of folds, and must not hold the folds back.
     """
     n = max(1, min(cfg.train.fold_workers, len(folds)))
-    cfg_path = Path(cfg.experiment_dir) / "pipeline" / f"config-{parent_run}.yaml"
+    cfg_path = ExperimentDir.of(cfg).pipeline_config(parent_run)
     cfg_path.parent.mkdir(parents=True, exist_ok=True)
     cfg_path.write_text(dump_config(cfg))
     commands = {fold: fold_command(cfg_path, fold, features_run, parent_run) for fold in folds}

@@ -17,10 +17,7 @@ import tarfile
 import tempfile
 import time
 from pathlib import Path
-
-import mlflow
-from mlflow.entities import Run
-from mlflow.tracking import MlflowClient
+from typing import TYPE_CHECKING
 
 from fsd.config import Config
 from fsd.tracking.artifacts import CHECKPOINT_ARTIFACT, CHECKPOINT_FILE
@@ -28,12 +25,17 @@ from fsd.tracking.keys import train_key
 from fsd.tracking.runs import set_experiment
 from fsd.tracking.tags import TAG_CHECKPOINT, TAG_FOLD, TAG_STAGE, TAG_STORE_KEY, TAG_TRAIN_KEY
 
+if TYPE_CHECKING:
+    from mlflow.entities import Run
+
 log = logging.getLogger(__name__)
 
 
 def upload_checkpoint(parts: dict[str, Path], where: str) -> float:
     """Log ``parts`` (name in the archive -> a file or folder) as the active run's checkpoint,
     replacing the last one, and tag it ``where``; returns the seconds it took."""
+    import mlflow
+
     t0 = time.perf_counter()
     with tempfile.TemporaryDirectory(prefix="fsd-ckpt-") as tmp:
         archive = Path(tmp) / CHECKPOINT_FILE
@@ -49,6 +51,8 @@ def upload_checkpoint(parts: dict[str, Path], where: str) -> float:
 def checkpointed_attempt(cfg: Config, fold: int, store_key: str) -> Run | None:
     """The newest unfinished run (RUNNING, KILLED or FAILED) of fold ``fold`` of ``cfg``'s
     training on the store ``store_key`` that has uploaded a checkpoint, or None."""
+    from mlflow.tracking import MlflowClient
+
     exp_id = set_experiment(cfg)
     flt = (f"tags.`{TAG_STAGE}` = 'train_fold' and tags.`{TAG_FOLD}` = '{int(fold)}' and "
            f"tags.`{TAG_TRAIN_KEY}` = '{train_key(cfg)}' and tags.`{TAG_STORE_KEY}` = '{store_key}'"
@@ -63,6 +67,8 @@ def checkpointed_attempt(cfg: Config, fold: int, store_key: str) -> Run | None:
 
 def fetch_checkpoint(run_id: str, dest: Path) -> None:
     """Unpack run ``run_id``'s uploaded checkpoint into the folder ``dest``."""
+    import mlflow
+
     dest = Path(dest)
     dest.mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory(prefix="fsd-ckpt-") as tmp:
