@@ -235,3 +235,21 @@ def test_a_node_dies_mid_fold_and_the_fold_resumes_elsewhere(stack, cluster, tmp
     assert main.info.status == "FINISHED" and "oof_map3" in main.data.metrics
     version = client.get_model_version_by_alias("fsd-node-kill", "champion")
     assert version.run_id == runs["ensemble"][0].info.run_id
+
+
+def test_a_task_that_fails_for_good_names_its_fold_and_node_and_the_others_finish(cluster):
+    import ray
+
+    from fsd.cluster.folds import ClusterError, train_on_ray
+    from fsd.config import load_config
+
+    cfg = load_config(CONFIG, [*TINY, "cluster.executor=ray"])
+    nodes = {n["NodeID"] for n in ray.nodes() if n["Alive"]}
+    # folds 7 and 8 do not exist in a 2-fold config: each `fsd train-fold` exits 2 at once
+    with pytest.raises(ClusterError) as err:
+        train_on_ray(cfg, [7, 8], [], "f" * 32, "p" * 32)
+    message = str(err.value)
+    for fold in (7, 8):  # one failure did not stop the other task
+        line = next(p for p in message.split("; ") if p.startswith(f"fold {fold} "))
+        assert "exit code 2" in line and any(f"on Ray node {n}" in line for n in nodes), line
+    assert "rerun the same command to resume" in message
