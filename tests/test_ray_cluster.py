@@ -263,7 +263,9 @@ def test_a_driver_killed_mid_pipeline_resumes_when_started_again(stack, cluster,
     args = ["--executor", "ray", "--ray-address", cluster.address, "folds.n_folds=3",
             "train.stage1.cyclic_epochs=3", "train.stage2.cyclic_epochs=3",
             "tracking.experiment=driver-kill", "ensemble.model_name=fsd-driver-kill"]
-    first = Driver("first", args, _env(stack), tmp_path / "first")
+    # the same machine and folders both times (the synthetic clips, and so the features' key,
+    # are made in the driver's cache)
+    first = Driver("first", args, _env(stack), tmp_path / "driver")
     deadline = time.monotonic() + 600
     while True:
         assert first.proc.poll() is None, first.log.read_text()[-4000:]
@@ -280,7 +282,7 @@ def test_a_driver_killed_mid_pipeline_resumes_when_started_again(stack, cluster,
     first.proc.kill()  # the driver dies: Ray ends its job's tasks, and their processes
     first.proc.wait()
 
-    second = Driver("second", args, _env(stack), tmp_path / "second")
+    second = Driver("second", args, _env(stack), tmp_path / "driver")
     second.wait()
     runs = _runs(client, "driver-kill")
     mains = sorted(runs["main"], key=lambda r: r.info.start_time)

@@ -116,10 +116,17 @@ def train_on_ray(cfg: Config, folds: list[int], baselines: list[str], features_r
     returns what ran where ("fold 3" -> node id). A task that fails for good does not stop
     the others: when all have ended, :class:`ClusterError` names every failed one and its
     node (``fold_node(fold)``, the tracking server's word, where the task could not say)."""
-    from fsd.cluster.runtime import connect, secrets_ref
+    from fsd.cluster.runtime import connect, local_store, secrets_ref, task_env
 
     ray = connect(cfg)
     secrets = secrets_ref()
+    nodes = [n for n in ray.nodes() if n.get("Alive")]
+    uri = task_env()["MLFLOW_TRACKING_URI"]
+    if local_store(uri) and len(nodes) > 1:
+        raise ClusterError(f"the tracking store {uri} is a file on this machine, which the "
+                           f"other nodes of this {len(nodes)}-node Ray cluster cannot reach: "
+                           "run an MLflow tracking server (docs/tracking-server.md) and set "
+                           "MLFLOW_TRACKING_URI to it")
     text = dump_config(cfg)
     c = cfg.cluster
     threads = max(1, math.ceil(c.cpus_per_fold))
