@@ -126,7 +126,7 @@ def train_fold_logged(cfg: Config, store, features_run: str, *, nested: bool = F
                 # after the local checkpoint and history.csv are written (fit's order)
                 try:
                     uploads["seconds"] += tracking.upload_checkpoint(
-                        {FoldDir.checkpoint: files.checkpoint, FoldDir.history: files.history},
+                        {p.name: p for p in files.resumable()},
                         f"{stage} epoch {epoch}")
                 except Exception as exc:  # noqa: BLE001 - the next epoch uploads again
                     log.warning("fold %d: checkpoint upload after %s epoch %d failed (%s); "
