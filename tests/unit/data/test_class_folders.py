@@ -126,6 +126,6 @@ def test_featurize_rejects_unreadable_files_and_resumes(tmp_path):
     assert not third.reused and third.store_dir != first.store_dir
 
 
-def test_the_readme_shows_the_layout_and_a_three_line_config():
-    doc = (Path(__file__).resolve().parents[3] / "README.md").read_text()
+def test_the_data_doc_shows_the_layout_and_a_three_line_config():
+    doc = (Path(__file__).resolve().parents[3] / "docs" / "data.md").read_text()
     assert "dogs/" in doc and 'csv: ""' in doc

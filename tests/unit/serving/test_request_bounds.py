@@ -70,8 +70,9 @@ def test_error_messages_do_not_echo_long_values():
         assert len(str(err.value)) < 300
 
 
-def test_the_readme_states_the_batch_tolerance_it_is_tested_against():
-    text = " ".join((Path(__file__).resolve().parents[3] / "README.md").read_text().split())
+def test_the_serving_doc_states_the_batch_tolerance_it_is_tested_against():
+    text = " ".join((Path(__file__).resolve().parents[3] / "docs" / "serving.md").read_text()
+                    .split())
     assert "bit-for-bit the same answer alone or in any batch" not in text
     assert "alone or in any batch; its probabilities agree to float32 rounding, within 1e-6" \
         in text  # tests/e2e/test_serve_front.py checks 1e-6 on a served model
