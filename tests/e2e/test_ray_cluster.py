@@ -27,9 +27,9 @@ import devstack
 import pytest
 from tiny_schedule import ONE_EPOCH
 
-pytestmark = [pytest.mark.distributed, pytest.mark.slow]
+pytestmark = [pytest.mark.e2e, pytest.mark.distributed, pytest.mark.slow]
 
-REPO = Path(__file__).resolve().parents[1]
+REPO = Path(__file__).resolve().parents[2]
 CONFIG = str(REPO / "experiments" / "demo.yaml")
 TINY = [*ONE_EPOCH, "folds.n_folds=2", "store.workers=1", "model.backbone=cnn",
         "model.cnn_channels=[8,16]", "model.cnn_convs=1", "model.dense1=16", "model.dense2=16",
