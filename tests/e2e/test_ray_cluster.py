@@ -237,7 +237,8 @@ def test_a_node_dies_mid_fold_and_the_fold_resumes_elsewhere(stack, cluster, tmp
     assert version.run_id == runs["ensemble"][0].info.run_id
 
 
-def test_a_task_that_fails_for_good_names_its_fold_and_node_and_the_others_finish(cluster):
+def test_a_task_that_fails_for_good_names_its_fold_and_node_and_the_others_finish(
+        stack, cluster, monkeypatch, tmp_path):
     import ray
 
     from fsd.cluster.folds import ClusterError, train_on_ray
@@ -245,6 +246,11 @@ def test_a_task_that_fails_for_good_names_its_fold_and_node_and_the_others_finis
 
     cfg = load_config(CONFIG, [*TINY, "cluster.executor=ray"])
     nodes = {n["NodeID"] for n in ray.nodes() if n["Alive"]}
+    # a tracking store in a file on this machine: the other node cannot reach it
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{tmp_path / 'mlflow.db'}")
+    with pytest.raises(ClusterError, match="run an MLflow tracking server"):
+        train_on_ray(cfg, [0], [], "f" * 32, "p" * 32)
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", stack.tracking_uri)
     # folds 7 and 8 do not exist in a 2-fold config: each `fsd train-fold` exits 2 at once
     with pytest.raises(ClusterError) as err:
         train_on_ray(cfg, [7, 8], [], "f" * 32, "p" * 32)
