@@ -10,7 +10,13 @@ nodes exchange everything through the tracking server and its artifact store.
    equals the local executor's on the same folds and seeds;
 2. the worker node is killed mid-fold, after its first checkpoint upload: Ray retries the fold
    on the head node, which resumes it from the artifact store's checkpoint; the dead attempt's
-   run ends KILLED; the pipeline finishes and registers a model.
+   run ends KILLED; the pipeline finishes and registers a model;
+3. tasks that fail for good are each named with their node, after all have ended; a file
+   tracking store is refused on two nodes;
+4. the credentials reach a task's process through the object store, never the runtime
+   environment (which Ray logs), and no Ray log holds one;
+5. the driver killed mid-pipeline and started again reuses the finished folds and resumes the
+   interrupted ones from their uploaded checkpoints.
 
 Without Ray or the stack it skips; with FSD_REQUIRE_DISTRIBUTED=1 (.ci/run) it fails instead.
 """
