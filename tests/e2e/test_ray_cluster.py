@@ -62,7 +62,8 @@ def stack(tmp_path_factory):
 def cluster():
     """A head and a worker node on 127.0.0.1, one CPU each (so two folds take both)."""
     # Ray advertises the machine's network address unless told this (see issue 28's note);
-    # read when Ray is imported, so set before
+    # read when Ray is imported, so set before (and left as it was afterwards)
+    before = os.environ.get("RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER")
     os.environ["RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER"] = "0"
     try:
         import ray
@@ -85,6 +86,10 @@ def cluster():
     finally:
         ray.shutdown()
         c.shutdown()
+        if before is None:
+            os.environ.pop("RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER", None)
+        else:
+            os.environ["RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER"] = before
 
 
 class Driver:
