@@ -56,6 +56,15 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                    help="start no trial after this many seconds (default: sweep.timeout; 0: none)")
     p.add_argument("--features-run", default="",
                    help="featurize run id to take features from (default: newest with the same key)")
+    p.add_argument("--executor", choices=("local", "ray"), default=None,
+                   help="local: run the trials here; ray: start --workers Optuna workers as Ray "
+                        "tasks on the shared study (default: cluster.executor)")
+    p.add_argument("--workers", type=optional_int, default=None,
+                   help="with --executor ray: how many workers share the study and "
+                        "--n-trials (default: 1)")
+    p.add_argument("--ray-address", default="",
+                   help="the Ray cluster to join (default: cluster.address, else RAY_ADDRESS, "
+                        "else a local Ray)")
 
 
 def __getattr__(name: str) -> Any:
@@ -75,11 +84,22 @@ def run(cfg: Config, args: argparse.Namespace) -> int:
         cfg.sweep.n_trials = args.n_trials
     if args.timeout is not None:
         cfg.sweep.timeout = args.timeout
+    if args.executor:
+        cfg.cluster.executor = args.executor
+    if args.ray_address:
+        cfg.cluster.address = args.ray_address
     cfg.validate()
     study.check_space(cfg)
     if not cfg.sweep.n_trials and not cfg.sweep.timeout:
         raise ConfigError("sweep.n_trials and sweep.timeout are both 0: the sweep would never end; "
                           "give --n-trials or --timeout")
+    if cfg.cluster.executor == "ray":
+        from fsd.cluster.sweep import run_workers
+
+        return run_workers(cfg, args.workers or 1, getattr(args, "features_run", "") or "")
+    if args.workers not in (None, 1):
+        raise ConfigError("--workers needs --executor ray (on one machine, start more "
+                          "`fsd sweep` workers with the same sweep.storage by hand)")
     url = study.storage_url(cfg)
     if study.redact(url) != url:
         log.warning("sweep.storage carries a password; it is left out of every log and config "
