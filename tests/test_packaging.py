@@ -60,3 +60,18 @@ def test_config_typo_fails_before_any_work():
                           "train.bacth_size=3"], cwd=REPO, capture_output=True, text=True, timeout=120)
     assert out.returncode == 2
     assert "unknown config key 'train.bacth_size'" in out.stderr and "batch_size" in out.stderr
+
+
+def test_fsd_and_its_help_never_import_ray():
+    """Ray is an extra: `import fsd`, the CLI and `fsd --help` work without it (and fast)."""
+    code = ("import sys, contextlib, io\n"
+            "import fsd, fsd.cli, fsd.cluster\n"
+            "with contextlib.redirect_stdout(io.StringIO()), contextlib.suppress(SystemExit):\n"
+            "    fsd.cli.main(['--help'])\n"
+            "with contextlib.redirect_stdout(io.StringIO()), contextlib.suppress(SystemExit):\n"
+            "    fsd.cli.main(['main', '--help'])\n"
+            "print(sorted(m for m in sys.modules if m == 'ray' or m.startswith('ray.')))\n")
+    out = subprocess.run([sys.executable, "-c", code], cwd=REPO, capture_output=True, text=True,
+                         timeout=120)
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.strip() == "[]", out.stdout

@@ -1,9 +1,20 @@
 """Connecting to a Ray cluster, and what every task's process gets from the driver.
 
 Nodes share no disk: they exchange features, checkpoints and models through the MLflow
-tracking server and its artifact store. The tracking URI and the credentials travel in Ray's
-runtime environment (``env_vars``), read from the driver's environment: never in a task's
-arguments, its logs or a run's tags.
+tracking server and its artifact store. What a task's process needs from the driver's
+environment travels two ways, never in a task's arguments, its logs or a run's tags:
+
+- the settings (the tracking URI, the S3 endpoint, switches) in Ray's runtime environment
+  (``env_vars``): Ray writes a job's runtime environment into every node's
+  ``runtime_env_agent.log`` and shows it in its dashboard, so nothing secret goes there;
+- the credentials (:data:`SECRET_ENV`: the tracking server's, the artifact store's, the sweep
+  database's password) as one object in Ray's object store, put by the driver when it
+  connects; a task is handed a reference to it (:func:`secrets_ref`, a list holding the
+  reference, so Ray passes the reference and not the value) and reads it into the
+  environment of the process it starts (:func:`task_environment`).
+
+A node that has a credential in its own environment (e.g. a Kubernetes Secret on its pods)
+keeps its own value where the driver has none.
 """
 
 from __future__ import annotations
@@ -16,16 +27,20 @@ from fsd.config import Config
 
 log = logging.getLogger(__name__)
 
-# What a task's process needs from the driver's environment, where set there: the tracking
-# server and its credentials, the artifact store's, the sweep database's password, and the
-# settings that make a worker behave like the driver.
+# Settings a task's process needs from the driver's environment, where set there: the tracking
+# server, the artifact store's endpoint, and switches that make a worker behave like the driver.
 FORWARDED_ENV = (
-    "MLFLOW_TRACKING_URI", "MLFLOW_TRACKING_USERNAME", "MLFLOW_TRACKING_PASSWORD",
-    "MLFLOW_TRACKING_TOKEN", "MLFLOW_TRACKING_INSECURE_TLS", "MLFLOW_TRACKING_SERVER_CERT_PATH",
-    "MLFLOW_S3_ENDPOINT_URL", "AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "AWS_SESSION_TOKEN",
-    "AWS_DEFAULT_REGION", "AWS_PROFILE", "PGPASSWORD", "MLFLOW_SKIP_PIP_REQUIREMENTS_CHECK",
-    "KERAS_BACKEND", "TF_CPP_MIN_LOG_LEVEL", "_MLFLOW_SERVER_ARTIFACT_ROOT",
+    "MLFLOW_TRACKING_URI", "MLFLOW_TRACKING_INSECURE_TLS", "MLFLOW_TRACKING_SERVER_CERT_PATH",
+    "MLFLOW_S3_ENDPOINT_URL", "AWS_DEFAULT_REGION", "AWS_PROFILE",
+    "MLFLOW_SKIP_PIP_REQUIREMENTS_CHECK", "KERAS_BACKEND", "TF_CPP_MIN_LOG_LEVEL",
+    "_MLFLOW_SERVER_ARTIFACT_ROOT",
 )
+# Credentials: through the object store, never the runtime environment (see above).
+SECRET_ENV = (
+    "MLFLOW_TRACKING_USERNAME", "MLFLOW_TRACKING_PASSWORD", "MLFLOW_TRACKING_TOKEN",
+    "AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "AWS_SESSION_TOKEN", "PGPASSWORD",
+)
+_secrets: list[Any] = []  # [the ObjectRef of the driver's credentials], once connected
 
 
 class RayUnavailable(RuntimeError):
@@ -33,29 +48,77 @@ class RayUnavailable(RuntimeError):
 
 
 def task_env() -> dict[str, str]:
-    """The environment variables every task's process gets (the tracking URI made explicit)."""
+    """The settings every task's process gets (the tracking URI made explicit); no secret."""
     import mlflow
 
     env = {name: os.environ[name] for name in FORWARDED_ENV if os.environ.get(name)}
-    env["MLFLOW_TRACKING_URI"] = mlflow.get_tracking_uri()
+    env["MLFLOW_TRACKING_URI"] = _without_userinfo(mlflow.get_tracking_uri())[0]
     return env
+
+
+def driver_secrets() -> dict[str, str]:
+    """The driver's credentials (:data:`SECRET_ENV`), with a user and password written into
+    the tracking URI moved into MLflow's variables for them."""
+    env = {k: os.environ[k] for k in SECRET_ENV if os.environ.get(k)}
+    import mlflow
+
+    _, user, password = _without_userinfo(mlflow.get_tracking_uri())
+    if user:
+        env.setdefault("MLFLOW_TRACKING_USERNAME", user)
+    if password:
+        env.setdefault("MLFLOW_TRACKING_PASSWORD", password)
+    return env
+
+
+def _without_userinfo(uri: str) -> tuple[str, str, str]:
+    """``uri`` without a ``user:password@`` part, the user and the password ('' when none)."""
+    from urllib.parse import unquote, urlsplit, urlunsplit
+
+    parts = urlsplit(uri)
+    if not parts.netloc or "@" not in parts.netloc:
+        return uri, "", ""
+    host = parts.netloc.rsplit("@", 1)[1]
+    return (urlunsplit(parts._replace(netloc=host)), unquote(parts.username or ""),
+            unquote(parts.password or ""))
 
 
 def connect(cfg: Config) -> Any:
     """Join the cluster named by ``cluster.address`` (else ``RAY_ADDRESS``, else start a local
-    one) with :func:`task_env` as the job's runtime environment; returns the ``ray`` module."""
+    one) with :func:`task_env` as the job's runtime environment, and put the driver's
+    credentials in the object store (:func:`secrets_ref`); returns the ``ray`` module."""
     try:
         import ray
     except ImportError as exc:
         raise RayUnavailable("cluster.executor=ray needs Ray: pip install 'fsd[ray]'") from exc
-    if ray.is_initialized():
-        return ray
-    address = cfg.cluster.address or os.environ.get("RAY_ADDRESS") or None
-    try:
-        ray.init(address=address, runtime_env={"env_vars": task_env()},
-                 log_to_driver=True, logging_level=logging.WARNING)
-    except (ConnectionError, RuntimeError) as exc:
-        raise RayUnavailable(f"cannot reach the Ray cluster at {address or 'a local start'}: "
-                             f"{type(exc).__name__}") from exc
-    log.info("ray: connected to %s (%d nodes)", address or "a local cluster", len(ray.nodes()))
+    if not ray.is_initialized():
+        address = cfg.cluster.address or os.environ.get("RAY_ADDRESS") or None
+        try:
+            ray.init(address=address, runtime_env={"env_vars": task_env()},
+                     log_to_driver=True, logging_level=logging.WARNING)
+        except (ConnectionError, RuntimeError) as exc:
+            raise RayUnavailable(f"cannot reach the Ray cluster at {address or 'a local start'}: "
+                                 f"{type(exc).__name__}") from exc
+        log.info("ray: connected to %s (%d nodes)", address or "a local cluster",
+                 len(ray.nodes()))
+    if not _secrets:
+        _secrets.append(ray.put(driver_secrets()))
     return ray
+
+
+def secrets_ref() -> list[Any]:
+    """What a task is given to reach the driver's credentials: a list holding the reference
+    (so Ray hands the task the reference, not the value). Call :func:`connect` first."""
+    if not _secrets:
+        raise RuntimeError("connect() first: the credentials are put when the driver connects")
+    return list(_secrets)
+
+
+def task_environment(secrets: list[Any], base: dict[str, str] | None = None) -> dict[str, str]:
+    """In a task: ``base`` (default: the task's own environment, which holds the runtime
+    environment's settings) with the driver's credentials from ``secrets``
+    (:func:`secrets_ref`) where the driver had them."""
+    import ray
+
+    env = dict(os.environ if base is None else base)
+    env.update(ray.get(secrets[0]) if secrets else {})
+    return env

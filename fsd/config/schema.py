@@ -389,6 +389,10 @@ class ClusterConfig:
     cpus_per_fold: float = ruled(1.0, Range(0, 1024, lo_open=True))
     max_retries: int = ruled(2, Range(0, 100))  # a task whose node died is retried this often on another node
     scoring_actors: int = ruled(2, Range(1, 1024))  # TTA scoring shards run on this many actors
+    # A fold task uploads its checkpoint to its run's artifacts after an epoch when this many
+    # seconds have passed since the last upload (0: after every epoch), so that a retry on
+    # another node resumes it.
+    checkpoint_every_s: float = ruled(0.0, Range(0, 86400))
 
 
 @dataclass

@@ -42,22 +42,32 @@ MODEL_METRICS = ("oof_map3", "oof_accuracy", "oof_ap_macro")
 def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--features-run", default="",
                    help="featurize run id to take features from (default: newest with the same key)")
+    p.add_argument("--parent-run", default="",
+                   help="log each model's run as a child of this run, without a group run "
+                        "(fsd main's Ray tasks set it)")
+    p.add_argument("--no-progress", action="store_true", help="no progress bars")
 
 
 def run(cfg: Config, args: argparse.Namespace) -> int:
     store, features_run = tracking.resolve_store(cfg, args.features_run or "")
+    if args.parent_run:
+        baselines_logged(cfg, store, features_run, parent_run=args.parent_run,
+                         progress=not args.no_progress)
+        return 0
     tags = {tracking.TAG_FEATURES_RUN: features_run, tracking.TAG_STORE_KEY: store.key,
             tracking.TAG_FEATURE_KEY: tracking.feature_key(cfg)}
     with tracking.stage_run(cfg, STAGE_GROUP, tags=tags, run_name="baselines"):
-        runs = baselines_logged(cfg, store, features_run, nested=True)
+        runs = baselines_logged(cfg, store, features_run, nested=True,
+                                progress=not args.no_progress)
         _log_group_summary(runs)
     return 0
 
 
 def baselines_logged(cfg: Config, store, features_run: str, *, nested: bool = False,
-                     progress: bool = True) -> dict[str, str]:
+                     progress: bool = True, parent_run: str = "") -> dict[str, str]:
     """Each model of ``cfg.baseline.models`` in its own run (reusing finished ones); returns
-    model -> run id. Nothing to do (and {}) when the list is empty."""
+    model -> run id. Nothing to do (and {}) when the list is empty. ``parent_run`` makes each
+    run a child of that run although another process started it."""
     _check_summary(cfg, store)
     out: dict[str, str] = {}
     for name in cfg.baseline.models:
@@ -68,7 +78,7 @@ def baselines_logged(cfg: Config, store, features_run: str, *, nested: bool = Fa
             out[name] = done.info.run_id
             continue
         out[name] = baseline_logged(cfg, store, features_run, name, nested=nested,
-                                    progress=progress)
+                                    progress=progress, parent_run=parent_run)
     return out
 
 
@@ -85,7 +95,7 @@ def _check_summary(cfg: Config, store) -> None:
 
 
 def baseline_logged(cfg: Config, store, features_run: str, name: str, *, nested: bool = False,
-                    progress: bool = True) -> str:
+                    progress: bool = True, parent_run: str = "") -> str:
     """Fit baseline ``name`` on ``store`` inside a new run and log it; returns the run id."""
     import mlflow
 
@@ -107,6 +117,8 @@ def baseline_logged(cfg: Config, store, features_run: str, name: str, *, nested:
             tracking.TAG_BASELINE_KEY: tracking.baseline_key(cfg, name),
             tracking.TAG_FEATURES_RUN: features_run, tracking.TAG_STORE_KEY: store.key,
             tracking.TAG_FEATURE_KEY: tracking.feature_key(cfg)}
+    if parent_run:
+        tags[tracking.TAG_PARENT] = parent_run
     with tracking.stage_run(cfg, tracking.STAGE_BASELINE, nested=nested, tags=tags,
                             run_name=f"baseline-{name}") as active:
         settings = model_params(name, cfg.baseline)

@@ -14,13 +14,14 @@ from __future__ import annotations
 import logging
 import os
 import subprocess
-import sys
 import threading
 from collections.abc import Callable
 from pathlib import Path
 
 import mlflow
 
+from fsd.cluster.commands import fold_command
+from fsd.cluster.commands import worker_env as _worker_env
 from fsd.config import Config, dump_config
 from fsd.train.experimentdir import ExperimentDir
 
@@ -32,17 +33,10 @@ class FoldWorkerError(RuntimeError):
 
 
 def worker_env(n_workers: int) -> dict[str, str]:
-    """The environment of one worker: the parent's, without the launcher's run (each worker
-    opens its own), the tracking URI made explicit, and a share of the cores as threads."""
-    env = dict(os.environ)
-    env.pop("MLFLOW_RUN_ID", None)  # under `mlflow run`: that run is main's, not the fold's
-    env["MLFLOW_TRACKING_URI"] = mlflow.get_tracking_uri()
-    threads = str(max(1, (os.cpu_count() or 1) // n_workers))
-    for name in ("TF_NUM_INTRAOP_THREADS", "OMP_NUM_THREADS"):
-        env.setdefault(name, threads)
-    env.setdefault("TF_NUM_INTEROP_THREADS", "1")
-    env.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
-    return env
+    """The environment of one of ``n_workers`` workers: the parent's, without the launcher's
+    run (each worker opens its own), the tracking URI made explicit, and a share of the
+    cores as threads."""
+    return _worker_env(max(1, (os.cpu_count() or 1) // n_workers), mlflow.get_tracking_uri())
 
 
 class _Scheduler:
@@ -112,9 +106,7 @@ def train_folds_in_workers(cfg: Config, folds: list[int], features_run: str, par
     cfg_path = ExperimentDir.of(cfg).pipeline_config(parent_run)
     cfg_path.parent.mkdir(parents=True, exist_ok=True)
     cfg_path.write_text(dump_config(cfg))
-    commands = {fold: [sys.executable, "-m", "fsd", "train-fold", "--config", str(cfg_path),
-                       "--fold", str(fold), "--features-run", features_run,
-                       "--parent-run", parent_run, "--no-progress"] for fold in folds}
+    commands = {fold: fold_command(cfg_path, fold, features_run, parent_run) for fold in folds}
     scheduler = _Scheduler(commands, worker_env(n), n, poll_s)
     thread = threading.Thread(target=scheduler.run, name="fold-workers", daemon=True)
     log.info("training folds %s with %d worker processes", folds, n)

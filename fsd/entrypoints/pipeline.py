@@ -44,6 +44,12 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--no-baseline", action="store_true",
                    help="skip the baselines (as baseline.models= does); the ensemble then blends "
                         "only with baseline runs that already exist")
+    p.add_argument("--executor", choices=("local", "ray"), default="",
+                   help="where the folds and baselines run (overrides cluster.executor): this "
+                        "machine, or a Ray cluster (pip install 'fsd[ray]')")
+    p.add_argument("--ray-address", default="",
+                   help="the Ray cluster to join (overrides cluster.address; default: "
+                        "RAY_ADDRESS, else a Ray started for this run)")
 
 
 def run(cfg: Config, args: argparse.Namespace) -> int:
@@ -56,6 +62,10 @@ def run(cfg: Config, args: argparse.Namespace) -> int:
     from fsd.entrypoints.report import results_table
     from fsd.tracking import datasets
 
+    if args.executor or args.ray_address:
+        cfg.cluster.executor = args.executor or cfg.cluster.executor
+        cfg.cluster.address = args.ray_address or cfg.cluster.address
+        cfg.validate()
     with tracking.stage_run(cfg, "main", run_name="main") as parent:
         features_run = _featurize(cfg, featurize_step)
         store, features_run = tracking.resolve_store(cfg, features_run)
@@ -66,18 +76,16 @@ def run(cfg: Config, args: argparse.Namespace) -> int:
         baseline_runs: list[str] = []
 
         def baselines() -> None:
-            if args.no_baseline or not cfg.baseline.models:
-                log.info("baselines: skipped (%s)", "--no-baseline" if args.no_baseline
-                         else "baseline.models is empty")
-            elif not cfg.summary.enabled:
-                log.info("baselines: skipped (they fit the summary features; summary.enabled "
-                         "is false)")
-            else:
+            if _baselines_wanted(cfg, args):
                 by_model = baseline_step.baselines_logged(cfg, store, features_run, nested=True)
                 baseline_runs.extend(by_model[m] for m in cfg.baseline.models)
 
-        runs = _train_folds(cfg, store, features_run, folds, parent.info.run_id, train_step,
-                            meanwhile=baselines)
+        if cfg.cluster.executor == "ray":
+            runs, baseline_runs = _on_ray(cfg, store, features_run, folds, parent.info.run_id,
+                                          _baselines_wanted(cfg, args))
+        else:
+            runs = _train_folds(cfg, store, features_run, folds, parent.info.run_id, train_step,
+                                meanwhile=baselines)
         fold_run_ids = [runs[fold] for fold in folds]
         summary = {"features_run": features_run, "fold_runs": fold_run_ids}
         if baseline_runs:
@@ -123,6 +131,54 @@ def _train_folds(cfg: Config, store, features_run: str, folds: list[int], parent
         keras.backend.clear_session()  # one process trains every fold: free the last graph
     meanwhile()
     return runs
+
+
+def _baselines_wanted(cfg: Config, args: argparse.Namespace) -> bool:
+    """Whether the pipeline fits the baselines (saying why not when it does not)."""
+    if args.no_baseline or not cfg.baseline.models:
+        log.info("baselines: skipped (%s)", "--no-baseline" if args.no_baseline
+                 else "baseline.models is empty")
+        return False
+    if not cfg.summary.enabled:
+        log.info("baselines: skipped (they fit the summary features; summary.enabled is false)")
+        return False
+    return True
+
+
+def _on_ray(cfg: Config, store, features_run: str, folds: list[int], parent_run: str,
+            with_baselines: bool) -> tuple[dict[int, str], list[str]]:
+    """The folds and baselines not done yet as Ray tasks side by side (:mod:`fsd.cluster.folds`);
+    returns each fold's run id and the baselines' run ids, all read from the tracking server
+    (finished runs of the same training, settings and features are reused, as locally)."""
+    from fsd.cluster.folds import train_on_ray
+
+    done = tracking.finished_folds(cfg, store.key)
+    for fold in folds:
+        if fold in done:
+            log.info("fold %d: finished run %s exists, skipped", fold, done[fold].info.run_id)
+    models = cfg.baseline.models if with_baselines else []
+    todo_models = [m for m in models if tracking.finished_baseline(cfg, store.key, m) is None]
+    for model in models:
+        if model not in todo_models:
+            log.info("baseline %s: finished run with the same settings and features, reused", model)
+    todo = [fold for fold in folds if fold not in done]
+    if todo or todo_models:
+        train_on_ray(cfg, todo, todo_models, features_run, parent_run,
+                     fold_node=lambda fold: _last_node(cfg, fold, store.key))
+        done = tracking.finished_folds(cfg, store.key)
+    missing = [fold for fold in folds if fold not in done]
+    if missing:  # a task that returned without a finished run: never expected, said plainly
+        raise RuntimeError(f"folds {missing} have no finished run after their Ray tasks")
+    baseline_runs = [tracking.finished_baseline(cfg, store.key, m).info.run_id for m in models]
+    return {fold: done[fold].info.run_id for fold in folds}, baseline_runs
+
+
+def _last_node(cfg: Config, fold: int, store_key: str) -> str:
+    """The Ray node of the newest run of ``fold`` ('' when it has none)."""
+    runs = tracking.find_runs(cfg, "train_fold", finished_only=False,
+                              tags={tracking.TAG_FOLD: str(fold), tracking.TAG_STORE_KEY: store_key,
+                                    tracking.TAG_TRAIN_KEY: tracking.train_key(cfg)})
+    return runs[0].data.tags.get(tracking.TAG_RAY_NODE, "") if runs else ""
 
 
 def _featurize(cfg: Config, featurize_step) -> str:

@@ -21,9 +21,11 @@ from __future__ import annotations
 import argparse
 import logging
 import os
+import time
 from pathlib import Path
 
 from fsd import tracking
+from fsd.cluster.commands import RAY_NODE_ENV
 from fsd.config import Config
 from fsd.entrypoints.flags import optional_int
 from fsd.train.experimentdir import ExperimentDir
@@ -81,7 +83,13 @@ def train_fold_logged(cfg: Config, store, features_run: str, *, nested: bool = F
             tracking.TAG_TRAIN_KEY: tracking.train_key(cfg)}
     if parent_run:
         tags[tracking.TAG_PARENT] = parent_run
+    node = os.environ.get(RAY_NODE_ENV, "")
+    if node:
+        tags[tracking.TAG_RAY_NODE] = node
+    remote = cfg.cluster.executor == "ray"  # the checkpoint lives in the artifact store too
     earlier = files.run_id()  # the run that wrote the workdir's checkpoint (any store)
+    if remote and not earlier and not files.checkpoint.exists():
+        tags |= _fetch_remote_checkpoint(cfg, fold, store.key, files, node)
     previous = unfinished_run(earlier)
     # Under `mlflow run` the launcher already opened this step's run; use that one.
     launched = os.environ.get("MLFLOW_RUN_ID", "")
@@ -109,19 +117,55 @@ def train_fold_logged(cfg: Config, store, features_run: str, *, nested: bool = F
         logger = tracking.epoch_logger(history_path=files.history)
         trained = []
 
+        uploads = {"last": 0.0, "seconds": 0.0, "n": 0}
+
         def on_epoch(stage: str, epoch: int, metrics: dict) -> None:
             trained.append((stage, epoch))
             logger(stage, epoch, metrics)
+            if remote and time.monotonic() - uploads["last"] >= cfg.cluster.checkpoint_every_s:
+                # after the local checkpoint and history.csv are written (fit's order)
+                uploads["seconds"] += tracking.upload_checkpoint(
+                    {FoldDir.checkpoint: files.checkpoint, FoldDir.history: files.history},
+                    f"{stage} epoch {epoch}")
+                uploads["n"] += 1
+                uploads["last"] = time.monotonic()
 
         result = train_fold(cfg, store, fold, workdir, on_epoch=on_epoch, progress=progress)
         replayed += tracking.replay_history(run_id, files.history)  # what the first pass could not see
+        if uploads["n"]:
+            tracking.log_run_metrics({"perf/checkpoint_uploads": uploads["n"],
+                                      "perf/checkpoint_upload_s": uploads["seconds"]})
         summary = log_fold_outputs(workdir, cfg, store, fold)
         note = _reuse_note(workdir, earlier if earlier != run_id else "", replayed, len(trained))
         if replayed:
             mlflow.set_tags({tracking.TAG_REPLAYED_EPOCHS: str(replayed),
-                             tracking.TAG_REUSED_FROM: earlier or "unknown"})
+                             tracking.TAG_REUSED_FROM: earlier or tags.get(tracking.TAG_CONTINUES,
+                                                                           "unknown")})
         tracking.describe(tracking.fold_description(cfg, fold, summary, features_run, note))
     return result, active.info.run_id
+
+
+def _fetch_remote_checkpoint(cfg: Config, fold: int, store_key: str, files: FoldDir,
+                             node: str) -> dict[str, str]:
+    """A fold with no local checkpoint under the Ray executor (a retry on another node, a
+    restarted pipeline): unpack the newest unfinished attempt's uploaded checkpoint into
+    ``files`` and end that attempt KILLED where it was left RUNNING; returns the tags that
+    say so for the new run ({} when there is none)."""
+    from fsd.tracking.runs import mark_killed
+
+    attempt = tracking.checkpointed_attempt(cfg, fold, store_key)
+    if attempt is None:
+        return {}
+    rid, where = attempt.info.run_id, attempt.data.tags.get(tracking.TAG_CHECKPOINT, "")
+    tracking.fetch_checkpoint(rid, files.path)
+    if attempt.info.status == "RUNNING":
+        # A fold is one Ray task: a new attempt starts only after Ray saw the last one fail
+        # (its node died or its worker crashed), or after the pipeline that started it ended.
+        mark_killed(rid, f"a new attempt of fold {fold} started on Ray node {node or '?'} "
+                         f"from its checkpoint ({where}); this attempt's process was gone")
+    log.info("fold %d resumes the checkpoint of run %s (%s) from the artifact store",
+             fold, rid, where)
+    return {tracking.TAG_CONTINUES: rid, tracking.TAG_RESUMED_CHECKPOINT: f"{rid} {where}"}
 
 
 def _reuse_note(workdir: Path, earlier: str, replayed: int, trained: int) -> str:

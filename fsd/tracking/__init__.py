@@ -18,6 +18,7 @@ from __future__ import annotations
 
 from fsd.tracking import datasets, experiment, models, tags
 from fsd.tracking.artifacts import download_artifacts, log_files, log_frame
+from fsd.tracking.checkpoints import checkpointed_attempt, fetch_checkpoint, upload_checkpoint
 from fsd.tracking.descriptions import (
     HEADLINE,
     baseline_description,
@@ -60,6 +61,7 @@ from fsd.tracking.tags import *  # noqa: F403  (every TAG_* name, listed in tags
 
 __all__ = [
     *tags.__all__, "HEADLINE", "baseline_description", "baseline_key", "baselines_description",
+    "checkpointed_attempt", "fetch_checkpoint", "upload_checkpoint",
     "data_summary", "datasets", "describe", "download_artifacts", "ensemble_description",
     "ensemble_model_description", "ensemble_scores_line", "epoch_logger", "experiment",
     "feature_key", "featurize_description", "featurize_runs", "find_runs", "finished_baseline",

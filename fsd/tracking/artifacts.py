@@ -16,6 +16,8 @@ OOF_ARTIFACT = "oof"  # out-of-fold tables
 OOF_PROBS = "oof_probabilities.csv"  # a baseline's out-of-fold probabilities, under oof/
 MODEL_ARTIFACT = "model"  # a baseline's final model, under model/
 MODEL_FILE = "baseline.joblib"
+CHECKPOINT_ARTIFACT = "checkpoint"  # a fold run's training checkpoint (Ray executor), under it:
+CHECKPOINT_FILE = "checkpoint.tar"  # one file, replaced whole at each upload
 EXPORT_ARTIFACT = "export"  # `fsd export` output, under export/<format>/ of the ensemble run
 
 

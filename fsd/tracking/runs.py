@@ -173,17 +173,28 @@ def reap_dead_runs(experiment_id: str) -> list[Run]:
             continue
         rid = run.info.run_id
         pid = run.data.tags.get(TAG_PID)
-        try:
-            client.set_tag(rid, TAG_REAPED, f"process {pid} on {socket.gethostname()} was gone "
-                           f"when process {os.getpid()} started a step; marked KILLED")
-            client.set_terminated(rid, status="KILLED")
-        except Exception as exc:
-            log.warning("could not mark run %s KILLED: %s", rid, exc)
+        if not mark_killed(rid, f"process {pid} on {socket.gethostname()} was gone when "
+                                f"process {os.getpid()} started a step; marked KILLED"):
             continue
         log.warning("run %s (%s) was left RUNNING by process %s, which is gone: marked KILLED",
                     rid, run.data.tags.get("mlflow.runName", ""), pid)
         reaped.append(run)
     return reaped
+
+
+def mark_killed(run_id: str, why: str) -> bool:
+    """End the dead run ``run_id`` KILLED, tagged with ``why`` (:data:`TAG_REAPED`); False
+    (and a warning) when the tracking server refused."""
+    from mlflow.tracking import MlflowClient
+
+    client = MlflowClient()
+    try:
+        client.set_tag(run_id, TAG_REAPED, why)
+        client.set_terminated(run_id, status="KILLED")
+    except Exception as exc:
+        log.warning("could not mark run %s KILLED: %s", run_id, exc)
+        return False
+    return True
 
 
 def reap_if_gone(run_id: str) -> None:

@@ -25,6 +25,12 @@ TAG_HOST = "fsd.host"
 TAG_PROC_START = "fsd.proc_start"  # the process's start time (clock ticks), against pid reuse
 TAG_CONTINUES = "fsd.continues"  # on a run that continues an interrupted one: that run's id
 TAG_REAPED = "fsd.reaped"  # why a run was marked KILLED
+# Under the Ray executor: the Ray node a fold run trained on; on a fold run whose checkpoint is
+# in the artifact store, where it stands ("stage1 epoch 3"); on a run that resumed another
+# attempt's uploaded checkpoint, that run and where it stood.
+TAG_RAY_NODE = "fsd.ray_node"
+TAG_CHECKPOINT = "fsd.checkpoint"
+TAG_RESUMED_CHECKPOINT = "fsd.resumed_checkpoint"
 # A featurize run that failed --strict: later steps refuse its features.
 TAG_STRICT_FAILED = "fsd.strict_failed"
 
