@@ -19,7 +19,8 @@ import pytest
 from raycluster import local_cluster, require_ray
 from tiny_schedule import ONE_EPOCH
 
-from fsd.cluster.sweep import check_storage, password_env, share_trials, worker_command
+from fsd.cluster.commands import sweep_command
+from fsd.cluster.sweep import check_storage, password_env, share_trials
 from fsd.config import ConfigError
 
 REPO = Path(__file__).resolve().parents[1]
@@ -37,9 +38,10 @@ def test_trials_are_shared_out_and_the_worker_runs_the_plain_command(tmp_path):
     assert share_trials(0, 3) == [0, 0, 0]  # a timeout only: each runs until it
     with pytest.raises(ConfigError):
         share_trials(4, 0)
-    cmd = worker_command(tmp_path / "c.yaml", 3, "abc")
+    cmd = sweep_command(tmp_path / "c.yaml", 3, "abc", ["output_dir=/x"])
     assert cmd[1:] == ["-m", "fsd", "sweep", "--config", str(tmp_path / "c.yaml"),
-                       "--executor", "local", "--n-trials", "3", "--features-run", "abc"]
+                       "--executor", "local", "--n-trials", "3", "--features-run", "abc",
+                       "--set=output_dir=/x"]
 
 
 def test_a_sqlite_study_is_refused_on_many_nodes_and_passwords_leave_the_url():
@@ -100,7 +102,7 @@ def test_sweep_workers_as_ray_tasks_share_a_postgresql_study(tmp_path):
 
         # two workers, one per node, each ran its trial on the shared study
         nodes = re.findall(r"sweep worker \d on node ([0-9a-f]+): done", out)
-        assert len(nodes) == 2 and len(set(nodes)) == 2, out[-3000:]
+        assert len(nodes) == 2, out[-3000:]
         states = dict(stack.sql("optuna", "SELECT number, state FROM trials ORDER BY number"))
         assert sorted(states) == [0, 1] and set(states.values()) == {"COMPLETE"}, states
         client = MlflowClient(tracking_uri=stack.tracking_uri)
@@ -109,10 +111,16 @@ def test_sweep_workers_as_ray_tasks_share_a_postgresql_study(tmp_path):
         sweeps = [r for r in runs if r.data.tags.get("fsd.stage") == "sweep"]
         trials = [r for r in runs if r.data.tags.get("fsd.stage") == "sweep_trial"]
         assert len(sweeps) == 2 and {r.info.status for r in sweeps} == {"FINISHED"}
+        assert {r.data.tags.get("fsd.ray_node") for r in sweeps} == set(nodes)
+        assert len(set(nodes)) == 2, "the workers did not spread over both nodes"
         assert len(trials) == 2 and {r.info.status for r in trials} == {"FINISHED"}
         assert {r.data.params.get("sweep.storage") for r in sweeps} == {stack.db_url("optuna")}
         texts = {p.name: p.read_text(errors="replace") for p in logs.iterdir()}
         texts["mlflow db"] = stack.dump_database("mlflow")
+        # nor in any log of the Ray nodes (Ray logs a job's runtime environment, values too)
+        ray_logs = Path(cluster.head_node.get_session_dir_path()) / "logs"
+        texts |= {f"ray log {p.name}": p.read_text(errors="replace")
+                  for p in ray_logs.rglob("*") if p.is_file()}
         for secret in stack.secrets:
             for name, text in texts.items():
                 assert secret not in text, f"a credential leaked into {name}"

@@ -11,11 +11,12 @@ cluster's nodes. Each actor is constructed once and loads what scoring needs onc
   the node's local copy where one exists, else downloaded from the artifact store into the
   node's cache, once per node).
 
-The tracking URI and credentials reach the actors through the job's runtime environment
-(:func:`fsd.cluster.runtime.connect`), never as arguments. Then each shard (a clip range) is
-one ``score`` call, scored by :func:`fsd.ensemble.shards.score_shard` as the local scoring
-scores it, and the results come back in shard order (``ray.util.ActorPool.map``). An actor
-whose node dies is restarted elsewhere and its call retried (``cluster.max_retries``).
+The tracking URI reaches the actors through the job's runtime environment and the
+credentials through the object store (:mod:`fsd.cluster.runtime`), never as arguments.
+Then each shard (a clip range) is one ``score`` call, scored by
+:func:`fsd.ensemble.shards.score_shard` as the local scoring scores it, and the results come
+back in shard order (``ray.util.ActorPool.map``). An actor whose node dies is restarted
+elsewhere and its call retried (``cluster.max_retries``).
 """
 
 from __future__ import annotations
@@ -56,10 +57,16 @@ class ShardScorer:
     and the feature store, loaded once; :meth:`score` scores one shard."""
 
     def __init__(self, bundle_blob: bytes, config_text: str, features_run: str,
-                 with_summary: bool):
+                 with_summary: bool, secrets: list):
+        import os
+
         import yaml
 
+        from fsd.cluster.runtime import task_environment
         from fsd.config import from_dict
+
+        # the driver's credentials, for this process's downloads from the artifact store
+        os.environ.update(task_environment(secrets, base={}))
         from fsd.ensemble.bundle import Ensemble
         from fsd.tracking import resolve_store
 
@@ -89,9 +96,10 @@ class RayShards:
     """A :class:`~fsd.ensemble.shards.ShardMap` over scoring actors: one clip range per actor
     per scoring, results in shard order."""
 
-    def __init__(self, ray: Any, actors: list):
+    def __init__(self, ray: Any, actors: list, blob: Any = None):
         self.ray = ray
         self.actors = actors
+        self.blob = blob  # the bundle's object: kept while an actor may be restarted from it
         self.shards = len(actors)
 
     def __call__(self, shards: Sequence[Shard]) -> list[TTAResult]:
@@ -107,7 +115,7 @@ class RayShards:
     def close(self) -> None:
         for actor in self.actors:
             self.ray.kill(actor)
-        self.actors = []
+        self.actors, self.blob = [], None
 
 
 def ray_scorer(cfg: Config, train_cfg: Config, features_run: str) -> ScorerFactory:
@@ -115,7 +123,7 @@ def ray_scorer(cfg: Config, train_cfg: Config, features_run: str) -> ScorerFacto
     the cluster (:func:`fsd.cluster.runtime.connect`), each with ``cfg.cluster``'s per-fold
     CPUs and GPUs, that load that bundle and ``train_cfg``'s features of run
     ``features_run``."""
-    from fsd.cluster.runtime import connect
+    from fsd.cluster.runtime import connect, secrets_ref
 
     c = cfg.cluster
 
@@ -126,9 +134,9 @@ def ray_scorer(cfg: Config, train_cfg: Config, features_run: str) -> ScorerFacto
             num_cpus=c.cpus_per_fold, num_gpus=c.gpus_per_fold, scheduling_strategy="SPREAD",
             max_restarts=c.max_retries, max_task_retries=c.max_retries)
         config_text = dump_config(train_cfg)
-        actors = [remote.remote(blob, config_text, features_run, train_cfg.summary.enabled)
-                  for _ in range(c.scoring_actors)]
-        shards = RayShards(ray, actors)
+        actors = [remote.remote(blob, config_text, features_run, train_cfg.summary.enabled,
+                                secrets_ref()) for _ in range(c.scoring_actors)]
+        shards = RayShards(ray, actors, blob)
         try:
             log.info("ensemble: TTA scoring on %d Ray actors (nodes %s)", len(actors),
                      ", ".join(sorted({n[:8] for n in shards.nodes()})))

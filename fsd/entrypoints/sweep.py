@@ -18,10 +18,12 @@ from __future__ import annotations
 
 import argparse
 import logging
+import os
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from fsd import tracking
+from fsd.cluster.commands import RAY_NODE_ENV
 from fsd.config import Config, ConfigError
 from fsd.entrypoints.flags import optional_float, optional_int
 from fsd.train.folddir import FoldDir
@@ -106,6 +108,9 @@ def run(cfg: Config, args: argparse.Namespace) -> int:
     tags = {tracking.TAG_SWEEP_STUDY: opt.study_name, tracking.TAG_SWEEP_STORAGE: study.redact(url),
             tracking.TAG_FEATURES_RUN: features_run,
             tracking.TAG_FEATURE_KEY: tracking.feature_key(cfg)}
+    node = os.environ.get(RAY_NODE_ENV, "")  # a worker started by `--executor ray`
+    if node:
+        tags[tracking.TAG_RAY_NODE] = node
     with tracking.stage_run(shown, "sweep", tags=tags,
                             run_name=cfg.tracking.run_name or f"sweep-{opt.study_name}") as parent:
         tracker = _tracker_class()(shown, opt.study_name, features_run)
