@@ -17,7 +17,7 @@ import os
 from collections.abc import Iterator
 from contextlib import contextmanager
 
-import pytest
+from devstack import skip_or_fail
 
 LOOPBACK = "127.0.0.1"
 os.environ["RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER"] = "0"
@@ -29,10 +29,7 @@ def require_ray() -> None:
         import ray  # noqa: F401
         import ray.cluster_utils  # noqa: F401
     except ImportError:
-        reason = "Ray is not installed (pip install -e '.[ray]')"
-        if os.environ.get("FSD_REQUIRE_DISTRIBUTED") == "1":
-            pytest.fail(f"FSD_REQUIRE_DISTRIBUTED=1 but {reason}")
-        pytest.skip(reason)
+        skip_or_fail("Ray is not installed (pip install -e '.[ray]')")
 
 
 @contextmanager

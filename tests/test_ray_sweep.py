@@ -61,12 +61,7 @@ def test_sweep_workers_as_ray_tasks_share_a_postgresql_study(tmp_path):
     import devstack
 
     require_ray()
-    missing = devstack.missing_parts()
-    if missing:
-        reason = "the distributed stack needs " + "; ".join(missing)
-        if os.environ.get("FSD_REQUIRE_DISTRIBUTED") == "1":
-            pytest.fail(f"FSD_REQUIRE_DISTRIBUTED=1 but {reason}")
-        pytest.skip(reason)
+    devstack.require_stack()
     from mlflow.tracking import MlflowClient
 
     logs = tmp_path / "logs"
