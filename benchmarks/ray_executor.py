@@ -4,8 +4,11 @@ Three measurements, each optional, in one run:
 
 1. **``fsd main``** (``--demo``, ``--rehearsal-scale S``): the same config run twice from empty
    stores (a sqlite tracking store and outputs of its own each, under ``OUT``), once with the
-   local executor and once with ``--executor ray`` on a local Ray (started by the run itself,
-   on 127.0.0.1: what one machine gets; or ``--ray-address``). Prints each wall time, the
+   local executor and once with ``--executor ray`` on a Ray cluster of this machine's cores
+   that this script starts on 127.0.0.1 before the runs (``ray.cluster_utils.Cluster``, one
+   node: the same cores as the local run; its start is timed apart) and stops after them, or
+   ``--ray-address``. Never a bare ``ray.init()``: that joins whatever cluster ``ray start``
+   last started on the machine. Prints each wall time, the
    ratio ray / local (aim: <= 1.15) and each run's out-of-fold MAP@3 (the same folds and seeds:
    they should agree). ``--repeats`` alternates the pair to see the noise of a shared machine.
    The rehearsal is ``experiments/rehearsal.yaml`` on ``rehearsal_set.py``'s synthetic
@@ -32,6 +35,7 @@ One JSON line per run goes to ``benchmarks/results/ray_executor.jsonl``. Nothing
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import math
 import os
@@ -167,10 +171,6 @@ def tta_shards(store_dir: Path, actors: int, ray_address: str, overrides: list[s
         cpus_per_fold=1))
     import ray
 
-    if not ray_address:
-        ray.init(num_cpus=max(actors, os.cpu_count() or 1), include_dashboard=False,
-                 runtime_env={"env_vars": {"MLFLOW_TRACKING_URI": uri,
-                                           "PYTHONPATH": str(REPO)}})
     shard_map, start_s = timed(lambda: ray_scorer(cfg, train_cfg, features_run)(bundle, ensemble))
     try:
         nodes = shard_map.nodes()
@@ -197,6 +197,33 @@ def tta_shards(store_dir: Path, actors: int, ray_address: str, overrides: list[s
           f"{ray_oof_s:.2f} s + {ray_test_s:.2f} s (actors' start {start_s:.1f} s); "
           f"bit-identical: {same}", flush=True)
     return out
+
+
+class OwnCluster:
+    """A one-node Ray cluster of this machine's cores on 127.0.0.1, started and stopped here
+    (``address``; ``start_s``: how long it took to come up)."""
+
+    def __enter__(self) -> OwnCluster:
+        os.environ["RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER"] = "0"  # before Ray is imported
+        os.environ["PYTHONPATH"] = str(REPO)  # the nodes' workers import this checkout
+        from ray.cluster_utils import Cluster
+
+        t0 = time.perf_counter()
+        self.cluster = Cluster(initialize_head=True, head_node_args={
+            "num_cpus": os.cpu_count(), "node_ip_address": "127.0.0.1",
+            "include_dashboard": False})
+        self.cluster.wait_for_nodes()
+        self.address = self.cluster.address
+        self.start_s = round(time.perf_counter() - t0, 1)
+        print(f"ray: a {os.cpu_count()}-CPU node at {self.address} in {self.start_s} s",
+              flush=True)
+        return self
+
+    def __exit__(self, *exc) -> None:
+        import ray
+
+        ray.shutdown()
+        self.cluster.shutdown()
 
 
 # -- 3. on paper: GPU nodes -------------------------------------------------------------------
@@ -263,6 +290,27 @@ def print_paper(report: dict, rows: list[dict]) -> None:
               f"{r['speedup'][0]:.2f}x - {r['speedup'][1]:.2f}x |")
 
 
+def run_side_by_side(args: argparse.Namespace, address: str, record: dict) -> None:
+    """The measurements that run fsd (1 and 2), against the cluster at ``address``."""
+    if args.demo:
+        record["demo"] = compare_main("demo", REPO / "experiments" / "demo.yaml", [],
+                                      args.out, args.repeats, address)
+    if args.rehearsal_scale:
+        import rehearsal_set
+
+        data = args.out / f"rehearsal-data-{args.rehearsal_scale}"
+        rehearsal_set.generate(data, args.rehearsal_scale)
+        record["rehearsal"] = compare_main(
+            f"rehearsal-{args.rehearsal_scale}", REPO / "experiments" / "rehearsal.yaml",
+            [f"data.root={data}"], args.out, args.repeats, address)
+    if args.tta:
+        local = args.out / "demo-local-0"
+        if not (local / "mlflow.db").exists():  # the demo's local run gives the folds
+            run_main(REPO / "experiments" / "demo.yaml", [], local, "local")
+        record["tta"] = tta_shards(local, args.actors, address, args.tta_set,
+                                   args.tta_repeats)
+
+
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
                                  formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -295,23 +343,13 @@ def main(argv: list[str] | None = None) -> int:
                            "smoke": report.get("smoke"), "rows": rows}
     if (args.demo or args.rehearsal_scale or args.tta) and not args.out:
         ap.error("--out is required for --demo, --rehearsal-scale and --tta")
-    if args.demo:
-        record["demo"] = compare_main("demo", REPO / "experiments" / "demo.yaml", [],
-                                      args.out, args.repeats, args.ray_address)
-    if args.rehearsal_scale:
-        import rehearsal_set
-
-        data = args.out / f"rehearsal-data-{args.rehearsal_scale}"
-        rehearsal_set.generate(data, args.rehearsal_scale)
-        record["rehearsal"] = compare_main(
-            f"rehearsal-{args.rehearsal_scale}", REPO / "experiments" / "rehearsal.yaml",
-            [f"data.root={data}"], args.out, args.repeats, args.ray_address)
-    if args.tta:
-        local = args.out / "demo-local-0"
-        if not (local / "mlflow.db").exists():  # the demo's local run gives the folds
-            run_main(REPO / "experiments" / "demo.yaml", [], local, "local")
-        record["tta"] = tta_shards(local, args.actors, args.ray_address, args.tta_set,
-                                   args.tta_repeats)
+    if args.demo or args.rehearsal_scale or args.tta:
+        with contextlib.ExitStack() as stack:
+            address = args.ray_address
+            if not address:
+                own = stack.enter_context(OwnCluster())
+                address, record["ray_cluster_start_s"] = own.address, own.start_s
+            run_side_by_side(args, address, record)
     if len(record) > 1:
         append_result(args.results, record)
         print(json.dumps(record, default=str))
