@@ -41,15 +41,18 @@ class ClusterError(RuntimeError):
     """Some tasks failed for good; the others' runs are kept, and a rerun resumes."""
 
 
-def _die_with_parent() -> None:
-    """In the child, before exec: be killed when the Ray worker that started it dies (Linux),
-    so a dead node's or a cancelled task's fold never trains on as an orphan."""
+def _death_signal():
+    """A function for the child to call before exec, so that it is killed when the Ray worker
+    that started it dies (Linux's PR_SET_PDEATHSIG), and a dead node's or a cancelled task's
+    fold never trains on as an orphan; None where there is no such call. Resolved here, in the
+    parent: between fork and exec the child only calls it (no import, no lock)."""
     try:
         import ctypes
 
-        ctypes.CDLL("libc.so.6", use_errno=True).prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG
-    except OSError:
-        pass
+        prctl = ctypes.CDLL(None, use_errno=True).prctl
+    except (OSError, AttributeError):
+        return None
+    return lambda: prctl(1, signal.SIGKILL)  # 1: PR_SET_PDEATHSIG
 
 
 def node_scratch(node: str) -> Path:
@@ -81,7 +84,7 @@ def run_task(label: str, config_text: str, command, threads: int, secrets: list)
         env[RAY_NODE_ENV] = node
         log.info("%s: starting on Ray node %s", label, node)
         proc = subprocess.run(command(cfg_path, overrides), env=env, cwd=work,
-                              stdin=subprocess.DEVNULL, preexec_fn=_die_with_parent)
+                              stdin=subprocess.DEVNULL, preexec_fn=_death_signal())
         if proc.returncode:
             raise TaskFailed(f"{label} failed on Ray node {node} (exit code {proc.returncode}); "
                              "its log is the task's output in the Ray dashboard")
@@ -113,10 +116,17 @@ def train_on_ray(cfg: Config, folds: list[int], baselines: list[str], features_r
     returns what ran where ("fold 3" -> node id). A task that fails for good does not stop
     the others: when all have ended, :class:`ClusterError` names every failed one and its
     node (``fold_node(fold)``, the tracking server's word, where the task could not say)."""
-    from fsd.cluster.runtime import connect, secrets_ref
+    from fsd.cluster.runtime import connect, local_store, secrets_ref, task_env
 
     ray = connect(cfg)
     secrets = secrets_ref()
+    nodes = [n for n in ray.nodes() if n.get("Alive")]
+    uri = task_env()["MLFLOW_TRACKING_URI"]
+    if local_store(uri) and len(nodes) > 1:
+        raise ClusterError(f"the tracking store {uri} is a file on this machine, which the "
+                           f"other nodes of this {len(nodes)}-node Ray cluster cannot reach: "
+                           "run an MLflow tracking server (docs/tracking-server.md) and set "
+                           "MLFLOW_TRACKING_URI to it")
     text = dump_config(cfg)
     c = cfg.cluster
     threads = max(1, math.ceil(c.cpus_per_fold))

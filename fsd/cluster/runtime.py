@@ -52,8 +52,30 @@ def task_env() -> dict[str, str]:
     import mlflow
 
     env = {name: os.environ[name] for name in FORWARDED_ENV if os.environ.get(name)}
-    env["MLFLOW_TRACKING_URI"] = _without_userinfo(mlflow.get_tracking_uri())[0]
+    env["MLFLOW_TRACKING_URI"] = absolute_uri(_without_userinfo(mlflow.get_tracking_uri())[0])
     return env
+
+
+_HOSTED = ("databricks", "databricks-uc", "uc")  # tracking URIs without a scheme, not files
+
+
+def local_store(uri: str) -> bool:
+    """Whether the tracking URI is a file on this machine (sqlite, a file store, a path)."""
+    return uri.startswith(("sqlite:", "file:")) or ("://" not in uri and uri not in _HOSTED)
+
+
+def absolute_uri(uri: str) -> str:
+    """A local store's URI with its path made absolute (a task runs in a folder of its own);
+    other URIs as they are."""
+    from urllib.parse import urlsplit
+
+    if uri.startswith("sqlite:///") and not uri.startswith("sqlite:////"):
+        return "sqlite:///" + os.path.abspath(uri[len("sqlite:///"):])
+    if uri.startswith("file:"):
+        return "file://" + os.path.abspath(urlsplit(uri).path)
+    if "://" not in uri and uri not in _HOSTED:
+        return os.path.abspath(uri)
+    return uri
 
 
 def driver_secrets() -> dict[str, str]:

@@ -124,9 +124,14 @@ def train_fold_logged(cfg: Config, store, features_run: str, *, nested: bool = F
             logger(stage, epoch, metrics)
             if remote and time.monotonic() - uploads["last"] >= cfg.cluster.checkpoint_every_s:
                 # after the local checkpoint and history.csv are written (fit's order)
-                uploads["seconds"] += tracking.upload_checkpoint(
-                    {FoldDir.checkpoint: files.checkpoint, FoldDir.history: files.history},
-                    f"{stage} epoch {epoch}")
+                try:
+                    uploads["seconds"] += tracking.upload_checkpoint(
+                        {p.name: p for p in files.resumable()},
+                        f"{stage} epoch {epoch}")
+                except Exception as exc:  # noqa: BLE001 - the next epoch uploads again
+                    log.warning("fold %d: checkpoint upload after %s epoch %d failed (%s); "
+                                "training goes on", fold, stage, epoch, type(exc).__name__)
+                    return
                 uploads["n"] += 1
                 uploads["last"] = time.monotonic()
 

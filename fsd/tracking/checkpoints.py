@@ -2,7 +2,8 @@
 
 Under the Ray executor a fold may be retried on another node after its node died; its local
 checkpoint died with it. So after each epoch (at most every ``cluster.checkpoint_every_s``)
-the fold's run logs the checkpoint folder and its history as one tar file, replacing the last
+the fold's run logs what resuming needs (``FoldDir.resumable()``: the checkpoint folder, the
+history, the stage networks kept so far) as one tar file, replacing the last
 (one object: a reader never sees half of it), and tags where it stands. A retried attempt
 without a local checkpoint finds the newest unfinished run of the same fold, training and
 features that holds one (:func:`checkpointed_attempt`), downloads it (:func:`fetch_checkpoint`)

@@ -47,6 +47,12 @@ class FoldDir:
         """What a fold's run logs (artifact folder ``fold/``), in this order."""
         return [self.model, self.projector, self.history, self.oof, self.result]
 
+    def resumable(self) -> list[Path]:
+        """What training on another machine needs to continue this fold where it stands: the
+        checkpoint, the history so far, and the stage networks already kept (stage 2 starts
+        from stage 1's, and the fold's choice between them reads both)."""
+        return [self.checkpoint, self.history, self.stage1_model, self.model]
+
     def read_result(self) -> dict[str, Any]:
         return json.loads(self.result.read_text())
 

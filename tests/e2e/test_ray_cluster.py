@@ -27,9 +27,9 @@ import devstack
 import pytest
 from tiny_schedule import ONE_EPOCH
 
-pytestmark = [pytest.mark.distributed, pytest.mark.slow]
+pytestmark = [pytest.mark.e2e, pytest.mark.distributed, pytest.mark.slow]
 
-REPO = Path(__file__).resolve().parents[1]
+REPO = Path(__file__).resolve().parents[2]
 CONFIG = str(REPO / "experiments" / "demo.yaml")
 TINY = [*ONE_EPOCH, "folds.n_folds=2", "store.workers=1", "model.backbone=cnn",
         "model.cnn_channels=[8,16]", "model.cnn_convs=1", "model.dense1=16", "model.dense2=16",
@@ -235,3 +235,67 @@ def test_a_node_dies_mid_fold_and_the_fold_resumes_elsewhere(stack, cluster, tmp
     assert main.info.status == "FINISHED" and "oof_map3" in main.data.metrics
     version = client.get_model_version_by_alias("fsd-node-kill", "champion")
     assert version.run_id == runs["ensemble"][0].info.run_id
+
+
+def test_a_task_that_fails_for_good_names_its_fold_and_node_and_the_others_finish(cluster):
+    import ray
+
+    from fsd.cluster.folds import ClusterError, train_on_ray
+    from fsd.config import load_config
+
+    cfg = load_config(CONFIG, [*TINY, "cluster.executor=ray"])
+    nodes = {n["NodeID"] for n in ray.nodes() if n["Alive"]}
+    # folds 7 and 8 do not exist in a 2-fold config: each `fsd train-fold` exits 2 at once
+    with pytest.raises(ClusterError) as err:
+        train_on_ray(cfg, [7, 8], [], "f" * 32, "p" * 32)
+    message = str(err.value)
+    for fold in (7, 8):  # one failure did not stop the other task
+        line = next(p for p in message.split("; ") if p.startswith(f"fold {fold} "))
+        assert "exit code 2" in line and any(f"on Ray node {n}" in line for n in nodes), line
+    assert "rerun the same command to resume" in message
+
+
+def test_a_driver_killed_mid_pipeline_resumes_when_started_again(stack, cluster, tmp_path):
+    from mlflow.tracking import MlflowClient
+
+    client = MlflowClient(tracking_uri=stack.tracking_uri)
+    # three folds on two one-CPU nodes: the third starts when the first is done
+    args = ["--executor", "ray", "--ray-address", cluster.address, "folds.n_folds=3",
+            "train.stage1.cyclic_epochs=3", "train.stage2.cyclic_epochs=3",
+            "tracking.experiment=driver-kill", "ensemble.model_name=fsd-driver-kill"]
+    # the same machine and folders both times (the synthetic clips, and so the features' key,
+    # are made in the driver's cache)
+    first = Driver("first", args, _env(stack), tmp_path / "driver")
+    deadline = time.monotonic() + 600
+    while True:
+        assert first.proc.poll() is None, first.log.read_text()[-4000:]
+        assert time.monotonic() < deadline, "no fold finished while another had a checkpoint"
+        exp = client.get_experiment_by_name("driver-kill")
+        folds = client.search_runs([exp.experiment_id], "tags.`fsd.stage` = 'train_fold'") \
+            if exp else []
+        done = {r.data.tags["fsd.fold"]: r for r in folds if r.info.status == "FINISHED"}
+        going = {r.data.tags["fsd.fold"]: r for r in folds if r.info.status == "RUNNING"
+                 and r.data.tags.get("fsd.checkpoint")}
+        if done and going:
+            break
+        time.sleep(0.3)
+    first.proc.kill()  # the driver dies: Ray ends its job's tasks, and their processes
+    first.proc.wait()
+
+    second = Driver("second", args, _env(stack), tmp_path / "driver")
+    second.wait()
+    runs = _runs(client, "driver-kill")
+    mains = sorted(runs["main"], key=lambda r: r.info.start_time)
+    assert [r.info.status for r in mains] == ["KILLED", "FINISHED"]
+    used = mains[1].data.tags["fsd.fold_runs"].split(",")
+    for fold, r in done.items():  # finished folds are reused, not trained again
+        assert r.info.run_id in used, fold
+        assert sum(x.data.tags["fsd.fold"] == fold for x in runs["train_fold"]) == 1
+    for fold, r in going.items():  # interrupted folds resume from their uploaded checkpoint
+        assert client.get_run(r.info.run_id).info.status in ("KILLED", "FAILED")
+        (resumed,) = [x for x in runs["train_fold"] if x.data.tags["fsd.fold"] == fold
+                      and x.info.status == "FINISHED"]
+        assert resumed.data.tags["fsd.continues"] == r.info.run_id
+        assert int(resumed.data.tags["fsd.replayed_epochs"]) >= 1
+    assert client.get_model_version_by_alias("fsd-driver-kill", "champion").run_id == \
+        runs["ensemble"][0].info.run_id
