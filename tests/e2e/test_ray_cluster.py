@@ -10,7 +10,13 @@ nodes exchange everything through the tracking server and its artifact store.
    equals the local executor's on the same folds and seeds;
 2. the worker node is killed mid-fold, after its first checkpoint upload: Ray retries the fold
    on the head node, which resumes it from the artifact store's checkpoint; the dead attempt's
-   run ends KILLED; the pipeline finishes and registers a model.
+   run ends KILLED; the pipeline finishes and registers a model;
+3. tasks that fail for good are each named with their node, after all have ended; a file
+   tracking store is refused on two nodes;
+4. the credentials reach a task's process through the object store, never the runtime
+   environment (which Ray logs), and no Ray log holds one;
+5. the driver killed mid-pipeline and started again reuses the finished folds and resumes the
+   interrupted ones from their uploaded checkpoints.
 
 Without Ray or the stack it skips; with FSD_REQUIRE_DISTRIBUTED=1 (.ci/run) it fails instead.
 """
@@ -237,7 +243,8 @@ def test_a_node_dies_mid_fold_and_the_fold_resumes_elsewhere(stack, cluster, tmp
     assert version.run_id == runs["ensemble"][0].info.run_id
 
 
-def test_a_task_that_fails_for_good_names_its_fold_and_node_and_the_others_finish(cluster):
+def test_a_task_that_fails_for_good_names_its_fold_and_node_and_the_others_finish(
+        stack, cluster, monkeypatch, tmp_path):
     import ray
 
     from fsd.cluster.folds import ClusterError, train_on_ray
@@ -245,6 +252,11 @@ def test_a_task_that_fails_for_good_names_its_fold_and_node_and_the_others_finis
 
     cfg = load_config(CONFIG, [*TINY, "cluster.executor=ray"])
     nodes = {n["NodeID"] for n in ray.nodes() if n["Alive"]}
+    # a tracking store in a file on this machine: the other node cannot reach it
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{tmp_path / 'mlflow.db'}")
+    with pytest.raises(ClusterError, match="run an MLflow tracking server"):
+        train_on_ray(cfg, [0], [], "f" * 32, "p" * 32)
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", stack.tracking_uri)
     # folds 7 and 8 do not exist in a 2-fold config: each `fsd train-fold` exits 2 at once
     with pytest.raises(ClusterError) as err:
         train_on_ray(cfg, [7, 8], [], "f" * 32, "p" * 32)
