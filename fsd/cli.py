@@ -21,6 +21,7 @@ import sys
 import tempfile
 from collections.abc import Sequence
 
+from fsd.cluster.runtime import RayUnavailable
 from fsd.config import ConfigError, load_config
 
 log = logging.getLogger("fsd")
@@ -153,6 +154,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         return int(mod.run(cfg, args) or 0)
     except ConfigError as exc:
         log.error("config error: %s", exc)
+        return 2
+    except RayUnavailable as exc:  # --executor ray without Ray, or no cluster at the address
+        log.error("%s", exc)
         return 2
     except KeyboardInterrupt:
         log.error("interrupted; finished work is kept and a rerun resumes")

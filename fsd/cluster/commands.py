@@ -32,6 +32,19 @@ def baseline_command(config_path: str | Path, model: str, features_run: str, par
             f"--set=baseline.models=[{model}]", *[f"--set={o}" for o in overrides or []]]
 
 
+def sweep_command(config_path: str | Path, n_trials: int, features_run: str,
+                  overrides: list[str] | None = None) -> list[str]:
+    """``fsd sweep`` as one worker of a shared study runs it (the local executor: it runs its
+    ``n_trials`` trials itself; 0: until ``sweep.timeout``, which is in the config)."""
+    cmd = [sys.executable, "-m", "fsd", "sweep", "--config", str(config_path),
+           "--executor", "local"]
+    if n_trials:
+        cmd += ["--n-trials", str(n_trials)]
+    if features_run:
+        cmd += ["--features-run", features_run]
+    return cmd + [f"--set={o}" for o in overrides or []]
+
+
 def worker_env(threads: int, tracking_uri: str | None = None,
                base: dict[str, str] | None = None) -> dict[str, str]:
     """The environment of one worker process: ``base`` (default: this process's), without the

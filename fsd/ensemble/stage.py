@@ -16,6 +16,10 @@ plain inputs:
   clips it is scored on) is kept apart as ``blend_insample_oof_map3``;
 - :func:`apply_blend`: the winner attached to the bundle;
 - :func:`score_test`: the test split's predictions, the submission and its scores.
+
+Both scorings (out of fold and test) go through a :class:`~fsd.ensemble.shards.ShardMap`:
+in this process by default, or, given ``scorer`` (e.g. ``fsd.cluster.scoring``'s Ray
+actors), split into clip ranges scored elsewhere and gathered back in clip order.
 """
 
 from __future__ import annotations
@@ -24,6 +28,7 @@ import json
 import logging
 import time
 from collections.abc import Callable, Sequence
+from contextlib import closing
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -32,6 +37,7 @@ import pandas as pd
 
 from fsd.config import Config
 from fsd.ensemble.bundle import BundleInfo, Ensemble, FoldFiles, attach_baseline, build_bundle
+from fsd.ensemble.shards import TRAIN, LocalShards, ScorerFactory, ShardMap, score_sharded
 from fsd.ensemble.submission import (
     build_submission,
     class_prior,
@@ -41,7 +47,7 @@ from fsd.ensemble.submission import (
 from fsd.evaluation.blend import BlendChoice, align_probabilities, blend, choose_weight
 from fsd.evaluation.metrics import reciprocal_ranks
 from fsd.evaluation.oof import OOFScores, score_oof
-from fsd.model.tta import ClipRows, tta_lengths
+from fsd.model.tta import tta_lengths
 from fsd.train.folddir import FoldDir
 
 log = logging.getLogger(__name__)
@@ -155,28 +161,34 @@ class EnsembleResult:
 
 def run_ensemble(cfg: Config, store, folds: Sequence[FoldModel],
                  candidates: Sequence[BlendCandidate], out: Path, train_key: str = "",
-                 ) -> EnsembleResult:
+                 scorer: ScorerFactory | None = None) -> EnsembleResult:
     """The stage: ``cfg`` is the config the folds were trained with (with this run's ensemble
-    and baseline settings), ``out`` the run's own folder (the bundle goes to ``out/bundle``)."""
+    and baseline settings), ``out`` the run's own folder (the bundle goes to ``out/bundle``).
+    ``scorer`` makes the :class:`~fsd.ensemble.shards.ShardMap` the TTA scoring runs on from
+    the bundle (default: this process, unsharded); it is closed before this returns."""
     info, lengths, ensemble, bundle = assemble(cfg, store, folds, out / "bundle", train_key)
-    cnn = score_out_of_fold(ensemble, store, cfg.summary.enabled)
-    usable = align_candidates(cnn, candidates) if cfg.ensemble.blend else []
-    chosen = choose_blend(cnn, usable, cfg.ensemble.blend_steps) if usable else None
-    oof, probs, nested = cnn.scores, cnn.probs, None
-    if chosen is not None:
-        # the headline: the blend chosen fold by fold on the other folds (the choice's own
-        # optimism removed); the served model uses the choice made on every fold (chosen)
-        nested = nested_blend(cnn, usable, cfg.ensemble.blend_steps)
-        probs = nested.probs
-        oof = score_oof(cnn.names, cnn.y, cnn.folds, probs, info.labels, k=3)
-        if chosen.weight < 1.0:
-            apply_blend(bundle, ensemble, info, chosen)
-    info.scores = {"oof_map3": oof.overall, "oof_accuracy": oof.accuracy,
-                   "cnn_oof_map3": cnn.scores.overall}
-    if chosen is not None:
-        info.scores.update({"blend_weight": chosen.weight,
-                            "blend_insample_oof_map3": chosen.oof_map3})
-    test = score_test(store, ensemble, info, cfg.summary.enabled)
+    with_summary = cfg.summary.enabled
+    shard_map = (scorer(bundle, ensemble) if scorer is not None
+                 else LocalShards(ensemble, store, with_summary))
+    with closing(shard_map):
+        cnn = score_out_of_fold(ensemble, store, with_summary, shard_map)
+        usable = align_candidates(cnn, candidates) if cfg.ensemble.blend else []
+        chosen = choose_blend(cnn, usable, cfg.ensemble.blend_steps) if usable else None
+        oof, probs, nested = cnn.scores, cnn.probs, None
+        if chosen is not None:
+            # the headline: the blend chosen fold by fold on the other folds (the choice's own
+            # optimism removed); the served model uses the choice made on every fold (chosen)
+            nested = nested_blend(cnn, usable, cfg.ensemble.blend_steps)
+            probs = nested.probs
+            oof = score_oof(cnn.names, cnn.y, cnn.folds, probs, info.labels, k=3)
+            if chosen.weight < 1.0:
+                apply_blend(bundle, ensemble, info, chosen)
+        info.scores = {"oof_map3": oof.overall, "oof_accuracy": oof.accuracy,
+                       "cnn_oof_map3": cnn.scores.overall}
+        if chosen is not None:
+            info.scores.update({"blend_weight": chosen.weight,
+                                "blend_insample_oof_map3": chosen.oof_map3})
+        test = score_test(store, ensemble, info, with_summary, shard_map)
     if test is not None:
         info.scores.update(test.map3)
     write_scores(bundle, info.scores)
@@ -240,16 +252,16 @@ def folds_mean(folds: Sequence[FoldModel]) -> dict[str, float]:
     return {f"folds_mean/{k}": float(np.mean(v)) for k, v in values.items() if v}
 
 
-def score_out_of_fold(ensemble: Ensemble, store, with_summary: bool) -> OutOfFold:
+def score_out_of_fold(ensemble: Ensemble, store, with_summary: bool,
+                      shard_map: ShardMap | None = None) -> OutOfFold:
     """Each train clip scored (with TTA) by the fold model that held it out; clips in no fold
-    of the ensemble are left out."""
+    of the ensemble are left out. ``shard_map``: where (default: here, unsharded)."""
     t0 = time.perf_counter()
     index = store.index
-    logmels = ClipRows(store.logmel, range(len(index)))
-    summaries = store.summary if with_summary else None
     folds = index["fold"].to_numpy()
     members = [np.flatnonzero(folds == f) for f in ensemble.folds]
-    res = ensemble.score(logmels, summaries, members=members)
+    shard_map = shard_map or LocalShards(ensemble, store, with_summary)
+    res = score_sharded(shard_map, TRAIN, np.arange(len(index)), members)
     scored = res.count > 0
     if not scored.all():
         log.warning("%d train clips are in no fold of this ensemble; left out of the OOF score",
@@ -377,7 +389,7 @@ def apply_blend(bundle: Path, ensemble: Ensemble, info: BundleInfo, chosen: Blen
 
 
 def score_test(store, ensemble: Ensemble, info: BundleInfo, with_summary: bool,
-               ) -> TestScores | None:
+               shard_map: ShardMap | None = None) -> TestScores | None:
     """Predict the store's test split, build the submission, score it where labelled (None:
     the dataset has no test split).
 
@@ -397,9 +409,13 @@ def score_test(store, ensemble: Ensemble, info: BundleInfo, with_summary: bool,
     out = TestScores(submission=pd.DataFrame())
     if len(rows):
         t0 = time.perf_counter()
-        logmels = ClipRows(test.logmel, rows)
-        summaries = np.asarray(test.summary)[rows] if with_summary else None
-        probs = ensemble.predict(logmels, summaries)
+        # the CNN's views where shard_map runs them; the baseline (cheap) blended here, as
+        # Ensemble.predict blends
+        shard_map = shard_map or LocalShards(ensemble, store, with_summary)
+        probs = score_sharded(shard_map, "test", rows).probs()
+        if ensemble.baseline is not None:
+            probs = ensemble.blend(probs, np.asarray(test.summary)[rows] if with_summary
+                                   else None)
         out.seconds = time.perf_counter() - t0
         out.probabilities = pd.DataFrame(probs, columns=info.labels)
         out.probabilities.insert(0, "fname", names)

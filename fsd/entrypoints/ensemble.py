@@ -114,7 +114,8 @@ def build_ensemble(cfg: Config, run_ids: list[str] | None = None, *, register: b
         candidates = _candidates(train_cfg, store.key, downloads) if cfg.ensemble.blend else []
         # outputs per run: two ensemble runs of one training never share a folder
         out = work / active.info.run_id
-        result = run_ensemble(train_cfg, store, folds, candidates, out, train_key=key)
+        result = run_ensemble(train_cfg, store, folds, candidates, out, train_key=key,
+                              scorer=_scorer(cfg, train_cfg, features_run))
         summary = _summary(result, active.info.run_id, key)
         # the model first: metrics logged before it would be copied onto it
         model_info = _log_model(cfg, train_cfg, result, summary, runs, clips.name)
@@ -125,6 +126,16 @@ def build_ensemble(cfg: Config, run_ids: list[str] | None = None, *, register: b
         tracking.describe(tracking.ensemble_description(train_cfg, summary, runs, result.lengths,
                                        cfg.ensemble.tta_crops))
     return summary
+
+
+def _scorer(cfg: Config, train_cfg: Config, features_run: str):
+    """Where the TTA scoring runs: Ray actors under ``cluster.executor: ray`` (each loads the
+    bundle from Ray's object store and the features from the artifact store), else here."""
+    if cfg.cluster.executor != "ray":
+        return None
+    from fsd.cluster.scoring import ray_scorer
+
+    return ray_scorer(cfg, train_cfg, features_run)
 
 
 def _download_folds(runs: dict[int, Run], downloads: Path) -> list[FoldModel]:

@@ -18,10 +18,12 @@ from __future__ import annotations
 
 import argparse
 import logging
+import os
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from fsd import tracking
+from fsd.cluster.commands import RAY_NODE_ENV
 from fsd.config import Config, ConfigError
 from fsd.entrypoints.flags import optional_float, optional_int
 from fsd.train.folddir import FoldDir
@@ -47,6 +49,15 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                    help="start no trial after this many seconds (default: sweep.timeout; 0: none)")
     p.add_argument("--features-run", default="",
                    help="featurize run id to take features from (default: newest with the same key)")
+    p.add_argument("--executor", choices=("local", "ray"), default=None,
+                   help="local: run the trials here; ray: start --workers Optuna workers as Ray "
+                        "tasks on the shared study (default: cluster.executor)")
+    p.add_argument("--workers", type=optional_int, default=None,
+                   help="with --executor ray: how many workers share the study and "
+                        "--n-trials (default: 1)")
+    p.add_argument("--ray-address", default="",
+                   help="the Ray cluster to join (default: cluster.address, else RAY_ADDRESS, "
+                        "else a local Ray)")
 
 
 def __getattr__(name: str) -> Any:
@@ -66,11 +77,22 @@ def run(cfg: Config, args: argparse.Namespace) -> int:
         cfg.sweep.n_trials = args.n_trials
     if args.timeout is not None:
         cfg.sweep.timeout = args.timeout
+    if args.executor:
+        cfg.cluster.executor = args.executor
+    if args.ray_address:
+        cfg.cluster.address = args.ray_address
     cfg.validate()
     study.check_space(cfg)
     if not cfg.sweep.n_trials and not cfg.sweep.timeout:
         raise ConfigError("sweep.n_trials and sweep.timeout are both 0: the sweep would never end; "
                           "give --n-trials or --timeout")
+    if cfg.cluster.executor == "ray":
+        from fsd.cluster.sweep import run_workers
+
+        return run_workers(cfg, args.workers or 1, getattr(args, "features_run", "") or "")
+    if args.workers not in (None, 1):
+        raise ConfigError("--workers needs --executor ray (on one machine, start more "
+                          "`fsd sweep` workers with the same sweep.storage by hand)")
     url = study.storage_url(cfg)
     if study.redact(url) != url:
         log.warning("sweep.storage carries a password; it is left out of every log and config "
@@ -86,6 +108,9 @@ def run(cfg: Config, args: argparse.Namespace) -> int:
     tags = {tracking.TAG_SWEEP_STUDY: opt.study_name, tracking.TAG_SWEEP_STORAGE: study.redact(url),
             tracking.TAG_FEATURES_RUN: features_run,
             tracking.TAG_FEATURE_KEY: tracking.feature_key(cfg)}
+    node = os.environ.get(RAY_NODE_ENV, "")  # a worker started by `--executor ray`
+    if node:
+        tags[tracking.TAG_RAY_NODE] = node
     with tracking.stage_run(shown, "sweep", tags=tags,
                             run_name=cfg.tracking.run_name or f"sweep-{opt.study_name}") as parent:
         tracker = _tracker_class()(shown, opt.study_name, features_run)

@@ -42,12 +42,7 @@ TINY = [*ONE_EPOCH, "folds.n_folds=2",
 
 @pytest.fixture(scope="module")
 def stack(tmp_path_factory):
-    missing = devstack.missing_parts()
-    if missing:
-        reason = "the distributed stack needs " + "; ".join(missing)
-        if os.environ.get("FSD_REQUIRE_DISTRIBUTED") == "1":
-            pytest.fail(f"FSD_REQUIRE_DISTRIBUTED=1 but {reason}")
-        pytest.skip(reason)
+    devstack.require_stack()
     with devstack.Stack(tmp_path_factory.mktemp("stack")) as s:
         yield s
 

@@ -71,6 +71,23 @@ def missing_parts() -> list[str]:
     return missing
 
 
+def skip_or_fail(reason: str) -> None:
+    """A distributed test without what it needs: skipped, saying ``reason``; under
+    ``FSD_REQUIRE_DISTRIBUTED=1`` (CI) a failure instead."""
+    import pytest
+
+    if os.environ.get("FSD_REQUIRE_DISTRIBUTED") == "1":
+        pytest.fail(f"FSD_REQUIRE_DISTRIBUTED=1 but {reason}")
+    pytest.skip(reason)
+
+
+def require_stack() -> None:
+    """:func:`skip_or_fail` when this machine cannot start the stack."""
+    missing = missing_parts()
+    if missing:
+        skip_or_fail("the distributed stack needs " + "; ".join(missing))
+
+
 def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
