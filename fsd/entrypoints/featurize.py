@@ -70,7 +70,7 @@ def featurize_logged(cfg: Config):
                      "fsd.reused": str(result.reused).lower()})
     datasets.log_dataset(datasets.store_dataset(cfg, result.store.index, key), datasets.FEATURIZE)
     metrics, params = stats_split(result.stats)
-    mlflow.log_metrics(metrics)
+    tracking.log_run_metrics(metrics)
     tracking.log_new_params(params)
     # plots and reports once each, at the top (the store's copies stay out of features/)
     tracking.log_files(result.plots, "plots")

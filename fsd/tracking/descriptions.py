@@ -1,7 +1,13 @@
-"""Run descriptions: what the MLflow UI shows at the top of a run, in Markdown."""
+"""Run descriptions: what the MLflow UI shows at the top of a run, in Markdown.
+
+Every description ``fsd`` writes (runs, LoggedModels, the registered model and its versions)
+passes :func:`markdown_safe`: the UI's Markdown turns a bare ``@word`` into a link to
+github.com/word, so a mention such as ``@champion`` is code-formatted instead.
+"""
 
 from __future__ import annotations
 
+import re
 from typing import Any
 
 import mlflow
@@ -23,6 +29,17 @@ def data_summary(cfg: Config) -> str:
     return f"`{d.csv}` (audio in `{d.audio_dir}`)"
 
 
+# a bare mention: @ after a start, space or opening bracket, then a name
+_MENTION = re.compile(r"(?<![\w`@/.])@([A-Za-z0-9][\w.-]*[\w]|[A-Za-z0-9])")
+
+
+def markdown_safe(text: str) -> str:
+    """``text`` with every bare ``@word`` outside code spans code-formatted (`` `@word` ``),
+    so MLflow's Markdown does not render it as a link to github.com/word."""
+    parts = re.split(r"(`[^`]*`)", text)  # odd items are code spans: left as they are
+    return "".join(p if i % 2 else _MENTION.sub(r"`@\1`", p) for i, p in enumerate(parts))
+
+
 def describe(text: str, *, run_id: str | None = None) -> None:
     """Set a run's description (the active run's by default), closing with its parent.
 
@@ -37,7 +54,7 @@ def describe(text: str, *, run_id: str | None = None) -> None:
         except Exception:
             pname = parent[:8]
         text = text.rstrip() + f"\n\nParent run: {run_link(parent, pname)}."
-    client.set_tag(rid, TAG_NOTE, text[:5000])
+    client.set_tag(rid, TAG_NOTE, markdown_safe(text)[:5000])
 
 
 def fold_description(cfg: Config, fold: int, result: dict[str, Any], features_run: str = "",
