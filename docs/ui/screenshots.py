@@ -15,6 +15,8 @@ PNG per page. The first two pages are entered as a new user enters, without
     runs_sorted.png       the runs table after a click on the ``val_map3`` column's header
     models_tab.png        the Models tab: fold CNNs, baselines and ensemble
     models_sorted.png     the Models tab after a click on the ``val_map3`` column's header
+                          (scrolled to it; MLflow 3.17 does not sort this tab by a metric)
+    models_charts.png     the Models tab's chart view: one chart per figure, every model
     main_run.png          the main run: description (steps in order), headline metrics
     fold_overview.png     a fold's run: description, metrics, params
     fold_metrics.png      a fold's metrics tab (its per-epoch curves first)
@@ -135,6 +137,12 @@ class Browser:
     async def click_header(self, text: str, settle_s: float) -> bool:
         """Click the table header labelled ``text``; False when there is none."""
         found = await self.evaluate(_FIND_HEADER % json.dumps(text))
+        if not found:  # the grid renders only the columns in view: scroll it right, again
+            await self.evaluate("document.querySelectorAll('.ag-body-horizontal-scroll-viewport,"
+                                " .ag-center-cols-viewport, .ag-header-viewport').forEach("
+                                "e => e.scrollLeft = e.scrollWidth)")
+            await asyncio.sleep(2)
+            found = await self.evaluate(_FIND_HEADER % json.dumps(text))
         if not found:
             return False
         pos = json.loads(found)
@@ -194,6 +202,7 @@ async def shoot_all(args, base: str, eid: str, runs: dict, out: Path, model_vers
         await page("runs_sorted", f"{exp}/runs{ml}", click="val_map3")
         await page("models_tab", f"{exp}/models{ml}")
         await page("models_sorted", f"{exp}/models{ml}", click="val_map3")
+        await page("models_charts", f"{exp}/models{ml}&viewMode=CHART")
         await page("main_run", f"{exp}/runs/{main_run.info.run_id}{ml}")
         if "fold" in runs:
             fold = runs["fold"].info.run_id

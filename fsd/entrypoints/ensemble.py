@@ -245,22 +245,13 @@ def _log_result(result: EnsembleResult, out: Path, n_folds: int, crops: int, mod
 
 def per_fold_frame(result: EnsembleResult):
     """Per fold: its clips, the CNN fold ensemble's MAP@3 and accuracy (with TTA) and, with
-    a nested blend, the blend's (each fold's choice made on the other folds), rounded."""
-    import pandas as pd
+    a nested blend, the blend's (each fold's choice made on the other folds)."""
+    from fsd.evaluation.oof import per_fold_table
 
-    from fsd.tracking.rounding import rounded
-
-    cnn = result.cnn.scores
-    counts = cnn.frame["fold"].value_counts()
-    frame = pd.DataFrame({"fold": sorted(cnn.per_fold)})
-    frame["clips"] = [int(counts.get(f, 0)) for f in frame["fold"]]
-    groups = [("cnn", cnn)] + ([("blend", result.oof)] if result.nested is not None else [])
-    for name, scores in groups:
-        frame[f"{name}_map3"] = [rounded("map3", scores.per_fold[f]) for f in frame["fold"]]
-        frame[f"{name}_accuracy"] = [rounded("accuracy", scores.per_fold_accuracy[f])
-                                     if f in scores.per_fold_accuracy else float("nan")
-                                     for f in frame["fold"]]
-    return frame
+    scored = {"cnn": result.cnn.scores}
+    if result.nested is not None:
+        scored["blend"] = result.oof
+    return per_fold_table(scored)
 
 
 def per_class_frame(result: EnsembleResult):
