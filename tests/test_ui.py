@@ -107,12 +107,8 @@ def test_the_experiment_carries_a_saved_view_the_ui_lists(tmp_path, monkeypatch)
     plain `mlflow ui` too): its envelope as the bundle checks it, the headline columns."""
     import mlflow
 
-    from fsd.tracking.experiment import (
-        HEADLINE_COLUMNS,
-        SAVED_VIEW_NAME,
-        SAVED_VIEW_TAG,
-        prepare_experiment,
-    )
+    from fsd.tracking.experiment import HEADLINE_COLUMNS, SAVED_VIEW_NAME, prepare_experiment
+    from fsd.tracking.tags import TAG_SAVED_VIEW as SAVED_VIEW_TAG
 
     monkeypatch.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{tmp_path}/m.db")
     exp = mlflow.create_experiment("views", artifact_location=str(tmp_path / "a"))

@@ -28,9 +28,7 @@ from __future__ import annotations
 
 import logging
 
-from mlflow.tracking import MlflowClient
-
-from fsd.tracking.tags import EXPERIMENT_KIND, TAG_EXPERIMENT_KIND, TAG_NOTE
+from fsd.tracking.tags import EXPERIMENT_KIND, TAG_EXPERIMENT_KIND, TAG_NOTE, TAG_SAVED_VIEW
 
 log = logging.getLogger(__name__)
 
@@ -67,8 +65,6 @@ saved view *fsd: headline figures* (Runs -> Views) shows those columns in any ML
 # A saved view of the runs table (MLflow's "Views" menu; the UI stores one as an experiment tag
 # `mlflow.sharedViewState.<id>` holding {name, createdAt, updatedAt, state}, state the table's
 # search facets and UI state as JSON): the headline columns, newest pipeline first.
-SAVED_VIEW_ID = "fsd-headline"
-SAVED_VIEW_TAG = f"mlflow.sharedViewState.{SAVED_VIEW_ID}"
 SAVED_VIEW_NAME = "fsd: headline figures"
 # the runs table's headline columns (MLflow's canonical keys `<type>.\`<name>\``): every step's
 # figure (main's and the ensemble's oof_map3 / cnn_oof_map3, a fold's val_map3, a baseline's
@@ -78,7 +74,7 @@ HEADLINE_COLUMNS = ("metrics.`oof_map3`", "metrics.`cnn_oof_map3`", "metrics.`va
 
 
 def saved_view(now_ms: int) -> str:
-    """The saved view's tag value (its envelope; see :data:`SAVED_VIEW_TAG`)."""
+    """The saved view's tag value (its envelope; see :data:`TAG_SAVED_VIEW`)."""
     import json
 
     state = {"searchFilter": "", "orderByKey": "attributes.start_time", "orderByAsc": False,
@@ -91,6 +87,8 @@ def saved_view(now_ms: int) -> str:
 def prepare_experiment(exp_id: str, tags: dict | None = None) -> None:
     """Tag the experiment as model training, give it a description and the saved view
     :data:`SAVED_VIEW_NAME`, each where it has none (a user's edits stay)."""
+    from mlflow.tracking import MlflowClient
+
     client = MlflowClient()
     try:
         if tags is None:
@@ -100,9 +98,9 @@ def prepare_experiment(exp_id: str, tags: dict | None = None) -> None:
             client.set_experiment_tag(exp_id, TAG_EXPERIMENT_KIND, EXPERIMENT_KIND)
         if TAG_NOTE not in tags:
             client.set_experiment_tag(exp_id, TAG_NOTE, DESCRIPTION)
-        if SAVED_VIEW_TAG not in tags:
+        if TAG_SAVED_VIEW not in tags:
             import time
 
-            client.set_experiment_tag(exp_id, SAVED_VIEW_TAG, saved_view(int(time.time() * 1000)))
+            client.set_experiment_tag(exp_id, TAG_SAVED_VIEW, saved_view(int(time.time() * 1000)))
     except Exception as exc:  # cosmetic: never stop a step for it
         log.debug("cannot tag experiment %s: %s", exp_id, exc)

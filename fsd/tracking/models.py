@@ -28,10 +28,6 @@ from importlib import metadata
 from pathlib import Path
 from typing import Any
 
-import mlflow
-from mlflow.entities import LoggedModelOutput, LoggedModelStatus, Metric
-from mlflow.tracking import MlflowClient
-
 from fsd.tracking.descriptions import markdown_safe
 from fsd.tracking.rounding import rounded_all
 from fsd.tracking.tags import TAG_NOTE
@@ -65,7 +61,10 @@ def log_logged_model(save: Callable[[str, Any], None], *, name: str, description
                      tags: dict[str, str] | None = None):
     """Create a LoggedModel of the active run: ``save(path, mlflow_model)`` writes it with a
     flavor's ``save_model``; returns the LoggedModel (``model_id``, ``models:/<id>``)."""
+    import mlflow
+    from mlflow.entities import LoggedModelOutput, LoggedModelStatus
     from mlflow.models import Model
+    from mlflow.tracking import MlflowClient
 
     client = MlflowClient()
     run_id = mlflow.active_run().info.run_id
@@ -90,7 +89,9 @@ def log_logged_model(save: Callable[[str, Any], None], *, name: str, description
 def log_keras_model(path: Path, *, name: str, description: str, params: dict[str, Any],
                     step: int = 0):
     """A saved ``.keras`` model as a Keras-flavor LoggedModel of the active run."""
+
     import keras
+    import mlflow
     import mlflow.keras
 
     net = keras.saving.load_model(path, compile=False)
@@ -127,6 +128,7 @@ def log_sklearn_model(estimator, *, name: str, description: str, params: dict[st
     """A fitted scikit-learn estimator as a scikit-learn-flavor LoggedModel of the run, in
     skops format (no pickle): the types it holds, all scikit-learn's and numpy's, are named as
     trusted so ``mlflow.sklearn.load_model`` reads it back."""
+    import mlflow
     import mlflow.sklearn
     import skops.io
 
@@ -145,7 +147,10 @@ def log_sklearn_model(estimator, *, name: str, description: str, params: dict[st
 def log_model_metrics(metrics: dict[str, float], model_id: str, dataset) -> None:
     """Metrics of the active run that score model ``model_id`` on ``dataset`` (they show on
     the run, on the model, and name the dataset), rounded (:mod:`fsd.tracking.rounding`)."""
+
     import warnings
+
+    import mlflow
 
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", UserWarning)  # MLflow's schema hints (see datasets)
@@ -154,6 +159,10 @@ def log_model_metrics(metrics: dict[str, float], model_id: str, dataset) -> None
 
 def log_run_metrics(metrics: dict[str, float], step: int = 0) -> None:
     """Metrics of the active run only (never attached to one of its models), rounded."""
+    import mlflow
+    from mlflow.entities import Metric
+    from mlflow.tracking import MlflowClient
+
     if not metrics:
         return
     run_id = mlflow.active_run().info.run_id
