@@ -134,15 +134,14 @@ class Browser:
         await self.call("Page.navigate", url=url)
         await asyncio.sleep(settle_s)  # the UI fetches and renders after the load event
 
+    async def resize(self, width: int) -> None:
+        await self.call("Emulation.setDeviceMetricsOverride", width=width, height=self.height,
+                        deviceScaleFactor=1, mobile=False)
+
     async def click_header(self, text: str, settle_s: float) -> bool:
-        """Click the table header labelled ``text``; False when there is none."""
+        """Click the table header labelled ``text``; False when there is none (the grid
+        renders only the columns in view: make the page wide enough, see ``wide``)."""
         found = await self.evaluate(_FIND_HEADER % json.dumps(text))
-        if not found:  # the grid renders only the columns in view: scroll it right, again
-            await self.evaluate("document.querySelectorAll('.ag-body-horizontal-scroll-viewport,"
-                                " .ag-center-cols-viewport, .ag-header-viewport').forEach("
-                                "e => e.scrollLeft = e.scrollWidth)")
-            await asyncio.sleep(2)
-            found = await self.evaluate(_FIND_HEADER % json.dumps(text))
         if not found:
             return False
         pos = json.loads(found)
@@ -187,8 +186,14 @@ async def shoot_all(args, base: str, eid: str, runs: dict, out: Path, model_vers
     try:
         await browser.connect()
 
-        async def page(stem: str, url: str, click: str = "") -> None:
+        async def page(stem: str, url: str, click: str = "", wide: bool = False) -> None:
+            # the Models tab lists every attribute before the metrics: a page wide enough to
+            # show the metric columns (ag-grid renders only the columns in view)
+            await browser.resize(args.wide_width if wide else args.width)
             await browser.goto(url, args.settle)
+            if wide:  # a hash route changes no document: load it again at the new width
+                await browser.call("Page.reload")
+                await asyncio.sleep(args.settle)
             if click and not await browser.click_header(click, args.settle):
                 print(f"  (no column header {click!r} on {stem})")
             await browser.shoot(out / f"{stem}.png")
@@ -200,8 +205,8 @@ async def shoot_all(args, base: str, eid: str, runs: dict, out: Path, model_vers
         await page("run_entry", f"{exp}/runs/{main_run.info.run_id}")
         await page("first_screen", f"{exp}/runs{ml}")
         await page("runs_sorted", f"{exp}/runs{ml}", click="val_map3")
-        await page("models_tab", f"{exp}/models{ml}")
-        await page("models_sorted", f"{exp}/models{ml}", click="val_map3")
+        await page("models_tab", f"{exp}/models{ml}", wide=True)
+        await page("models_sorted", f"{exp}/models{ml}", click="val_map3", wide=True)
         await page("models_charts", f"{exp}/models{ml}&viewMode=CHART")
         await page("main_run", f"{exp}/runs/{main_run.info.run_id}{ml}")
         if "fold" in runs:
@@ -234,6 +239,8 @@ def main() -> int:
     p.add_argument("--chromium", default=shutil.which("chromium") or "/usr/bin/chromium")
     p.add_argument("--width", type=int, default=1600)
     p.add_argument("--height", type=int, default=1000)
+    p.add_argument("--wide-width", type=int, default=2200,
+                   help="page width for the Models tab (its metric columns come last)")
     p.add_argument("--start-timeout", type=float, default=600.0,
                    help="seconds to wait for the UI server to answer (slow on a busy machine)")
     p.add_argument("--settle", type=float, default=8.0,
