@@ -175,7 +175,8 @@ def test_ensemble_step_scores_logs_submits_and_registers(ensemble_tracking):
     from fsd.entrypoints.ensemble import MAX_RUN_METRICS
 
     assert set(m) == {"oof_map3", "oof_accuracy", "cnn_oof_map3", "cnn_oof_accuracy",
-                      "public_map3", "private_map3"} and len(m) <= MAX_RUN_METRICS
+                      "test_map3", "public_map3", "private_map3"} and len(m) <= MAX_RUN_METRICS
+    assert int(run.data.params["test.n_scored"]) > 0  # a count: a param
     assert m["oof_map3"] == pytest.approx(m["cnn_oof_map3"])
     assert all(v == round(v, 4) for v in m.values())
     p = run.data.params

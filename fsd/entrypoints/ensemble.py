@@ -55,8 +55,8 @@ log = logging.getLogger(__name__)
 # the ensemble LoggedModel's metrics (the run's too); every other figure is the run's only
 MODEL_METRICS = ("oof_map3", "oof_accuracy", "cnn_oof_map3", "cnn_oof_accuracy")
 # The run's metrics, each a chart on its metrics tab: the 4 above, the blend's 3
-# (blend_weight, blend_insample_oof_*), holder_oof_map3 when the alias was contested and
-# public/private MAP@3 where the test clips are labelled. Nothing else becomes a metric.
+# (blend_weight, blend_insample_oof_*) and, where the test clips are labelled, their MAP@3
+# (test_map3, public_map3, private_map3). Nothing else becomes a metric.
 MAX_RUN_METRICS = 10
 
 __all__ = ["build_ensemble", "ensemble_logged", "logged_model_name", "select_fold_runs"]
@@ -279,7 +279,10 @@ def _log_test(test: TestScores, out: Path) -> None:
         log_frame(test.probabilities, out / "test_probabilities.csv", "test")
     mlflow.log_param("test.clips_prior_only", len(test.prior_only))
     log_frame(test.submission, out / "submission.csv", "submission")
-    tracking.log_run_metrics(test.scores or {})
+    scores = test.scores or {}
+    # the labelled test clips' MAP@3 (all, public, private) are metrics, their counts params
+    mlflow.log_params({f"test.{k}": int(v) for k, v in scores.items() if k.startswith("n_")})
+    tracking.log_run_metrics({k: v for k, v in scores.items() if not k.startswith("n_")})
 
 
 def _summary(result: EnsembleResult, run_id: str, key: str) -> dict:
@@ -334,6 +337,7 @@ def _register(cfg: Config, train_cfg: Config, result: EnsembleResult, summary: d
     import mlflow
 
     from fsd.serving.registry import register_and_promote
+    from fsd.tracking.rounding import figure_text
 
     e = cfg.ensemble
     promo = register_and_promote(summary["model_uri"], e.model_name, e.alias,
@@ -344,8 +348,8 @@ def _register(cfg: Config, train_cfg: Config, result: EnsembleResult, summary: d
     mlflow.set_tags({tracking.TAG_REGISTERED_VERSION: promo.version,
                      tracking.TAG_ALIAS_MOVED: str(promo.moved).lower(),
                      tracking.TAG_ALIAS_REASON: promo.reason})
-    if promo.previous_score is not None:
-        tracking.log_run_metrics({"holder_oof_map3": promo.previous_score})
+    if promo.previous_score is not None:  # the holder's figure, not this run's: a param
+        mlflow.log_param("registry.holder_oof_map3", figure_text("map3", promo.previous_score))
     return {"promotion": promo.as_dict()}
 
 
