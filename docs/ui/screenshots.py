@@ -16,6 +16,7 @@ PNG per page. The first two pages are entered as a new user enters, without
     models_tab.png        the Models tab: fold CNNs, baselines and ensemble
     models_sorted.png     the Models tab after a click on the ``val_map3`` column's header
                           (scrolled to it; MLflow 3.17 does not sort this tab by a metric)
+    models_sort_menu.png  its "Sort" menu, open: what 3.17 offers to sort it by
     models_charts.png     the Models tab's chart view: one chart per figure, every model
     main_run.png          the main run: description (steps in order), headline metrics
     fold_overview.png     a fold's run: description, metrics, params
@@ -86,6 +87,18 @@ _FIND_HEADER = """(() => {
 })()"""
 
 
+# A button whose text starts with `text` (e.g. the Models tab's "Sort: Created" menu).
+_FIND_BUTTON = """(() => {
+  for (const el of document.querySelectorAll('button')) {
+    if ((el.innerText || '').trim().startsWith(%s)) {
+      const r = el.getBoundingClientRect();
+      return JSON.stringify({x: r.x + r.width / 2, y: r.y + r.height / 2});
+    }
+  }
+  return '';
+})()"""
+
+
 class Browser:
     """One headless Chromium page driven over the DevTools protocol (aiohttp's websocket)."""
 
@@ -139,9 +152,13 @@ class Browser:
                         deviceScaleFactor=1, mobile=False)
 
     async def click_header(self, text: str, settle_s: float) -> bool:
-        """Click the table header labelled ``text``; False when there is none (the grid
-        renders only the columns in view: make the page wide enough, see ``wide``)."""
-        found = await self.evaluate(_FIND_HEADER % json.dumps(text))
+        """Click the table header labelled ``text``, or (``text`` ending in ``...``) the button
+        whose text starts with it; False when there is none (the grid renders only the columns
+        in view: make the page wide enough, see ``wide``)."""
+        if text.endswith("..."):
+            found = await self.evaluate(_FIND_BUTTON % json.dumps(text[:-3]))
+        else:
+            found = await self.evaluate(_FIND_HEADER % json.dumps(text))
         if not found:
             return False
         pos = json.loads(found)
@@ -207,6 +224,7 @@ async def shoot_all(args, base: str, eid: str, runs: dict, out: Path, model_vers
         await page("runs_sorted", f"{exp}/runs{ml}", click="val_map3")
         await page("models_tab", f"{exp}/models{ml}", wide=True)
         await page("models_sorted", f"{exp}/models{ml}", click="val_map3", wide=True)
+        await page("models_sort_menu", f"{exp}/models{ml}", click="Sort:...")
         await page("models_charts", f"{exp}/models{ml}&viewMode=CHART")
         await page("main_run", f"{exp}/runs/{main_run.info.run_id}{ml}")
         if "fold" in runs:
