@@ -16,7 +16,7 @@ PNG per page. The first two pages are entered as a new user enters, without
     models_tab.png        the Models tab: fold CNNs, baselines and ensemble
     models_sorted.png     the Models tab after a click on the ``val_map3`` column's header
                           (scrolled to it; MLflow 3.17 does not sort this tab by a metric)
-    models_sort_menu.png  its "Sort" menu, open: what 3.17 offers to sort it by
+    models_sort_menu.png  after a click on its "Sort" button: 3.17 offers creation time only
     models_charts.png     the Models tab's chart view: one chart per figure, every model
     main_run.png          the main run: description (steps in order), headline metrics
     fold_overview.png     a fold's run: description, metrics, params
@@ -147,10 +147,6 @@ class Browser:
         await self.call("Page.navigate", url=url)
         await asyncio.sleep(settle_s)  # the UI fetches and renders after the load event
 
-    async def resize(self, width: int) -> None:
-        await self.call("Emulation.setDeviceMetricsOverride", width=width, height=self.height,
-                        deviceScaleFactor=1, mobile=False)
-
     async def click_header(self, text: str, settle_s: float) -> bool:
         """Click the table header labelled ``text``, or (``text`` ending in ``...``) the button
         whose text starts with it; False when there is none (the grid renders only the columns
@@ -200,20 +196,19 @@ async def shoot_all(args, base: str, eid: str, runs: dict, out: Path, model_vers
     ml = "?workflowType=machine_learning"  # what the printed links carry
     exp = f"{base}/#/experiments/{eid}"
     browser = Browser(args.chromium, args.width, args.height)
+    # The Models tab lists every attribute before the metrics: its own browser, wide enough to
+    # show the metric columns (ag-grid renders only the columns in view, and misdraws its
+    # header when the page is resized under it)
+    wide = Browser(args.chromium, args.wide_width, args.height)
     try:
         await browser.connect()
+        await wide.connect()
 
-        async def page(stem: str, url: str, click: str = "", wide: bool = False) -> None:
-            # the Models tab lists every attribute before the metrics: a page wide enough to
-            # show the metric columns (ag-grid renders only the columns in view)
-            await browser.resize(args.wide_width if wide else args.width)
-            await browser.goto(url, args.settle)
-            if wide:  # a hash route changes no document: load it again at the new width
-                await browser.call("Page.reload")
-                await asyncio.sleep(args.settle)
-            if click and not await browser.click_header(click, args.settle):
+        async def page(stem: str, url: str, click: str = "", on: Browser = browser) -> None:
+            await on.goto(url, args.settle)
+            if click and not await on.click_header(click, args.settle):
                 print(f"  (no column header {click!r} on {stem})")
-            await browser.shoot(out / f"{stem}.png")
+            await on.shoot(out / f"{stem}.png")
             print(f"{out / f'{stem}.png'}  <- {url}{f' + click {click!r}' if click else ''}")
 
         main_run = runs["main"]
@@ -222,9 +217,9 @@ async def shoot_all(args, base: str, eid: str, runs: dict, out: Path, model_vers
         await page("run_entry", f"{exp}/runs/{main_run.info.run_id}")
         await page("first_screen", f"{exp}/runs{ml}")
         await page("runs_sorted", f"{exp}/runs{ml}", click="val_map3")
-        await page("models_tab", f"{exp}/models{ml}", wide=True)
-        await page("models_sorted", f"{exp}/models{ml}", click="val_map3", wide=True)
-        await page("models_sort_menu", f"{exp}/models{ml}", click="Sort:...")
+        await page("models_tab", f"{exp}/models{ml}", on=wide)
+        await page("models_sorted", f"{exp}/models{ml}", click="val_map3", on=wide)
+        await page("models_sort_menu", f"{exp}/models{ml}", click="Sort:...", on=wide)
         await page("models_charts", f"{exp}/models{ml}&viewMode=CHART")
         await page("main_run", f"{exp}/runs/{main_run.info.run_id}{ml}")
         if "fold" in runs:
@@ -246,6 +241,7 @@ async def shoot_all(args, base: str, eid: str, runs: dict, out: Path, model_vers
             print(f"{out / 'local_storage.json'}  <- what the UI stored in the browser")
     finally:
         await browser.close()
+        await wide.close()
 
 
 def main() -> int:
