@@ -206,6 +206,9 @@ async def shoot_all(args, base: str, eid: str, runs: dict, out: Path, model_vers
 
         async def page(stem: str, url: str, click: str = "", on: Browser = browser) -> None:
             await on.goto(url, args.settle)
+            if on is wide:  # drawn again from a full load: the grid's header then lines up
+                await on.call("Page.reload")
+                await asyncio.sleep(args.settle)
             if click and not await on.click_header(click, args.settle):
                 print(f"  (no column header {click!r} on {stem})")
             await on.shoot(out / f"{stem}.png")
