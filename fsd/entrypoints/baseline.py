@@ -6,8 +6,8 @@ LogisticRegression; ``hgb``: HistGradientBoostingClassifier; ``svc``: quantile-s
 and ``fsd.baseline=<model>``. Each logs the headline metrics the ensemble run logs under the
 same names (``oof_map3``, ``oof_accuracy``) and the macro mean of per-class average precision
 (``oof_ap_macro``), linked to its LoggedModel and to the clip table they were measured on; per
-fold ``oof/fold_<k>_map3`` (where the ensemble's are ``cnn/...`` and ``blend/...``), fit times
-(``perf/``), the counts as params (``fit.n_clips``, ``fit.n_skipped``, ``fit.n_features``), the
+fold a table (``oof/per_fold.csv``, as the ensemble's), fit times as params (``perf.*``), the
+counts as params (``fit.n_clips``, ``fit.n_skipped``, ``fit.n_features``), the
 per-class/per-fold/confusion plots, per class a table (``oof/oof_per_class.csv``: MAP@3, AP,
 clips), the out-of-fold probabilities (``oof/oof_probabilities.csv``: fname, label, one column
 per class) and the final model fitted on every train clip, twice: the scikit-learn estimator as
@@ -102,6 +102,7 @@ def baseline_logged(cfg: Config, store, features_run: str, name: str, *, nested:
     from fsd.baseline.fit import run_baseline
     from fsd.baseline.model import model_params
     from fsd.evaluation.metrics import at_chance
+    from fsd.evaluation.oof import per_fold_table
     from fsd.evaluation.plots import plot_oof
     from fsd.tracking import datasets, models
     from fsd.tracking.artifacts import (
@@ -111,6 +112,7 @@ def baseline_logged(cfg: Config, store, features_run: str, name: str, *, nested:
         OOF_PROBS,
         log_frame,
     )
+    from fsd.tracking.rounding import figure_text
     from fsd.train.experimentdir import ExperimentDir
 
     tags = {tracking.TAG_BASELINE: name,
@@ -133,6 +135,10 @@ def baseline_logged(cfg: Config, store, features_run: str, name: str, *, nested:
         what = _describe_model(cfg, name)
         metrics = result.metrics()
         scores = {k: metrics.pop(k) for k in MODEL_METRICS if k in metrics}
+        # one chart per metric: per-fold figures are a table, timings params (rounded)
+        metrics = {k: v for k, v in metrics.items() if not k.startswith("oof/")}
+        tracking.log_new_params({k.replace("/", "."): figure_text(k, metrics.pop(k))
+                                 for k in [k for k in metrics if k.startswith("perf/")]})
         model_id = ""
         if result.model is not None and result.model.estimator is not None:
             model_id = _log_model(cfg, name, what, result, settings, store, scores, chance,
@@ -148,6 +154,7 @@ def baseline_logged(cfg: Config, store, features_run: str, name: str, *, nested:
         log_frame(result.probabilities_frame(), out / OOF_PROBS, OOF_ARTIFACT)
         log_frame(result.scores.frame, out / "oof_baseline.csv", OOF_ARTIFACT)
         log_frame(result.per_class_frame(), out / "oof_per_class.csv", OOF_ARTIFACT)
+        log_frame(per_fold_table({"oof": result.scores}), out / "per_fold.csv", OOF_ARTIFACT)
         path = result.model.save(out / MODEL_FILE)
         mlflow.log_artifact(str(path), MODEL_ARTIFACT)
         mlflow.set_tag(tracking.TAG_AT_CHANCE, str(chance).lower())

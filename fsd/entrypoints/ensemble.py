@@ -14,12 +14,13 @@ baseline``), one baseline is blended in: ``p = w * cnn + (1 - w) * baseline``, `
 ``ensemble.blend_steps + 1`` values in [0, 1] (ties: the larger ``w``), the baseline the one
 whose blend scores best. What each figure measures:
 
-- ``oof_map3`` / ``oof_accuracy``, the headline (what ``@champion`` is decided on): the blend as
-  a procedure, scored out of fold with the choice nested: each fold's clips are blended with
-  the baseline and weight chosen on the *other* folds' out-of-fold predictions
-  (``blend/nested_choices.csv``); per fold ``blend/fold_<k>_map3``. Without a blend: the CNN's.
-- ``cnn_oof_map3`` / ``cnn_oof_accuracy``: the CNN fold ensemble alone (with TTA); per fold
-  ``cnn/fold_<k>_map3``.
+- ``oof_map3`` / ``oof_accuracy``, the headline (what the alias, e.g. ``champion``, is decided
+  on): the blend as a procedure, scored out of fold with the choice nested: each fold's clips
+  are blended with the baseline and weight chosen on the *other* folds' out-of-fold
+  predictions (``blend/nested_choices.csv``). Without a blend: the CNN's.
+- ``cnn_oof_map3`` / ``cnn_oof_accuracy``: the CNN fold ensemble alone (with TTA).
+- per fold, both, in one table: ``oof/per_fold.csv``; the folds' own validation (no TTA) as
+  the params ``folds_mean.val_map3`` / ``folds_mean.val_accuracy``; timings as ``perf.*`` params.
 - ``blend_insample_oof_map3`` / ``..._accuracy``: the blend the served model uses, chosen on
   every fold's predictions and scored on the same ones (optimistic: the choice saw the clips);
   ``blend_weight`` its weight, ``blend/blend_candidates.csv`` every candidate's.
@@ -53,6 +54,10 @@ log = logging.getLogger(__name__)
 
 # the ensemble LoggedModel's metrics (the run's too); every other figure is the run's only
 MODEL_METRICS = ("oof_map3", "oof_accuracy", "cnn_oof_map3", "cnn_oof_accuracy")
+# The run's metrics, each a chart on its metrics tab: the 4 above, the blend's 3
+# (blend_weight, blend_insample_oof_*) and, where the test clips are labelled, their MAP@3
+# (test_map3, public_map3, private_map3). Nothing else becomes a metric.
+MAX_RUN_METRICS = 10
 
 __all__ = ["build_ensemble", "ensemble_logged", "logged_model_name", "select_fold_runs"]
 
@@ -192,36 +197,44 @@ def _fetch_baseline_model(run_id: str, dst: Path) -> Path | None:
 def _log_result(result: EnsembleResult, out: Path, n_folds: int, crops: int, model_id: str,
                 clips) -> None:
     """The stage's scores, tables and plots on the active run: the headline and the CNN's
-    overall figures linked to the ensemble's LoggedModel and the clip table; the rest the
-    run's only (see the module docstring for what each measures)."""
+    overall figures linked to the ensemble's LoggedModel and the clip table; the blend's
+    in-sample figures the run's only (see the module docstring for what each measures).
+
+    A metric is a chart on the run's metrics tab: only figures that compare runs are metrics
+    (at most :data:`MAX_RUN_METRICS`); per-fold figures are one table
+    (``oof/per_fold.csv``), timings and the folds' own mean validation params."""
     import mlflow
 
     from fsd.evaluation.plots import plot_oof
     from fsd.tracking import models
     from fsd.tracking.artifacts import OOF_ARTIFACT, log_frame
+    from fsd.tracking.rounding import figure_text
 
     cnn, chosen = result.cnn, result.blend
     mlflow.log_params({"ensemble.folds": n_folds, "ensemble.lengths_used": str(result.lengths),
-                       "ensemble.views_per_clip": len(result.lengths) * crops})
+                       "ensemble.views_per_clip": len(result.lengths) * crops,
+                       "perf.oof_seconds": figure_text("seconds", cnn.seconds),
+                       "perf.oof_clips_per_s": figure_text(
+                           "clips_per_s", len(cnn.y) / max(cnn.seconds, 1e-9)),
+                       **{k.replace("/", "."): figure_text(k, v)
+                          for k, v in result.folds_mean.items()}})
     headline = {"oof_map3": result.oof.overall, "oof_accuracy": result.oof.accuracy,
                 "cnn_oof_map3": cnn.scores.overall, "cnn_oof_accuracy": cnn.scores.accuracy}
     models.log_model_metrics(headline, model_id, clips)
-    run_only = {"perf/oof_seconds": cnn.seconds,
-                "perf/oof_clips_per_s": len(cnn.y) / max(cnn.seconds, 1e-9),
-                **cnn.scores.fold_metrics("cnn"), **result.folds_mean}
+    log_frame(per_fold_frame(result), out / "per_fold.csv", OOF_ARTIFACT)
     if result.nested is not None:
-        run_only.update(result.oof.fold_metrics("blend"))
         log_frame(result.nested.choices, out / "nested_choices.csv", "blend")
     if chosen is not None:
-        run_only.update({"blend_weight": chosen.weight,
-                         "blend_insample_oof_map3": chosen.oof_map3,
-                         "blend_insample_oof_accuracy": chosen.oof_accuracy,
-                         "baseline_oof_map3": chosen.baseline_oof_map3})
-        mlflow.log_param("blend.clips", chosen.clips)
-        mlflow.set_tags({tracking.TAG_BLEND_RUN: chosen.run_id, tracking.TAG_BLEND_MODEL: chosen.name})
+        tracking.log_run_metrics({"blend_weight": chosen.weight,
+                                  "blend_insample_oof_map3": chosen.oof_map3,
+                                  "blend_insample_oof_accuracy": chosen.oof_accuracy})
+        mlflow.log_params({"blend.clips": chosen.clips,
+                           "blend.baseline_oof_map3": figure_text("map3",
+                                                                  chosen.baseline_oof_map3)})
+        mlflow.set_tags({tracking.TAG_BLEND_RUN: chosen.run_id,
+                           tracking.TAG_BLEND_MODEL: chosen.name})
         log_frame(chosen.choice.table(), out / "blend_weights.csv", "blend")
         log_frame(chosen.candidates, out / "blend_candidates.csv", "blend")
-    tracking.log_run_metrics(run_only)
     mlflow.log_param("ensemble.blended", str(result.blended).lower())
     mlflow.set_tag(tracking.TAG_BLENDED, str(result.blended).lower())
     plots = plot_oof(cnn.scores, cnn.y, cnn.probs, cnn.labels, out / "plots" / "cnn",
@@ -237,6 +250,17 @@ def _log_result(result: EnsembleResult, out: Path, n_folds: int, crops: int, mod
     log_frame(per_class_frame(result), out / "oof_per_class.csv", OOF_ARTIFACT)
     if result.test is not None:
         _log_test(result.test, out)
+
+
+def per_fold_frame(result: EnsembleResult):
+    """Per fold: its clips, the CNN fold ensemble's MAP@3 and accuracy (with TTA) and, with
+    a nested blend, the blend's (each fold's choice made on the other folds)."""
+    from fsd.evaluation.oof import per_fold_table
+
+    scored = {"cnn": result.cnn.scores}
+    if result.nested is not None:
+        scored["blend"] = result.oof
+    return per_fold_table(scored)
 
 
 def per_class_frame(result: EnsembleResult):
@@ -256,16 +280,20 @@ def _log_test(test: TestScores, out: Path) -> None:
     import mlflow
 
     from fsd.tracking.artifacts import log_frame
+    from fsd.tracking.rounding import figure_text
 
-    run_only = {}
     if test.probabilities is not None:
-        run_only = {"perf/test_seconds": test.seconds,
-                    "perf/test_clips_per_s": len(test.probabilities) / max(test.seconds, 1e-9)}
-        mlflow.log_param("test.clips_predicted", len(test.probabilities))
+        mlflow.log_params({"test.clips_predicted": len(test.probabilities),
+                           "perf.test_seconds": figure_text("seconds", test.seconds),
+                           "perf.test_clips_per_s": figure_text(
+                               "clips_per_s", len(test.probabilities) / max(test.seconds, 1e-9))})
         log_frame(test.probabilities, out / "test_probabilities.csv", "test")
     mlflow.log_param("test.clips_prior_only", len(test.prior_only))
     log_frame(test.submission, out / "submission.csv", "submission")
-    tracking.log_run_metrics({**run_only, **(test.scores or {})})
+    scores = test.scores or {}
+    # the labelled test clips' MAP@3 (all, public, private) are metrics, their counts params
+    mlflow.log_params({f"test.{k}": int(v) for k, v in scores.items() if k.startswith("n_")})
+    tracking.log_run_metrics({k: v for k, v in scores.items() if not k.startswith("n_")})
 
 
 def _summary(result: EnsembleResult, run_id: str, key: str) -> dict:
@@ -289,6 +317,7 @@ def _log_model(cfg: Config, train_cfg: Config, result: EnsembleResult, summary: 
     import mlflow
 
     from fsd.serving.pyfunc import log_ensemble_model
+    from fsd.tracking.descriptions import markdown_safe
 
     e = cfg.ensemble
     params = {"folds": ",".join(str(k) for k in runs), "train_key": summary["train_key"],
@@ -302,7 +331,8 @@ def _log_model(cfg: Config, train_cfg: Config, result: EnsembleResult, summary: 
     model = mlflow.initialize_logged_model(
         name=logged_model_name(e.model_name), source_run_id=mlflow.active_run().info.run_id,
         params={k: str(v) for k, v in params.items()}, model_type="pyfunc",
-        tags={tracking.TAG_NOTE: tracking.ensemble_model_description(train_cfg, summary, runs, dataset_name)})
+        tags={tracking.TAG_NOTE: markdown_safe(tracking.ensemble_model_description(
+            train_cfg, summary, runs, dataset_name))})
     info = log_ensemble_model(result.bundle, result.info, name=logged_model_name(e.model_name),
                               sample_rate=train_cfg.audio.sample_rate, model_id=model.model_id)
     mlflow.set_tag(tracking.TAG_MODEL_URI, info.model_uri)
@@ -318,6 +348,7 @@ def _register(cfg: Config, train_cfg: Config, result: EnsembleResult, summary: d
     import mlflow
 
     from fsd.serving.registry import register_and_promote
+    from fsd.tracking.rounding import figure_text
 
     e = cfg.ensemble
     promo = register_and_promote(summary["model_uri"], e.model_name, e.alias,
@@ -328,8 +359,8 @@ def _register(cfg: Config, train_cfg: Config, result: EnsembleResult, summary: d
     mlflow.set_tags({tracking.TAG_REGISTERED_VERSION: promo.version,
                      tracking.TAG_ALIAS_MOVED: str(promo.moved).lower(),
                      tracking.TAG_ALIAS_REASON: promo.reason})
-    if promo.previous_score is not None:
-        tracking.log_run_metrics({"holder_oof_map3": promo.previous_score})
+    if promo.previous_score is not None:  # the holder's figure, not this run's: a param
+        mlflow.log_param("registry.holder_oof_map3", figure_text("map3", promo.previous_score))
     return {"promotion": promo.as_dict()}
 
 
@@ -344,28 +375,37 @@ def logged_model_name(model_name: str) -> str:
 def describe_registered(name: str, version: str, cfg: Config, summary: dict, runs: dict,
                         run_id: str) -> None:
     """Descriptions of the registered model (what it is, how to call it) and of this version
-    (data, folds, out-of-fold score, the config that made it)."""
+    (data, folds, out-of-fold score, the config that made it). Each opens with a plain line
+    (no Markdown): the registry's lists print a description's first line as it is."""
     from mlflow.tracking import MlflowClient
 
+    from fsd.tracking.descriptions import markdown_safe
+
     client = MlflowClient()
+    alias = cfg.ensemble.alias
     model_text = (
-        f"Sound tagger trained by `fsd` (config `{cfg.name}`): raw audio in (column `audio`, "
-        "base64-encoded bytes of any format soundfile reads), the top-k labels with scores out. "
-        "An ensemble of the CNN fold models with test-time augmentation (blended with a "
-        "summary-feature baseline where that scores better out of fold). Each version's "
-        f"description gives its data, folds and out-of-fold MAP@3; the alias "
-        f"`@{cfg.ensemble.alias}` moves to a version only when its out-of-fold MAP@3 (the "
-        "blend's choice made on the other folds) beats the holder's.\n\n"
-        f"Serve: `fsd serve --model \"models:/{name}@{cfg.ensemble.alias}\"`")
+        f"Sound tagger trained by fsd (config {cfg.name}): raw audio in, the top-k labels "
+        "out.\n\n"
+        "Input: column `audio`, base64-encoded bytes of any format soundfile reads; output: the "
+        "top-k labels with scores. An ensemble of the CNN fold models with test-time "
+        "augmentation (blended with a summary-feature baseline where that scores better out of "
+        "fold). Each version's description gives its data, folds and out-of-fold MAP@3; the "
+        f"alias `{alias}` moves to a version only when its out-of-fold MAP@3 (the blend's choice "
+        "made on the other folds) beats the holder's.\n\n"
+        f"Serve: `fsd serve --model \"models:/{name}@{alias}\"`")
     folds = ", ".join(str(k) for k in runs)
+    first = (f"Out-of-fold MAP@3 {summary['oof_map3']:.4f}, accuracy "
+             f"{summary['oof_accuracy']:.4f} ({'blend' if summary.get('blended') else 'CNN'} "
+             f"ensemble of {len(runs)} folds, config {cfg.name}).")
     version_text = (
-        f"{tracking.ensemble_scores_line(summary)}; data: {tracking.data_summary(cfg)}; {len(runs)} folds "
-        f"({folds}) of training key `{summary.get('train_key', '')}`; config `{cfg.name}` "
+        f"{first}\n\n{tracking.ensemble_scores_line(summary)}; data: "
+        f"{tracking.data_summary(cfg)}; {len(runs)} folds ({folds}) of training key "
+        f"`{summary.get('train_key', '')}`; config `{cfg.name}` "
         f"(model {cfg.model.backbone}, width {cfg.model.width}; the full config is "
         f"`config.yaml` of ensemble run {run_id}); TTA lengths {summary.get('tta_lengths')} x "
         f"{cfg.ensemble.tta_crops} crops.")
     try:
-        client.update_registered_model(name, description=model_text)
-        client.update_model_version(name, str(version), description=version_text)
+        client.update_registered_model(name, description=markdown_safe(model_text))
+        client.update_model_version(name, str(version), description=markdown_safe(version_text))
     except Exception as exc:  # a description is no reason to fail the step
         log.warning("could not describe registered model %s v%s: %s", name, version, exc)

@@ -70,7 +70,7 @@ def featurize_logged(cfg: Config):
                      tracking.TAG_REUSED: str(result.reused).lower()})
     datasets.log_dataset(datasets.store_dataset(cfg, result.store.index, key), datasets.FEATURIZE)
     metrics, params = stats_split(result.stats)
-    mlflow.log_metrics(metrics)
+    tracking.log_run_metrics(metrics)
     tracking.log_new_params(params)
     # plots and reports once each, at the top (the store's copies stay out of features/)
     tracking.log_files(result.plots, "plots")
@@ -86,16 +86,21 @@ def featurize_logged(cfg: Config):
     return result
 
 
-# featurize's timings: metrics (under perf/); every other figure is a count or a size of the
-# data, logged as a param "featurize.<name>"
+# featurize's timings: params "perf.<name>" (3 significant digits); every other figure is a
+# count or a size of the data, a param "featurize.<name>". None is a metric: one number a run,
+# nobody plots it (a single-bar chart each).
 _TIMINGS = ("extract_s", "elapsed_s", "audio_seconds_per_s")
 
 
 def stats_split(stats: dict) -> tuple[dict[str, float], dict[str, str]]:
-    metrics = {f"perf/{k}": float(v) for k, v in stats.items() if k in _TIMINGS and _is_number(v)}
-    params = {f"featurize.{k}": (f"{v:.1f}" if isinstance(v, float) else str(v))
-              for k, v in stats.items() if k not in _TIMINGS and _is_number(v)}
-    return metrics, params
+    """featurize's stats as (metrics, params): no metric, the timings and counts params."""
+    from fsd.tracking.rounding import figure_text
+
+    params = {f"perf.{k}": figure_text(k, v) for k, v in stats.items()
+              if k in _TIMINGS and _is_number(v)}
+    params.update({f"featurize.{k}": (f"{v:.1f}" if isinstance(v, float) else str(v))
+                   for k, v in stats.items() if k not in _TIMINGS and _is_number(v)})
+    return {}, params
 
 
 def _is_number(v: object) -> bool:

@@ -237,14 +237,15 @@ def _print_summary(cfg: Config, run_id: str, summary: dict, table: pd.DataFrame)
         r = client.get_run(rid)
         lines.append(f"  baseline {r.data.tags.get(tracking.TAG_BASELINE)}: {rid}  "
                      f"oof_map3={r.data.metrics.get('oof_map3', float('nan')):.4f}")
-    shown = {"features_run": ("perf/audio_seconds_per_s",),
+    shown = {"features_run": ("perf.audio_seconds_per_s",),  # a param: a timing
              "ensemble_run": ("oof_map3", "oof_accuracy", "cnn_oof_map3", "blend_weight",
                               "blend_insample_oof_map3")}
     for key in ("features_run", "ensemble_run"):
         if summary.get(key):
             r = client.get_run(summary[key])
-            metrics = ", ".join(f"{k}={r.data.metrics[k]:.4g}" for k in shown[key]
-                                if k in r.data.metrics)
+            figures = {**r.data.params, **r.data.metrics}
+            metrics = ", ".join(f"{k}={float(figures[k]):.4g}" for k in shown[key]
+                                if k in figures)
             lines.append(f"  {key}: {r.info.run_id}  {metrics}")
     for rid in summary.get("fold_runs", []):
         r = client.get_run(rid)

@@ -88,14 +88,14 @@ def results_table(main_run_id: str) -> pd.DataFrame:
     if folds:
         n = len(folds)
         rows.append({"model": "CNN stage 1 (log-mel)",
-                     "accuracy": _mean(folds, "best/stage1_val_accuracy"),
-                     "map3": _mean(folds, "best/stage1_val_map3"),
+                     "accuracy": _mean(folds, "stage1_best_val_accuracy"),
+                     "map3": _mean(folds, "stage1_best_val_map3"),
                      "scored": f"fold validation, mean of {n}", "run": ""})
-        stage2 = "best/stage2_val_accuracy" in folds[0].data.metrics
+        stage2 = "stage2_best_val_accuracy" in folds[0].data.metrics
         rows.append({"model": "CNN stage 2 (log-mel + PCA)",
-                     "accuracy": _mean(folds, "best/stage2_val_accuracy" if stage2
+                     "accuracy": _mean(folds, "stage2_best_val_accuracy" if stage2
                                        else "val_accuracy"),
-                     "map3": _mean(folds, "best/stage2_val_map3" if stage2 else "val_map3"),
+                     "map3": _mean(folds, "stage2_best_val_map3" if stage2 else "val_map3"),
                      "scored": f"fold validation, mean of {n}", "run": ""})
         kept = [r.data.params.get("fold.selected_stage") or r.data.tags.get(tracking.TAG_SELECTED_STAGE)
                 for r in folds]

@@ -134,6 +134,7 @@ def _tracker_class() -> type:
     from optuna.trial import TrialState
 
     from fsd.sweep import study
+    from fsd.tracking.rounding import rounded
 
     status_of = {TrialState.COMPLETE: "FINISHED", TrialState.PRUNED: "KILLED",
                  TrialState.FAIL: "FAILED"}
@@ -172,7 +173,7 @@ def _tracker_class() -> type:
 
         def fold_done(self, fold: int, value: float, workdir: Path) -> None:
             if self.multi_fold:
-                mlflow.log_metric(f"fold_{fold}/{study.OBJECTIVE}", value)
+                tracking.log_run_metrics({f"fold_{fold}/{study.OBJECTIVE}": value})
             # The model stays in the workdir: a sweep keeps only what compares trials.
             files = FoldDir(workdir)
             tracking.log_files([files.history, files.result], f"fold_{fold}")
@@ -196,7 +197,8 @@ def _tracker_class() -> type:
                 for k, v in tags.items():
                     client.set_tag(self.run_id, k, v)
                 if value is not None:
-                    client.log_metric(self.run_id, study.OBJECTIVE, value)
+                    client.log_metric(self.run_id, study.OBJECTIVE,
+                                      rounded(study.OBJECTIVE, value))
                 tracking.describe(tracking.trial_description(
                     self.cfg, self.study_name, trial.number, trial.params, value,
                     state.name.lower()), run_id=self.run_id)
@@ -242,7 +244,7 @@ def log_study(opt: optuna.Study, cfg: Config, root: Path, run_id: str, n_before:
         log.error("study %r has no completed trial (%d pruned, %d failed): no best config",
                   opt.study_name, summary["n_pruned"], summary["n_failed"])
         return 1
-    mlflow.log_metric(f"best_{study.OBJECTIVE}", best.value)
+    tracking.log_run_metrics({f"best_{study.OBJECTIVE}": best.value})
     tracking.describe(tracking.sweep_description(
         cfg, opt.study_name, summary, best.user_attrs.get(RUN_ID_ATTR, ""), best.number,
         best.value, best.params, BEST_CONFIG_ARTIFACT))

@@ -9,8 +9,10 @@ its featurize run and its training key (the same for every fold of one recipe, s
 ensemble step can find the set), and logs the best model (.keras), the fold's scaler+PCA,
 history, plots and out-of-fold predictions. The kept network is also the run's LoggedModel
 (Keras flavor, ``cnn-fold-<k>``): described, with the params that made it, and its validation
-metrics (``val_map3``, ``val_accuracy``, ``val_loss``) linked to it and to the dataset they were
-measured on (the fold's clips); the run logs the clip table as its training input.
+metrics (``val_map3``, ``val_accuracy``, ``val_loss``) linked to it and to the clip table (the
+same dataset for every fold, so the folds line up in the Models tab); the run logs the clip
+table as its training input and the fold's clips as its validation input. CPU and memory are
+sampled often enough to draw a curve (:func:`fsd.tracking.runs.sample_system_metrics`).
 
 Resumable: rerunning the same command continues from the fold's last checkpoint (started with
 ``fsd train-fold``, also in the same MLflow run; under ``mlflow run`` the launcher opens a new one).
@@ -71,7 +73,7 @@ def train_fold_logged(cfg: Config, store, features_run: str, *, nested: bool = F
     process (the tag MLflow's ``nested=True`` would set)."""
     import mlflow
 
-    from fsd.tracking.runs import reap_if_gone, resume_run, unfinished_run
+    from fsd.tracking.runs import reap_if_gone, resume_run, sample_system_metrics, unfinished_run
     from fsd.train.fit import train_fold
 
     fold = cfg.train.fold
@@ -96,6 +98,7 @@ def train_fold_logged(cfg: Config, store, features_run: str, *, nested: bool = F
     resume_id = "" if launched else previous
     if previous and previous != launched:
         reap_if_gone(previous)  # its process is gone: KILLED, not RUNNING forever
+    sample_system_metrics(expected_steps(cfg, store, fold))  # CPU/memory draw a curve
     if resume_id:
         log.info("resuming fold %d in MLflow run %s", fold, resume_id)
         ctx = resume_run(resume_id, nested=nested)
@@ -173,6 +176,21 @@ def _fetch_remote_checkpoint(cfg: Config, fold: int, store_key: str, files: Fold
     return {tracking.TAG_CONTINUES: rid, tracking.TAG_RESUMED_CHECKPOINT: f"{rid} {where}"}
 
 
+def expected_steps(cfg: Config, store, fold: int) -> int:
+    """About how many training steps fold ``fold`` takes: both stages' epochs times the
+    steps of an epoch (a pass over the other folds' clips, or the configured count)."""
+    import math
+
+    t = cfg.train
+    index = getattr(store, "index", None)
+    n_train = int((index["fold"] != fold).sum()) if index is not None and "fold" in index else 0
+    per_epoch = t.steps_per_epoch or max(math.ceil(n_train / max(t.batch_size, 1)),
+                                         t.min_steps_per_epoch, 1)
+    epochs = sum(s.cyclic_epochs + s.plateau_low_epochs + s.plateau_high_epochs
+                 for s in (t.stage1, t.stage2))
+    return epochs * per_epoch
+
+
 def _reuse_note(workdir: Path, earlier: str, replayed: int, trained: int) -> str:
     """What the description says about work this run did not do itself ('' when none)."""
     if not replayed:
@@ -187,7 +205,7 @@ def _reuse_note(workdir: Path, earlier: str, replayed: int, trained: int) -> str
             "were trained in this run.")
 
 
-# the kept model's validation figures: the run's and its LoggedModel's, on the fold's clips
+# the kept model's validation figures (on the fold's clips): the run's and its LoggedModel's
 MODEL_METRICS = ("val_map3", "val_accuracy", "val_loss")
 
 
@@ -195,7 +213,7 @@ def log_fold_outputs(workdir: Path, cfg: Config | None = None, store=None,
                      fold: int | None = None) -> dict:
     """Log a finished fold's result.json (measurements as metrics, counts as params: see
     tracking.fold_summary), its files and plots, and its network as the run's LoggedModel with
-    the validation metrics linked to it and to the fold's clips (with ``cfg`` and a store
+    the validation metrics linked to it and to the clip table (with ``cfg`` and a store
     that has an index); returns result.json's content."""
     import mlflow
 
@@ -224,11 +242,18 @@ def log_fold_outputs(workdir: Path, cfg: Config | None = None, store=None,
 def _log_fold_model(cfg: Config, store, fold: int, files: FoldDir, summary: dict,
                     val: dict[str, float]) -> str:
     """The fold's network as a Keras LoggedModel of the run, its validation metrics linked
-    to it and to the fold's clips; returns its model id ('' when there is no network)."""
+    to it and to the clip table (the fold's clips are the run's validation input); returns its
+    model id ('' when there is no network).
+
+    Every fold links its ``val_*`` to the same dataset, the clip table the baselines and the
+    ensemble are scored on: the Models tab groups a metric's column by dataset, so folds
+    linked to their own fold's clips never shared a column; this way ``val_map3`` is one
+    column (and one chart) for all folds, beside the others' ``oof_map3``."""
     from fsd.tracking import datasets, models
 
     feature_key = tracking.feature_key(cfg)
-    datasets.log_dataset(datasets.store_dataset(cfg, store.index, feature_key), datasets.TRAINING)
+    clips = datasets.store_dataset(cfg, store.index, feature_key)
+    datasets.log_dataset(clips, datasets.TRAINING)
     held_out = datasets.store_dataset(cfg, store.index, feature_key, fold=fold)
     datasets.log_dataset(held_out, datasets.VALIDATION)
     if not files.model.is_file():
@@ -243,15 +268,16 @@ def _log_fold_model(cfg: Config, store, fold: int, files: FoldDir, summary: dict
     description = (
         f"**CNN of fold {fold}** (`{cfg.name}`, {cfg.model.backbone}, kept: {kept}): trained "
         f"on the other folds' {summary.get('n_train', '?')} clips, validated on the "
-        f"{summary.get('n_val', '?')} clips of fold {fold} (dataset `{held_out.name}`): "
-        f"{figures} (fixed lengths, centre crops, no TTA). Input: log-mel "
+        f"{summary.get('n_val', '?')} clips of fold {fold} (dataset `{held_out.name}`, the "
+        f"fold-{fold} rows of `{clips.name}`): {figures} (fixed lengths, centre crops, no "
+        "TTA). Input: log-mel "
         f"{'and the PCA of the summary features ' if kept == 'stage2' else ''}as the fold's "
         "`fold/` artifacts scale them.")
     # the model's step: the run's epochs (the network as it stands after them)
     step = _epochs_logged(files)
     model = models.log_keras_model(files.model, name=f"cnn-fold-{fold}", description=description,
                                    params=params, step=step)
-    models.log_model_metrics(val, model.model_id, held_out)
+    models.log_model_metrics(val, model.model_id, clips)
     return model.model_id
 
 

@@ -98,3 +98,17 @@ def per_class_table(scores: OOFScores) -> pd.DataFrame:
         f"map{scores.k}": list(scores.per_class.values()),
         "clips": [scores.class_counts[c] for c in scores.per_class],
     }).sort_values(f"map{scores.k}", kind="stable")
+
+
+def per_fold_table(scored: dict[str, OOFScores]) -> pd.DataFrame:
+    """Per fold: its clips and, for each named set of scores (``{"cnn": ..., "blend": ...}``),
+    ``<name>_map3`` and ``<name>_accuracy``: the per-fold figures as one table, not one metric
+    (one single-bar chart) each."""
+    first = next(iter(scored.values()))
+    counts = first.frame["fold"].value_counts()
+    frame = pd.DataFrame({"fold": sorted(first.per_fold)})
+    frame["clips"] = [int(counts.get(f, 0)) for f in frame["fold"]]
+    for name, s in scored.items():
+        frame[f"{name}_map{s.k}"] = [s.per_fold.get(f, np.nan) for f in frame["fold"]]
+        frame[f"{name}_accuracy"] = [s.per_fold_accuracy.get(f, np.nan) for f in frame["fold"]]
+    return frame

@@ -4,9 +4,10 @@ returns plain results.
 
 Its rooms: ``tags`` (what runs are tagged with), ``keys`` (pure: whether two runs did the same
 work), ``runs`` (open, resume, reap the dead), ``lookups`` (find earlier steps' runs and their
-feature store), ``params`` and ``epochs`` (what a run logs), ``artifacts`` (log and fetch
-files), ``datasets`` (the data a run reads, as MLflow datasets), ``models`` (fold CNNs and
-baselines as MLflow LoggedModels, the metrics linked to them), ``descriptions`` and ``links``
+feature store), ``params``, ``epochs`` and ``rounding`` (what a run logs, rounded to what it
+resolves), ``artifacts`` (log and fetch files), ``datasets`` (the data a run reads, as MLflow
+datasets), ``models`` (fold CNNs and baselines as MLflow LoggedModels, the metrics linked to
+them), ``descriptions`` and ``links``
 (what the UI shows), ``experiment`` (the experiment's view and description). ``from fsd import
 tracking`` gives the names below, so a step reads ``tracking.stage_run``, ``tracking.TAG_FOLD``.
 

@@ -2,8 +2,10 @@
 labels and folds), whole or one fold's validation clips.
 
 Every step logs the dataset it read (``mlflow.log_input``), and the metrics that score a model
-name the dataset they were measured on (``mlflow.log_metric(..., dataset=...)``): a fold's
-validation figures its fold's clips, out-of-fold figures the whole table. The same table gives
+name the dataset they were measured on (``mlflow.log_metric(..., dataset=...)``): the whole
+table, which out-of-fold figures score and whose fold-k rows a fold's validation figures score
+(that fold's clips are the fold run's validation input), so every model's figures share one
+dataset and the Models tab lines them up in one column each. The same table gives
 the same digest in every step, so the UI shows one dataset across featurize, the folds, the
 baselines and the ensemble.
 """

@@ -1,7 +1,13 @@
-"""Run descriptions: what the MLflow UI shows at the top of a run, in Markdown."""
+"""Run descriptions: what the MLflow UI shows at the top of a run, in Markdown.
+
+Every description ``fsd`` writes (runs, LoggedModels, the registered model and its versions)
+passes :func:`markdown_safe`: the UI's Markdown turns a bare ``@word`` into a link to
+github.com/word, so a mention such as ``@champion`` is code-formatted instead.
+"""
 
 from __future__ import annotations
 
+import re
 from typing import Any
 
 from fsd.config import Config
@@ -28,6 +34,17 @@ def data_summary(cfg: Config) -> str:
     return f"`{d.csv}` (audio in `{d.audio_dir}`)"
 
 
+# a bare mention: @ after a start, space or opening bracket, then a name
+_MENTION = re.compile(r"(?<![\w`@/.])@([A-Za-z0-9][\w.-]*[\w]|[A-Za-z0-9])")
+
+
+def markdown_safe(text: str) -> str:
+    """``text`` with every bare ``@word`` outside code spans code-formatted (`` `@word` ``),
+    so MLflow's Markdown does not render it as a link to github.com/word."""
+    parts = re.split(r"(`[^`]*`)", text)  # odd items are code spans: left as they are
+    return "".join(p if i % 2 else _MENTION.sub(r"`@\1`", p) for i, p in enumerate(parts))
+
+
 def describe(text: str, *, run_id: str | None = None) -> None:
     """Set a run's description (the active run's by default), closing with its parent.
 
@@ -45,7 +62,7 @@ def describe(text: str, *, run_id: str | None = None) -> None:
         except Exception:
             pname = parent[:8]
         text = text.rstrip() + f"\n\nParent run: {run_link(parent, pname)}."
-    client.set_tag(rid, TAG_NOTE, text[:5000])
+    client.set_tag(rid, TAG_NOTE, markdown_safe(text)[:5000])
 
 
 def fold_description(cfg: Config, fold: int, result: dict[str, Any], features_run: str = "",
@@ -131,18 +148,18 @@ def ensemble_description(cfg: Config, summary: dict, runs: dict, lengths: list[i
     lines = [f"**ensemble** of `{cfg.name}` on {data_summary(cfg)}: the {len(runs)} "
              f"fold models, test-time augmentation {len(lengths)} lengths x {crops} crops.",
              "", f"- {ensemble_scores_line(summary)}",
-             "- per fold: `cnn/fold_<k>_map3` (the CNN ensemble with TTA)"
-             + (", `blend/fold_<k>_map3` (the blend, chosen on the other folds; "
-                "`blend/nested_choices.csv`)" if summary.get("nested") else "")
-             + "; the folds' own validation (no TTA): `folds_mean/val_map3`; per class: "
-             "`oof/oof_per_class.csv`", f"- folds: {folds}"]
+             "- per fold: `oof/per_fold.csv` (the CNN ensemble with TTA"
+             + ("; the blend, each fold's choice made on the other folds: "
+                "`blend/nested_choices.csv`" if summary.get("nested") else "")
+             + "); the folds' own validation (no TTA): param `folds_mean.val_map3`; per "
+             "class: `oof/oof_per_class.csv`", f"- folds: {folds}"]
     if summary.get("baseline_run"):
         lines.append(f"- blended baseline: {run_link(summary['baseline_run'], 'run')}")
     promo = summary.get("promotion")
     if promo:
         lines.append(f"- registered as `{promo['name']}` version {promo['version']}: "
                      f"{'took' if promo['moved'] else 'did not take'} the alias "
-                     f"`@{promo['alias']}` (decided on `oof_map3`: {promo['reason']})")
+                     f"`{promo['alias']}` (decided on `oof_map3`: {promo['reason']})")
     for k in ("public_map3", "private_map3"):
         if k in summary:
             lines.append(f"- test {k.split('_')[0]} MAP@3 {summary[k]:.3f}")

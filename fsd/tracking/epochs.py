@@ -7,6 +7,8 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
+from fsd.tracking.rounding import rounded
+
 log = logging.getLogger(__name__)
 
 STAGES = ("stage1", "stage2")  # a fold's training stages, in order (fsd.train.checkpoint.STAGES)
@@ -40,7 +42,7 @@ def epoch_logger(prefix: str = "", history_path: Path | None = None,
     def on_epoch(stage: str, epoch: int, metrics: dict[str, float]) -> None:
         seen[stage] = max(seen.get(stage, -1), int(epoch))
         mlflow.log_metrics(
-            {f"{prefix}{stage}/{k}": float(v) for k, v in metrics.items() if v is not None},
+            {f"{prefix}{stage}/{k}": rounded(k, v) for k, v in metrics.items() if v is not None},
             step=step_of(stage, epoch),
         )
 
@@ -75,7 +77,8 @@ def replay_history(run_id: str, history_path: Path, prefix: str = "") -> int:
         replayed += 1
         for k in EPOCH_METRICS:
             if k in row and pd.notna(row[k]):
-                batch.append(Metric(f"{prefix}{row['stage']}/{k}", float(row[k]), now, int(step)))
+                batch.append(Metric(f"{prefix}{row['stage']}/{k}", rounded(k, row[k]), now,
+                                    int(step)))
     for i in range(0, len(batch), 1000):  # MLflow takes at most 1000 metrics per batch
         client.log_batch(run_id, metrics=batch[i : i + 1000])
     return replayed

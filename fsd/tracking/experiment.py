@@ -13,14 +13,22 @@ the runs table (its link drops ``workflowType``) shows the GenAI sidebar, whatev
 So: the printed links carry ``?workflowType=machine_learning``; the UI ``make ui`` / ``fsd ui``
 starts (:mod:`fsd.tracking.ui_app`) stores ``machine_learning`` as the browser's default when
 it has none (a user's own choice in the sidebar switch is kept), which holds wherever the user
-enters; and the tag is still set, for UIs that read it (older 3.x, Databricks).
+enters; and the tag is still set, for UIs that read it (older 3.x, Databricks). Nothing a
+project can store (experiment tags, its kind, run tags, server settings) makes plain
+``mlflow ui`` 3.17.2 open on the training runs: the UI reads the kind from the tag only when
+a flag of its FeatureUtils is off, and the bundle compiles that flag on (``()=>!0``).
+
+Likewise the Models tab's metric sort: 3.17.2 compiles ``isLoggedModelsFilteringAndSortingEnabled``
+as ``() => false`` and keeps its order in component state (no URL parameter, no storage key),
+so it sorts by creation time only; the description says so and points at the runs table.
+What 3.17 does read from the experiment is a saved view (:func:`saved_view`).
 """
 
 from __future__ import annotations
 
 import logging
 
-from fsd.tracking.tags import EXPERIMENT_KIND, TAG_EXPERIMENT_KIND, TAG_NOTE
+from fsd.tracking.tags import EXPERIMENT_KIND, TAG_EXPERIMENT_KIND, TAG_NOTE, TAG_SAVED_VIEW
 
 log = logging.getLogger(__name__)
 
@@ -46,14 +54,39 @@ on this figure)
 - `cnn_oof_map3`: the CNN fold ensemble alone; `blend_insample_oof_map3`: the served blend \
 chosen on every fold (optimistic)
 
-The **Models** tab ranks the logged models (sort by `val_map3` for the folds, `oof_map3` for \
-the rest); `main`'s `results.md` compares every model of one pipeline on the same folds.
+The **Models** tab lists the logged models with their params and figures, one column per \
+figure for all of them (`val_map3` for the folds, `oof_map3` for the baselines and the \
+ensemble); its chart view draws each figure for every model. MLflow 3.17 does not sort that \
+tab by a metric: to rank, sort the **Runs** table by a column (`val_map3`, `oof_map3`). The \
+saved view *fsd: headline figures* (Runs -> Views) shows those columns in any MLflow UI; \
+`main`'s `results.md` compares every model of one pipeline on the same folds.
 """
+
+# A saved view of the runs table (MLflow's "Views" menu; the UI stores one as an experiment tag
+# `mlflow.sharedViewState.<id>` holding {name, createdAt, updatedAt, state}, state the table's
+# search facets and UI state as JSON): the headline columns, newest pipeline first.
+SAVED_VIEW_NAME = "fsd: headline figures"
+# the runs table's headline columns (MLflow's canonical keys `<type>.\`<name>\``): every step's
+# figure (main's and the ensemble's oof_map3 / cnn_oof_map3, a fold's val_map3, a baseline's
+# oof_map3) and the run's logged models
+HEADLINE_COLUMNS = ("metrics.`oof_map3`", "metrics.`cnn_oof_map3`", "metrics.`val_map3`",
+                    "metrics.`oof_accuracy`", "attributes.`Models`")
+
+
+def saved_view(now_ms: int) -> str:
+    """The saved view's tag value (its envelope; see :data:`TAG_SAVED_VIEW`)."""
+    import json
+
+    state = {"searchFilter": "", "orderByKey": "attributes.start_time", "orderByAsc": False,
+             "startTime": "ALL", "lifecycleFilter": "Active", "datasetsFilter": [],
+             "modelVersionFilter": "All Runs", "selectedColumns": list(HEADLINE_COLUMNS)}
+    return json.dumps({"name": SAVED_VIEW_NAME, "createdAt": now_ms, "updatedAt": now_ms,
+                       "state": json.dumps(state)})
 
 
 def prepare_experiment(exp_id: str, tags: dict | None = None) -> None:
-    """Tag the experiment as model training and give it a description, where it has none (a
-    description a user edited stays)."""
+    """Tag the experiment as model training, give it a description and the saved view
+    :data:`SAVED_VIEW_NAME`, each where it has none (a user's edits stay)."""
     from mlflow.tracking import MlflowClient
 
     client = MlflowClient()
@@ -65,5 +98,9 @@ def prepare_experiment(exp_id: str, tags: dict | None = None) -> None:
             client.set_experiment_tag(exp_id, TAG_EXPERIMENT_KIND, EXPERIMENT_KIND)
         if TAG_NOTE not in tags:
             client.set_experiment_tag(exp_id, TAG_NOTE, DESCRIPTION)
+        if TAG_SAVED_VIEW not in tags:
+            import time
+
+            client.set_experiment_tag(exp_id, TAG_SAVED_VIEW, saved_view(int(time.time() * 1000)))
     except Exception as exc:  # cosmetic: never stop a step for it
         log.debug("cannot tag experiment %s: %s", exp_id, exc)

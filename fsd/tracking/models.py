@@ -28,6 +28,8 @@ from importlib import metadata
 from pathlib import Path
 from typing import Any
 
+from fsd.tracking.descriptions import markdown_safe
+from fsd.tracking.rounding import rounded_all
 from fsd.tracking.tags import TAG_NOTE
 
 log = logging.getLogger(__name__)
@@ -69,7 +71,7 @@ def log_logged_model(save: Callable[[str, Any], None], *, name: str, description
     model = mlflow.initialize_logged_model(
         name=model_name(name), source_run_id=run_id, model_type=model_type,
         params={k: str(v) for k, v in params.items()},
-        tags={TAG_NOTE: description[:5000], **(tags or {})})
+        tags={TAG_NOTE: markdown_safe(description)[:5000], **(tags or {})})
     try:
         with tempfile.TemporaryDirectory() as tmp:
             local = Path(tmp) / "model"
@@ -144,7 +146,7 @@ def log_sklearn_model(estimator, *, name: str, description: str, params: dict[st
 
 def log_model_metrics(metrics: dict[str, float], model_id: str, dataset) -> None:
     """Metrics of the active run that score model ``model_id`` on ``dataset`` (they show on
-    the run, on the model, and name the dataset)."""
+    the run, on the model, and name the dataset), rounded (:mod:`fsd.tracking.rounding`)."""
 
     import warnings
 
@@ -152,12 +154,11 @@ def log_model_metrics(metrics: dict[str, float], model_id: str, dataset) -> None
 
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", UserWarning)  # MLflow's schema hints (see datasets)
-        mlflow.log_metrics({k: float(v) for k, v in metrics.items()}, model_id=model_id,
-                           dataset=dataset)
+        mlflow.log_metrics(rounded_all(metrics), model_id=model_id, dataset=dataset)
 
 
 def log_run_metrics(metrics: dict[str, float], step: int = 0) -> None:
-    """Metrics of the active run only (never attached to one of its models)."""
+    """Metrics of the active run only (never attached to one of its models), rounded."""
     import mlflow
     from mlflow.entities import Metric
     from mlflow.tracking import MlflowClient
@@ -166,7 +167,7 @@ def log_run_metrics(metrics: dict[str, float], step: int = 0) -> None:
         return
     run_id = mlflow.active_run().info.run_id
     now = int(time.time() * 1000)
-    batch = [Metric(k, float(v), now, step) for k, v in metrics.items()]
+    batch = [Metric(k, v, now, step) for k, v in rounded_all(metrics).items()]
     client = MlflowClient()
     for i in range(0, len(batch), 1000):  # MLflow takes at most 1000 metrics per batch
         client.log_batch(run_id, metrics=batch[i : i + 1000])

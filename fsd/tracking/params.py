@@ -83,19 +83,23 @@ FOLD_PARAMS = {"n_train": "fold.n_train", "n_val": "fold.n_val", "epochs": "fold
                "pca_components": "fold.pca_components", "params": "fold.model_parameters",
                "distinct_shapes": "fold.distinct_shapes", "val_lengths": "fold.val_lengths",
                "selected_stage": "fold.selected_stage"}
+# timings: one number each, nobody plots them: params, rounded ("perf.<name>")
+FOLD_TIMINGS = {"samples_per_s": "perf.train_samples_per_s", "train_seconds": "perf.train_seconds"}
 # the rest under names that say what they are: the kept model's validation (no TTA) as
-# val_*, each stage's best epoch as best/stageN_val_*, times under perf/
+# val_*, each stage's best epoch as stageN_best_val_*. None has a "/": the run's metrics tab
+# opens on its per-epoch curves (the stage1/, stage2/ sections), these single values last.
 FOLD_METRICS = {"val_map3": "val_map3", "val_accuracy": "val_accuracy", "val_loss": "val_loss",
-                "stage1_val_map3": "best/stage1_val_map3",
-                "stage1_val_accuracy": "best/stage1_val_accuracy",
-                "stage2_val_map3": "best/stage2_val_map3",
-                "stage2_val_accuracy": "best/stage2_val_accuracy",
-                "samples_per_s": "perf/train_samples_per_s", "train_seconds": "perf/train_seconds"}
+                "stage1_val_map3": "stage1_best_val_map3",
+                "stage1_val_accuracy": "stage1_best_val_accuracy",
+                "stage2_val_map3": "stage2_best_val_map3",
+                "stage2_val_accuracy": "stage2_best_val_accuracy"}
 
 
 def fold_summary(result: dict[str, Any]) -> tuple[dict[str, float], dict[str, str]]:
     """A fold's result.json as (metrics, params) under the names above; a numeric key not
     listed stays a metric under its own name."""
+    from fsd.tracking.rounding import figure_text
+
     metrics: dict[str, float] = {}
     params: dict[str, str] = {}
     for k, v in result.items():
@@ -103,6 +107,8 @@ def fold_summary(result: dict[str, Any]) -> tuple[dict[str, float], dict[str, st
             continue
         if k in FOLD_PARAMS:
             params[FOLD_PARAMS[k]] = param_value(v)
+        elif k in FOLD_TIMINGS and isinstance(v, (int, float)):
+            params[FOLD_TIMINGS[k]] = figure_text(k, v)
         elif isinstance(v, (int, float)) and not isinstance(v, bool):
             metrics[FOLD_METRICS.get(k, k)] = float(v)
     return metrics, params

@@ -78,6 +78,9 @@ TAG_NOTE = "mlflow.note.content"
 TAG_PARENT = "mlflow.parentRunId"
 TAG_EXPERIMENT_KIND = "mlflow.experimentKind"
 EXPERIMENT_KIND = "custom_model_development"
+# The experiment's saved view of its runs table (MLflow's "Views" menu stores each as an
+# experiment tag `mlflow.sharedViewState.<id>`): see tracking.experiment.saved_view.
+TAG_SAVED_VIEW = "mlflow.sharedViewState.fsd-headline"
 UI_URL = _os.environ.get("FSD_UI_URL", "http://127.0.0.1:5000")
 
 __all__ = [name for name in dir() if name.isupper()]

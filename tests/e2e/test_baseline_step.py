@@ -42,7 +42,8 @@ def test_fsd_baseline_logs_one_run_per_model_and_skips_when_done(tmp_path, caplo
         assert r.data.tags["fsd.store_key"] == featurized.data.tags["fsd.store_key"]
         m = r.data.metrics
         assert 0 <= m["oof_map3"] <= 1 and 0 <= m["oof_accuracy"] <= 1
-        assert {"oof/fold_0_map3", "oof/fold_1_map3"} <= set(m)
+        # per fold: one table, timings: params; the metrics are the few that compare runs
+        assert not [k for k in m if "/" in k] and float(r.data.params["perf.fit_seconds"]) >= 0
         assert not any("_class_" in k for k in m)  # per class: oof/oof_per_class.csv
         assert r.data.tags["fsd.at_chance"] in ("true", "false")
         # the final estimator is the run's scikit-learn LoggedModel, its scores linked to it
@@ -58,7 +59,7 @@ def test_fsd_baseline_logs_one_run_per_model_and_skips_when_done(tmp_path, caplo
         assert r.data.tags["mlflow.note.content"].startswith(f"**baseline {r.data.tags['fsd.baseline']}**")
         arts = {a.path for p in ("plots", "oof", "model")
                 for a in client.list_artifacts(r.info.run_id, p)}
-        assert {"plots/confusion_matrix.png", "oof/oof_probabilities.csv",
+        assert {"plots/confusion_matrix.png", "oof/oof_probabilities.csv", "oof/per_fold.csv",
                 "model/baseline.joblib"} <= arts
         probs = pd.read_csv(client.download_artifacts(r.info.run_id, "oof/oof_probabilities.csv",
                                                       str(tmp_path / r.info.run_id)))
@@ -116,10 +117,16 @@ def test_ensemble_blends_with_the_baseline_that_blends_best(ensemble_tracking, t
     assert sorted(candidates["baseline"]) == ["extratrees", "logreg"]
     best = candidates.loc[candidates["blend_insample_oof_map3"].idxmax()]
     assert tags["fsd.blend_baseline_run"] == runs[best["baseline"]] == best["run_id"]
-    assert m["blend_insample_oof_map3"] == pytest.approx(best["blend_insample_oof_map3"])
+    # metrics are logged rounded to 4 decimals (what MAP@3 on these clips resolves)
+    assert m["blend_insample_oof_map3"] == pytest.approx(best["blend_insample_oof_map3"],
+                                                          abs=5e-5)
     for name, rid in runs.items():
         assert m["blend_insample_oof_map3"] >= max(
-            m["cnn_oof_map3"], mlflow.get_run(rid).data.metrics["oof_map3"]) - 1e-9
+            m["cnn_oof_map3"], mlflow.get_run(rid).data.metrics["oof_map3"]) - 1e-4
+    # at most 10 metrics, each a chart that compares runs; per fold: one table
+    from fsd.entrypoints.ensemble import MAX_RUN_METRICS
+
+    assert len(m) <= MAX_RUN_METRICS and not [k for k in m if "/" in k]
     blended = m["blend_weight"] < 1
     assert run.data.params["ensemble.blended"] == str(blended).lower()
     # the headline scores the nested procedure: each fold's (baseline, weight) chosen on the
@@ -127,12 +134,15 @@ def test_ensemble_blends_with_the_baseline_that_blends_best(ensemble_tracking, t
     nested = pd.read_csv(mlflow.artifacts.download_artifacts(
         run_id=s["run_id"], artifact_path="blend/nested_choices.csv", dst_path=str(tmp_path)))
     assert sorted(nested["fold"]) == [0, 1]
+    per_fold = pd.read_csv(mlflow.artifacts.download_artifacts(
+        run_id=s["run_id"], artifact_path="oof/per_fold.csv", dst_path=str(tmp_path)))
     for row in nested.itertuples():
-        assert m[f"blend/fold_{row.fold}_map3"] == pytest.approx(row.held_out_map3)
+        got = per_fold.loc[per_fold["fold"] == row.fold, "blend_map3"].item()
+        assert got == pytest.approx(row.held_out_map3)
         assert row.baseline in ("extratrees", "logreg")
     clips = pd.read_csv(mlflow.artifacts.download_artifacts(
         run_id=s["run_id"], artifact_path="oof/oof_blend.csv", dst_path=str(tmp_path)))
-    assert m["oof_map3"] == pytest.approx(clips["rr"].mean())
+    assert m["oof_map3"] == pytest.approx(clips["rr"].mean(), abs=5e-5)
     per_class = pd.read_csv(mlflow.artifacts.download_artifacts(
         run_id=s["run_id"], artifact_path="oof/oof_per_class.csv", dst_path=str(tmp_path)))
     assert {"label", "clips", "cnn_map3", "blend_map3"} <= set(per_class.columns)
@@ -148,7 +158,7 @@ def test_ensemble_blends_with_the_baseline_that_blends_best(ensemble_tracking, t
     e = Ensemble.load(local)
     assert e.blended == blended
     if blended:
-        assert e.info.blend_weight == pytest.approx(m["blend_weight"])
+        assert e.info.blend_weight == pytest.approx(m["blend_weight"], abs=5e-5)
         # the test probabilities logged are the bundle's blended predictions
         test = store.open_split("test")
         rows = np.flatnonzero(test.index["frames"].to_numpy() > 0)

@@ -90,12 +90,17 @@ def test_main_runs_every_step_nested_then_skips_them(tmp_path, monkeypatch, caps
         run = next(r for r in by_stage["train_fold"] if r.info.run_id == lm.source_run_id)
         assert next(x.value for x in lm.metrics if x.key == "val_map3") == \
             run.data.metrics["val_map3"]
-        # measured on the fold's own clips, which the run logged as its validation input
-        held_out = {d.dataset.name for d in run.inputs.dataset_inputs
-                    if any(t.value == "validation" for t in d.tags)}
-        assert {x.dataset_name for x in lm.metrics} == held_out
+        # measured on the fold's own clips (the run's validation input), linked to the clip
+        # table they are rows of: every fold names the same dataset, so the Models tab shows
+        # the folds' val_map3 in one column
+        inputs = {t.value: d.dataset for d in run.inputs.dataset_inputs for t in d.tags
+                  if t.key == "mlflow.data.context"}
+        assert inputs["validation"].name.endswith(f"-fold{run.data.tags['fsd.fold']}")
+        assert {(x.dataset_name, x.dataset_digest) for x in lm.metrics} == \
+            {(inputs["training"].name, inputs["training"].digest)}
         assert lm.tags["mlflow.note.content"].startswith(f"**CNN of fold {run.data.tags['fsd.fold']}**")
         assert "train.batch_size" not in lm.params and lm.params["fold"] == run.data.tags["fsd.fold"]
+    assert len({(x.dataset_name, x.dataset_digest) for lm in folds for x in lm.metrics}) == 1
     ranked = mlflow.search_logged_models(experiment_ids=[exp_id], output_format="list",
                                          filter_string="name IN ('baseline-logreg', 'baseline-hgb', "
                                                        "'baseline-vote')",

@@ -12,6 +12,7 @@ from mlflow.tracking import MlflowClient
 from fsd.cli import main
 from fsd.config import load_config
 from fsd.entrypoints.train_fold import fold_workdir
+from fsd.tracking.rounding import rounded
 
 pytestmark = pytest.mark.e2e
 
@@ -47,8 +48,9 @@ def _epochs(client, run_id: str) -> pd.DataFrame:
 
 
 def _expected(history: pd.DataFrame) -> pd.DataFrame:
-    """history.csv as the same rows: the step of an epoch is its row (across both stages)."""
-    rows = [(r.stage, step, metric, float(getattr(r, metric)))
+    """history.csv as the same rows: the step of an epoch is its row (across both stages),
+    each value as it is logged (rounded to what it resolves)."""
+    rows = [(r.stage, step, metric, rounded(metric, getattr(r, metric)))
             for step, r in history.iterrows()
             for metric in ("loss", "val_loss", "val_map3", "val_accuracy", "lr")]
     return pd.DataFrame(rows, columns=["stage", "step", "metric", "value"])
@@ -146,8 +148,12 @@ def test_fold_run_names_one_quantity_once(tmp_path, monkeypatch):
         assert count not in m
     assert int(p["fold.crop_min"]) == 40 and int(p["fold.crop_max"]) == 90
     assert int(p["fold.epochs"]) == 5 and int(p["fold.model_parameters"]) > 0
-    # the best epoch of a stage has its own group, apart from the per-epoch curves
-    assert {"best/stage1_val_map3", "best/stage2_val_map3", "val_map3"} <= set(m)
+    # the best epoch of a stage is a single value outside the curves' sections (no "/"), so
+    # the metrics tab opens on the stage1/ and stage2/ curves; timings are params
+    assert {"stage1_best_val_map3", "stage2_best_val_map3", "val_map3"} <= set(m)
+    assert not [k for k in m if "/" in k and not k.startswith(("stage1/", "stage2/",
+                                                                 "system/"))]
+    assert float(p["perf.train_seconds"]) > 0 and "perf/train_seconds" not in m
     assert "stage1_val_map3" not in m and "stage2_val_map3" not in m
     # a fold's run logs its own fold, not the sweep's settings
     assert p["train.fold"] == "1" and not any(k.startswith("sweep.") for k in p)

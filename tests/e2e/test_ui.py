@@ -38,18 +38,26 @@ def test_the_ui_bundle_still_reads_that_key():
     assert WORKFLOW_STORAGE_KEY == "mlflow.workflowType_v1"  # useLocalStorage: `${key}_v${version}`
 
 
-def test_fsd_ui_serves_mlflows_page_with_the_line(tmp_path):
+def test_fsd_ui_serves_mlflows_page_with_the_line_and_each_experiments_main_runs(tmp_path):
     code = (
-        "import os\n"
-        f"os.environ['_MLFLOW_SERVER_FILE_STORE'] = 'sqlite:///{tmp_path}/m.db'\n"
+        "import os, mlflow\n"
+        f"uri = 'sqlite:///{tmp_path}/m.db'\n"
+        "os.environ['_MLFLOW_SERVER_FILE_STORE'] = uri\n"
+        "mlflow.set_tracking_uri(uri)\n"
+        f"exp = mlflow.create_experiment('e', artifact_location='{tmp_path}/a')\n"
+        "with mlflow.start_run(experiment_id=exp, tags={'fsd.stage': 'main'}) as main:\n"
+        "    with mlflow.start_run(nested=True, tags={'fsd.stage': 'featurize'}) as step:\n"
+        "        pass\n"
         "from fsd.tracking import ui_app\n"
         "from mlflow.server import app\n"
         "ui_app._install(app)\n"
         "page = app.test_client().get('/')\n"
         "body = page.get_data(as_text=True)\n"
-        "print(page.status_code, ui_app.SNIPPET in body, '<div id=\"root\"' in body or 'root' in body,"
-        " page.headers.get('Cache-Control'))\n")
+        "print(page.status_code, ui_app.SNIPPET in body, 'root' in body,"
+        " page.headers.get('Cache-Control'), main.info.run_id in body, step.info.run_id in body,"
+        " 'metrics.`val_map3`' in body)\n")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=tmp_path,
                          timeout=300, env={**__import__("os").environ, "PYTHONPATH": str(REPO)})
     assert out.returncode == 0, out.stderr[-2000:]
-    assert out.stdout.split() == ["200", "True", "True", "no-store"]
+    # the page, its line, not cached; the main run expanded (not its steps), the columns
+    assert out.stdout.split() == ["200", "True", "True", "no-store", "True", "False", "True"]
