@@ -328,6 +328,10 @@ class EnsembleConfig:
     # w chosen on out-of-fold predictions over blend_steps + 1 equally spaced values in [0, 1].
     blend: bool = ruled(True, BOOL)
     blend_steps: int = ruled(20, Range(1, 10_000))
+    # Which (baseline, weight) is taken (fsd.evaluation.blend.choose_rule): best (the highest
+    # pooled MAP@3), shrink (that weight halfway to 0.5), majority (the best single model
+    # unless the best blend beats it on most folds; docs/results.md measures them side by side)
+    blend_rule: str = ruled("majority", Choice(("best", "shrink", "majority")))
     model_name: str = ruled("fsd-ensemble", Name())
     alias: str = ruled("champion", Name())
     max_request_clips: int = ruled(64, Range(1, 10_000))

@@ -12,6 +12,9 @@ FOLD_ARTIFACT = "fold"  # a fold run's FoldDir.logged() files
 STORE_ARTIFACT = "features"  # a featurize run's feature store
 OOF_ARTIFACT = "oof"  # out-of-fold tables
 OOF_PROBS = "oof_probabilities.csv"  # a baseline's out-of-fold probabilities, under oof/
+# the ensemble run's: the CNN fold ensemble's (with TTA) and the nested blend's, under oof/
+CNN_OOF_PROBS = "oof_cnn_probabilities.csv"
+BLEND_OOF_PROBS = "oof_blend_probabilities.csv"
 MODEL_ARTIFACT = "model"  # a baseline's final model, under model/
 MODEL_FILE = "baseline.joblib"
 EXPORT_ARTIFACT = "export"  # `fsd export` output, under export/<format>/ of the ensemble run
@@ -38,9 +41,10 @@ def download_artifacts(run_id: str, artifact_path: str, dst: Path) -> Path:
                                                     dst_path=str(dst)))
 
 
-def load_oof_probabilities(run_id: str, dst: Path) -> pd.DataFrame:
-    """The out-of-fold probabilities a baseline run logged."""
-    local = download_artifacts(run_id, f"{OOF_ARTIFACT}/{OOF_PROBS}", dst)
+def load_oof_probabilities(run_id: str, dst: Path, name: str = OOF_PROBS) -> pd.DataFrame:
+    """The out-of-fold probabilities (fname, label, one column per class) a run logged under
+    ``oof/<name>``: a baseline's (the default), an ensemble's CNN or nested blend."""
+    local = download_artifacts(run_id, f"{OOF_ARTIFACT}/{name}", dst)
     return pd.read_csv(local, keep_default_na=False, dtype={"fname": str, "label": str})
 
 
