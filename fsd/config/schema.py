@@ -345,6 +345,33 @@ class EnsembleConfig:
     max_recording_seconds: float = ruled(600.0, Range(1, 86_400))
 
 
+def _student_stage() -> StageConfig:
+    # a student learns soft targets without a validation fold to choose its epoch on: the
+    # cyclic phase only, its last weights kept (fsd.distill.student)
+    return StageConfig(mixup_alpha=0.3, cyclic_epochs=20, plateau_low_epochs=0,
+                       plateau_high_epochs=0)
+
+
+@dataclass
+class DistillConfig:
+    """A student network on log-mel only, learning from the fold ensemble's soft predictions
+    (``fsd distill``; a step of ``fsd main`` when ``enabled``)."""
+
+    enabled: bool = ruled(False, BOOL)
+    # target = hard_weight * onehot(label) + (1 - hard_weight) * teacher ** (1 / temperature)
+    # (renormalised); unlabeled clips get the teacher's alone
+    hard_weight: float = ruled(0.3, PROB)
+    temperature: float = ruled(2.0, Range(0, 100, lo_open=True))
+    # unlabeled clips scored by the teacher: none, the dataset's test split, or a folder
+    unlabeled: str = ruled("none", Choice(("none", "test", "folder")))
+    unlabeled_dir: str = ruled("", Text(MAX_TEXT))
+    # the student's network (model.* for the rest) and schedule; train.* for batches and
+    # augmentation
+    width: float = ruled(1.0, Range(0, 100, lo_open=True))
+    schedule: StageConfig = section(_student_stage)
+    seed: int = ruled(0, SEEDS)
+
+
 @dataclass
 class SweepConfig:
     """An Optuna study over mixup alpha (per stage) and the crop limits."""
@@ -412,6 +439,7 @@ class Config:
     train: TrainConfig = section(TrainConfig)
     baseline: BaselineConfig = section(BaselineConfig)
     ensemble: EnsembleConfig = section(EnsembleConfig)
+    distill: DistillConfig = section(DistillConfig)
     sweep: SweepConfig = section(SweepConfig)
     tracking: TrackingConfig = section(TrackingConfig)
     cluster: ClusterConfig = section(ClusterConfig)
