@@ -18,8 +18,6 @@ def _crops(c: Config) -> bool:
 
 # Rules that tie fields together: (holds, key, what it needs).
 CROSS_CHECKS: list[tuple[Callable[[Config], bool], str, Any]] = [
-    (lambda c: c.distill.unlabeled != "folder" or bool(c.distill.unlabeled_dir),
-     "distill.unlabeled_dir", "is required for distill.unlabeled folder"),
     (lambda c: c.data.source != "fsdkaggle2018" or bool(c.data.root), "data.root",
      "is required for source fsdkaggle2018"),
     (lambda c: c.data.source != "folder" or bool(c.data.audio_dir), "data.audio_dir",

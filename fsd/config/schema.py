@@ -362,9 +362,6 @@ class DistillConfig:
     # (renormalised); unlabeled clips get the teacher's alone
     hard_weight: float = ruled(0.3, PROB)
     temperature: float = ruled(2.0, Range(0, 100, lo_open=True))
-    # unlabeled clips scored by the teacher: none, the dataset's test split, or a folder
-    unlabeled: str = ruled("none", Choice(("none", "test", "folder")))
-    unlabeled_dir: str = ruled("", Text(MAX_TEXT))
     # the student's network (model.* for the rest) and schedule; train.* for batches and
     # augmentation
     width: float = ruled(1.0, Range(0, 100, lo_open=True))

@@ -51,5 +51,5 @@ def test_the_distill_section_has_rules():
     assert not cfg.distill.enabled and 0 <= cfg.distill.hard_weight <= 1
     with pytest.raises(ConfigError, match="distill.temperature"):
         load_config("experiments/demo.yaml", ["distill.temperature=0"])
-    with pytest.raises(ConfigError, match="distill.unlabeled_dir"):
-        load_config("experiments/demo.yaml", ["distill.unlabeled=folder"])
+    with pytest.raises(ConfigError, match="distill.hard_weight"):
+        load_config("experiments/demo.yaml", ["distill.hard_weight=1.5"])
