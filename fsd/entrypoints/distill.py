@@ -35,7 +35,6 @@ HELP = ("distil the ensemble into one log-mel student (honest out-of-fold score;
         "<model_name>-student)")
 log = logging.getLogger(__name__)
 
-TAG_TEACHER_RUN = "fsd.teacher_run"
 STUDENT_SUFFIX = "-student"
 
 
@@ -70,7 +69,7 @@ def distill_logged(cfg: Config, ensemble_run: str = "", *, register: bool = True
     import mlflow
 
     from fsd.distill.stage import fold_teachers, run_distill, served_teacher
-    from fsd.serving.windows import ensemble_of
+    from fsd.serving.pyfunc import ensemble_of
     from fsd.tracking import datasets
     from fsd.tracking.artifacts import CNN_OOF_PROBS, load_oof_probabilities
     from fsd.tracking.lookups import ensemble_run as find_ensemble_run
@@ -78,7 +77,7 @@ def distill_logged(cfg: Config, ensemble_run: str = "", *, register: bool = True
     teacher_run = find_ensemble_run(cfg, ensemble_run)
     rid = teacher_run.info.run_id
     tags, metrics = teacher_run.data.tags, teacher_run.data.metrics
-    teacher = ensemble_of(mlflow.pyfunc.load_model(tags["fsd.model_uri"]))
+    teacher = ensemble_of(mlflow.pyfunc.load_model(tags[tracking.TAG_MODEL_URI]))
     # the teacher's features and training, this config's outputs, tracking and distill
     tcfg = dataclasses.replace(teacher.cfg, name=cfg.name, output_dir=cfg.output_dir,
                                store=cfg.store, tracking=cfg.tracking, distill=cfg.distill,
@@ -87,10 +86,10 @@ def distill_logged(cfg: Config, ensemble_run: str = "", *, register: bool = True
     work = cfg.experiment_dir / "distill" / rid
     downloads = work / "downloads"
     cnn_oof = load_oof_probabilities(rid, downloads / rid, CNN_OOF_PROBS)
-    base_run = tags.get("fsd.blend_baseline_run", "") if teacher.blended else ""
+    base_run = tags.get(tracking.TAG_BLEND_RUN, "") if teacher.blended else ""
     base_oof = load_oof_probabilities(base_run, downloads / base_run) if base_run else None
     choices = _nested_choices(rid, downloads / rid)
-    run_tags = {TAG_TEACHER_RUN: rid, tracking.TAG_FEATURES_RUN: features_run,
+    run_tags = {tracking.TAG_TEACHER_RUN: rid, tracking.TAG_FEATURES_RUN: features_run,
                 tracking.TAG_TRAIN_KEY: tags.get(tracking.TAG_TRAIN_KEY, "")}
     with tracking.stage_run(tcfg, "distill", tags=run_tags, nested=nested) as active:
         clips = datasets.store_dataset(tcfg, store.index, tracking.feature_key(tcfg))
@@ -157,7 +156,7 @@ def _log_student(cfg: Config, tcfg: Config, result, summary: dict, clips):
     tracking.log_run_metrics({**teacher, **result.oof.scores.fold_metrics("student"),
                               "perf/distill_seconds": result.seconds})
     log_frame(result.oof.scores.frame, result.bundle.parent / "oof_student.csv", OOF_ARTIFACT)
-    mlflow.set_tag("fsd.model_uri", info.model_uri)
+    mlflow.set_tag(tracking.TAG_MODEL_URI, info.model_uri)
     return info
 
 
@@ -170,9 +169,9 @@ def _register(cfg: Config, summary: dict, teacher_run: str) -> dict:
                                  cfg.ensemble.alias, summary["student_oof_map3"],
                                  run_id=summary["run_id"])
     mlflow.log_dict(promo.as_dict(), "registry/promotion.json")
-    mlflow.set_tags({"fsd.registered_version": promo.version,
-                     "fsd.alias_moved": str(promo.moved).lower(),
-                     "fsd.alias_reason": promo.reason})
+    mlflow.set_tags({tracking.TAG_REGISTERED_VERSION: promo.version,
+                     tracking.TAG_ALIAS_MOVED: str(promo.moved).lower(),
+                     tracking.TAG_ALIAS_REASON: promo.reason})
     return promo.as_dict()
 
 

@@ -4,9 +4,11 @@ run's artifacts into a local cache."""
 from __future__ import annotations
 
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-import mlflow
-import pandas as pd
+if TYPE_CHECKING:
+    import pandas as pd
+
 
 FOLD_ARTIFACT = "fold"  # a fold run's FoldDir.logged() files
 STORE_ARTIFACT = "features"  # a featurize run's feature store
@@ -21,6 +23,8 @@ EXPORT_ARTIFACT = "export"  # `fsd export` output, under export/<format>/ of the
 
 
 def log_files(paths: dict[str, Path] | list[Path], artifact_path: str | None = None) -> None:
+    import mlflow
+
     items = paths.values() if isinstance(paths, dict) else paths
     for p in items:
         if p and Path(p).exists():
@@ -29,6 +33,8 @@ def log_files(paths: dict[str, Path] | list[Path], artifact_path: str | None = N
 
 def log_frame(frame: pd.DataFrame, path: Path, artifact_path: str) -> None:
     """Write ``frame`` as CSV to ``path`` and log it under ``artifact_path``."""
+    import mlflow
+
     path.parent.mkdir(parents=True, exist_ok=True)
     frame.to_csv(path, index=False)
     mlflow.log_artifact(str(path), artifact_path)
@@ -36,6 +42,8 @@ def log_frame(frame: pd.DataFrame, path: Path, artifact_path: str) -> None:
 
 def download_artifacts(run_id: str, artifact_path: str, dst: Path) -> Path:
     """Fetch a run's artifact folder into ``dst`` (a local cache); returns the local path."""
+    import mlflow
+
     dst.mkdir(parents=True, exist_ok=True)
     return Path(mlflow.artifacts.download_artifacts(run_id=run_id, artifact_path=artifact_path,
                                                     dst_path=str(dst)))
@@ -44,6 +52,8 @@ def download_artifacts(run_id: str, artifact_path: str, dst: Path) -> Path:
 def load_oof_probabilities(run_id: str, dst: Path, name: str = OOF_PROBS) -> pd.DataFrame:
     """The out-of-fold probabilities (fname, label, one column per class) a run logged under
     ``oof/<name>``: a baseline's (the default), an ensemble's CNN or nested blend."""
+    import pandas as pd
+
     local = download_artifacts(run_id, f"{OOF_ARTIFACT}/{name}", dst)
     return pd.read_csv(local, keep_default_na=False, dtype={"fname": str, "label": str})
 
@@ -57,6 +67,8 @@ def log_store(store_dir: Path) -> None:
     """Log a feature store under ``features/``: the consolidated files other machines need.
     Shards are a resume aid for this machine; its plots and reports are logged once, under
     plots/ and reports/."""
+    import mlflow
+
     for child in sorted(store_dir.iterdir()):
         if child.name in ("shards", "plots", "rejects.csv", "folds.csv") or child.name.startswith("."):
             continue

@@ -67,7 +67,7 @@ def test_the_student_serves_raw_audio_without_the_summary_features(distilled, en
 import json, sys
 import mlflow, numpy as np, pandas as pd
 from fsd.features.extract import extract_clip
-from fsd.serving.windows import ensemble_of
+from fsd.serving.pyfunc import ensemble_of
 model = mlflow.pyfunc.load_model("models:/{MODEL_NAME}-student@champion")
 blobs = [open(p, "rb").read() for p in {[str(c) for c in clips]!r}]
 got = model.predict(pd.DataFrame({{"audio": blobs}}), params={{"return_probabilities": True}})
