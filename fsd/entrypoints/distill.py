@@ -73,6 +73,7 @@ def distill_logged(cfg: Config, ensemble_run: str = "", *, register: bool = True
     from fsd.tracking import datasets
     from fsd.tracking.artifacts import CNN_OOF_PROBS, load_oof_probabilities
     from fsd.tracking.lookups import ensemble_run as find_ensemble_run
+    from fsd.train.experimentdir import ExperimentDir
 
     teacher_run = find_ensemble_run(cfg, ensemble_run)
     rid = teacher_run.info.run_id
@@ -83,7 +84,7 @@ def distill_logged(cfg: Config, ensemble_run: str = "", *, register: bool = True
                                store=cfg.store, tracking=cfg.tracking, distill=cfg.distill,
                                ensemble=cfg.ensemble)
     store, features_run = tracking.resolve_store(tcfg, tags.get(tracking.TAG_FEATURES_RUN, ""))
-    work = cfg.experiment_dir / "distill" / rid
+    work = ExperimentDir.of(cfg).distill(rid)
     downloads = work / "downloads"
     cnn_oof = load_oof_probabilities(rid, downloads / rid, CNN_OOF_PROBS)
     base_run = tags.get(tracking.TAG_BLEND_RUN, "") if teacher.blended else ""
