@@ -3,27 +3,12 @@
 import pytest
 
 
-def test_a_version_below_the_best_baseline_never_takes_the_alias(tmp_path, monkeypatch):
-    import mlflow
+def test_a_version_below_the_best_baseline_never_takes_the_alias(log_scored_model):
     from mlflow.tracking import MlflowClient
 
     from fsd.serving.registry import register_and_promote
 
-    monkeypatch.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{tmp_path}/mlflow.db")
-    monkeypatch.setenv("MLFLOW_SKIP_PIP_REQUIREMENTS_CHECK", "true")
-    monkeypatch.setattr("mlflow.tracking._tracking_service.utils._tracking_uri", None)
-    mlflow.set_experiment("floor")
-
-    class Const(mlflow.pyfunc.PythonModel):
-        def predict(self, context, model_input, params=None):
-            return model_input
-
-    def log_one(score: float) -> str:
-        with mlflow.start_run():
-            mlflow.log_metric("oof_map3", score)
-            return mlflow.pyfunc.log_model(name="m", python_model=Const(),
-                                           pip_requirements=[]).model_uri
-
+    log_one = log_scored_model
     client = MlflowClient()
     # no holder yet, but 0.88 < the vote's 0.89: registered, alias left unset
     low = register_and_promote(log_one(0.88), "floor-test", "champion", 0.88, floor=0.89)
