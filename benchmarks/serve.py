@@ -406,6 +406,8 @@ def bench_student(args) -> dict:
     tmp = Path(tempfile.mkdtemp(prefix="fsd-student-bench-"))
     os.environ["MLFLOW_TRACKING_URI"] = f"sqlite:///{tmp}/mlflow.db"
     os.environ.setdefault("MLFLOW_SKIP_PIP_REQUIREMENTS_CHECK", "true")
+    # artifacts under tmp too (a new sqlite store puts them in ./mlruns of the working dir)
+    mlflow.create_experiment("serve-benchmark", artifact_location=(tmp / "artifacts").as_uri())
     ensemble = mlflow.pyfunc.load_model(build_served_model(args, tmp))
     student = mlflow.pyfunc.load_model(build_student_model(args, tmp))
     runs = {"ensemble": lambda f, p=None: ensemble.predict(f, params=p),
