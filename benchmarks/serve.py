@@ -418,6 +418,23 @@ def bench_student(args) -> dict:
     return out
 
 
+def print_interleaved(figures: dict, names: tuple[str, str], note: str, ratio: str) -> None:
+    """Parts 3 and 4: each model's latency and clips/s, their ratio, then the recording."""
+    print(f"one {figures['clip_seconds']:g} s clip a request, {figures['requests']} requests "
+          f"each, interleaved {note}:")
+    for name in names:
+        r = figures[name]
+        print(f"  {name:<10} p50 {r['p50_s'] * 1000:.0f} ms, p95 {r['p95_s'] * 1000:.0f} ms, "
+              f"{r['clips_per_s']:.2f} clips/s")
+    print(f"  {ratio} clips/s")
+    w = figures["windows"]
+    for name in names:
+        r = w[name]
+        print(f"  windows, {w['recording_seconds']:g} s recording, {w['window_seconds']:g} s "
+              f"every {w['hop_seconds']:g} s, {name}: {r['windows']} windows in "
+              f"{r['seconds']:.2f} s ({r['x_real_time']:.1f}x real time)")
+
+
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     figures: dict = {}
@@ -432,34 +449,13 @@ def main(argv: list[str] | None = None) -> int:
               f"{t['batched_forward_share']:.1%}")
     if not args.skip_export:
         figures["export"] = e = bench_export(args)
-        print(f"one {e['clip_seconds']:g} s clip a request, {e['requests']} requests each, "
-              f"interleaved (export took {e['export_s']:.1f} s):")
-        for name in ("registered", "exported"):
-            r = e[name]
-            print(f"  {name:<10} p50 {r['p50_s'] * 1000:.0f} ms, p95 {r['p95_s'] * 1000:.0f} ms, "
-                  f"{r['clips_per_s']:.2f} clips/s")
-        print(f"  exported / registered: {e['exported_over_registered']:.2f}x clips/s")
-        w = e["windows"]
-        for name in ("registered", "exported"):
-            r = w[name]
-            print(f"  windows, {w['recording_seconds']:g} s recording, {w['window_seconds']:g} s "
-                  f"every {w['hop_seconds']:g} s, {name}: {r['windows']} windows in "
-                  f"{r['seconds']:.2f} s ({r['x_real_time']:.1f}x real time)")
+        print_interleaved(e, ("registered", "exported"),
+                          f"(export took {e['export_s']:.1f} s)",
+                          f"exported / registered: {e['exported_over_registered']:.2f}x")
     if not args.skip_student:
         figures["student"] = st = bench_student(args)
-        print(f"ensemble vs student, one {st['clip_seconds']:g} s clip a request, "
-              f"{st['requests']} requests each, interleaved:")
-        for name in ("ensemble", "student"):
-            r = st[name]
-            print(f"  {name:<9} p50 {r['p50_s'] * 1000:.0f} ms, p95 {r['p95_s'] * 1000:.0f} ms, "
-                  f"{r['clips_per_s']:.2f} clips/s")
-        print(f"  student / ensemble: {st['student_over_ensemble']:.1f}x clips/s")
-        w = st["windows"]
-        for name in ("ensemble", "student"):
-            r = w[name]
-            print(f"  windows, {w['recording_seconds']:g} s recording, {w['window_seconds']:g} s "
-                  f"every {w['hop_seconds']:g} s, {name}: {r['windows']} windows in "
-                  f"{r['seconds']:.2f} s ({r['x_real_time']:.1f}x real time)")
+        print_interleaved(st, ("ensemble", "student"), "(ensemble vs student)",
+                          f"student / ensemble: {st['student_over_ensemble']:.1f}x")
     if not args.skip_serve:
         figures["serve"] = s = bench_serve(args)
         print(f"served, one {s['clip_seconds']:g} s clip: p50 {s['latency_p50_s'] * 1000:.0f} ms, "
