@@ -74,10 +74,8 @@ def test_unknown_rule_and_misaligned_folds_are_refused():
 
 
 def test_the_config_offers_exactly_the_rules_there_are():
-    from fsd.config import load_config
+    from fsd.config import Config, load_config
     from fsd.config.errors import ConfigError
-
-    from fsd.config import Config
 
     assert Config().ensemble.blend_rule == "majority"
     assert load_config("experiments/demo.yaml").ensemble.blend_rule == "best"  # 2 folds
