@@ -12,6 +12,11 @@ tracking store, served by a real ``mlflow models serve --env-manager local`` on 
 Latency p50/p95 of one 5 s clip per request, then throughput with 8 concurrent clients.
 Every request is bounded by a timeout and the server is always stopped.
 
+Part 4 (in process, side by side): the same registered ensemble and a registered student
+(one log-mel network, summary features off, as ``fsd distill`` registers it) through the
+pyfunc's request path: p50/p95 and clips/s of one 5 s clip a request, interleaved; then a
+recording window by window (``--recording-seconds 3600`` for the issue's 60 minutes).
+
 Part 3 (in process, side by side): the same registered ensemble as the MLflow pyfunc
 (``mlflow.pyfunc.load_model``, TensorFlow) and exported to ONNX (``fsd export``) run by
 onnxruntime (:class:`fsd.export.predictor.ExportedModel` through the very same request path:
@@ -72,6 +77,11 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                    help="part 3: requests per model (interleaved)")
     p.add_argument("--recording-seconds", type=float, default=60.0,
                    help="part 3: the recording tagged window by window")
+    p.add_argument("--skip-student", action="store_true", help="no part 4")
+    p.add_argument("--student-width", type=float, default=0.35,
+                   help="part 4: the student network's width")
+    p.add_argument("--student-lengths", type=int, default=2, help="part 4: student TTA lengths")
+    p.add_argument("--student-crops", type=int, default=1, help="part 4: student crops a length")
     p.add_argument("--json", default="", help="also write the figures to this JSON file")
     return p.parse_args(argv)
 
@@ -312,25 +322,36 @@ def bench_export(args) -> dict:
             "exported": lambda f, p=None: score_request(exported, f, p)}
     a, b = runs["registered"](frame), runs["exported"](frame)  # warm-up: traces every length
     assert list(a["label_1"]) == list(b["label_1"]), (a, b)
+    out = {"export_s": export_s, **interleaved(runs, args)}
+    out["exported_over_registered"] = (out["exported"]["clips_per_s"]
+                                       / out["registered"]["clips_per_s"])
+    return out
+
+
+def interleaved(runs: dict, args) -> dict:
+    """Each of ``runs`` (name -> predict(frame, params)) on one clip a request, requests
+    interleaved; then a long recording window by window (after a warm-up of its length)."""
+    import pandas as pd
+
+    frame = pd.DataFrame({"audio": [clip_wav(args.clip_seconds)]})
+    for fn in runs.values():
+        fn(frame)  # warm-up: traces every length
     lat: dict[str, list[float]] = {k: [] for k in runs}
     for _ in range(args.export_requests):
         for name, fn in runs.items():
             t0 = time.perf_counter()
             fn(frame)
             lat[name].append(time.perf_counter() - t0)
-    out: dict = {"clip_seconds": args.clip_seconds, "requests": args.export_requests,
-                 "export_s": export_s}
+    out: dict = {"clip_seconds": args.clip_seconds, "requests": args.export_requests}
     for name, times in lat.items():
         out[name] = {"p50_s": statistics.median(times),
                      "p95_s": float(np.percentile(times, 95)),
                      "clips_per_s": len(times) / sum(times)}
-    out["exported_over_registered"] = (out["exported"]["clips_per_s"]
-                                       / out["registered"]["clips_per_s"])
     rec = pd.DataFrame({"audio": [clip_wav(args.recording_seconds, seed=1)]})
     params = {"window_seconds": 5.0, "hop_seconds": 2.5}
     out["windows"] = {"recording_seconds": args.recording_seconds, **params}
     for name, fn in runs.items():
-        fn(rec, params)  # warm-up: the window length
+        fn(pd.DataFrame({"audio": [clip_wav(12.0, seed=2)]}), params)  # warm-up: the window
         t0 = time.perf_counter()
         table = fn(rec, params)
         dt = time.perf_counter() - t0
@@ -338,6 +359,80 @@ def bench_export(args) -> dict:
                                 "windows_per_s": len(table) / dt,
                                 "x_real_time": args.recording_seconds / dt}
     return out
+
+
+# --------------------------------------------------------------------------- part 4
+
+
+def build_student_model(args, root: Path) -> str:
+    """One log-mel network (no PCA input) as a bundle whose config has the summary features
+    off, as ``fsd distill`` registers a student; logged and registered beside the ensemble."""
+    import mlflow
+
+    from fsd.config import Config, ModelConfig
+    from fsd.ensemble.bundle import BundleInfo, FoldFiles, build_bundle
+    from fsd.model.networks import build_network
+    from fsd.serving.pyfunc import log_ensemble_model
+    from fsd.serving.registry import register_and_promote
+
+    cfg = Config()
+    cfg.summary.enabled = False
+    cfg.model.width = args.student_width
+    cfg.model.dense1, cfg.model.dense2 = args.dense1, args.dense2
+    mc = ModelConfig(width=args.student_width, dense1=args.dense1, dense2=args.dense2)
+    d = root / "student"
+    d.mkdir(parents=True)
+    build_network(mc, args.classes, 64, None).save(d / "model.keras")
+    lengths = sorted({int(round(v)) for v in np.linspace(args.crop_min, args.crop_max,
+                                                          args.student_lengths)})
+    labels = [f"class_{i:02d}" for i in range(args.classes)]
+    info = BundleInfo(labels=labels, tta_lengths=lengths, tta_crops=args.student_crops, seed=0,
+                      top_k=3, batch_size=args.batch_size, crop_min=args.crop_min,
+                      crop_max=args.crop_max, prior=[1.0 / args.classes] * args.classes,
+                      max_request_clips=64, max_clip_bytes=20_000_000)
+    bundle = build_bundle(root / "student-bundle", [FoldFiles(fold=0, model=d / "model.keras")],
+                          cfg, info)
+    with mlflow.start_run():
+        model_info = log_ensemble_model(bundle, info, name="student")
+        mlflow.log_metric("oof_map3", 0.5)
+    register_and_promote(model_info.model_uri, "bench-ensemble-student", "champion", 0.5)
+    return "models:/bench-ensemble-student@champion"
+
+
+def bench_student(args) -> dict:
+    """The registered ensemble against a registered student (part 4), in one process through
+    the pyfunc's request path (decode, features, TTA, top-k), requests interleaved."""
+    import mlflow
+
+    tmp = Path(tempfile.mkdtemp(prefix="fsd-student-bench-"))
+    os.environ["MLFLOW_TRACKING_URI"] = f"sqlite:///{tmp}/mlflow.db"
+    os.environ.setdefault("MLFLOW_SKIP_PIP_REQUIREMENTS_CHECK", "true")
+    # artifacts under tmp too (a new sqlite store puts them in ./mlruns of the working dir)
+    mlflow.create_experiment("serve-benchmark", artifact_location=(tmp / "artifacts").as_uri())
+    ensemble = mlflow.pyfunc.load_model(build_served_model(args, tmp))
+    student = mlflow.pyfunc.load_model(build_student_model(args, tmp))
+    runs = {"ensemble": lambda f, p=None: ensemble.predict(f, params=p),
+            "student": lambda f, p=None: student.predict(f, params=p)}
+    out = interleaved(runs, args)
+    out["student_over_ensemble"] = out["student"]["clips_per_s"] / out["ensemble"]["clips_per_s"]
+    return out
+
+
+def print_interleaved(figures: dict, names: tuple[str, str], note: str, ratio: str) -> None:
+    """Parts 3 and 4: each model's latency and clips/s, their ratio, then the recording."""
+    print(f"one {figures['clip_seconds']:g} s clip a request, {figures['requests']} requests "
+          f"each, interleaved {note}:")
+    for name in names:
+        r = figures[name]
+        print(f"  {name:<10} p50 {r['p50_s'] * 1000:.0f} ms, p95 {r['p95_s'] * 1000:.0f} ms, "
+              f"{r['clips_per_s']:.2f} clips/s")
+    print(f"  {ratio} clips/s")
+    w = figures["windows"]
+    for name in names:
+        r = w[name]
+        print(f"  windows, {w['recording_seconds']:g} s recording, {w['window_seconds']:g} s "
+              f"every {w['hop_seconds']:g} s, {name}: {r['windows']} windows in "
+              f"{r['seconds']:.2f} s ({r['x_real_time']:.1f}x real time)")
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -354,19 +449,13 @@ def main(argv: list[str] | None = None) -> int:
               f"{t['batched_forward_share']:.1%}")
     if not args.skip_export:
         figures["export"] = e = bench_export(args)
-        print(f"one {e['clip_seconds']:g} s clip a request, {e['requests']} requests each, "
-              f"interleaved (export took {e['export_s']:.1f} s):")
-        for name in ("registered", "exported"):
-            r = e[name]
-            print(f"  {name:<10} p50 {r['p50_s'] * 1000:.0f} ms, p95 {r['p95_s'] * 1000:.0f} ms, "
-                  f"{r['clips_per_s']:.2f} clips/s")
-        print(f"  exported / registered: {e['exported_over_registered']:.2f}x clips/s")
-        w = e["windows"]
-        for name in ("registered", "exported"):
-            r = w[name]
-            print(f"  windows, {w['recording_seconds']:g} s recording, {w['window_seconds']:g} s "
-                  f"every {w['hop_seconds']:g} s, {name}: {r['windows']} windows in "
-                  f"{r['seconds']:.2f} s ({r['x_real_time']:.1f}x real time)")
+        print_interleaved(e, ("registered", "exported"),
+                          f"(export took {e['export_s']:.1f} s)",
+                          f"exported / registered: {e['exported_over_registered']:.2f}x")
+    if not args.skip_student:
+        figures["student"] = st = bench_student(args)
+        print_interleaved(st, ("ensemble", "student"), "(ensemble vs student)",
+                          f"student / ensemble: {st['student_over_ensemble']:.1f}x")
     if not args.skip_serve:
         figures["serve"] = s = bench_serve(args)
         print(f"served, one {s['clip_seconds']:g} s clip: p50 {s['latency_p50_s'] * 1000:.0f} ms, "

@@ -32,6 +32,7 @@ COMMANDS = {
     "train-fold": "fsd.entrypoints.train_fold",
     "baseline": "fsd.entrypoints.baseline",
     "ensemble": "fsd.entrypoints.ensemble",
+    "distill": "fsd.entrypoints.distill",
     "sweep": "fsd.entrypoints.sweep",
     "main": "fsd.entrypoints.pipeline",
     "report": "fsd.entrypoints.report",
@@ -44,7 +45,7 @@ COMMANDS = {
 
 
 # The commands whose run imports TensorFlow (training, the ensemble, serving the model).
-TENSORFLOW_COMMANDS = {"train-fold", "ensemble", "sweep", "main", "predict", "serve"}
+TENSORFLOW_COMMANDS = {"train-fold", "ensemble", "distill", "sweep", "main", "predict", "serve"}
 
 
 def import_tensorflow_quietly() -> None:

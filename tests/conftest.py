@@ -155,3 +155,28 @@ def _isolated_mlflow_environment():
         if k not in before:
             del os.environ[k]
     os.environ.update(before)
+
+
+@pytest.fixture
+def log_scored_model(tmp_path: Path, monkeypatch) -> Callable[[float], str]:
+    """A private sqlite tracking store; ``log_scored_model(score)`` logs a trivial pyfunc in
+    a run whose ``oof_map3`` is ``score`` and returns its model URI (registry tests)."""
+    import mlflow
+
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{tmp_path}/mlflow.db")
+    monkeypatch.setenv("MLFLOW_SKIP_PIP_REQUIREMENTS_CHECK", "true")
+    # a URI set process-wide by an earlier test would win over the env; clear it for this test
+    monkeypatch.setattr("mlflow.tracking._tracking_service.utils._tracking_uri", None)
+    mlflow.set_experiment("registry")
+
+    class Const(mlflow.pyfunc.PythonModel):
+        def predict(self, context, model_input, params=None):
+            return model_input
+
+    def log_one(score: float) -> str:
+        with mlflow.start_run():
+            mlflow.log_metric("oof_map3", score)
+            return mlflow.pyfunc.log_model(name="m", python_model=Const(),
+                                           pip_requirements=[]).model_uri
+
+    return log_one

@@ -22,6 +22,7 @@ from fsd.config.schema import (
     ClusterConfig,
     Config,
     DataConfig,
+    DistillConfig,
     EnsembleConfig,
     FoldConfig,
     LogMelConfig,
@@ -39,7 +40,7 @@ from fsd.config.schema import (
 __all__ = [
     "BASELINE_MODELS", "BASELINE_SCALERS", "MAX_CONFIG_BYTES", "MAX_CONFIG_NODES", "SECTIONS",
     "AudioConfig", "BaselineConfig", "Choice", "ClusterConfig", "Config", "ConfigError",
-    "DataConfig", "EnsembleConfig", "FoldConfig", "LogMelConfig", "ModelConfig", "Name",
+    "DataConfig", "DistillConfig", "EnsembleConfig", "FoldConfig", "LogMelConfig", "ModelConfig", "Name",
     "PCAConfig", "Range", "StageConfig", "StoreConfig", "SummaryConfig", "SweepConfig", "Text",
     "TrackingConfig", "TrainConfig", "dump_config", "flatten", "from_dict", "load_config",
     "parse_overrides", "rule_of", "ruled_fields", "safe_yaml",

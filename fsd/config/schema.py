@@ -328,6 +328,10 @@ class EnsembleConfig:
     # w chosen on out-of-fold predictions over blend_steps + 1 equally spaced values in [0, 1].
     blend: bool = ruled(True, BOOL)
     blend_steps: int = ruled(20, Range(1, 10_000))
+    # Which (baseline, weight) is taken (fsd.evaluation.blend.choose_rule): best (the highest
+    # pooled MAP@3), shrink (that weight halfway to 0.5), majority (the best single model
+    # unless the best blend beats it on most folds; docs/results.md measures them side by side)
+    blend_rule: str = ruled("majority", Choice(("best", "shrink", "majority")))
     model_name: str = ruled("fsd-ensemble", Name())
     alias: str = ruled("champion", Name())
     max_request_clips: int = ruled(64, Range(1, 10_000))
@@ -339,6 +343,30 @@ class EnsembleConfig:
     # checked on its header before it is decoded; its windows count against
     # max_request_frames too. `fsd predict FILE --window` on local files has no such bound.
     max_recording_seconds: float = ruled(600.0, Range(1, 86_400))
+
+
+def _student_stage() -> StageConfig:
+    # a student learns soft targets without a validation fold to choose its epoch on: the
+    # cyclic phase only, its last weights kept (fsd.distill.student)
+    return StageConfig(mixup_alpha=0.3, cyclic_epochs=20, plateau_low_epochs=0,
+                       plateau_high_epochs=0)
+
+
+@dataclass
+class DistillConfig:
+    """A student network on log-mel only, learning from the fold ensemble's soft predictions
+    (``fsd distill``; a step of ``fsd main`` when ``enabled``)."""
+
+    enabled: bool = ruled(False, BOOL)
+    # target = hard_weight * onehot(label) + (1 - hard_weight) * teacher ** (1 / temperature)
+    # (renormalised); unlabeled clips get the teacher's alone
+    hard_weight: float = ruled(0.3, PROB)
+    temperature: float = ruled(2.0, Range(0, 100, lo_open=True))
+    # the student's network (model.* for the rest) and schedule; train.* for batches and
+    # augmentation
+    width: float = ruled(1.0, Range(0, 100, lo_open=True))
+    schedule: StageConfig = section(_student_stage)
+    seed: int = ruled(0, SEEDS)
 
 
 @dataclass
@@ -412,6 +440,7 @@ class Config:
     train: TrainConfig = section(TrainConfig)
     baseline: BaselineConfig = section(BaselineConfig)
     ensemble: EnsembleConfig = section(EnsembleConfig)
+    distill: DistillConfig = section(DistillConfig)
     sweep: SweepConfig = section(SweepConfig)
     tracking: TrackingConfig = section(TrackingConfig)
     cluster: ClusterConfig = section(ClusterConfig)

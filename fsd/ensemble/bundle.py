@@ -173,8 +173,6 @@ class Ensemble:
     def load(cls, path: str | Path) -> Ensemble:
         import keras
 
-        from fsd.features.projection import SummaryProjector
-
         path = Path(path)
         manifest = read_manifest(path)
         cfg = load_config(path / CONFIG)
@@ -189,6 +187,9 @@ class Ensemble:
                 if not entry.get("projector"):
                     raise BundleError(f"fold {entry['fold']}: the model takes PCA input but the "
                                       "bundle has no projector for it")
+                # imported here: a log-mel-only bundle (a student) never loads scikit-learn
+                from fsd.features.projection import SummaryProjector
+
                 projector = SummaryProjector.load(path / entry["projector"])
             models.append(model)
             projectors.append(projector)

@@ -44,7 +44,13 @@ from fsd.ensemble.submission import (
     score_submission,
     validate_submission,
 )
-from fsd.evaluation.blend import BlendChoice, align_probabilities, blend, choose_weight
+from fsd.evaluation.blend import (
+    BlendChoice,
+    RuleChoice,
+    align_probabilities,
+    blend,
+    choose_rule,
+)
 from fsd.evaluation.metrics import reciprocal_ranks
 from fsd.evaluation.oof import OOFScores, score_oof
 from fsd.model.tta import tta_lengths
@@ -86,6 +92,15 @@ class OutOfFold:
     scores: OOFScores
     seconds: float
 
+    def probabilities_frame(self, probs: np.ndarray | None = None) -> pd.DataFrame:
+        """fname, label, one column per class (a baseline's ``oof_probabilities.csv`` format;
+        the folds are in ``oof_cnn.csv``): ``probs`` (default: the CNN's) row by row."""
+        probs = self.probs if probs is None else probs
+        frame = pd.DataFrame(np.asarray(probs, dtype=np.float32), columns=list(self.labels))
+        frame.insert(0, "label", np.asarray(self.labels, dtype=object)[self.y])
+        frame.insert(0, "fname", self.names)
+        return frame
+
 
 @dataclass
 class Blend:
@@ -102,6 +117,8 @@ class Blend:
     model: Path  # the baseline's final model, to bundle
     choice: BlendChoice
     candidates: pd.DataFrame  # every usable candidate's weight and blended score
+    rule: str = "best"  # ensemble.blend_rule
+    reason: str = ""  # why the rule chose this pair (one line)
 
 
 @dataclass
@@ -153,6 +170,8 @@ class EnsembleResult:
     blend: Blend | None = None  # the in-sample choice: what the served model blends
     nested: NestedBlend | None = None
     test: TestScores | None = None
+    # the best baseline alone on the same clips: the score @champion must not fall below
+    best_baseline_oof_map3: float | None = None
 
     @property
     def blended(self) -> bool:
@@ -173,18 +192,22 @@ def run_ensemble(cfg: Config, store, folds: Sequence[FoldModel],
     with closing(shard_map):
         cnn = score_out_of_fold(ensemble, store, with_summary, shard_map)
         usable = align_candidates(cnn, candidates) if cfg.ensemble.blend else []
-        chosen = choose_blend(cnn, usable, cfg.ensemble.blend_steps) if usable else None
+        steps, rule = cfg.ensemble.blend_steps, cfg.ensemble.blend_rule
+        chosen = choose_blend(cnn, usable, steps, rule) if usable else None
         oof, probs, nested = cnn.scores, cnn.probs, None
         if chosen is not None:
             # the headline: the blend chosen fold by fold on the other folds (the choice's own
             # optimism removed); the served model uses the choice made on every fold (chosen)
-            nested = nested_blend(cnn, usable, cfg.ensemble.blend_steps)
+            nested = nested_blend(cnn, usable, steps, rule)
             probs = nested.probs
             oof = score_oof(cnn.names, cnn.y, cnn.folds, probs, info.labels, k=3)
             if chosen.weight < 1.0:
                 apply_blend(bundle, ensemble, info, chosen)
         info.scores = {"oof_map3": oof.overall, "oof_accuracy": oof.accuracy,
                        "cnn_oof_map3": cnn.scores.overall}
+        floor = best_baseline_score(cnn, usable)
+        if floor is not None:
+            info.scores["best_baseline_oof_map3"] = floor
         if chosen is not None:
             info.scores.update({"blend_weight": chosen.weight,
                                 "blend_insample_oof_map3": chosen.oof_map3})
@@ -194,7 +217,15 @@ def run_ensemble(cfg: Config, store, folds: Sequence[FoldModel],
     write_scores(bundle, info.scores)
     return EnsembleResult(bundle=bundle, info=info, lengths=lengths, cnn=cnn, oof=oof,
                           probs=probs, folds_mean=folds_mean(folds), blend=chosen,
-                          nested=nested, test=test)
+                          nested=nested, test=test, best_baseline_oof_map3=floor)
+
+
+def best_baseline_score(cnn: OutOfFold, usable: Sequence[AlignedCandidate]) -> float | None:
+    """The best candidate's MAP@3 alone on the clips it and the CNN both scored (same folds):
+    None without candidates."""
+    scores = [float(reciprocal_ranks(cnn.y[a.found], a.probs[a.found], 3).mean())
+              for a in usable if a.found.any()]
+    return max(scores) if scores else None
 
 
 def assemble(cfg: Config, store, folds: Sequence[FoldModel], dst: Path, train_key: str = "",
@@ -300,84 +331,79 @@ def align_candidates(cnn: OutOfFold, candidates: Sequence[BlendCandidate],
     return out
 
 
-def _best_pair(y: np.ndarray, cnn: np.ndarray, usable: Sequence[AlignedCandidate], rows: np.ndarray,
-               steps: int) -> tuple[AlignedCandidate, BlendChoice, float, float] | None:
-    """On ``rows`` only: each candidate's weight, and the (candidate, weight) whose blend
-    scores the best MAP@3 there (ties: the earlier candidate, i.e. the better alone)."""
-    best = None
-    for a in usable:
-        fit = rows & a.found
-        if not fit.any():
-            continue
-        choice = choose_weight(y[fit], cnn[fit], a.probs[fit], steps, k=3)
-        blended = blend(cnn[rows], a.probs[rows], choice.weight)
-        score = float(reciprocal_ranks(y[rows], blended, 3).mean())
-        accuracy = float(reciprocal_ranks(y[rows], blended, 1).mean())
-        if best is None or round(score, 12) > round(best[2], 12):
-            best = (a, choice, score, accuracy)
-    return best
+def _best_pair(cnn: OutOfFold, usable: Sequence[AlignedCandidate], rows: np.ndarray, steps: int,
+               rule: str) -> tuple[AlignedCandidate, RuleChoice] | None:
+    """On ``rows`` only: the (candidate, weight) ``rule`` picks (:func:`choose_rule`; ties:
+    the earlier candidate, i.e. the better alone). None: no candidate."""
+    if not usable or not rows.any():
+        return None
+    choice = choose_rule(cnn.y[rows], cnn.probs[rows], [a.probs[rows] for a in usable],
+                         cnn.folds[rows], steps, rule=rule, k=3)
+    return usable[choice.candidate], choice
 
 
-def nested_blend(cnn: OutOfFold, usable: Sequence[AlignedCandidate], steps: int) -> NestedBlend:
-    """Each fold's clips blended with the (baseline, weight) chosen on the other folds'
+def nested_blend(cnn: OutOfFold, usable: Sequence[AlignedCandidate], steps: int,
+                 rule: str = "best") -> NestedBlend:
+    """Each fold's clips blended with the (baseline, weight) ``rule`` chose on the other folds'
     out-of-fold predictions; a fold with no other fold to choose on keeps the CNN's."""
     probs = np.array(cnn.probs, dtype=np.float32, copy=True)
     rows = []
     for f in sorted(set(cnn.folds.tolist())):
         mine = cnn.folds == f
-        others = ~mine
-        best = _best_pair(cnn.y, cnn.probs, usable, others, steps) if others.any() else None
+        best = _best_pair(cnn, usable, ~mine, steps, rule)
         if best is None:
             rows.append({"fold": int(f), "baseline": "", "run_id": "", "weight": 1.0,
                          "chosen_on_map3": float("nan"),
                          "held_out_map3": float(reciprocal_ranks(cnn.y[mine], cnn.probs[mine],
-                                                                 3).mean())})
+                                                                 3).mean()), "why": ""})
             continue
-        a, choice, score, _ = best
+        a, choice = best
         probs[mine] = blend(cnn.probs[mine], a.probs[mine], choice.weight)
         rows.append({"fold": int(f), "baseline": a.cand.name, "run_id": a.cand.run_id,
-                     "weight": choice.weight, "chosen_on_map3": score,
+                     "weight": choice.weight, "chosen_on_map3": choice.score,
                      "held_out_map3": float(reciprocal_ranks(cnn.y[mine], probs[mine],
-                                                             3).mean())})
+                                                             3).mean()),
+                     "why": choice.reason})
     return NestedBlend(probs=probs, choices=pd.DataFrame(rows))
 
 
-def choose_blend(cnn: OutOfFold, usable: Sequence[AlignedCandidate], steps: int) -> Blend | None:
-    """Blend the CNN's out-of-fold probabilities with the candidate that blends best on
-    every clip: the choice the served model uses.
+def choose_blend(cnn: OutOfFold, usable: Sequence[AlignedCandidate], steps: int,
+                 rule: str = "best") -> Blend | None:
+    """Blend the CNN's out-of-fold probabilities with the (baseline, weight) ``rule`` picks
+    on every clip: the choice the served model uses.
 
-    Each candidate (best alone first) gets its weight chosen out of fold; the pair (baseline,
-    weight) with the highest blended out-of-fold MAP@3 wins (ties: the one that scores better
-    alone). Its score saw the choice made on the same clips (``blend_insample_oof_map3``);
+    Each candidate (best alone first) gets its weight chosen out of fold (the table
+    ``candidates``); ``rule`` (:func:`~fsd.evaluation.blend.choose_rule`) then picks the pair.
+    Its score saw the choice made on the same clips (``blend_insample_oof_map3``);
     :func:`nested_blend` gives the honest one. None when no candidate is usable (or the
     winner's model cannot be fetched).
     """
     rows = []
     everything = np.ones(len(cnn.y), dtype=bool)
     for a in usable:
-        pair = _best_pair(cnn.y, cnn.probs, [a], everything, steps)
-        if pair is None:
-            continue
-        _, choice, score, accuracy = pair
+        _, choice = _best_pair(cnn, [a], everything, steps, "best")
         rows.append({"baseline": a.cand.name, "run_id": a.cand.run_id,
                      "baseline_oof_map3": a.cand.oof_map3, "weight": choice.weight,
-                     "blend_insample_oof_map3": score, "blend_insample_oof_accuracy": accuracy})
-    best = _best_pair(cnn.y, cnn.probs, usable, everything, steps)
+                     "blend_insample_oof_map3": choice.score,
+                     "blend_insample_oof_accuracy": choice.accuracy})
+    best = _best_pair(cnn, usable, everything, steps, rule)
     if best is None:
         return None
-    a, choice, score, accuracy = best
+    a, choice = best
     cand = a.cand
     model = cand.fetch_model()
     if model is None:
         return None
     probs = blend(cnn.probs, a.probs, choice.weight)
-    log.info("ensemble.blend: %s (run %s) at w=%.2f: out-of-fold MAP@3 %.4f in sample (CNN "
-             "alone %.4f; %d candidates)", cand.name, cand.run_id, choice.weight, score,
-             float(reciprocal_ranks(cnn.y, cnn.probs, 3).mean()), len(rows))
+    log.info("ensemble.blend (rule %s): %s (run %s) at w=%.2f: out-of-fold MAP@3 %.4f in "
+             "sample (CNN alone %.4f; %d candidates): %s", rule, cand.name, cand.run_id,
+             choice.weight, choice.score, float(reciprocal_ranks(cnn.y, cnn.probs, 3).mean()),
+             len(rows), choice.reason)
     return Blend(name=cand.name, run_id=cand.run_id, weight=choice.weight, probs=probs,
-                 oof_map3=score, oof_accuracy=accuracy, baseline_oof_map3=cand.oof_map3,
-                 clips=int(a.found.sum()), model=model, choice=choice,
-                 candidates=pd.DataFrame(rows))
+                 oof_map3=choice.score, oof_accuracy=choice.accuracy,
+                 baseline_oof_map3=cand.oof_map3, clips=int(a.found.sum()), model=model,
+                 choice=choice.grid, candidates=pd.DataFrame(rows), rule=rule,
+                 reason=choice.reason)
 
 
 def apply_blend(bundle: Path, ensemble: Ensemble, info: BundleInfo, chosen: Blend) -> None:

@@ -1,5 +1,6 @@
-"""The whole pipeline: featurize -> train every fold -> baselines -> ensemble (blend, register),
-as nested runs under one ``main`` run.
+"""The whole pipeline: featurize -> train every fold -> baselines -> ensemble (blend, register)
+-> with ``distill.enabled`` a distilled student (register), as nested runs under one ``main``
+run.
 
 Like MLflow's multistep_workflow example, a step that already ran with the same inputs is
 not run again: featurize is reused when a finished run with the same feature key exists, a
@@ -93,6 +94,11 @@ def run(cfg: Config, args: argparse.Namespace) -> int:
         if not args.no_ensemble:
             ensemble_run = ensemble_step.ensemble_logged(cfg, fold_run_ids, register=True, nested=True)
             summary["ensemble_run"] = ensemble_run
+            if cfg.distill.enabled:
+                from fsd.entrypoints import distill as distill_step
+
+                summary["distill_run"] = distill_step.distill_logged(
+                    cfg, ensemble_run, register=True, nested=True)["run_id"]
         # run lists comma-separated, as the ensemble run's fsd.fold_runs
         mlflow.set_tags({_SUMMARY_TAGS[k]: ",".join(v) if isinstance(v, list) else str(v)
                          for k, v in summary.items()})

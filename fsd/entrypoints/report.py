@@ -122,7 +122,8 @@ def results_table(main_run_id: str) -> pd.DataFrame:
             w = m.get("blend_weight", np.nan)
             rows.append({"model": f"blend: {w:.2f} x CNN ensemble + {1 - w:.2f} x {partner}, "
                                   "chosen on every fold (optimistic)",
-                         "accuracy": m.get("blend_insample_oof_accuracy", np.nan),
+                         "accuracy": float(ens.data.params.get("blend.insample_oof_accuracy",
+                                                               "nan")),
                          "map3": m.get("blend_insample_oof_map3", np.nan),
                          "scored": "out of fold, in-sample choice", "run": ens_id})
     return pd.DataFrame(rows, columns=COLUMNS)

@@ -10,7 +10,6 @@ import numpy as np
 from fsd.config import Config
 from fsd.data.audio import load_audio
 from fsd.features.logmel import logmel
-from fsd.features.summary import summary_features
 
 
 @dataclass
@@ -27,6 +26,10 @@ def features_from_waveform(y: np.ndarray, sr: int, cfg: Config) -> ClipFeatures:
     """Features of an already loaded (decoded, resampled, trimmed) waveform."""
     mel = logmel(y, sr, cfg.logmel, cfg.audio.resample_type)
     if cfg.summary.enabled:
+        # imported here: a log-mel-only model (a distilled student) never loads the summary
+        # feature code on its request path
+        from fsd.features.summary import summary_features
+
         summ = summary_features(y, sr, cfg.summary)
     else:
         summ = np.zeros(0, dtype=np.float32)

@@ -117,10 +117,10 @@ def resolve_workers(cfg: Config) -> int:
 
 # Imported once by the fork server, so workers start warm: librosa loads these lazily on
 # first use, which took 2-9 s per worker on a busy machine.
-_PRELOAD = ["fsd.features.extract", "librosa.core.spectrum", "librosa.core.audio",
-            "librosa.core.constantq", "librosa.core.convert", "librosa.feature", "librosa.filters",
-            "librosa.effects", "librosa.decompose", "librosa.util", "scipy.signal", "scipy.fft",
-            "scipy.sparse", "soxr", "threadpoolctl"]
+_PRELOAD = ["fsd.features.extract", "fsd.features.summary", "librosa.core.spectrum",
+            "librosa.core.audio", "librosa.core.constantq", "librosa.core.convert",
+            "librosa.feature", "librosa.filters", "librosa.effects", "librosa.decompose",
+            "librosa.util", "scipy.signal", "scipy.fft", "scipy.sparse", "soxr", "threadpoolctl"]
 # Below this much pending audio (bytes on disk; ~6 min of 16-bit 44.1 kHz WAV) one in-process
 # worker finishes before a pool would have started.
 _POOL_MIN_BYTES = 32_000_000

@@ -1,5 +1,6 @@
 """The model registry: a logged ensemble registered as a new version, and its alias moved
-only when its out-of-fold MAP@3 beats the holder's, under a lock held in the registry itself."""
+only when its out-of-fold MAP@3 beats the holder's and is no worse than the best baseline's on
+the same folds, under a lock held in the registry itself."""
 
 from __future__ import annotations
 
@@ -59,9 +60,13 @@ def holder_score(client: MlflowClient, mv) -> float | None:
 
 
 def register_and_promote(model_uri: str, name: str, alias: str, score: float,
-                         run_id: str | None = None, train_key: str = "") -> Promotion:
+                         run_id: str | None = None, train_key: str = "",
+                         floor: float | None = None) -> Promotion:
     """Register ``model_uri`` as a new version of ``name``; move ``alias`` to it only when
     ``score`` beats the current holder's (strictly). A holder without a recorded score loses.
+    ``floor`` (the best baseline's out-of-fold MAP@3 on the same folds): a version scoring
+    below it never takes the alias, whoever holds it (a served model must not lose to a
+    baseline the pipeline already had).
 
     Reading the holder, comparing and moving the alias happen under ``alias_lock`` (a lock in
     the registry itself), so two ensembles finishing together cannot both read the old holder
@@ -75,7 +80,10 @@ def register_and_promote(model_uri: str, name: str, alias: str, score: float,
         holder = client.get_model_version(name, str(held[alias])) if alias in held else None
         prev_version = str(holder.version) if holder is not None else None
         prev_score = holder_score(client, holder) if holder is not None else None
-        if holder is None:
+        if floor is not None and score < floor:
+            moved, reason = False, (f"oof_map3 {score:.4f} < {floor:.4f} of the best baseline "
+                                    "on the same folds")
+        elif holder is None:
             moved, reason = True, f"no version held @{alias}"
         elif prev_version == version:
             moved, reason = False, "already the holder"

@@ -14,6 +14,9 @@ FOLD_ARTIFACT = "fold"  # a fold run's FoldDir.logged() files
 STORE_ARTIFACT = "features"  # a featurize run's feature store
 OOF_ARTIFACT = "oof"  # out-of-fold tables
 OOF_PROBS = "oof_probabilities.csv"  # a baseline's out-of-fold probabilities, under oof/
+# the ensemble run's: the CNN fold ensemble's (with TTA) and the nested blend's, under oof/
+CNN_OOF_PROBS = "oof_cnn_probabilities.csv"
+BLEND_OOF_PROBS = "oof_blend_probabilities.csv"
 MODEL_ARTIFACT = "model"  # a baseline's final model, under model/
 MODEL_FILE = "baseline.joblib"
 CHECKPOINT_ARTIFACT = "checkpoint"  # a fold run's training checkpoint (Ray executor), under it:
@@ -48,11 +51,12 @@ def download_artifacts(run_id: str, artifact_path: str, dst: Path) -> Path:
                                                     dst_path=str(dst)))
 
 
-def load_oof_probabilities(run_id: str, dst: Path) -> pd.DataFrame:
-    """The out-of-fold probabilities a baseline run logged."""
+def load_oof_probabilities(run_id: str, dst: Path, name: str = OOF_PROBS) -> pd.DataFrame:
+    """The out-of-fold probabilities (fname, label, one column per class) a run logged under
+    ``oof/<name>``: a baseline's (the default), an ensemble's CNN or nested blend."""
     import pandas as pd
 
-    local = download_artifacts(run_id, f"{OOF_ARTIFACT}/{OOF_PROBS}", dst)
+    local = download_artifacts(run_id, f"{OOF_ARTIFACT}/{name}", dst)
     return pd.read_csv(local, keep_default_na=False, dtype={"fname": str, "label": str})
 
 

@@ -265,6 +265,27 @@ def training_config(cfg: Config, run: Run) -> Config:
     return trained
 
 
+def ensemble_run(cfg: Config, run_id: str = "") -> Run:
+    """The ensemble run a student learns from: ``run_id``, else the newest finished ensemble
+    run in the config's experiment (ConfigError when there is none)."""
+    from mlflow.exceptions import MlflowException
+    from mlflow.tracking import MlflowClient
+
+    if run_id:
+        try:
+            run = MlflowClient().get_run(run_id)
+        except MlflowException:
+            raise ConfigError(f"no run {run_id!r} in this tracking store") from None
+        if run.data.tags.get(TAG_STAGE) != "ensemble" or run.info.status != "FINISHED":
+            raise ConfigError(f"run {run_id} is not a finished ensemble run")
+        return run
+    runs = find_runs(cfg, "ensemble")
+    if not runs:
+        raise ConfigError(f"no finished ensemble run in experiment {cfg.experiment_name!r}: run "
+                          "`fsd ensemble` (or `fsd main`) first")
+    return runs[0]
+
+
 # --- baselines ------------------------------------------------------------------------------
 
 

@@ -39,6 +39,9 @@ TAG_FOLD_RUNS = "fsd.fold_runs"
 TAG_BLENDED = "fsd.blended"
 TAG_BLEND_RUN = "fsd.blend_baseline_run"
 TAG_BLEND_MODEL = "fsd.blend_baseline"
+TAG_BLEND_REASON = "fsd.blend_reason"  # why ensemble.blend_rule chose that (baseline, weight)
+# A distill run: the ensemble run its student learned from.
+TAG_TEACHER_RUN = "fsd.teacher_run"
 # The baselines' parent run: the baseline runs it reused; a baseline scoring at chance.
 TAG_BASELINE_RUNS = "fsd.baseline_runs"
 TAG_AT_CHANCE = "fsd.at_chance"

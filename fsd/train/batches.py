@@ -168,7 +168,8 @@ class TrainBatches(keras.utils.PyDataset):
     def __init__(self, store: FeatureSource, rows: np.ndarray, train_cfg: TrainConfig,
                  crop: tuple[int, int], mixup_alpha: float, pca: np.ndarray | None = None,
                  seed: int = 0, stream: int = 0, steps_per_epoch: int = 0, epoch: int = 0,
-                 n_classes: int | None = None, **kwargs: Any) -> None:
+                 n_classes: int | None = None, targets: np.ndarray | None = None,
+                 **kwargs: Any) -> None:
         super().__init__(**kwargs)
         self.store = store
         self.rows = np.asarray(rows, dtype=np.int64)
@@ -194,6 +195,12 @@ class TrainBatches(keras.utils.PyDataset):
         self._offsets = (idx["offset"].to_numpy(np.int64)[self.rows]
                          if self._mm is not None else None)
         self.n_classes = int(n_classes or len(store.labels))
+        # soft targets (a distilled student's: fsd.distill.targets), one row per training row;
+        # None: the one-hot labels. Mixup mixes them like labels.
+        self.targets = None if targets is None else np.asarray(targets, dtype=np.float32)
+        if self.targets is not None and self.targets.shape != (len(self.rows), self.n_classes):
+            raise ValueError(f"targets must be ({len(self.rows)}, {self.n_classes}), got "
+                             f"{self.targets.shape}")
         self.weights = sample_weights(self.label_ids, idx["verified"].to_numpy(bool)[self.rows],
                                       self.n_classes, train_cfg.class_weights,
                                       train_cfg.unverified_weight)
@@ -261,8 +268,11 @@ class TrainBatches(keras.utils.PyDataset):
         if cfg.freq_masks or cfg.time_masks:
             spec_augment(x, cfg.freq_masks, cfg.freq_mask_max, cfg.time_masks,
                          int(cfg.time_mask_max * length), rng)
-        y = np.zeros((b, self.n_classes), dtype=np.float32)
-        y[np.arange(b), self.label_ids[pos]] = 1.0
+        if self.targets is not None:
+            y = self.targets[pos].copy()
+        else:
+            y = np.zeros((b, self.n_classes), dtype=np.float32)
+            y[np.arange(b), self.label_ids[pos]] = 1.0
         w = self.weights[pos]
         pca = None if self.pca is None else self.pca[pos]
         (x, pca, y, w), _ = mixup([x, pca, y, w], self.alpha, rng)

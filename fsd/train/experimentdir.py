@@ -44,6 +44,10 @@ class ExperimentDir:
         """An ensemble's work folder for one training recipe ('adhoc' without a key)."""
         return self.path / "ensemble" / (train_key or "adhoc")
 
+    def distill(self, teacher_run_id: str) -> Path:
+        """A distill's work folder: the students of one teacher (an ensemble run)."""
+        return self.path / "distill" / teacher_run_id
+
     def training_config(self, fold_run_id: str) -> Path:
         """Where a fold run's config.yaml is read back (hidden beside the ensembles)."""
         return self.path / "ensemble" / f".config-{fold_run_id}.yaml"

@@ -81,7 +81,8 @@ def _reset_optimizer(model: keras.Model, lr: float) -> None:
     opt.learning_rate = lr
 
 
-def _compile(model: keras.Model, lr: float, run_eagerly: bool = False) -> None:
+def compile_network(model: keras.Model, lr: float, run_eagerly: bool = False) -> None:
+    """Adam at ``lr`` on categorical cross-entropy (soft targets too), its variables built."""
     model.compile(optimizer=keras.optimizers.Adam(learning_rate=lr),
                   loss="categorical_crossentropy", run_eagerly=run_eagerly)
     model.optimizer.build(model.trainable_variables)
@@ -194,7 +195,7 @@ class _FoldTrainer:
         1's mel branch); its batches; the best weights so far."""
         st = self.state
         model = self._build(stage)
-        _compile(model, phases[0].lr if phases else st_cfg.plateau_low_lr, self.run_eagerly)
+        compile_network(model, phases[0].lr if phases else st_cfg.plateau_low_lr, self.run_eagerly)
         resuming = self.ckpt.snapshot(st) is not None
         best: list[np.ndarray] | None = None
         if resuming:

@@ -100,6 +100,7 @@ def test_ensemble_blends_with_the_baseline_that_blends_best(ensemble_tracking, t
     cfg.tracking.experiment = "enstest-blend"  # the session's experiment stays blend-free
     cfg.baseline.models = ["logreg", "extratrees"]
     cfg.baseline.extratrees_n_estimators = 30
+    cfg.ensemble.blend_rule = "best"  # the pair with the best pooled blend (majority: below)
     features_run = mlflow.get_run(ensemble_tracking.fold_run_ids[0]).data.tags["fsd.features_run"]
     store, features_run = resolve_store(cfg, features_run)
     runs = baselines_logged(cfg, store, features_run, progress=False)
@@ -110,8 +111,9 @@ def test_ensemble_blends_with_the_baseline_that_blends_best(ensemble_tracking, t
     run = mlflow.get_run(s["run_id"])
     assert run.info.experiment_id == base_run.info.experiment_id
     m, tags = run.data.metrics, run.data.tags
-    assert {"blend_weight", "blend_insample_oof_map3", "blend_insample_oof_accuracy",
+    assert {"blend_weight", "blend_insample_oof_map3", "best_baseline_oof_map3",
             "cnn_oof_map3", "cnn_oof_accuracy", "oof_accuracy"} <= set(m)
+    assert 0 <= float(run.data.params["blend.insample_oof_accuracy"]) <= 1
     candidates = pd.read_csv(mlflow.artifacts.download_artifacts(
         run_id=s["run_id"], artifact_path="blend/blend_candidates.csv", dst_path=str(tmp_path)))
     assert sorted(candidates["baseline"]) == ["extratrees", "logreg"]
@@ -129,6 +131,19 @@ def test_ensemble_blends_with_the_baseline_that_blends_best(ensemble_tracking, t
     assert len(m) <= MAX_RUN_METRICS and not [k for k in m if "/" in k]
     blended = m["blend_weight"] < 1
     assert run.data.params["ensemble.blended"] == str(blended).lower()
+    assert run.data.params["blend.rule"] == "best"
+    # @champion's floor: the best baseline alone on the same clips
+    assert m["best_baseline_oof_map3"] == pytest.approx(max(
+        mlflow.get_run(rid).data.metrics["oof_map3"] for rid in runs.values()))
+    # the CNN's out-of-fold probabilities, as a baseline logs its own (fname, label, classes)
+    cnn_probs = pd.read_csv(mlflow.artifacts.download_artifacts(
+        run_id=s["run_id"], artifact_path="oof/oof_cnn_probabilities.csv",
+        dst_path=str(tmp_path)))
+    labels = list(cnn_probs.columns[2:])
+    y = np.array([labels.index(v) for v in cnn_probs["label"]])
+    from fsd.evaluation.metrics import map_at_k
+
+    assert map_at_k(y, cnn_probs[labels].to_numpy(), 3) == pytest.approx(m["cnn_oof_map3"])
     # the headline scores the nested procedure: each fold's (baseline, weight) chosen on the
     # other fold, its clips scored with that choice
     nested = pd.read_csv(mlflow.artifacts.download_artifacts(

@@ -17,28 +17,12 @@ pytestmark = pytest.mark.e2e
 REPO = Path(__file__).resolve().parents[2]
 
 
-def test_alias_moves_only_when_the_new_score_beats_the_holder(tmp_path, monkeypatch):
-    import mlflow
+def test_alias_moves_only_when_the_new_score_beats_the_holder(log_scored_model):
     from mlflow.tracking import MlflowClient
 
     from fsd.serving.registry import register_and_promote
 
-    monkeypatch.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{tmp_path}/mlflow.db")
-    monkeypatch.setenv("MLFLOW_SKIP_PIP_REQUIREMENTS_CHECK", "true")
-    # a URI set process-wide by an earlier test would win over the env; clear it for this test
-    monkeypatch.setattr("mlflow.tracking._tracking_service.utils._tracking_uri", None)
-    mlflow.set_experiment("alias")
-
-    class Const(mlflow.pyfunc.PythonModel):
-        def predict(self, context, model_input, params=None):
-            return model_input
-
-    def log_one(score: float) -> str:
-        with mlflow.start_run():
-            mlflow.log_metric("oof_map3", score)
-            info = mlflow.pyfunc.log_model(name="m", python_model=Const(), pip_requirements=[])
-        return info.model_uri
-
+    log_one = log_scored_model
     first = register_and_promote(log_one(0.80), "alias-test", "champion", 0.80)
     assert first.moved and first.previous_version is None
     worse = register_and_promote(log_one(0.70), "alias-test", "champion", 0.70)

@@ -28,6 +28,7 @@ LAYERS: list[tuple[str, ...]] = [
     ("train",),  # a fold's fit, its folder (FoldDir), the experiment's (ExperimentDir)
     ("baseline",),  # scikit-learn models on the summary features
     ("ensemble",),  # the bundle, the stage: assemble, score, blend, submit
+    ("distill",),  # a log-mel student of the ensemble: targets, its training, its bundle
     ("inference",),  # one scoring path: bytes -> features -> an ensemble's top-k
     ("export",),  # the portable export and its predictor
     ("tracking",),  # the MLflow edge: tags, runs, lookups, descriptions

@@ -1,0 +1,124 @@
+"""The distill stage without MLflow: the teachers' targets, the honest score, the served
+student and its bundle.
+
+- :func:`fold_teachers`: for each fold ``k``, the teacher the honest fold-``k`` student learns
+  from: the fold-``k`` CNN (with TTA) and the fold-``k`` baseline (refitted on the other folds'
+  clips: the one and the weight the nested blend chose for fold ``k`` on the other folds),
+  neither of which saw fold ``k``, on the other folds' clips;
+- :func:`served_teacher`: the whole ensemble's out-of-fold predictions (the served blend of
+  the CNN's and its baseline's), what the served student learns from on every clip;
+- :func:`run_distill`: both students, the honest score, and the served student as a bundle of
+  one log-mel network (``summary.enabled`` off in its config), so that every way the ensemble
+  is served (``fsd serve``, ``mlflow models serve``, ``fsd predict``, ``fsd export``) serves
+  it, without computing the summary features.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+import tempfile
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from fsd.config import Config
+from fsd.distill.student import StudentOOF, distill_out_of_fold, distill_served, student_config
+from fsd.distill.targets import fold_teacher_rows
+from fsd.ensemble.bundle import BundleInfo, Ensemble, FoldFiles, build_bundle
+from fsd.evaluation.blend import align_probabilities, blend
+from fsd.model.tta import ClipRows, predict_ensemble, tta_lengths
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class DistillResult:
+    """The served student's bundle and the honest score."""
+
+    bundle: Path
+    info: BundleInfo
+    oof: StudentOOF
+    params: int
+    seconds: float
+
+
+def fold_teachers(ensemble: Ensemble, store, choices: pd.DataFrame) -> dict[int, np.ndarray]:
+    """Per fold ``k`` of the ensemble: its teacher's probabilities for every store row (zeros
+    on fold ``k``'s own rows, which its student never reads). ``choices``: the nested blend's
+    rows (fold, baseline, weight); a fold without one, or weight 1, is the CNN alone."""
+    from fsd.baseline.model import BaselineModel
+
+    index = store.index
+    folds = index["fold"].to_numpy(np.int64)
+    y = index["label_id"].to_numpy(np.int64)
+    labels = list(store.labels)
+    summary = np.asarray(store.summary) if ensemble.cfg.summary.enabled else None
+    pcas = ensemble.pca_inputs(summary)
+    by_fold = {int(r.fold): r for r in choices.itertuples()} if len(choices) else {}
+    out = {}
+    for i, k in enumerate(ensemble.folds):
+        rows, _ = fold_teacher_rows(folds, k)
+        pca = None if pcas[i] is None else pcas[i][rows]
+        cnn = predict_ensemble([ensemble.models[i]], ClipRows(store.logmel, rows), [pca],
+                               ensemble.info.tta_lengths, crops=ensemble.info.tta_crops,
+                               seed=ensemble.info.seed,
+                               batch_size=ensemble.info.batch_size).probs()
+        probs = cnn
+        choice = by_fold.get(k)
+        if choice is not None and str(choice.baseline) and float(choice.weight) < 1.0:
+            base = BaselineModel.fit_new(str(choice.baseline), ensemble.cfg.baseline,
+                                         summary[rows], y[rows], len(labels), labels)
+            probs = blend(cnn, base.predict_proba(summary[rows]), float(choice.weight))
+        teacher = np.zeros((len(index), len(labels)), dtype=np.float32)
+        teacher[rows] = probs
+        out[k] = teacher
+    return out
+
+
+def served_teacher(store, cnn_oof: pd.DataFrame, baseline_oof: pd.DataFrame | None,
+                   weight: float) -> np.ndarray:
+    """The served blend's out-of-fold probabilities, one row per store row: ``weight`` x the
+    CNN's (``oof/oof_cnn_probabilities.csv``) + the rest x its baseline's, aligned by name (a
+    clip the CNN did not score: uniform, a clip the baseline did not: the CNN's)."""
+    names = store.index["fname"].astype(str).tolist()
+    labels = list(store.labels)
+    cnn, found = align_probabilities(cnn_oof, names, labels)
+    cnn[~found] = 1.0 / len(labels)
+    if baseline_oof is None or weight >= 1.0:
+        return cnn
+    base, has = align_probabilities(baseline_oof, names, labels)
+    base[~has] = cnn[~has]
+    return blend(cnn, base, weight)
+
+
+def run_distill(cfg: Config, store, teacher: Ensemble, fold_targets: dict[int, np.ndarray],
+                served_targets: np.ndarray, out: Path, run_eagerly: bool = False,
+                ) -> DistillResult:
+    """The honest students (one per fold of ``fold_targets``), then the served one on every
+    clip, bundled under ``out/bundle``. ``cfg`` supplies the ``distill`` section; the
+    features, training and TTA settings are the teacher's (its bundle's config)."""
+    t0 = time.perf_counter()
+    base_cfg = dataclasses.replace(teacher.cfg, distill=cfg.distill)
+    oof = distill_out_of_fold(base_cfg, store, fold_targets, run_eagerly=run_eagerly)
+    student = distill_served(base_cfg, store, served_targets, run_eagerly=run_eagerly)
+    serve_cfg = student_config(base_cfg)
+    # the request path: log-mel only (no summary features, no projector, no baseline)
+    serve_cfg = dataclasses.replace(serve_cfg, summary=dataclasses.replace(serve_cfg.summary,
+                                                                           enabled=False))
+    lengths = tta_lengths(base_cfg.ensemble, *student.crop)
+    info = dataclasses.replace(teacher.info, tta_lengths=lengths, crop_min=int(student.crop[0]),
+                               crop_max=int(student.crop[1]), baseline=None, blend_weight=1.0,
+                               scores={"student_oof_map3": oof.scores.overall,
+                                       "student_oof_accuracy": oof.scores.accuracy})
+    with tempfile.TemporaryDirectory(prefix="student-") as tmp:
+        model_path = Path(tmp) / "model.keras"
+        student.model.save(model_path)
+        files = [FoldFiles(fold=0, model=model_path, run_id="student")]
+        bundle = build_bundle(out / "bundle", files, serve_cfg, info)
+    return DistillResult(bundle=bundle, info=info, oof=oof,
+                         params=int(student.model.count_params()),
+                         seconds=time.perf_counter() - t0)

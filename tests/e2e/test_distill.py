@@ -1,0 +1,91 @@
+"""`fsd distill` on the session's tiny trained ensemble (tests/conftest_ensemble.py): the honest
+score beside the teacher's, the student registered and served from raw audio, and a request
+path that neither computes nor imports what only the ensemble needs."""
+
+import copy
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+pytestmark = pytest.mark.e2e
+
+REPO = Path(__file__).resolve().parents[2]
+
+
+@pytest.fixture(scope="module")
+def distilled(trained_ensemble):
+    from conftest_ensemble import tracking_at
+
+    from fsd.entrypoints.distill import distill_logged
+
+    cfg = copy.deepcopy(trained_ensemble.cfg)
+    cfg.distill.schedule.cyclic_epochs = 1
+    cfg.distill.width = 0.35
+    with tracking_at(trained_ensemble.uri):
+        return distill_logged(cfg, trained_ensemble.summary["run_id"], register=True)
+
+
+@pytest.mark.slow
+def test_distill_logs_the_honest_score_beside_the_teacher_and_registers(distilled,
+                                                                         ensemble_tracking):
+    import mlflow
+    from conftest_ensemble import MODEL_NAME
+    from mlflow.tracking import MlflowClient
+
+    run = mlflow.get_run(distilled["run_id"])
+    m, teacher = run.data.metrics, mlflow.get_run(ensemble_tracking.summary["run_id"]).data.metrics
+    assert {"student_oof_map3", "student/fold_0_map3", "student/fold_1_map3"} <= set(m)
+    assert m["teacher_cnn_oof_map3"] == pytest.approx(teacher["cnn_oof_map3"])
+    assert m["teacher_oof_map3"] == pytest.approx(teacher["oof_map3"])
+    assert 0.0 <= m["student_oof_map3"] <= 1.0
+    assert run.data.tags["fsd.teacher_run"] == ensemble_tracking.summary["run_id"]
+    held = MlflowClient().get_model_version_by_alias(f"{MODEL_NAME}-student", "champion")
+    assert held.run_id == distilled["run_id"]
+    lm = mlflow.get_logged_model(distilled["model_uri"].split("/")[-1])
+    assert lm.name == f"{MODEL_NAME}-student" and lm.tags["mlflow.note.content"].startswith(
+        "**Student**")
+
+
+@pytest.mark.slow
+def test_the_student_serves_raw_audio_without_the_summary_features(distilled, ensemble_tracking):
+    """In a fresh process: the registered student answers test clips from their bytes as its
+    bundle predicts them from log-mels alone, and nothing of the summary features, the PCA
+    or the baselines was imported on the way."""
+    from conftest_ensemble import MODEL_NAME
+
+    from fsd.entrypoints.featurize import resolve_store
+
+    test = resolve_store(ensemble_tracking.cfg)[0].open_split("test").index
+    names = test.loc[test["frames"] > 0, "fname"].astype(str).tolist()[:3]  # decodable clips
+    clips = [Path(ensemble_tracking.cfg.data.root) / "FSDKaggle2018.audio_test" / n for n in names]
+    code = f"""
+import json, sys
+import mlflow, numpy as np, pandas as pd
+from fsd.features.extract import extract_clip
+from fsd.serving.pyfunc import ensemble_of
+model = mlflow.pyfunc.load_model("models:/{MODEL_NAME}-student@champion")
+blobs = [open(p, "rb").read() for p in {[str(c) for c in clips]!r}]
+got = model.predict(pd.DataFrame({{"audio": blobs}}), params={{"return_probabilities": True}})
+student = ensemble_of(model)
+want = student.predict([extract_clip(b, student.cfg).logmel for b in blobs], None)
+cols = [f"prob_{{c}}" for c in student.labels]
+print(json.dumps({{"diff": float(np.abs(got[cols].to_numpy() - want).max()),
+                  "summary_off": not student.cfg.summary.enabled,
+                  "loaded": [m for m in ("fsd.features.summary", "fsd.features.projection",
+                                         "fsd.baseline", "fsd.baseline.model")
+                             if m in sys.modules]}}))
+"""
+    env = {**os.environ, "MLFLOW_TRACKING_URI": ensemble_tracking.uri,
+           "PYTHONPATH": str(REPO), "TF_CPP_MIN_LOG_LEVEL": "3"}
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env,
+                         timeout=600, cwd=REPO)
+    assert out.returncode == 0, out.stderr[-2000:]
+    seen = json.loads(out.stdout.strip().splitlines()[-1])
+    assert seen["summary_off"] and seen["loaded"] == []
+    assert seen["diff"] < 1e-4
+    assert np.isfinite(seen["diff"])
