@@ -4,8 +4,8 @@ Each task runs the command a person would run by hand on that node (``fsd train-
 --fold K``, ``fsd baseline``; :mod:`fsd.cluster.commands`) in its own process, which exits
 when its work is done, so a GPU's memory goes back to the node. Nodes share no disk:
 
-- the fully resolved config reaches a task as text (a task argument: a config holds no
-  secret, :func:`fsd.config.dump_config` redacts the sweep database's password) and is written
+- the fully resolved config reaches a task as text (a task argument, which Ray's dashboard
+  shows: :func:`task_config` drops the sweep database's password from it) and is written
   to a temporary folder on the node, which also holds the task's outputs; the features are
   fetched from the featurize run's artifacts into a cache of the node's own;
 - the tracking URI comes in Ray's runtime environment, the credentials through the object
@@ -59,6 +59,18 @@ def node_scratch(node: str) -> Path:
     """This node's own folder for fsd (under the system's temporary folder): its feature cache
     is shared by the tasks on the node; each task's outputs go in a folder of their own."""
     return Path(tempfile.gettempdir()) / f"fsd-ray-{node[:16]}"
+
+
+def task_config(cfg: Config) -> str:
+    """``cfg`` as a task gets it: the fully resolved config without the sweep database's
+    password (a task's arguments show in Ray's dashboard; no fold or baseline reads it)."""
+    import copy
+
+    from fsd.sweep.study import redact
+
+    safe = copy.deepcopy(cfg)
+    safe.sweep.storage = redact(cfg.sweep.storage)
+    return dump_config(safe)
 
 
 def run_task(label: str, config_text: str, command, threads: int, secrets: list) -> str:
@@ -127,7 +139,7 @@ def train_on_ray(cfg: Config, folds: list[int], baselines: list[str], features_r
                            f"other nodes of this {len(nodes)}-node Ray cluster cannot reach: "
                            "run an MLflow tracking server (docs/tracking-server.md) and set "
                            "MLFLOW_TRACKING_URI to it")
-    text = dump_config(cfg)
+    text = task_config(cfg)
     c = cfg.cluster
     threads = max(1, math.ceil(c.cpus_per_fold))
     fold_remote, baseline_remote = ray.remote(fold_task), ray.remote(baseline_task)

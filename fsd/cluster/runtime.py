@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import logging
 import os
+import re
 from typing import Any
 
 from fsd.config import Config
@@ -104,6 +105,31 @@ def _without_userinfo(uri: str) -> tuple[str, str, str]:
             unquote(parts.password or ""))
 
 
+# How long the driver waits for a cluster's head to answer before it says it cannot reach it
+# (ray.init itself keeps retrying an address that does not answer for minutes).
+CONNECT_TIMEOUT_S = 10.0
+
+
+def check_reachable(address: str | None, timeout: float = CONNECT_TIMEOUT_S) -> None:
+    """Raise :class:`RayUnavailable` unless a ``host:port`` (or ``ray://host:port``) address
+    accepts a TCP connection within ``timeout`` seconds; other forms (none, ``auto``,
+    ``local``) are Ray's own to resolve."""
+    import socket
+
+    if not address:
+        return
+    m = re.fullmatch(r"(?:ray://)?\[?([^\]/]+?)\]?:(\d{1,5})", address.strip())
+    if m is None:
+        return
+    try:
+        socket.create_connection((m.group(1), int(m.group(2))), timeout=timeout).close()
+    except (OSError, ValueError) as exc:
+        raise RayUnavailable(
+            f"cannot reach the Ray cluster at {address} within {timeout:g} s "
+            f"({type(exc).__name__}): is `ray start --head` running there, and its port "
+            "open to this machine?") from exc
+
+
 def connect(cfg: Config) -> Any:
     """Join the cluster named by ``cluster.address`` (else ``RAY_ADDRESS``, else start a local
     one) with :func:`task_env` as the job's runtime environment, and put the driver's
@@ -114,6 +140,7 @@ def connect(cfg: Config) -> Any:
         raise RayUnavailable("cluster.executor=ray needs Ray: pip install 'fsd[ray]'") from exc
     if not ray.is_initialized():
         address = cfg.cluster.address or os.environ.get("RAY_ADDRESS") or None
+        check_reachable(address)
         try:
             ray.init(address=address, runtime_env={"env_vars": task_env()},
                      log_to_driver=True, logging_level=logging.WARNING)

@@ -42,3 +42,30 @@ def test_secrets_ref_needs_a_connection(monkeypatch):
     monkeypatch.setattr(runtime, "_secrets", [])
     with pytest.raises(RuntimeError, match="connect"):
         runtime.secrets_ref()
+
+
+def test_an_address_that_does_not_answer_is_one_line_at_once():
+    import socket
+    import time
+
+    with socket.socket() as s:  # a port nothing listens on: bound, never listening
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+        start = time.monotonic()
+        with pytest.raises(runtime.RayUnavailable, match=f"127.0.0.1:{port}"):
+            runtime.check_reachable(f"127.0.0.1:{port}", timeout=2)
+        with pytest.raises(runtime.RayUnavailable):
+            runtime.check_reachable(f"ray://127.0.0.1:{port}", timeout=2)
+        assert time.monotonic() - start < 30
+    runtime.check_reachable(None)
+    runtime.check_reachable("auto")  # Ray's own forms are left to Ray
+
+
+def test_a_task_config_drops_the_sweep_password():
+    from fsd.cluster.folds import task_config
+    from fsd.config import load_config
+
+    cfg = load_config(None, ["sweep.storage=postgresql+psycopg2://optuna:hunter2secret@db:5432/optuna"])
+    text = task_config(cfg)
+    assert "hunter2secret" not in text and "optuna@db:5432/optuna" in text
+    assert cfg.sweep.storage.endswith(":hunter2secret@db:5432/optuna")  # the caller's is kept
