@@ -195,9 +195,8 @@ def run_windows(cfg: Config, args: argparse.Namespace) -> int:
 
 def _window_scorer(cfg: Config, args: argparse.Namespace):
     if args.exported:
-        from fsd.export.predictor import ExportedModel
-
-        return ExportedModel.load(args.exported).window_scorer()
+        model = _load_exported(args.exported)
+        return None if model is None else model.window_scorer()
     import mlflow
     from mlflow.exceptions import MlflowException
 
@@ -216,12 +215,24 @@ def run_exported(args: argparse.Namespace) -> int:
     """``--exported DIR``: the export run with onnxruntime and numpy/librosa only."""
     import pandas as pd
 
-    from fsd.export.predictor import ExportedModel
-
-    model = ExportedModel.load(args.exported)
+    model = _load_exported(args.exported)
+    if model is None:
+        return 2
     top_k = args.top_k or model.top_k
     rows = model.predict_files(args.files, top_k)
     print(format_table(rows, top_k))
     if args.output:
         pd.DataFrame(rows).to_csv(args.output, index=False)
     return 1 if any("error" in r for r in rows) else 0
+
+
+def _load_exported(folder: str):
+    """The verified export, or None once its one-line reason is logged."""
+    from fsd.export.manifest import ExportInvalid
+    from fsd.export.predictor import ExportedModel
+
+    try:
+        return ExportedModel.load(folder)
+    except ExportInvalid as exc:
+        log.error("%s", exc)
+        return None

@@ -1,0 +1,190 @@
+"""Issue 25 (hostile input, round 3), items 1, 5 and 7 for exports: `fsd export` replaces only
+a folder its own manifest proves it wrote (a SHA-256 of every listed file, nothing else
+there), refuses links, files and unwritable places in one line; `fsd predict --exported`
+verifies the folder before loading anything, and every tampered export is a one-line error."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from fsd.export.manifest import ExportInvalid, hash_files, labels_sha256, verify_export
+from fsd.export.writer import ExportError, check_target
+
+REPO = Path(__file__).resolve().parents[1]
+pytest_plugins = ["conftest_ensemble"]
+
+
+def unprivileged(cmd: list[str]) -> list[str]:
+    """``cmd`` run without the capabilities that let root ignore file modes (so a read-only
+    folder is read-only in the test, as it is for a user)."""
+    if os.geteuid() != 0:
+        return cmd
+    caps = "-dac_override,-dac_read_search,-fowner"
+    return ["setpriv", f"--inh-caps={caps}", f"--bounding-set={caps}", *cmd]
+
+
+def fake_export(folder: Path, labels=("a", "b")) -> Path:
+    """A folder laid out and hashed as `fsd export` writes one (its checks, not its model)."""
+    (folder / "folds").mkdir(parents=True)
+    (folder / "config.yaml").write_text("seed: 1\n")
+    (folder / "folds" / "fold_0.onnx").write_bytes(b"network")
+    manifest = {"format": "fsd-export-1", "kind": "onnx", "labels": list(labels), "info": {},
+                "folds": [], "front_end": {"config": "config.yaml"},
+                "labels_sha256": labels_sha256(list(labels)), "files": hash_files(folder)}
+    (folder / "export.json").write_text(json.dumps(manifest))
+    return folder
+
+
+def test_only_a_folder_that_proves_itself_an_export_may_be_replaced(tmp_path):
+    out = fake_export(tmp_path / "exp")
+    check_target(out)  # as written: may be replaced
+    verify_export(out)
+    # round 2's rule was "holds a file named export.json": a thesis and a src/ were deleted
+    thesis = tmp_path / "thesis"
+    (thesis / "src").mkdir(parents=True)
+    (thesis / "src" / "main.py").write_text("print('mine')")
+    (thesis / "thesis.tex").write_text("years of work")
+    (thesis / "export.json").write_text("{}")
+    with pytest.raises(ExportError, match="not an earlier export"):
+        check_target(thesis)
+    # an export with one file more, one file changed, or a link: not provably ours
+    (out / "notes.txt").write_text("mine")
+    with pytest.raises(ExportError, match="notes.txt is not part of the export"):
+        check_target(out)
+    (out / "notes.txt").unlink()
+    (out / "config.yaml").write_text("seed: 2\n")
+    with pytest.raises(ExportError, match="SHA-256 mismatch"):
+        check_target(out)
+    (out / "config.yaml").write_text("seed: 1\n")
+    os.symlink(tmp_path / "thesis", out / "folds" / "link")
+    with pytest.raises(ExportError, match="not part of the export"):
+        check_target(out)
+    assert (thesis / "thesis.tex").read_text() == "years of work"
+
+
+def test_export_refuses_links_and_files_in_one_line(tmp_path):
+    real = fake_export(tmp_path / "real")
+    os.symlink(real, tmp_path / "link")
+    with pytest.raises(ExportError, match="is a symbolic link"):
+        check_target(tmp_path / "link")
+    (tmp_path / "file").write_text("mine")
+    with pytest.raises(ExportError, match="is a file, not a folder"):
+        check_target(tmp_path / "file")
+    assert (tmp_path / "file").read_text() == "mine"
+
+
+@pytest.mark.parametrize("where", ["inside", "itself"])
+def test_export_into_a_read_only_folder_is_one_line(tmp_path, where):
+    """The real `fsd export` command (its model never loads: the output is refused first)."""
+    ro = tmp_path / "ro"
+    ro.mkdir()
+    out = ro / "export" if where == "inside" else ro
+    ro.chmod(0o555)
+    code = ("import sys; from fsd.export.writer import ExportError, export_ensemble\n"
+            "try:\n    export_ensemble(None, sys.argv[1], 'onnx')\n"
+            "except ExportError as exc:\n    print('ERR', exc); sys.exit(3)\n")
+    try:
+        done = subprocess.run(unprivileged([sys.executable, "-c", code, str(out)]),
+                              capture_output=True, text=True, timeout=120, cwd=REPO)
+    finally:
+        ro.chmod(0o755)
+    assert done.returncode == 3, done.stderr[-2000:]
+    assert "Traceback" not in done.stderr
+    line = done.stdout.strip()
+    assert "\n" not in line and "choose an output folder you can write to" in line
+    assert str(ro) in line
+
+
+def tampered(export: Path, tmp_path: Path, how: str) -> Path:
+    bad = tmp_path / f"bad-{how}"
+    shutil.copytree(export, bad)
+    m = json.loads((bad / "export.json").read_text())
+    onnx = next(f["model"] for f in m["folds"] if not f.get("error"))
+    if how == "truncated-onnx":
+        p = bad / onnx
+        p.write_bytes(p.read_bytes()[:1000])
+    elif how == "truncated-onnx-rehashed":  # the hash updated too: onnxruntime refuses it
+        p = bad / onnx
+        p.write_bytes(p.read_bytes()[:1000])
+        m["files"][onnx] = hash_files(bad)[onnx]
+    elif how == "deep":
+        (bad / "export.json").write_text("[" * 100_000 + "]" * 100_000)
+        return bad
+    elif how == "missing-key":
+        del m["front_end"]
+    elif how == "missing-info":
+        del m["info"]["tta_lengths"]
+    elif how == "reversed-labels":
+        m["labels"] = m["labels"][::-1]
+    elif how == "etc-passwd":
+        m["files"]["/etc/passwd"] = "0" * 64
+        m["front_end"]["config"] = "/etc/passwd"
+    elif how == "dotdot":
+        m["folds"][0]["model"] = "../../../../etc/passwd"
+    elif how == "unlisted-path":
+        m["front_end"]["config"] = "folds/../config.yaml"
+    elif how == "link-out":
+        os.symlink("/etc/passwd", bad / "folds" / "evil.onnx")
+        m["files"]["folds/evil.onnx"] = "0" * 64
+    elif how == "old-format":
+        del m["files"]
+    (bad / "export.json").write_text(json.dumps(m))
+    return bad
+
+
+TAMPERED = ["truncated-onnx", "truncated-onnx-rehashed", "deep", "missing-key", "missing-info",
+            "reversed-labels", "etc-passwd", "dotdot", "unlisted-path", "link-out", "old-format"]
+
+
+@pytest.fixture(scope="module")
+def onnx_export(trained_ensemble, tmp_path_factory):
+    from conftest_ensemble import tracking_at
+
+    from fsd.cli import main
+
+    out = tmp_path_factory.mktemp("export") / "onnx"
+    with tracking_at(trained_ensemble.uri):
+        assert main(["export", "--config", "experiments/demo.yaml", "--model",
+                     trained_ensemble.model_uri, "--output", str(out), "--no-log"]) == 0
+        # exporting again over its own export replaces it (proved by its manifest)
+        assert main(["export", "--config", "experiments/demo.yaml", "--model",
+                     trained_ensemble.model_uri, "--output", str(out), "--no-log"]) == 0
+    assert [p.name for p in out.parent.iterdir()] == ["onnx"]  # no temporary folder left
+    return trained_ensemble, out
+
+
+def test_an_export_lists_a_hash_of_every_file_and_verifies(onnx_export):
+    _, out = onnx_export
+    m = verify_export(out)
+    on_disk = {p.relative_to(out).as_posix() for p in out.rglob("*") if p.is_file()}
+    assert set(m["files"]) == on_disk - {"export.json"}
+    assert all(len(h) == 64 for h in m["files"].values())
+    assert m["labels_sha256"] == labels_sha256(m["labels"])
+
+
+@pytest.mark.parametrize("how", TAMPERED)
+def test_a_tampered_export_is_a_one_line_error(onnx_export, tmp_path, how):
+    from fsd.export.predictor import ExportedModel
+
+    trained, out = onnx_export
+    bad = tampered(out, tmp_path, how)
+    with pytest.raises(ExportInvalid) as err:
+        ExportedModel.load(bad)
+    msg = str(err.value)
+    assert "\n" not in msg and str(bad) in msg and len(msg) < 400
+    if how == "reversed-labels":
+        assert "labels" in msg
+    clip = next((trained.root / "data" / "FSDKaggle2018.audio_test").glob("t_*.wav"))
+    done = subprocess.run([sys.executable, "-m", "fsd", "predict", "--exported", str(bad),
+                           str(clip)], capture_output=True, text=True, timeout=300,
+                          cwd=tmp_path)
+    assert done.returncode == 2, done.stderr[-2000:]
+    assert "Traceback" not in done.stderr and "root:" not in done.stdout
+    assert len(done.stderr.strip().splitlines()) == 1, done.stderr[-2000:]
