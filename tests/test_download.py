@@ -79,7 +79,7 @@ class Zenodo:
                                 "links": {"content": f"/api/records/{RECORD}/files/{n}/content"}}
                                for n, d in owner.files.items()]
                     listing = owner.listing if owner.listing is not None else {"entries": entries}
-                    body = json.dumps(listing).encode()
+                    body = listing if isinstance(listing, bytes) else json.dumps(listing).encode()
                     self.send_response(200)
                     self.send_header("Content-Type", "application/json")
                     self.send_header("Content-Length", str(len(body)))
@@ -311,6 +311,17 @@ def test_a_malformed_file_list_is_a_clean_cli_error(tmp_path):
                               str(tmp_path / "d"), "--base-url", server.url, "--allow-http"],
                              cwd=tmp_path, capture_output=True, text=True, timeout=120)
     assert out.returncode == 1 and "Traceback" not in out.stderr, out.stderr[-2000:]
+
+
+def test_a_file_list_nested_200000_deep_is_one_line(tmp_path):
+    """Round 3: a download list nested 200,000 deep was a RecursionError traceback."""
+    with Zenodo(dataset_zips()) as server:
+        server.listing = b'{"entries": ' + b"[" * 200_000 + b"]" * 200_000 + b"}"
+        out = subprocess.run([sys.executable, "-m", "fsd", "download", "fsdkaggle2018",
+                              str(tmp_path / "d"), "--base-url", server.url, "--allow-http"],
+                             cwd=tmp_path, capture_output=True, text=True, timeout=120)
+    assert out.returncode == 1 and "Traceback" not in out.stderr, out.stderr[-2000:]
+    assert len(out.stderr.strip().splitlines()) == 1 and "nests deeper" in out.stderr
 
 
 def test_unpacking_touches_only_the_datasets_own_folders(tmp_path):

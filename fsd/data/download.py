@@ -25,7 +25,6 @@ from __future__ import annotations
 
 import hashlib
 import http.client
-import json
 import logging
 import os
 import shutil
@@ -39,6 +38,8 @@ import zipfile
 import zlib
 from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
+
+from fsd.boundedjson import loads as bounded_loads
 
 log = logging.getLogger(__name__)
 
@@ -92,9 +93,7 @@ def record_files(record: str, base_url: str = ZENODO, timeout: float = 60, *,
     try:
         with _open(url, timeout=timeout) as resp:
             raw = resp.read(MAX_LIST_BYTES + 1)
-        if len(raw) > MAX_LIST_BYTES:
-            raise ValueError(f"larger than {MAX_LIST_BYTES} bytes")
-        data = json.loads(raw.decode())
+        data = bounded_loads(raw, "the answer", MAX_LIST_BYTES)  # depth checked first
     except (urllib.error.URLError, OSError, ValueError, http.client.HTTPException) as exc:
         raise DownloadError(f"cannot read the file list of record {record} at {url}: "
                             f"{str(exc)[:200]}") from None
