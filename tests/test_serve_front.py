@@ -449,3 +449,18 @@ def test_fsd_serve_bounds_bombs_echoes_slow_clients_and_batches(ensemble_trackin
         slow.close()
         assert t_idle < 15 and t_slow < 15, (t_idle, t_slow)
         assert srv.invoke(audio_request([a]))[0] == 200  # still serving
+
+
+@pytest.mark.parametrize("params,name", [({"top_k": "x"}, "top_k"), ({"seed": [1]}, "seed"),
+                                         ({"tta_crops": True}, "tta_crops"),
+                                         ({"tta_lengths": ["a"]}, "tta_lengths"),
+                                         ({"return_probabilities": "maybe"},
+                                          "return_probabilities"),
+                                         ({"window_seconds": {"a": 1}}, "window_seconds")])
+def test_a_wrong_type_param_is_named_in_its_400(params, name):
+    """Round 3: `top_k: "x"` got MLflow's generic schema message, which named nothing."""
+    app = Echo()
+    status, answer = call(Front(app), good(params))
+    assert status == 400 and app.calls == 0
+    msg = assert_short(answer)["message"]
+    assert msg.startswith(f"param {name}: expected"), msg

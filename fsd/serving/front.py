@@ -34,7 +34,7 @@ import re
 from collections.abc import Awaitable, Callable, Iterable
 from typing import Any
 
-from fsd.serving.requests import AUDIO_COLUMN, KNOWN_PARAMS, REFUSALS
+from fsd.serving.requests import AUDIO_COLUMN, KNOWN_PARAMS, REFUSALS, RequestError, check_param_types
 
 log = logging.getLogger(__name__)
 
@@ -227,6 +227,10 @@ class Front:
             if unknown_p:
                 raise Refused(400, f"{len(unknown_p)} unknown param(s); known: "
                               f"{sorted(self.known_params)}", "INVALID_PARAMETER_VALUE")
+            try:
+                check_param_types(params)
+            except RequestError as exc:
+                raise Refused(400, f"param {exc}", "INVALID_PARAMETER_VALUE") from None
 
     def _check_split(self, data: Any) -> None:
         if not isinstance(data, dict) or "columns" not in data or "data" not in data \

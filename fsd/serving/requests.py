@@ -223,6 +223,24 @@ def parse_params(
     )
 
 
+def check_param_types(params: Mapping[str, Any]) -> None:
+    """Each known param's type (not its range: that needs the model), so a wrong-type param
+    is named before MLflow's own schema check answers it with a message that names nothing:
+    a RequestError naming the param and the type it needs, never the value."""
+    for name in ("top_k", "tta_crops", "seed"):
+        if params.get(name) is not None:
+            _int(params[name], name, -2**63, 2**63)
+    lengths = params.get("tta_lengths")
+    if lengths is not None and not isinstance(lengths, str):
+        for v in (lengths if isinstance(lengths, (list, tuple)) else [lengths]):
+            _int(v, "tta_lengths", -2**63, 2**63)
+    if params.get("return_probabilities") is not None:
+        _bool(params["return_probabilities"], "return_probabilities")
+    for name in ("window_seconds", "hop_seconds"):
+        if params.get(name) is not None:
+            _float(params[name], name)
+
+
 def _given(value: Any) -> bool:
     return value is not None and not (isinstance(value, (list, tuple, np.ndarray, str))
                                       and len(value) == 0)
