@@ -294,8 +294,8 @@ def bench_export(args) -> dict:
 
     from fsd.export.predictor import ExportedModel
     from fsd.export.writer import export_ensemble
+    from fsd.serving.pyfunc import ensemble_of
     from fsd.serving.requests import score_request
-    from fsd.serving.windows import ensemble_of
 
     tmp = Path(tempfile.mkdtemp(prefix="fsd-export-bench-"))
     os.environ["MLFLOW_TRACKING_URI"] = f"sqlite:///{tmp}/mlflow.db"

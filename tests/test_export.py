@@ -79,8 +79,7 @@ def blended_model(trained_ensemble, tmp_path_factory):
 
     from fsd.ensemble.bundle import attach_baseline
     from fsd.entrypoints.featurize import resolve_store
-    from fsd.serving.pyfunc import log_ensemble_model
-    from fsd.serving.windows import ensemble_of
+    from fsd.serving.pyfunc import ensemble_of, log_ensemble_model
 
     tmp = tmp_path_factory.mktemp("blended")
     cfg = copy.deepcopy(trained_ensemble.cfg)
@@ -112,7 +111,7 @@ def test_onnx_export_gives_the_registered_models_answers_without_tensorflow(blen
 
     from fsd.cli import main
     from fsd.export.predictor import ExportedModel
-    from fsd.serving.windows import ensemble_of
+    from fsd.serving.pyfunc import ensemble_of
 
     trained, uri, run_id = blended_model
     out = tmp_path / "export"
@@ -138,9 +137,9 @@ def test_onnx_export_gives_the_registered_models_answers_without_tensorflow(blen
             "export/onnx/config.yaml"} <= logged
     # in this process: every class's probability, against the registered bundle's
     exported = ExportedModel.load(out)
-    from fsd.serving.requests import clip_features
+    from fsd.inference.clips import clips_features
 
-    mels, summ = clip_features([c.read_bytes() for c in clips], exported.cfg)
+    mels, summ = clips_features([c.read_bytes() for c in clips], exported.cfg)
     np.testing.assert_allclose(exported.predict(mels, summ), ensemble.predict(mels, summ),
                                atol=1e-5)
     from fsd.serving.requests import score_request

@@ -18,8 +18,8 @@ import soundfile as sf
 from fsd.config import from_dict
 from fsd.features.logmel import logmel
 from fsd.features.windows import plan_windows, window_features
+from fsd.inference.windows import WindowScorer, summarise
 from fsd.serving.requests import RequestError, score_request
-from fsd.serving.windows import WindowScorer, summarise
 
 SR = 44100
 TONES = {"low": 220.0, "mid": 1800.0, "high": 7000.0}

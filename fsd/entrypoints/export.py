@@ -36,7 +36,7 @@ def run(cfg: Config, args: argparse.Namespace) -> int:
     from mlflow.exceptions import MlflowException
 
     from fsd.export.writer import ExportError, export_ensemble
-    from fsd.serving.windows import ensemble_of
+    from fsd.serving.pyfunc import ensemble_of
     from fsd.tracking.artifacts import EXPORT_ARTIFACT
 
     uri = args.model or f"models:/{cfg.ensemble.model_name}@{cfg.ensemble.alias}"

@@ -172,13 +172,13 @@ def run_windows(cfg: Config, args: argparse.Namespace) -> int:
             print(f"{f}: ERROR: {exc}")
             failed += 1
             continue
-        from fsd.serving.windows import format_summary
+        from fsd.inference.windows import format_summary
 
         print(f"== {f}: {len(table)} windows of {args.window:g} s every {hop:g} s")
         print(table.to_string(index=False, float_format=lambda v: f"{v:.3f}"))
         print(format_summary(summary, wf.seconds))
         if args.plot:
-            from fsd.serving.timeline import plot_timeline
+            from fsd.inference.timeline import plot_timeline
 
             plot = Path(args.plot)
             if len(args.files) > 1:
@@ -200,7 +200,8 @@ def _window_scorer(cfg: Config, args: argparse.Namespace):
     import mlflow
     from mlflow.exceptions import MlflowException
 
-    from fsd.serving.windows import WindowScorer, ensemble_of
+    from fsd.inference.windows import WindowScorer
+    from fsd.serving.pyfunc import ensemble_of
 
     uri = args.model or f"models:/{cfg.ensemble.model_name}@{cfg.ensemble.alias}"
     try:

@@ -1,8 +1,9 @@
 """Run an ONNX export (``fsd export --format onnx``) with onnxruntime and numpy/librosa only:
 TensorFlow, Keras, MLflow and scikit-learn's pickles are never imported.
 
-It does what the registered model does, with the same code where the code is not the network:
-decode and featurize each clip (:func:`fsd.features.extract.extract_clip`), project the
+It does what the registered model does, with the same code where the code is not the network
+(the scoring path of :mod:`fsd.inference`): decode and featurize each clip
+(:func:`fsd.inference.clips.clip_features`), project the
 summary features with each fold's scaler + PCA (arrays, :mod:`fsd.export.portable`), score
 folds x TTA lengths x crops (:func:`fsd.model.tta.predict_ensemble`, the crops derived from
 each clip's content and the seed) with the ONNX networks, take the geometric mean and blend
@@ -155,34 +156,11 @@ class ExportedModel:
 
     def predict_files(self, files, top_k: int | None = None) -> list[dict]:
         """One row per file: fname, label_1, score_1, ... (or error), as `fsd predict`."""
-        from fsd.data.audio import AudioError
-        from fsd.features.extract import extract_clip
-        from fsd.serving.requests import response_frame
+        from fsd.inference.scoring import score_files
 
-        top_k = int(top_k or self.top_k)
-        rows, mels, summ, where = [], [], [], []
-        for f in files:
-            rows.append({"fname": Path(f).name})
-            try:
-                feats = extract_clip(Path(f).read_bytes(), self.cfg)
-            except (AudioError, OSError, ValueError) as exc:
-                rows[-1]["error"] = getattr(exc, "strerror", None) or str(exc)
-                continue
-            if feats.logmel is None or len(feats.logmel) == 0:
-                rows[-1]["error"] = "too short to compute a log-mel frame"
-                continue
-            mels.append(np.asarray(feats.logmel, np.float32))
-            summ.append(np.asarray(feats.summary, np.float32))
-            where.append(len(rows) - 1)
-        if mels:
-            summaries = np.stack(summ) if summ and summ[0].size else None
-            probs = self.predict(mels, summaries)
-            for i, rec in zip(where, response_frame(probs, self.labels, top_k)
-                              .to_dict("records")):
-                rows[i].update(rec)
-        return rows
+        return score_files(self, files, int(top_k or self.top_k))
 
     def window_scorer(self):
-        from fsd.serving.windows import WindowScorer
+        from fsd.inference.windows import WindowScorer
 
         return WindowScorer(self)

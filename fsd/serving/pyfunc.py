@@ -37,7 +37,8 @@ from mlflow.exceptions import MlflowException
 from mlflow.protos.databricks_pb2 import INVALID_PARAMETER_VALUE
 
 import fsd
-from fsd.serving.requests import AUDIO_COLUMN, RequestError, response_frame, score_request
+from fsd.inference.scoring import response_frame
+from fsd.serving.requests import AUDIO_COLUMN, RequestError, score_request
 
 log = logging.getLogger(__name__)
 
@@ -96,7 +97,7 @@ def default_params(info) -> dict[str, Any]:
     """The params the signature declares, with the bundle's defaults."""
     return {"tta_lengths": [int(v) for v in info.tta_lengths], "tta_crops": int(info.tta_crops),
             "top_k": int(info.top_k), "seed": int(info.seed), "return_probabilities": False,
-            # long recordings window by window (fsd.serving.windows); 0: one answer per clip
+            # long recordings window by window (fsd.inference.windows); 0: one answer per clip
             "window_seconds": 0.0, "hop_seconds": 0.0}
 
 
@@ -143,3 +144,14 @@ def log_ensemble_model(bundle_dir: Path, info, name: str = "model",
         pip_requirements=pip_requirements(),
         model_id=model_id,
     )
+
+
+def ensemble_of(model) -> Any:
+    """The :class:`fsd.ensemble.bundle.Ensemble` inside a loaded pyfunc (for local windows
+    over files of any length, which a served request cannot carry)."""
+    python_model = model.unwrap_python_model() if hasattr(model, "unwrap_python_model") else model
+    for name in ("ensemble", "_ensemble"):
+        found = getattr(python_model, name, None)
+        if found is not None and hasattr(found, "predict"):
+            return found
+    raise TypeError("this model is not an fsd ensemble (no ensemble inside it)")

@@ -1,4 +1,5 @@
-"""What a scoring request may contain, checked before any audio is decoded.
+"""What a scoring request may contain, checked before any audio is decoded; then the request
+is scored by the one scoring path, :mod:`fsd.inference` (decode, features, TTA, windows).
 
 Everything here raises :class:`RequestError`, whose text is what the client reads; the pyfunc
 turns it into MLflow's INVALID_PARAMETER_VALUE (HTTP 400). No mlflow import: the checks are
@@ -17,14 +18,16 @@ import binascii
 import contextvars
 import io
 import math
-import os
-import threading
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
 import pandas as pd
+
+from fsd.inference.clips import DECODE_SLOTS, ClipError, clips_features
+from fsd.inference.scoring import response_frame
+from fsd.inference.windows import score_windows, window_views, windows_frame
 
 AUDIO_COLUMN = "audio"
 
@@ -40,7 +43,7 @@ MAX_FRAMES = 4000  # ~40 s of log-mel at hop 220 / 22.05 kHz
 MAX_REQUEST_FRAMES = 2_000_000
 KNOWN_PARAMS = ("tta_lengths", "tta_crops", "top_k", "seed", "return_probabilities",
                 "window_seconds", "hop_seconds")
-# Long recordings tagged window by window (fsd.serving.windows): a window's length and hop.
+# Long recordings tagged window by window (fsd.inference.windows): a window's length and hop.
 MIN_WINDOW_SECONDS = 0.25
 MAX_WINDOW_SECONDS = 60.0
 MIN_HOP_SECONDS = 0.05
@@ -50,9 +53,6 @@ MIN_HOP_SECONDS = 0.05
 # headers before any clip is decoded: 4 clips at the per-clip bound (fsd.data.audio's
 # max_seconds x MAX_SAMPLES_PER_SECOND, 23M at 60 s), or 64 clips of 30 s at 48 kHz.
 MAX_REQUEST_SAMPLES = 92_160_000
-# Clips decoded at once across all requests (each holds up to ~100 MB of float32 samples
-# while it decodes); FSD_DECODE_SLOTS overrides it.
-DECODE_SLOTS = threading.BoundedSemaphore(max(1, int(os.environ.get("FSD_DECODE_SLOTS", "2"))))
 
 
 class RequestError(ValueError):
@@ -346,25 +346,6 @@ def cost_limit(info) -> int:
     return max(limit, own)
 
 
-def response_frame(probs: np.ndarray, labels: Sequence[str], top_k: int,
-                   return_probabilities: bool = False) -> pd.DataFrame:
-    """Per clip the ``top_k`` labels and scores, best first: label_1, score_1, ..., label_k,
-    score_k; with ``return_probabilities`` one ``prob_<label>`` column per class as well."""
-    probs = np.asarray(probs, dtype=np.float64)
-    k = min(top_k, probs.shape[1])
-    # argsort of -p is stable, so ties keep label order and answers are reproducible
-    order = np.argsort(-probs, axis=1, kind="stable")[:, :k]
-    names = np.asarray(labels, dtype=object)
-    cols: dict[str, Any] = {}
-    for j in range(k):
-        cols[f"label_{j + 1}"] = names[order[:, j]].tolist()
-        cols[f"score_{j + 1}"] = np.take_along_axis(probs, order[:, j:j + 1], axis=1)[:, 0]
-    if return_probabilities:
-        for c, name in enumerate(labels):
-            cols[f"prob_{name}"] = probs[:, c]
-    return pd.DataFrame(cols)
-
-
 def check_headers(blobs: Sequence[bytes], audio_cfg,
                   max_samples: int = MAX_REQUEST_SAMPLES) -> None:
     """Refuse, from the clips' headers and before any clip is decoded, a clip that would
@@ -397,46 +378,21 @@ def check_headers(blobs: Sequence[bytes], audio_cfg,
 
 
 def clip_features(blobs: Sequence[bytes], cfg) -> tuple[list[np.ndarray], np.ndarray | None]:
-    """Decode and featurize each clip as training did (``extract_clip``); a clip that is not
-    usable audio is a RequestError naming its row and the reason. The headers are checked
-    first (:func:`check_headers`); at most ``DECODE_SLOTS`` clips decode at once."""
-    from fsd.data.audio import AudioError
-    from fsd.features.extract import extract_clip
-
+    """The request's clips decoded and featurized as training did
+    (:func:`fsd.inference.clips.clips_features`, at most ``DECODE_SLOTS`` at once), after their
+    headers (:func:`check_headers`); a clip that is not usable audio is a RequestError naming
+    its row and the reason."""
     check_headers(blobs, cfg.audio)
-    logmels: list[np.ndarray] = []
-    summaries: list[np.ndarray] = []
-    for i, blob in enumerate(blobs):
-        try:
-            with DECODE_SLOTS:
-                feats = extract_clip(bytes(blob), cfg)
-        except AudioError as exc:
-            raise RequestError(f"row {i}: not usable audio: {exc}") from None
-        except ValueError:  # feature code refusing a degenerate clip (e.g. no frames)
-            raise RequestError(f"row {i}: cannot compute features of this clip") from None
-        if feats.logmel is None or len(feats.logmel) == 0:
-            raise RequestError(f"row {i}: too short to compute a log-mel frame")
-        logmels.append(np.asarray(feats.logmel, dtype=np.float32))
-        if feats.summary is not None and np.size(feats.summary):  # empty: summary disabled
-            summaries.append(np.asarray(feats.summary, dtype=np.float32))
-    summary = np.stack(summaries) if len(summaries) == len(logmels) else None
-    return logmels, summary
+    try:
+        return clips_features(blobs, cfg)
+    except ClipError as exc:
+        raise RequestError(str(exc)) from None
 
 
 # --- long recordings window by window ---------------------------------------------------------
 # A request with window_seconds: bounded before decoding (each recording's header, then the
 # windows' work against max_request_frames), then fsd.features.windows' one streamed decode
-# per recording, each window scored as a clip. The summary and timeline: fsd.serving.windows.
-
-def window_tta(p: InferenceParams, window: float, cfg) -> tuple[list[int], int]:
-    """The views each window gets: the request's TTA when it set one, else the whole window
-    once."""
-    from fsd.features.windows import frames_per_second
-
-    if p.tta_given:
-        return list(p.tta_lengths), int(p.tta_crops)
-    return [max(1, int(round(window * frames_per_second(cfg))))], 1
-
+# per recording, each window scored as a clip (fsd.inference.windows, which also summarises).
 
 def window_cost(n_windows: int, window: float, lengths: Sequence[int], crops: int, cfg) -> int:
     """Work of ``n_windows`` windows: their views (crops x sum of lengths) and their own
@@ -445,33 +401,6 @@ def window_cost(n_windows: int, window: float, lengths: Sequence[int], crops: in
 
     per = int(crops) * int(sum(lengths)) + int(round(window * frames_per_second(cfg)))
     return int(n_windows) * per
-
-
-def score_windows(ensemble, wf, lengths: Sequence[int], crops: int, seed: int) -> np.ndarray:
-    """(n_windows, classes) probabilities of ``wf``'s windows; NaN rows for silent ones."""
-    probs = np.full((len(wf), len(ensemble.labels)), np.nan, dtype=np.float64)
-    mels = wf.window_logmels()
-    if mels:
-        summaries = wf.summaries if wf.summaries is not None and wf.summaries.size else None
-        probs[~wf.silent] = ensemble.predict(mels, summaries, list(lengths), int(crops), seed)
-    return probs
-
-
-def windows_frame(wf, probs: np.ndarray, labels: Sequence[str], top_k: int,
-                  return_probabilities: bool = False) -> pd.DataFrame:
-    """One row per window: start, end (seconds), label_1, score_1, ..., label_k, score_k;
-    a silent window has empty labels and NaN scores."""
-    filled = np.where(np.isnan(probs), 0.0, probs)
-    table = response_frame(filled, labels, top_k, return_probabilities)
-    silent = np.asarray(wf.silent, bool)
-    for c in table.columns:
-        if c.startswith("label_"):
-            table.loc[silent, c] = ""
-        else:
-            table.loc[silent, c] = np.nan
-    table.insert(0, "end", np.round(np.asarray(wf.ends, np.float64), 3))
-    table.insert(0, "start", np.round(np.asarray(wf.starts, np.float64), 3))
-    return table
 
 
 def recording_headers(blobs: Sequence[bytes], max_seconds: float) -> list[float]:
@@ -514,7 +443,9 @@ def score_windowed_request(ensemble, rows: list[Any], p: InferenceParams) -> pd.
     max_seconds = float(getattr(cfg.ensemble, "max_recording_seconds", 600.0))
     blobs = decode_rows(rows, info.max_clip_bytes)
     durations = recording_headers(blobs, max_seconds)
-    lengths, crops = window_tta(p, p.window_seconds, cfg)
+    # the request's TTA when it set one, else the whole window once
+    lengths, crops = window_views(p.window_seconds, cfg, p.tta_lengths if p.tta_given else None,
+                                  p.tta_crops)
     n_windows = sum(count_windows(d, p.window_seconds, p.hop_seconds) for d in durations)
     cost, limit = window_cost(n_windows, p.window_seconds, lengths, crops, cfg), cost_limit(info)
     if cost > limit:
@@ -537,7 +468,6 @@ def score_windowed_request(ensemble, rows: list[Any], p: InferenceParams) -> pd.
         table.insert(0, "clip", i)
         tables.append(table)
     return pd.concat(tables, ignore_index=True)
-
 
 
 def score_request(ensemble, model_input: Any, params: Mapping[str, Any] | None) -> pd.DataFrame:

@@ -8,7 +8,7 @@ length in frames, one crop) per fold model. Silent windows are not scored: their
 empty and their scores NaN.
 
 A served request (params ``window_seconds``, ``hop_seconds``; its path is
-:func:`fsd.serving.requests.score_windowed_request`) is bounded before anything is decoded:
+:func:`fsd.serving.requests.score_windowed_request`) is bounded there before anything is decoded:
 each recording's header must be readable and declare at most
 ``ensemble.max_recording_seconds``; the windows it gives, ``windows x (crops x sum(lengths) +
 window frames)`` (the views, plus the window's own features), count against
@@ -18,15 +18,52 @@ window frames)`` (the views, plus the window's own features), count against
 from __future__ import annotations
 
 import math
+from collections.abc import Sequence
 from typing import Any
 
 import numpy as np
 import pandas as pd
 
 from fsd.features.windows import frames_per_second
-from fsd.serving.requests import score_windows, windows_frame
+from fsd.inference.scoring import response_frame
 
 WINDOW_COLUMNS = ["start", "end"]
+
+
+def window_views(window: float, cfg, lengths: Sequence[int] | None = None,
+                 crops: int = 1) -> tuple[list[int], int]:
+    """The views each window gets: ``lengths`` x ``crops`` when given (a request's own TTA),
+    else the whole window once."""
+    if lengths is not None:
+        return list(lengths), int(crops)
+    return [max(1, int(round(window * frames_per_second(cfg))))], 1
+
+
+def score_windows(ensemble, wf, lengths: Sequence[int], crops: int, seed: int) -> np.ndarray:
+    """(n_windows, classes) probabilities of ``wf``'s windows; NaN rows for silent ones."""
+    probs = np.full((len(wf), len(ensemble.labels)), np.nan, dtype=np.float64)
+    mels = wf.window_logmels()
+    if mels:
+        summaries = wf.summaries if wf.summaries is not None and wf.summaries.size else None
+        probs[~wf.silent] = ensemble.predict(mels, summaries, list(lengths), int(crops), seed)
+    return probs
+
+
+def windows_frame(wf, probs: np.ndarray, labels: Sequence[str], top_k: int,
+                  return_probabilities: bool = False) -> pd.DataFrame:
+    """One row per window: start, end (seconds), label_1, score_1, ..., label_k, score_k;
+    a silent window has empty labels and NaN scores."""
+    filled = np.where(np.isnan(probs), 0.0, probs)
+    table = response_frame(filled, labels, top_k, return_probabilities)
+    silent = np.asarray(wf.silent, bool)
+    for c in table.columns:
+        if c.startswith("label_"):
+            table.loc[silent, c] = ""
+        else:
+            table.loc[silent, c] = np.nan
+    table.insert(0, "end", np.round(np.asarray(wf.ends, np.float64), 3))
+    table.insert(0, "start", np.round(np.asarray(wf.starts, np.float64), 3))
+    return table
 
 
 def summarise(table: pd.DataFrame, seconds: float, min_score: float = 0.0) -> pd.DataFrame:
@@ -79,17 +116,6 @@ def format_summary(summary: pd.DataFrame, seconds: float) -> str:
     return "\n".join(lines)
 
 
-def ensemble_of(model) -> Any:
-    """The :class:`fsd.ensemble.bundle.Ensemble` inside a loaded pyfunc (for local windows
-    over files of any length, which a served request cannot carry)."""
-    python_model = model.unwrap_python_model() if hasattr(model, "unwrap_python_model") else model
-    for name in ("ensemble", "_ensemble"):
-        found = getattr(python_model, name, None)
-        if found is not None and hasattr(found, "predict"):
-            return found
-    raise TypeError("this model is not an fsd ensemble (no ensemble inside it)")
-
-
 class WindowScorer:
     """A file -> (window table, summary, probabilities, features) over an ensemble-like object
     (``predict``, ``labels``, ``cfg``, ``info``): the registered model's, or an export's."""
@@ -103,7 +129,7 @@ class WindowScorer:
 
         cfg = self.ensemble.cfg
         wf = window_features(source, cfg, window, hop)
-        lengths = [max(1, int(round(window * frames_per_second(cfg))))]
-        probs = score_windows(self.ensemble, wf, lengths, 1, int(self.ensemble.info.seed))
+        lengths, crops = window_views(window, cfg)
+        probs = score_windows(self.ensemble, wf, lengths, crops, int(self.ensemble.info.seed))
         table = windows_frame(wf, probs, self.labels, int(top_k or self.ensemble.info.top_k))
         return table, summarise(table, wf.seconds), probs, wf
