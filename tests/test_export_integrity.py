@@ -188,3 +188,24 @@ def test_a_tampered_export_is_a_one_line_error(onnx_export, tmp_path, how):
     assert done.returncode == 2, done.stderr[-2000:]
     assert "Traceback" not in done.stderr and "root:" not in done.stdout
     assert len(done.stderr.strip().splitlines()) == 1, done.stderr[-2000:]
+
+
+def test_a_window_longer_than_the_clip_answers_as_the_whole_clip(onnx_export):
+    """Round 3: a window longer than the recording changed the answer (a view padded to the
+    window). Over a real export: the same labels and scores as the clip scored whole."""
+    import numpy as np
+
+    from fsd.export.predictor import ExportedModel
+    from fsd.inference.scoring import score_files
+
+    trained, out = onnx_export
+    model = ExportedModel.load(out)
+    clips = sorted((trained.root / "data" / "FSDKaggle2018.audio_test").glob("t_*.wav"))[:3]
+    whole = score_files(model, clips, 3)
+    for clip, want in zip(clips, whole):
+        table, _, _, _ = model.window_scorer()(str(clip), 300.0, 300.0, 3)
+        assert len(table) == 1
+        got = table.iloc[0]
+        assert [got[f"label_{j}"] for j in (1, 2, 3)] == [want[f"label_{j}"] for j in (1, 2, 3)]
+        np.testing.assert_allclose([got[f"score_{j}"] for j in (1, 2, 3)],
+                                   [want[f"score_{j}"] for j in (1, 2, 3)], atol=2e-2)

@@ -338,7 +338,8 @@ class EnsembleConfig:
     max_request_frames: int = ruled(2_000_000, Range(1, 10**10))
     # The longest recording a served request may ask to tag window by window (window_seconds),
     # checked on its header before it is decoded; its windows count against
-    # max_request_frames too. `fsd predict FILE --window` on local files has no such bound.
+    # max_request_frames too. `fsd predict FILE --window` is held to the same rules per file:
+    # the window at most this long, its windows' work at most max_request_frames.
     max_recording_seconds: float = ruled(600.0, Range(1, 86_400))
 
 
