@@ -11,7 +11,14 @@ import re
 from pathlib import Path
 
 import pytest
-from hostile_payloads import flac_bomb, parquet_bomb, rss_mb
+from hostile_payloads import (
+    flac_bomb,
+    parquet_bomb,
+    parquet_lying_footer,
+    parquet_lying_page,
+    parquet_many_nulls,
+    rss_mb,
+)
 
 from fsd.serving.front import MAX_MESSAGE, Front, short_message
 
@@ -313,13 +320,41 @@ def test_request_errors_never_quote_param_values(params):
     assert "ZZSECRET" not in str(err.value) and "script" not in str(err.value)
 
 
-def test_a_parquet_bomb_is_refused_from_its_metadata():
-    bomb = parquet_bomb(8)
+@pytest.mark.parametrize("build", [parquet_bomb, parquet_lying_footer])
+def test_a_parquet_bomb_is_refused_from_its_page_headers(build):
+    """Round 3: a footer claiming 1,000 bytes passed the footer check while its page header
+    (what pyarrow believes) said 8 MiB."""
+    bomb = build(8)
     assert len(bomb) < 20_000
     app = Echo()
     status, answer = call(Front(app, max_body_bytes=2**20), bomb,
                           content_type="application/vnd.apache.parquet")
-    assert status == 413 and app.calls == 0 and "expands" in answer.decode()
+    assert status == 413 and app.calls == 0 and "decodes to more than" in answer.decode()
+
+
+def test_a_million_null_rows_are_refused():
+    """Honest metadata, a few KB: millions of null rows cost memory per row, not per byte."""
+    body = parquet_many_nulls(2_000_000)
+    assert len(body) < 64_000
+    app = Echo()
+    status, answer = call(Front(app, max_body_bytes=2**20), body,
+                          content_type="application/vnd.apache.parquet")
+    assert status == 413 and app.calls == 0, answer
+
+
+def test_a_page_header_that_lies_small_cannot_decode_past_it():
+    """The other lie: the page header claims 1,000 bytes while its zstd data holds 8 MiB.
+    The front admits it (its claim is small); the reader sizes its buffer by the claim and
+    refuses the page, so the data never expands."""
+    import pyarrow.parquet as pq
+
+    body = parquet_lying_page(8)
+    app = Echo()
+    status, _ = call(Front(app, max_body_bytes=2**20), body,
+                     content_type="application/vnd.apache.parquet")
+    assert status == 200 and app.calls == 1
+    with pytest.raises(OSError, match="Destination buffer is too small"):
+        pq.read_table(io.BytesIO(body))
 
 
 def test_a_flac_bomb_is_refused_from_its_header():
@@ -400,6 +435,12 @@ def test_fsd_serve_bounds_bombs_echoes_slow_clients_and_batches(ensemble_trackin
             status, answer = srv.invoke(bomb,
                                         content_type="application/vnd.apache.parquet")
             assert status == 413, answer
+            for crafted in (parquet_lying_footer(200), parquet_many_nulls(5_000_000),
+                            parquet_lying_page(200)):  # round 3: <= 64 KB crafted any way
+                assert len(crafted) <= 64_000
+                status, answer = srv.invoke(crafted,
+                                            content_type="application/vnd.apache.parquet")
+                assert status in (400, 413), answer
             answers = []
             threads = [threading.Thread(target=lambda: answers.append(srv.invoke(split)))
                        for _ in range(3)]

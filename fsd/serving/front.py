@@ -60,6 +60,9 @@ _ADDRESS = re.compile(r"\s*at 0x[0-9a-fA-F]+")
 _PATH = re.compile(r"(?<![\w.])(?:[A-Za-z]:)?(?:[\\/][\w.@+~-]+){2,}[\\/]?")
 
 
+MAX_PARQUET_ROWS = 10_000  # far above any request's clips (ensemble.max_request_clips)
+
+
 class Refused(Exception):
     """A client mistake found by the front: ``status`` and a short message."""
 
@@ -266,24 +269,33 @@ class Front:
         self._columns([h.strip() for h in header] if header else [])
 
     def _check_parquet(self, body: bytes) -> None:
-        """Columns from the schema, and the size the body expands to from its metadata (every
-        column chunk's uncompressed size), before MLflow builds a frame of it: a few KB of
-        zstd can hold hundreds of MB of zeros."""
+        """Columns from the schema, and the size the body decodes to from every page header
+        (:mod:`fsd.serving.parquet_pages`: what pyarrow sizes its buffers by, whatever the
+        footer claims), before MLflow builds a frame of it: a few KB of zstd can hold
+        hundreds of MB of zeros, or millions of null rows."""
+        from fsd.serving.parquet_pages import decoded_bytes
+
+        try:
+            decoded_bytes(body, self.max_body_bytes, MAX_PARQUET_ROWS)
+        except OverflowError:
+            raise Refused(413, f"the parquet body decodes to more than {self.max_body_bytes} "
+                          f"bytes or {MAX_PARQUET_ROWS} rows; send fewer or smaller clips per "
+                          "request", "REQUEST_TOO_LARGE") from None
+        except (ValueError, TypeError, KeyError, IndexError, RecursionError):
+            raise Refused(400, "not a readable parquet file") from None
         try:
             import pyarrow.parquet as pq
 
             meta = pq.ParquetFile(io.BytesIO(body)).metadata
             names = list(meta.schema.to_arrow_schema().names)
-            expanded = sum(max(0, meta.row_group(g).column(c).total_uncompressed_size)
-                           for g in range(meta.num_row_groups) for c in range(meta.num_columns))
         except ImportError:
             raise Refused(415, "parquet is not supported by this server",
                           "UNSUPPORTED_MEDIA_TYPE") from None
         except Exception:  # pyarrow raises several types for junk; all mean "not parquet"
             raise Refused(400, "not a readable parquet file") from None
-        if expanded > self.max_body_bytes:
-            raise Refused(413, f"the parquet body expands to more than {self.max_body_bytes} "
-                          "bytes; send fewer or smaller clips per request", "REQUEST_TOO_LARGE")
+        if meta.num_rows > MAX_PARQUET_ROWS:
+            raise Refused(413, f"the parquet body holds more than {MAX_PARQUET_ROWS} rows",
+                          "REQUEST_TOO_LARGE")
         names = [n for n in names if not n.startswith("__index_level_")]
         self._columns(names)
 
