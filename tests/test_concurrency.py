@@ -151,12 +151,13 @@ def test_a_lock_left_by_a_dead_process_is_broken(registry):
     from mlflow.tracking import MlflowClient
 
     from fsd.serving import registry as pyfunc
+    from fsd.tracking.tags import TAG_LOCK_OWNER
 
     dead = subprocess.Popen([sys.executable, "-c", "pass"])
     dead.wait()
     client = MlflowClient()
     client.create_registered_model(pyfunc.lock_model_name("stale-test", "champion"),
-                                   tags={pyfunc.LOCK_OWNER_TAG: f"{socket.gethostname()}:{dead.pid}"})
+                                   tags={TAG_LOCK_OWNER: f"{socket.gethostname()}:{dead.pid}"})
     promo = pyfunc.register_and_promote(registry(), "stale-test", "champion", 0.7)
     assert promo.moved
     assert [m.name for m in client.search_registered_models()] == ["stale-test"]

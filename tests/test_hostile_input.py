@@ -20,6 +20,7 @@ import soundfile as sf
 from fsd.config import AudioConfig, from_dict
 from fsd.data.audio import AudioError, load_audio
 from fsd.data.sources import load_dataset
+from fsd.processes import process_alive
 
 
 def write_clip(path: Path, seconds: float = 0.3, freq: float = 440.0, sr: int = 8000) -> Path:
@@ -286,9 +287,9 @@ def test_a_reused_pid_does_not_count_as_alive():
     from fsd import tracking
 
     me = tracking.process_tags()
-    assert tracking.process_alive(os.getpid(), me[tracking.TAG_PROC_START])
+    assert process_alive(os.getpid(), me[tracking.TAG_PROC_START])
     if me[tracking.TAG_PROC_START]:
-        assert not tracking.process_alive(os.getpid(), "1")
+        assert not process_alive(os.getpid(), "1")
 
 
 def test_a_fold_continuing_an_interrupted_run_names_it(tmp_path, sqlite_tracking, monkeypatch):

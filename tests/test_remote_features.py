@@ -11,6 +11,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from mlflow.tracking import MlflowClient
 
 from fsd import tracking
 from fsd.config import from_dict
@@ -67,7 +68,7 @@ def test_features_are_fetched_through_the_tracking_server(tmp_path, tracking_ser
     there = from_dict({"name": "remote"}, OVERRIDES + [f"store.cache_dir={tmp_path}/machine_b"])
     # Machine B cannot see machine A's disk: hide A's store, as on another host.
     local_a = Path(run.data.tags.get("fsd.store_dir") or
-                   tracking.MlflowClient().get_run(run.info.run_id).data.tags["fsd.store_dir"])
+                   MlflowClient().get_run(run.info.run_id).data.tags["fsd.store_dir"])
     local_a.rename(tmp_path / "hidden")
     store, features_run = resolve_store(there)
     assert features_run == run.info.run_id
@@ -92,7 +93,7 @@ def test_a_reused_store_is_not_uploaded_twice(tmp_path, tracking_server):
     with tracking.stage_run(cfg, "featurize") as second:
         result = featurize_logged(cfg)
     assert result.reused
-    client = tracking.MlflowClient()
+    client = MlflowClient()
     assert client.get_run(second.info.run_id).data.tags["fsd.store_run"] == first.info.run_id
     assert "features" not in {a.path for a in client.list_artifacts(second.info.run_id)}
     # a fold elsewhere still finds the features, through the run that holds them

@@ -10,6 +10,7 @@ import optuna
 import pytest
 from optuna.trial import TrialState
 
+from fsd import tracking
 from fsd.config import Config, ConfigError, SweepConfig, from_dict, load_config
 from fsd.sweep import export, study
 
@@ -244,11 +245,12 @@ def test_trial_runs_end_finished_killed_or_failed_under_one_parent(tmp_path, mon
         assert mlflow.active_run().info.run_id == parent.info.run_id  # trials left it open
     runs = MlflowClient().search_runs([parent.info.experiment_id],
                                       f"tags.`mlflow.parentRunId` = '{parent.info.run_id}'")
-    got = {r.data.tags[edge.TAG_TRIAL]: (r.info.status, r.data.tags[edge.TAG_STATE]) for r in runs}
+    got = {r.data.tags[tracking.TAG_SWEEP_TRIAL]: (r.info.status, r.data.tags[tracking.TAG_SWEEP_STATE])
+           for r in runs}
     assert got == {"0": ("FINISHED", "COMPLETE"), "1": ("FAILED", "FAIL"),
                    "2": ("KILLED", "PRUNED")}
-    failed = next(r for r in runs if r.data.tags[edge.TAG_TRIAL] == "1")
-    assert failed.data.tags[edge.TAG_ERROR] == "RuntimeError: out of memory"
+    failed = next(r for r in runs if r.data.tags[tracking.TAG_SWEEP_TRIAL] == "1")
+    assert failed.data.tags[tracking.TAG_SWEEP_ERROR] == "RuntimeError: out of memory"
     assert all(r.data.params["sweep.storage"] == "postgresql://me@db/optuna" for r in runs)
     assert opt.trials[0].user_attrs[edge.RUN_ID_ATTR] in {r.info.run_id for r in runs}
 
@@ -287,7 +289,6 @@ def test_sweep_nests_trials_prunes_exports_and_continues(tmp_path, monkeypatch):
     from mlflow.tracking import MlflowClient
 
     from fsd.cli import main
-    from fsd.entrypoints import sweep as edge
 
     monkeypatch.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{tmp_path}/mlflow.db")
     monkeypatch.chdir(tmp_path)  # nothing may land in the checkout
@@ -301,13 +302,13 @@ def test_sweep_nests_trials_prunes_exports_and_continues(tmp_path, monkeypatch):
     exp = client.get_experiment_by_name("demo")
     (parent,) = client.search_runs([exp.experiment_id], "tags.`fsd.stage` = 'sweep'")
     assert parent.info.status == "FINISHED"
-    assert parent.data.tags[edge.TAG_STUDY] == "demo-sweep"
+    assert parent.data.tags[tracking.TAG_SWEEP_STUDY] == "demo-sweep"
     trials = client.search_runs([exp.experiment_id], "tags.`fsd.stage` = 'sweep_trial'")
     assert {r.data.tags["mlflow.parentRunId"] for r in trials} == {parent.info.run_id}
-    by_number = {int(r.data.tags[edge.TAG_TRIAL]): r for r in trials}
-    states = {n: (r.info.status, r.data.tags[edge.TAG_STATE]) for n, r in by_number.items()}
+    by_number = {int(r.data.tags[tracking.TAG_SWEEP_TRIAL]): r for r in trials}
+    states = {n: (r.info.status, r.data.tags[tracking.TAG_SWEEP_STATE]) for n, r in by_number.items()}
     assert states == {0: ("FINISHED", "COMPLETE"), 1: ("KILLED", "PRUNED")}
-    assert "step 0" in by_number[1].data.tags[edge.TAG_PRUNED]
+    assert "step 0" in by_number[1].data.tags[tracking.TAG_SWEEP_PRUNED]
     assert "val_map3" not in by_number[1].data.metrics
     assert [m.step for m in client.get_metric_history(by_number[1].info.run_id,
                                                       "stage1/val_map3")] == [0]
@@ -333,7 +334,7 @@ def test_sweep_nests_trials_prunes_exports_and_continues(tmp_path, monkeypatch):
     plots = {Path(a.path).name for a in client.list_artifacts(parent.info.run_id, "plots")}
     assert {"optimization_history.png", "notes.txt"} <= plots  # importances need 2 complete
     assert parent.data.metrics["best_val_map3"] == df.value[0]
-    assert parent.data.tags[edge.TAG_BEST_RUN] == done.info.run_id
+    assert parent.data.tags[tracking.TAG_SWEEP_BEST_RUN] == done.info.run_id
     best = load_config(study_dir / "best.yaml")
     assert (best.train.crop_min, best.train.crop_max) == (df[study.CROP_MIN][0],
                                                            df[study.CROP_MAX][0])
@@ -356,8 +357,8 @@ def test_sweep_nests_trials_prunes_exports_and_continues(tmp_path, monkeypatch):
     assert len(parents) == 2
     kids = client.search_runs([exp.experiment_id],
                               f"tags.`mlflow.parentRunId` = '{parents[0].info.run_id}'")
-    assert [k.data.tags[edge.TAG_TRIAL] for k in kids] == ["2"]
+    assert [k.data.tags[tracking.TAG_SWEEP_TRIAL] for k in kids] == ["2"]
     newest = parents[0].data
     assert (newest.params["study.n_trials"], newest.params["study.n_new_trials"]) == ("3", "1")
     assert "n_trials" not in newest.metrics and "best: [trial 0]" in newest.tags["mlflow.note.content"]
-    assert newest.tags[edge.TAG_BEST_TRIAL] == "0"
+    assert newest.tags[tracking.TAG_SWEEP_BEST_TRIAL] == "0"

@@ -35,8 +35,6 @@ HELP = ("scikit-learn baselines (logreg, hgb, svc, extratrees, vote) on the summ
 log = logging.getLogger(__name__)
 
 STAGE_GROUP = "baselines"
-TAG_REUSED = "fsd.baseline_runs"
-TAG_AT_CHANCE = "fsd.at_chance"
 # what a baseline's LoggedModel is scored by (the run's too); the rest are the run's only
 MODEL_METRICS = ("oof_map3", "oof_accuracy", "oof_ap_macro")
 
@@ -103,6 +101,7 @@ def baseline_logged(cfg: Config, store, features_run: str, name: str, *, nested:
         OOF_PROBS,
         log_frame,
     )
+    from fsd.train.experimentdir import ExperimentDir
 
     tags = {tracking.TAG_BASELINE: name,
             tracking.TAG_BASELINE_KEY: tracking.baseline_key(cfg, name),
@@ -130,7 +129,7 @@ def baseline_logged(cfg: Config, store, features_run: str, name: str, *, nested:
         else:
             tracking.log_run_metrics(scores)
         tracking.log_run_metrics(metrics)
-        out = cfg.experiment_dir / "baseline" / f"{name}-{store.key[:8]}" / active.info.run_id
+        out = ExperimentDir.of(cfg).baseline(name, store.key, active.info.run_id)
         plots = plot_oof(result.scores, result.y, result.probs, result.labels, out / "plots",
                          what=name)
         tracking.log_files(plots, "plots")
@@ -139,24 +138,14 @@ def baseline_logged(cfg: Config, store, features_run: str, name: str, *, nested:
         log_frame(result.per_class_frame(), out / "oof_per_class.csv", OOF_ARTIFACT)
         path = result.model.save(out / MODEL_FILE)
         mlflow.log_artifact(str(path), MODEL_ARTIFACT)
-        mlflow.set_tag(TAG_AT_CHANCE, str(chance).lower())
+        mlflow.set_tag(tracking.TAG_AT_CHANCE, str(chance).lower())
         log.info("baseline %s run %s: out-of-fold MAP@3 %.4f, accuracy %.4f%s", name,
                  active.info.run_id, result.oof_map3, result.oof_accuracy,
                  " (at chance)" if chance else "")
-        lines = [
-            f"**baseline {name}** ({what}) of `{cfg.name}` on the summary features of "
-            f"{tracking.data_summary(cfg)}, on the CNN's folds.", "",
-            f"- out of fold (no TTA): **MAP@3 {result.oof_map3:.3f}**, accuracy "
-            f"{result.oof_accuracy:.3f}, {len(result.y)} clips in "
-            f"{len(result.fold_seconds)} folds"]
-        if chance:
-            lines.append(f"- **at chance**: {chance_words(result.oof_accuracy, n_classes)}")
-        lines.append(
-            f"- features: {tracking.run_link(features_run, 'featurize run')}; the model "
-            f"fitted on every clip: the run's logged model"
-            f"{f' `{model_id}`' if model_id else ''} (scikit-learn), and "
-            f"`{MODEL_ARTIFACT}/{MODEL_FILE}` (what the ensemble bundles)")
-        tracking.describe("\n".join(lines))
+        tracking.describe(tracking.baseline_description(
+            cfg, name, what, result.oof_map3, result.oof_accuracy, len(result.y),
+            len(result.fold_seconds), chance_words(result.oof_accuracy, n_classes) if chance else "",
+            features_run, model_id, f"{MODEL_ARTIFACT}/{MODEL_FILE}"))
         return active.info.run_id
 
 
@@ -216,27 +205,20 @@ def _log_group_summary(runs: dict[str, str]) -> None:
     metric it logs is that best one's (``best_baseline_oof_map3``), the rest stay the
     children's."""
     import mlflow
+    from mlflow.tracking import MlflowClient
 
-    client = tracking.MlflowClient()
+    client = MlflowClient()
     scores, at_chance = {}, set()
     for name, rid in runs.items():
         run = client.get_run(rid)
         value = run.data.metrics.get("oof_map3")
         if value is not None:
             scores[name] = value
-        if run.data.tags.get(TAG_AT_CHANCE) == "true":
+        if run.data.tags.get(tracking.TAG_AT_CHANCE) == "true":
             at_chance.add(name)
-    mlflow.set_tag(TAG_REUSED, ",".join(f"{n}={r}" for n, r in runs.items()))
-    lines = [f"- {tracking.run_link(rid, name)}: out-of-fold MAP@3 {scores[name]:.3f}"
-             + (" (**at chance**)" if name in at_chance else "")
-             if name in scores else f"- {tracking.run_link(rid, name)}"
-             for name, rid in runs.items()]
+    mlflow.set_tag(tracking.TAG_BASELINE_RUNS, ",".join(f"{n}={r}" for n, r in runs.items()))
     if scores:
         best = max(scores, key=scores.get)
-        mlflow.set_tags({"fsd.best_baseline": best, "fsd.best_baseline_run": runs[best]})
+        mlflow.set_tags({tracking.TAG_BEST_BASELINE: best, tracking.TAG_BEST_BASELINE_RUN: runs[best]})
         tracking.log_run_metrics({"best_baseline_oof_map3": scores[best]})
-        lines.insert(0, f"**baselines**: the best is **{best}**, out-of-fold MAP@3 "
-                        f"{scores[best]:.3f}.\n")
-    else:
-        lines.insert(0, "**baselines**\n")
-    tracking.describe("\n".join(lines))
+    tracking.describe(tracking.baselines_description(runs, scores, at_chance))

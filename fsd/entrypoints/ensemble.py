@@ -41,6 +41,7 @@ from typing import TYPE_CHECKING
 from fsd import tracking
 from fsd.config import Config
 from fsd.entrypoints.flags import parse_flag
+from fsd.train.experimentdir import ExperimentDir
 
 if TYPE_CHECKING:  # the stage loads TensorFlow, mlflow the tracking: imported where they run
     from mlflow.entities import Run
@@ -50,10 +51,6 @@ if TYPE_CHECKING:  # the stage loads TensorFlow, mlflow the tracking: imported w
 HELP = "TTA ensemble of a training's folds: out-of-fold MAP@3, submission, registered pyfunc"
 log = logging.getLogger(__name__)
 
-TAG_FOLD_RUNS = "fsd.fold_runs"
-TAG_BLENDED = "fsd.blended"
-TAG_BLEND_RUN = "fsd.blend_baseline_run"
-TAG_BLEND_MODEL = "fsd.blend_baseline"
 # the ensemble LoggedModel's metrics (the run's too); every other figure is the run's only
 MODEL_METRICS = ("oof_map3", "oof_accuracy", "cnn_oof_map3", "cnn_oof_accuracy")
 
@@ -105,11 +102,11 @@ def build_ensemble(cfg: Config, run_ids: list[str] | None = None, *, register: b
     key = first.data.tags.get(tracking.TAG_TRAIN_KEY, "")
     store, features_run = tracking.resolve_store(
         train_cfg, first.data.tags.get(tracking.TAG_FEATURES_RUN, ""))
-    work = cfg.experiment_dir / "ensemble" / (key or "adhoc")
+    work = ExperimentDir.of(cfg).ensemble(key)
     downloads = work / "downloads"
     tags = {tracking.TAG_TRAIN_KEY: key, tracking.TAG_FEATURES_RUN: features_run,
             tracking.TAG_FEATURE_KEY: tracking.feature_key(train_cfg),
-            TAG_FOLD_RUNS: ",".join(r.info.run_id for r in runs.values())}
+            tracking.TAG_FOLD_RUNS: ",".join(r.info.run_id for r in runs.values())}
     with tracking.stage_run(train_cfg, "ensemble", tags=tags, nested=nested) as active:
         clips = datasets.store_dataset(train_cfg, store.index, tracking.feature_key(train_cfg))
         datasets.log_dataset(clips, datasets.TRAINING)
@@ -125,7 +122,7 @@ def build_ensemble(cfg: Config, run_ids: list[str] | None = None, *, register: b
         _log_result(result, out, len(folds), cfg.ensemble.tta_crops, model_info.model_id, clips)
         summary.update(_register(cfg, train_cfg, result, summary, runs, active.info.run_id,
                                  register))
-        tracking.describe(_description(train_cfg, summary, runs, result.lengths,
+        tracking.describe(tracking.ensemble_description(train_cfg, summary, runs, result.lengths,
                                        cfg.ensemble.tta_crops))
     return summary
 
@@ -210,12 +207,12 @@ def _log_result(result: EnsembleResult, out: Path, n_folds: int, crops: int, mod
                          "blend_insample_oof_accuracy": chosen.oof_accuracy,
                          "baseline_oof_map3": chosen.baseline_oof_map3})
         mlflow.log_param("blend.clips", chosen.clips)
-        mlflow.set_tags({TAG_BLEND_RUN: chosen.run_id, TAG_BLEND_MODEL: chosen.name})
+        mlflow.set_tags({tracking.TAG_BLEND_RUN: chosen.run_id, tracking.TAG_BLEND_MODEL: chosen.name})
         log_frame(chosen.choice.table(), out / "blend_weights.csv", "blend")
         log_frame(chosen.candidates, out / "blend_candidates.csv", "blend")
     tracking.log_run_metrics(run_only)
     mlflow.log_param("ensemble.blended", str(result.blended).lower())
-    mlflow.set_tag(TAG_BLENDED, str(result.blended).lower())
+    mlflow.set_tag(tracking.TAG_BLENDED, str(result.blended).lower())
     plots = plot_oof(cnn.scores, cnn.y, cnn.probs, cnn.labels, out / "plots" / "cnn",
                      what="CNN fold ensemble with TTA")
     tracking.log_files(plots, "plots/cnn")
@@ -294,10 +291,10 @@ def _log_model(cfg: Config, train_cfg: Config, result: EnsembleResult, summary: 
     model = mlflow.initialize_logged_model(
         name=logged_model_name(e.model_name), source_run_id=mlflow.active_run().info.run_id,
         params={k: str(v) for k, v in params.items()}, model_type="pyfunc",
-        tags={tracking.TAG_NOTE: _model_description(train_cfg, summary, runs, dataset_name)})
+        tags={tracking.TAG_NOTE: tracking.ensemble_model_description(train_cfg, summary, runs, dataset_name)})
     info = log_ensemble_model(result.bundle, result.info, name=logged_model_name(e.model_name),
                               sample_rate=train_cfg.audio.sample_rate, model_id=model.model_id)
-    mlflow.set_tag("fsd.model_uri", info.model_uri)
+    mlflow.set_tag(tracking.TAG_MODEL_URI, info.model_uri)
     return info
 
 
@@ -317,9 +314,9 @@ def _register(cfg: Config, train_cfg: Config, result: EnsembleResult, summary: d
                                  train_key=summary["train_key"])
     describe_registered(e.model_name, promo.version, train_cfg, summary, runs, run_id)
     mlflow.log_dict(promo.as_dict(), "registry/promotion.json")
-    mlflow.set_tags({"fsd.registered_version": promo.version,
-                     "fsd.alias_moved": str(promo.moved).lower(),
-                     "fsd.alias_reason": promo.reason})
+    mlflow.set_tags({tracking.TAG_REGISTERED_VERSION: promo.version,
+                     tracking.TAG_ALIAS_MOVED: str(promo.moved).lower(),
+                     tracking.TAG_ALIAS_REASON: promo.reason})
     if promo.previous_score is not None:
         tracking.log_run_metrics({"holder_oof_map3": promo.previous_score})
     return {"promotion": promo.as_dict()}
@@ -331,55 +328,6 @@ def logged_model_name(model_name: str) -> str:
     import re
 
     return re.sub(r"[^0-9A-Za-z_.-]", "_", f"{model_name}-tta-ensemble")
-
-
-def _scores_line(summary: dict) -> str:
-    """The headline in words, naming what each figure measures."""
-    if summary.get("nested"):
-        line = (f"out-of-fold MAP@3 **{summary['oof_map3']:.3f}**, accuracy "
-                f"{summary['oof_accuracy']:.3f}: the CNN ensemble blended with a baseline, "
-                "each fold's baseline and weight chosen on the other folds")
-        line += (f"; the CNN ensemble alone {summary['cnn_oof_map3']:.3f}; the served blend "
-                 f"({summary['blend_weight']:.2f} x CNN + {1 - summary['blend_weight']:.2f} x "
-                 f"{summary.get('blend_baseline', 'baseline')}, chosen on every fold) scores "
-                 f"{summary['blend_insample_oof_map3']:.3f} in sample (optimistic: the choice "
-                 "saw those clips)")
-        return line
-    return (f"out-of-fold MAP@3 **{summary['oof_map3']:.3f}**, accuracy "
-            f"{summary['oof_accuracy']:.3f}: the CNN fold ensemble alone, with TTA")
-
-
-def _model_description(cfg: Config, summary: dict, runs: dict, dataset_name: str) -> str:
-    served = ("the CNN fold ensemble alone" if not summary.get("blended") else
-              f"{summary['blend_weight']:.2f} x the CNN fold ensemble + "
-              f"{1 - summary['blend_weight']:.2f} x baseline {summary.get('blend_baseline')}")
-    return (f"**TTA ensemble** of `{cfg.name}`: {served}; {len(runs)} fold CNNs "
-            f"({cfg.model.backbone}), test-time augmentation over {len(summary['tta_lengths'])} "
-            f"lengths. Raw audio in (column `audio`, base64 bytes), top-k labels out. Scored on "
-            f"dataset `{dataset_name}`: {_scores_line(summary)}.")
-
-
-def _description(cfg: Config, summary: dict, runs: dict, lengths: list[int], crops: int) -> str:
-    folds = ", ".join(tracking.run_link(r.info.run_id, f"fold {k}") for k, r in runs.items())
-    lines = [f"**ensemble** of `{cfg.name}` on {tracking.data_summary(cfg)}: the {len(runs)} "
-             f"fold models, test-time augmentation {len(lengths)} lengths x {crops} crops.",
-             "", f"- {_scores_line(summary)}",
-             "- per fold: `cnn/fold_<k>_map3` (the CNN ensemble with TTA)"
-             + (", `blend/fold_<k>_map3` (the blend, chosen on the other folds; "
-                "`blend/nested_choices.csv`)" if summary.get("nested") else "")
-             + "; the folds' own validation (no TTA): `folds_mean/val_map3`; per class: "
-             "`oof/oof_per_class.csv`", f"- folds: {folds}"]
-    if summary.get("baseline_run"):
-        lines.append(f"- blended baseline: {tracking.run_link(summary['baseline_run'], 'run')}")
-    promo = summary.get("promotion")
-    if promo:
-        lines.append(f"- registered as `{promo['name']}` version {promo['version']}: "
-                     f"{'took' if promo['moved'] else 'did not take'} the alias "
-                     f"`@{promo['alias']}` (decided on `oof_map3`: {promo['reason']})")
-    for k in ("public_map3", "private_map3"):
-        if k in summary:
-            lines.append(f"- test {k.split('_')[0]} MAP@3 {summary[k]:.3f}")
-    return "\n".join(lines)
 
 
 def describe_registered(name: str, version: str, cfg: Config, summary: dict, runs: dict,
@@ -400,7 +348,7 @@ def describe_registered(name: str, version: str, cfg: Config, summary: dict, run
         f"Serve: `fsd serve --model \"models:/{name}@{cfg.ensemble.alias}\"`")
     folds = ", ".join(str(k) for k in runs)
     version_text = (
-        f"{_scores_line(summary)}; data: {tracking.data_summary(cfg)}; {len(runs)} folds "
+        f"{tracking.ensemble_scores_line(summary)}; data: {tracking.data_summary(cfg)}; {len(runs)} folds "
         f"({folds}) of training key `{summary.get('train_key', '')}`; config `{cfg.name}` "
         f"(model {cfg.model.backbone}, width {cfg.model.width}; the full config is "
         f"`config.yaml` of ensemble run {run_id}); TTA lengths {summary.get('tta_lengths')} x "

@@ -67,7 +67,7 @@ def featurize_logged(cfg: Config):
     key = tracking.feature_key(cfg)
     mlflow.set_tags({tracking.TAG_FEATURE_KEY: key, tracking.TAG_STORE_KEY: result.store.key,
                      tracking.TAG_STORE_DIR: str(Path(result.store_dir).resolve()),
-                     "fsd.reused": str(result.reused).lower()})
+                     tracking.TAG_REUSED: str(result.reused).lower()})
     datasets.log_dataset(datasets.store_dataset(cfg, result.store.index, key), datasets.FEATURIZE)
     metrics, params = stats_split(result.stats)
     mlflow.log_metrics(metrics)
@@ -82,7 +82,7 @@ def featurize_logged(cfg: Config):
             mlflow.set_tag(tracking.TAG_STORE_RUN, holder)
         else:
             log_store(Path(result.store_dir))
-    tracking.describe(_description(cfg, result))
+    tracking.describe(tracking.featurize_description(cfg, result))
     return result
 
 
@@ -96,26 +96,6 @@ def stats_split(stats: dict) -> tuple[dict[str, float], dict[str, str]]:
     params = {f"featurize.{k}": (f"{v:.1f}" if isinstance(v, float) else str(v))
               for k, v in stats.items() if k not in _TIMINGS and _is_number(v)}
     return metrics, params
-
-
-def _description(cfg: Config, result) -> str:
-    st = result.stats
-    hop = cfg.logmel.hop_length / cfg.logmel.sample_rate
-    folds = result.store.index["fold"].nunique()
-    lines = [f"**featurize** of `{cfg.name}`: {tracking.data_summary(cfg)}.", "",
-             f"- **{st.get('n_clips', '?')} train clips** in {st.get('n_labels', '?')} classes, "
-             f"{folds} folds; {st.get('n_rejected', 0)} rejected, {st.get('n_warnings', 0)} "
-             f"warnings (`reports/rejects.csv`); {st.get('n_test', 0)} test clips",
-             f"- {st.get('audio_seconds', 0) / 60:.1f} min of audio; crop limits "
-             f"{st.get('crop_min')}-{st.get('crop_max')} frames "
-             f"({st.get('crop_min', 0) * hop:.2f}-{st.get('crop_max', 0) * hop:.2f} s)"]
-    if result.reused:
-        lines.append(f"- features **reused** from `{result.store_dir}` (nothing recomputed)")
-    elif st.get("audio_seconds_per_s"):
-        lines.append(f"- {st['audio_seconds_per_s']:.1f} audio-s/s with {st.get('workers')} "
-                     "workers")
-    lines.append("- plots: `plots/`; the feature store: `features/`")
-    return "\n".join(lines)
 
 
 def _is_number(v: object) -> bool:

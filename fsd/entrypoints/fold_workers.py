@@ -22,6 +22,7 @@ from pathlib import Path
 import mlflow
 
 from fsd.config import Config, dump_config
+from fsd.train.experimentdir import ExperimentDir
 
 log = logging.getLogger(__name__)
 
@@ -108,7 +109,7 @@ def train_folds_in_workers(cfg: Config, folds: list[int], features_run: str, par
     dataset take longer than one round of folds, and must not hold the folds back.
     """
     n = max(1, min(cfg.train.fold_workers, len(folds)))
-    cfg_path = Path(cfg.experiment_dir) / "pipeline" / f"config-{parent_run}.yaml"
+    cfg_path = ExperimentDir.of(cfg).pipeline_config(parent_run)
     cfg_path.parent.mkdir(parents=True, exist_ok=True)
     cfg_path.write_text(dump_config(cfg))
     commands = {fold: [sys.executable, "-m", "fsd", "train-fold", "--config", str(cfg_path),

@@ -30,6 +30,10 @@ if TYPE_CHECKING:
 HELP = ("run the whole pipeline (featurize, all folds, baselines, ensemble), skipping steps "
         "already done")
 log = logging.getLogger(__name__)
+# the parent run's tags naming the runs it composed (summary keys -> tags)
+_SUMMARY_TAGS = {"features_run": tracking.TAG_FEATURES_RUN, "fold_runs": tracking.TAG_FOLD_RUNS,
+                 "baseline_runs": tracking.TAG_BASELINE_RUNS,
+                 "ensemble_run": tracking.TAG_ENSEMBLE_RUN}
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
@@ -82,11 +86,11 @@ def run(cfg: Config, args: argparse.Namespace) -> int:
             ensemble_run = ensemble_step.ensemble_logged(cfg, fold_run_ids, register=True, nested=True)
             summary["ensemble_run"] = ensemble_run
         # run lists comma-separated, as the ensemble run's fsd.fold_runs
-        mlflow.set_tags({f"fsd.{k}": ",".join(v) if isinstance(v, list) else str(v)
+        mlflow.set_tags({_SUMMARY_TAGS[k]: ",".join(v) if isinstance(v, list) else str(v)
                          for k, v in summary.items()})
         table = results_table(parent.info.run_id)
         headline = _log_headline(summary, table)
-        tracking.describe(_description(cfg, summary, headline))
+        tracking.describe(tracking.pipeline_description(cfg, summary, headline))
     _print_summary(cfg, parent.info.run_id, summary, table)
     return 0
 
@@ -135,24 +139,19 @@ def _featurize(cfg: Config, featurize_step) -> str:
         return child.info.run_id
 
 
-# main's metrics, and what each measures (its description says the same in words)
-HEADLINE = {
-    "oof_map3": "the registered model out of fold (its blend chosen on the other folds)",
-    "oof_accuracy": "the same model's top-1 accuracy out of fold",
-    "cnn_oof_map3": "the CNN fold ensemble alone (TTA), out of fold",
-    "best_baseline_oof_map3": "the best summary-feature baseline, out of fold",
-}
 
 
 def _log_headline(summary: dict, table: pd.DataFrame) -> dict[str, float]:
-    """The pipeline's headline on the main run itself (:data:`HEADLINE`; the children keep
-    their own figures) and the comparison of every model on the same folds (``results.md``).
+    """The pipeline's headline on the main run itself
+    (:data:`fsd.tracking.descriptions.HEADLINE`; the children keep their own figures) and the
+    comparison of every model on the same folds (``results.md``).
     Returns the metrics logged."""
     import mlflow
+    from mlflow.tracking import MlflowClient
 
     from fsd.entrypoints.report import to_markdown
 
-    client = tracking.MlflowClient()
+    client = MlflowClient()
     out: dict[str, float] = {}
     if summary.get("ensemble_run"):
         m = client.get_run(summary["ensemble_run"]).data.metrics
@@ -168,46 +167,11 @@ def _log_headline(summary: dict, table: pd.DataFrame) -> dict[str, float]:
     return out
 
 
-def _description(cfg: Config, summary: dict, headline: dict[str, float]) -> str:
-    """main's description: the headline and its steps in pipeline order, each a link."""
-    client = tracking.MlflowClient()
-
-    def metric(rid: str, key: str) -> str:
-        v = client.get_run(rid).data.metrics.get(key)
-        return f"{key} {v:.3f}" if v is not None else ""
-
-    lines = [f"**pipeline** `{cfg.name}` on {tracking.data_summary(cfg)}: featurize -> "
-             f"{len(summary.get('fold_runs', []))} folds -> baselines -> ensemble.", ""]
-    if "oof_map3" in headline:
-        lines.append(f"**Out-of-fold MAP@3 {headline['oof_map3']:.3f}**, accuracy "
-                     f"{headline.get('oof_accuracy', float('nan')):.3f}: the registered model, "
-                     "its blend chosen on the other folds (the figure its alias moves on). "
-                     "`results.md` compares every model on the same folds.")
-        lines.append("")
-        lines += [f"- `{k}` {headline[k]:.3f}: {what}" for k, what in HEADLINE.items()
-                  if k in headline]
-        lines.append("")
-    lines.append("Steps, in order:")
-    lines.append("")
-    lines.append(f"1. {tracking.run_link(summary['features_run'], 'featurize')}")
-    for rid in summary.get("fold_runs", []):
-        fold = client.get_run(rid).data.tags.get(tracking.TAG_FOLD, "?")
-        lines.append(f"1. {tracking.run_link(rid, f'fold {fold}')}: {metric(rid, 'val_map3')}")
-    for rid in summary.get("baseline_runs", []):
-        name = client.get_run(rid).data.tags.get(tracking.TAG_BASELINE, "baseline")
-        chance = client.get_run(rid).data.tags.get("fsd.at_chance") == "true"
-        lines.append(f"1. {tracking.run_link(rid, f'baseline {name}')}: "
-                     f"{metric(rid, 'oof_map3')}{' (**at chance**)' if chance else ''}")
-    if summary.get("ensemble_run"):
-        lines.append(f"1. {tracking.run_link(summary['ensemble_run'], 'ensemble')}: "
-                     f"{metric(summary['ensemble_run'], 'oof_map3')}")
-    return "\n".join(lines)
-
-
 def _print_summary(cfg: Config, run_id: str, summary: dict, table: pd.DataFrame) -> None:
     import mlflow
+    from mlflow.tracking import MlflowClient
 
-    client = tracking.MlflowClient()
+    client = MlflowClient()
     exp_id = client.get_run(run_id).info.experiment_id
     lines = [f"\nexperiment {cfg.experiment_name!r}, main run {run_id}",
              f"  tracking URI: {mlflow.get_tracking_uri()}",

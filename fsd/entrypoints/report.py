@@ -71,19 +71,20 @@ def results_table(main_run_id: str) -> pd.DataFrame:
     """One row per model of the pipeline run ``main_run_id`` (see the module docstring)."""
     import numpy as np
     import pandas as pd
+    from mlflow.tracking import MlflowClient
 
-    client = tracking.MlflowClient()
+    client = MlflowClient()
     tags = client.get_run(main_run_id).data.tags
     rows: list[dict] = []
-    for rid in _ids(tags.get("fsd.baseline_runs", "")):
+    for rid in _ids(tags.get(tracking.TAG_BASELINE_RUNS, "")):
         r = client.get_run(rid)
-        chance = " - at chance" if r.data.tags.get("fsd.at_chance") == "true" else ""
+        chance = " - at chance" if r.data.tags.get(tracking.TAG_AT_CHANCE) == "true" else ""
         rows.append({"model": f"baseline {r.data.tags.get(tracking.TAG_BASELINE, '?')} "
                               f"(summary features{chance})",
                      "accuracy": r.data.metrics.get("oof_accuracy", np.nan),
                      "map3": r.data.metrics.get("oof_map3", np.nan),
                      "scored": "out of fold", "run": rid})
-    folds = [client.get_run(rid) for rid in _ids(tags.get("fsd.fold_runs", ""))]
+    folds = [client.get_run(rid) for rid in _ids(tags.get(tracking.TAG_FOLD_RUNS, ""))]
     if folds:
         n = len(folds)
         rows.append({"model": "CNN stage 1 (log-mel)",
@@ -96,14 +97,14 @@ def results_table(main_run_id: str) -> pd.DataFrame:
                                        else "val_accuracy"),
                      "map3": _mean(folds, "best/stage2_val_map3" if stage2 else "val_map3"),
                      "scored": f"fold validation, mean of {n}", "run": ""})
-        kept = [r.data.params.get("fold.selected_stage") or r.data.tags.get("fsd.selected_stage")
+        kept = [r.data.params.get("fold.selected_stage") or r.data.tags.get(tracking.TAG_SELECTED_STAGE)
                 for r in folds]
         if stage2 and any(k == "stage1" for k in kept):
             rows.append({"model": "CNN fold models (the better stage per fold)",
                          "accuracy": _mean(folds, "val_accuracy"),
                          "map3": _mean(folds, "val_map3"),
                          "scored": f"fold validation, mean of {n}", "run": ""})
-    ens_id = tags.get("fsd.ensemble_run", "")
+    ens_id = tags.get(tracking.TAG_ENSEMBLE_RUN, "")
     if ens_id:
         ens = client.get_run(ens_id)
         m = ens.data.metrics
@@ -111,7 +112,7 @@ def results_table(main_run_id: str) -> pd.DataFrame:
                      "accuracy": m.get("cnn_oof_accuracy", m.get("oof_accuracy", np.nan)),
                      "map3": m.get("cnn_oof_map3", m.get("oof_map3", np.nan)),
                      "scored": "out of fold", "run": ens_id})
-        partner = ens.data.tags.get("fsd.blend_baseline", "baseline")
+        partner = ens.data.tags.get(tracking.TAG_BLEND_MODEL, "baseline")
         if "blend_insample_oof_map3" in m:
             rows.append({"model": "blend, each fold's weight and baseline chosen on the other "
                                   "folds (the registered model)",

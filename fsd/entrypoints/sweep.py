@@ -33,15 +33,6 @@ HELP = "Optuna study over mixup alpha and crop limits, every trial a nested MLfl
 log = logging.getLogger(__name__)
 
 STAGE_TRIAL = "sweep_trial"
-TAG_STUDY = "fsd.sweep.study"
-TAG_STORAGE = "fsd.sweep.storage"
-TAG_TRIAL = "fsd.sweep.trial"
-TAG_STATE = "fsd.sweep.state"
-TAG_PRUNED = "fsd.sweep.pruned"
-TAG_ERROR = "fsd.sweep.error"
-TAG_BEST_TRIAL = "fsd.sweep.best_trial"
-TAG_BEST_RUN = "fsd.sweep.best_run"
-TAG_WORKDIR = "fsd.sweep.workdir"
 
 BEST_CONFIG_ARTIFACT = "best_config.yaml"
 RUN_ID_ATTR = "mlflow_run_id"  # trial user attr: the trial's nested run
@@ -92,7 +83,7 @@ def run(cfg: Config, args: argparse.Namespace) -> int:
              opt.study_name, study.redact(url), n_before, cfg.sweep.n_trials or "unlimited",
              cfg.sweep.timeout or "none")
     shown = _without_password(cfg)
-    tags = {TAG_STUDY: opt.study_name, TAG_STORAGE: study.redact(url),
+    tags = {tracking.TAG_SWEEP_STUDY: opt.study_name, tracking.TAG_SWEEP_STORAGE: study.redact(url),
             tracking.TAG_FEATURES_RUN: features_run,
             tracking.TAG_FEATURE_KEY: tracking.feature_key(cfg)}
     with tracking.stage_run(shown, "sweep", tags=tags,
@@ -134,9 +125,9 @@ def _tracker_class() -> type:
 
         def start(self, trial: optuna.Trial, params: dict[str, Any], cfg: Config) -> None:
             tags = {tracking.TAG_STAGE: STAGE_TRIAL, tracking.TAG_CONFIG: cfg.name,
-                    TAG_STUDY: self.study_name, TAG_TRIAL: str(trial.number),
-                    TAG_STATE: TrialState.RUNNING.name,
-                    TAG_WORKDIR: str(trial.user_attrs.get("workdir", "")),
+                    tracking.TAG_SWEEP_STUDY: self.study_name, tracking.TAG_SWEEP_TRIAL: str(trial.number),
+                    tracking.TAG_SWEEP_STATE: TrialState.RUNNING.name,
+                    tracking.TAG_SWEEP_WORKDIR: str(trial.user_attrs.get("workdir", "")),
                     tracking.TAG_FEATURES_RUN: self.features_run}
             # Not a context manager: a pruned trial must end KILLED, and leaving `with` on an
             # exception would mark it FAILED.
@@ -167,12 +158,12 @@ def _tracker_class() -> type:
                    error: BaseException | None) -> None:
             if not self.run_id:
                 return
-            tags = {TAG_STATE: state.name}
+            tags = {tracking.TAG_SWEEP_STATE: state.name}
             status = status_of[state]
             if state == TrialState.PRUNED:
-                tags[TAG_PRUNED] = str(error)[:1000]
+                tags[tracking.TAG_SWEEP_PRUNED] = str(error)[:1000]
             elif error is not None:
-                tags[TAG_ERROR] = f"{type(error).__name__}: {error}"[:1000]
+                tags[tracking.TAG_SWEEP_ERROR] = f"{type(error).__name__}: {error}"[:1000]
                 if not isinstance(error, Exception):  # Ctrl-C, SystemExit: stopped, not broken
                     status = "KILLED"
             client = MlflowClient()
@@ -181,13 +172,9 @@ def _tracker_class() -> type:
                     client.set_tag(self.run_id, k, v)
                 if value is not None:
                     client.log_metric(self.run_id, study.OBJECTIVE, value)
-                shown = ", ".join(f"`{k}` = {v:.4g}" if isinstance(v, float) else f"`{k}` = {v}"
-                                  for k, v in trial.params.items())
-                result = (f"mean val MAP@3 of folds {list(self.cfg.sweep.folds)} **{value:.3f}**"
-                          if value is not None else state.name.lower())
-                tracking.describe(f"**sweep trial {trial.number}** of study `{self.study_name}` "
-                                  f"(`{self.cfg.name}` on {tracking.data_summary(self.cfg)}): "
-                                  f"{result}, with {shown}.", run_id=self.run_id)
+                tracking.describe(tracking.trial_description(
+                    self.cfg, self.study_name, trial.number, trial.params, value,
+                    state.name.lower()), run_id=self.run_id)
             finally:
                 active = mlflow.active_run()
                 if active is not None and active.info.run_id == self.run_id:
@@ -231,17 +218,12 @@ def log_study(opt: optuna.Study, cfg: Config, root: Path, run_id: str, n_before:
                   opt.study_name, summary["n_pruned"], summary["n_failed"])
         return 1
     mlflow.log_metric(f"best_{study.OBJECTIVE}", best.value)
-    tracking.describe(
-        f"**sweep** study `{opt.study_name}` of `{cfg.name}` on {tracking.data_summary(cfg)}: "
-        f"{summary['n_trials']} trials ({summary['n_complete']} complete, "
-        f"{summary['n_pruned']} pruned, {summary['n_failed']} failed).\n\n"
-        f"- best: {tracking.run_link(best.user_attrs.get(RUN_ID_ATTR, ''), f'trial {best.number}')}"
-        f", mean val MAP@3 **{best.value:.3f}** with "
-        + ", ".join(f"`{k}` = {v}" for k, v in best.params.items())
-        + f"\n- its config: `{BEST_CONFIG_ARTIFACT}` (train it with `fsd main --config ...`)")
+    tracking.describe(tracking.sweep_description(
+        cfg, opt.study_name, summary, best.user_attrs.get(RUN_ID_ATTR, ""), best.number,
+        best.value, best.params, BEST_CONFIG_ARTIFACT))
     mlflow.log_params({f"best.{k}": v for k, v in best.params.items()})
-    mlflow.set_tags({TAG_BEST_TRIAL: str(best.number),
-                     TAG_BEST_RUN: best.user_attrs.get(RUN_ID_ATTR, "")})
+    mlflow.set_tags({tracking.TAG_SWEEP_BEST_TRIAL: str(best.number),
+                     tracking.TAG_SWEEP_BEST_RUN: best.user_attrs.get(RUN_ID_ATTR, "")})
     path = root / "best.yaml"
     header = (f"Best trial {best.number} of Optuna study {opt.study_name!r}: {study.OBJECTIVE} "
               f"{best.value:.4f} (trained with the sweep's short schedules; the schedules below "
@@ -253,6 +235,6 @@ def log_study(opt: optuna.Study, cfg: Config, root: Path, run_id: str, n_before:
              study.OBJECTIVE, best.value, best.params, path)
     if new and n_new_failed == len(new):
         log.error("all %d trials of this run failed; see the %s tag of their runs",
-                  len(new), TAG_ERROR)
+                  len(new), tracking.TAG_SWEEP_ERROR)
         return 1
     return 0

@@ -26,6 +26,7 @@ from pathlib import Path
 from fsd import tracking
 from fsd.config import Config
 from fsd.entrypoints.flags import optional_int
+from fsd.train.experimentdir import ExperimentDir
 from fsd.train.folddir import FoldDir
 
 HELP = "train one fold (two stages, MobileNetV2 + PCA), every epoch logged to MLflow"
@@ -47,7 +48,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
 def fold_workdir(cfg: Config, fold: int, store_key: str) -> Path:
     """Outputs of one fold live under the experiment, keyed by the recipe and the features."""
-    return cfg.experiment_dir / "train" / f"{tracking.train_key(cfg)}-{store_key[:8]}" / f"fold_{fold}"
+    return ExperimentDir.of(cfg).fold(tracking.train_key(cfg), store_key, fold)
 
 
 def run(cfg: Config, args: argparse.Namespace) -> int:
@@ -117,8 +118,8 @@ def train_fold_logged(cfg: Config, store, features_run: str, *, nested: bool = F
         summary = log_fold_outputs(workdir, cfg, store, fold)
         note = _reuse_note(workdir, earlier if earlier != run_id else "", replayed, len(trained))
         if replayed:
-            mlflow.set_tags({"fsd.replayed_epochs": str(replayed),
-                             "fsd.reused_from": earlier or "unknown"})
+            mlflow.set_tags({tracking.TAG_REPLAYED_EPOCHS: str(replayed),
+                             tracking.TAG_REUSED_FROM: earlier or "unknown"})
         tracking.describe(tracking.fold_description(cfg, fold, summary, features_run, note))
     return result, active.info.run_id
 
@@ -157,7 +158,7 @@ def log_fold_outputs(workdir: Path, cfg: Config | None = None, store=None,
     val = {k: metrics.pop(k) for k in MODEL_METRICS if k in metrics}
     tracking.log_new_params(params)
     if summary.get("selected_stage"):
-        mlflow.set_tag("fsd.selected_stage", summary["selected_stage"])
+        mlflow.set_tag(tracking.TAG_SELECTED_STAGE, summary["selected_stage"])
     index = getattr(store, "index", None)
     model_id = ""
     if cfg is not None and index is not None and fold is not None:

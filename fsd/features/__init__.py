@@ -10,3 +10,7 @@
 
 Submodules are imported on use, so ``import fsd.features`` stays cheap.
 """
+
+# The config sections that define the features (with the data): a store's key, and the
+# feature key runs are tagged with (fsd.tracking.keys), which must not load the store's code.
+STORE_SECTIONS = ("audio", "logmel", "summary", "folds")

@@ -34,6 +34,8 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from fsd.features import STORE_SECTIONS
+
 META = "meta.json"
 SHARDS = "shards"
 SPLITS = ("train", "test")
@@ -41,7 +43,6 @@ INDEX_COLUMNS = ["fname", "label", "label_id", "fold", "verified", "offset", "fr
                  "ok"]
 # Bump when the computed features change meaning, so old stores are never reused by mistake.
 FEATURE_VERSION = 1
-STORE_SECTIONS = ("audio", "logmel", "summary", "folds")
 
 
 class StoreError(RuntimeError):

@@ -17,11 +17,10 @@ from mlflow.exceptions import MlflowException
 from mlflow.tracking import MlflowClient
 
 from fsd.processes import process_alive
+from fsd.tracking.tags import TAG_LOCK_OWNER, TAG_OOF_MAP3, TAG_PROMOTION, TAG_TRAIN_KEY
 
 log = logging.getLogger(__name__)
 
-SCORE_TAG = "fsd.oof_map3"
-TRAIN_KEY_TAG = "fsd.train_key"  # = fsd.tracking.TAG_TRAIN_KEY (the registry stays light)
 
 
 @dataclass
@@ -43,7 +42,7 @@ class Promotion:
 
 def holder_score(client: MlflowClient, mv) -> float | None:
     """A version's recorded out-of-fold MAP@3: its tag, else its run's ``oof_map3`` metric."""
-    tag = (mv.tags or {}).get(SCORE_TAG)
+    tag = (mv.tags or {}).get(TAG_OOF_MAP3)
     if tag not in (None, ""):
         try:
             return float(tag)
@@ -68,8 +67,8 @@ def register_and_promote(model_uri: str, name: str, alias: str, score: float,
     the registry itself), so two ensembles finishing together cannot both read the old holder
     and leave the alias on the worse of them."""
     client = MlflowClient()
-    mv = mlflow.register_model(model_uri, name, tags={SCORE_TAG: f"{score:.6f}",
-                                                      TRAIN_KEY_TAG: train_key})
+    mv = mlflow.register_model(model_uri, name, tags={TAG_OOF_MAP3: f"{score:.6f}",
+                                                      TAG_TRAIN_KEY: train_key})
     version = str(mv.version)
     with alias_lock(client, name, alias):
         held = client.get_registered_model(name).aliases or {}
@@ -93,7 +92,7 @@ def register_and_promote(model_uri: str, name: str, alias: str, score: float,
             if now != version:
                 raise MlflowException(f"@{alias} of {name} names v{now or '-'} right after it was "
                                       f"moved to v{version}: the alias lock was not respected")
-        client.set_model_version_tag(name, version, "fsd.promotion",
+        client.set_model_version_tag(name, version, TAG_PROMOTION,
                                      f"{'moved' if moved else 'kept'} @{alias}: {reason}")
     log.info("%s v%s: %s @%s (%s)", name, version, "took" if moved else "did not take", alias,
              reason)
@@ -102,7 +101,6 @@ def register_and_promote(model_uri: str, name: str, alias: str, score: float,
                      reason=reason)
 
 
-LOCK_OWNER_TAG = "fsd.lock_owner"
 LOCK_STALE_S = 600.0
 
 
@@ -126,7 +124,7 @@ def alias_lock(client: MlflowClient, name: str, alias: str, timeout: float = 600
     while True:
         try:
             client.create_registered_model(
-                lock, tags={LOCK_OWNER_TAG: owner},
+                lock, tags={TAG_LOCK_OWNER: owner},
                 description=f"A lock, held while an ensemble moves @{alias} of `{name}`; "
                             "deleted when done.")
             break
@@ -137,7 +135,7 @@ def alias_lock(client: MlflowClient, name: str, alias: str, timeout: float = 600
             held = client.get_registered_model(lock)
         except MlflowException:
             continue  # released in between: try again at once
-        held_by = (held.tags or {}).get(LOCK_OWNER_TAG, "")
+        held_by = (held.tags or {}).get(TAG_LOCK_OWNER, "")
         age = time.time() - (held.creation_timestamp or 0) / 1000
         host, _, pid = held_by.rpartition(":")
         dead = host == socket.gethostname() and pid.isdigit() and not process_alive(int(pid))

@@ -21,7 +21,6 @@ from __future__ import annotations
 import logging
 import math
 import os
-import re
 import shutil
 import socket
 import sys
@@ -37,6 +36,7 @@ import pandas as pd
 from optuna.trial import FrozenTrial, TrialState
 
 from fsd.config import Config, ConfigError, StageConfig, SweepConfig, from_dict
+from fsd.train.experimentdir import ExperimentDir
 
 log = logging.getLogger(__name__)
 
@@ -149,14 +149,14 @@ def study_name(cfg: Config) -> str:
 
 def study_dir(cfg: Config) -> Path:
     """Trial workdirs and the best config of one study: ``<experiment>/sweep/<study>``."""
-    return cfg.experiment_dir / "sweep" / re.sub(r"[^A-Za-z0-9._-]+", "_", study_name(cfg))
+    return ExperimentDir.of(cfg).study(study_name(cfg))
 
 
 def storage_url(cfg: Config) -> str:
     """``sweep.storage``, or a sqlite file beside the experiment's outputs."""
     if cfg.sweep.storage:
         return cfg.sweep.storage
-    return f"sqlite:///{(cfg.experiment_dir / 'sweep' / 'optuna.db').resolve()}"
+    return f"sqlite:///{ExperimentDir.of(cfg).optuna_db.resolve()}"
 
 
 def is_sqlite(url: str) -> bool:

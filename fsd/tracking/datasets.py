@@ -12,11 +12,12 @@ from __future__ import annotations
 
 import warnings
 from pathlib import Path
-
-import mlflow
-import pandas as pd
+from typing import TYPE_CHECKING
 
 from fsd.config import Config
+
+if TYPE_CHECKING:
+    import pandas as pd
 
 COLUMNS = ("fname", "label", "fold", "verified", "seconds")
 # the contexts a run reads a dataset in (the UI shows them beside the dataset)
@@ -31,6 +32,8 @@ def dataset_name(cfg: Config, feature_key: str, fold: int | None = None) -> str:
 def store_dataset(cfg: Config, index: pd.DataFrame, feature_key: str, fold: int | None = None):
     """The clip table of a feature store (``fold``: only that fold's clips) as an MLflow
     dataset; its source is the data's location, its targets the labels."""
+    import mlflow
+
     frame = index[[c for c in COLUMNS if c in index.columns]]
     if fold is not None:
         frame = frame[frame["fold"] == fold].reset_index(drop=True)
@@ -43,6 +46,8 @@ def store_dataset(cfg: Config, index: pd.DataFrame, feature_key: str, fold: int 
 
 def log_dataset(dataset, context: str) -> None:
     """Log ``dataset`` as an input of the active run, read in ``context``."""
+    import mlflow
+
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", UserWarning)  # the same hints as in store_dataset
         mlflow.log_input(dataset, context=context)

@@ -7,11 +7,6 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
-import mlflow
-import pandas as pd
-from mlflow.entities import Metric
-from mlflow.tracking import MlflowClient
-
 log = logging.getLogger(__name__)
 
 STAGES = ("stage1", "stage2")  # a fold's training stages, in order (fsd.train.checkpoint.STAGES)
@@ -25,6 +20,9 @@ def epoch_logger(prefix: str = "", history_path: Path | None = None,
     the fold's training-curves plot. With ``history_path`` (the fold's history.csv, written
     before each call) the step is the epoch's row there, so a resumed fold continues the
     steps of its earlier epochs; without it, stage 2 follows the stage 1 epochs seen."""
+    import mlflow
+    import pandas as pd
+
     seen: dict[str, int] = {}
 
     def step_of(stage: str, epoch: int) -> int:
@@ -54,6 +52,10 @@ def replay_history(run_id: str, history_path: Path, prefix: str = "") -> int:
     its own step (its row: the epoch counted across both stages), as :func:`epoch_logger`
     would have: a run that reuses or resumes a fold's work carries that work's whole history.
     Returns the number of epochs logged."""
+    import pandas as pd
+    from mlflow.entities import Metric
+    from mlflow.tracking import MlflowClient
+
     path = Path(history_path)
     if not path.is_file():
         return 0

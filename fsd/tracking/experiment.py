@@ -20,8 +20,6 @@ from __future__ import annotations
 
 import logging
 
-from mlflow.tracking import MlflowClient
-
 from fsd.tracking.tags import EXPERIMENT_KIND, TAG_EXPERIMENT_KIND, TAG_NOTE
 
 log = logging.getLogger(__name__)
@@ -56,6 +54,8 @@ the rest); `main`'s `results.md` compares every model of one pipeline on the sam
 def prepare_experiment(exp_id: str, tags: dict | None = None) -> None:
     """Tag the experiment as model training and give it a description, where it has none (a
     description a user edited stays)."""
+    from mlflow.tracking import MlflowClient
+
     client = MlflowClient()
     try:
         if tags is None:

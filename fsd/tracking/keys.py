@@ -8,7 +8,7 @@ import hashlib
 import json
 
 from fsd.config import Config
-from fsd.features.store import STORE_SECTIONS
+from fsd.features import STORE_SECTIONS
 
 # Sections that define the features; train keys add the model and training sections.
 FEATURE_SECTIONS = ("data",) + STORE_SECTIONS

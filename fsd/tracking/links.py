@@ -5,9 +5,6 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
-import mlflow
-from mlflow.tracking import MlflowClient
-
 from fsd.tracking.tags import UI_URL
 
 # Without it MLflow 3 opens a run page in the GenAI view (its sidebar: traces, judges...).
@@ -25,6 +22,8 @@ def run_url(experiment_id: str, run_id: str, base: str = "") -> str:
 
 def run_link(run_id: str, label: str = "") -> str:
     """A Markdown link to a run that works inside the MLflow UI (a description, a note)."""
+    from mlflow.tracking import MlflowClient
+
     try:
         exp = MlflowClient().get_run(run_id).info.experiment_id
     except Exception:
@@ -34,6 +33,9 @@ def run_link(run_id: str, label: str = "") -> str:
 
 def print_ui_urls(base: str = "", uri: str = "") -> None:
     """Print, for each experiment of the tracking store, the UI link to its runs (``make ui``)."""
+    import mlflow
+    from mlflow.tracking import MlflowClient
+
     uri = uri or os.environ.get("MLFLOW_TRACKING_URI") or mlflow.get_tracking_uri()
     if uri.startswith("sqlite:///") and not Path(uri[len("sqlite:///"):]).exists():
         print(f"no tracking store at {uri} yet: run `make demo` first")

@@ -7,10 +7,7 @@ import logging
 import os
 import tempfile
 from pathlib import Path
-
-import mlflow
-from mlflow.entities import Run
-from mlflow.tracking import MlflowClient
+from typing import TYPE_CHECKING
 
 from fsd.config import Config, ConfigError, load_config
 from fsd.tracking.artifacts import STORE_ARTIFACT, download_artifacts
@@ -31,6 +28,9 @@ from fsd.tracking.tags import (
     TAG_TRAIN_KEY,
 )
 
+if TYPE_CHECKING:
+    from mlflow.entities import Run
+
 log = logging.getLogger(__name__)
 
 
@@ -38,6 +38,8 @@ def find_runs(
     cfg: Config, stage: str, *, tags: dict[str, str] | None = None, finished_only: bool = True,
 ) -> list[Run]:
     """Runs of ``stage`` in the config's experiment carrying ``tags``, newest first."""
+    from mlflow.tracking import MlflowClient
+
     exp_id = set_experiment(cfg)
     flt = f"tags.`{TAG_STAGE}` = '{stage}'"
     if finished_only:
@@ -80,6 +82,8 @@ def features_run(cfg: Config, run_id: str = "") -> Run:
     """The featurize run a training step takes its features from: ``run_id`` (refused when
     it failed --strict, is unfinished or its feature key differs from ``cfg``'s), else the
     newest finished one with ``cfg``'s feature key."""
+    import mlflow
+
     key = feature_key(cfg)
     if run_id:
         run = mlflow.get_run(run_id)
@@ -156,6 +160,8 @@ def finished_folds(cfg: Config, store_key: str | None = None) -> dict[int, Run]:
 
     ``store_key`` None: the store of the newest such fold run (the latest features).
     """
+
+
     runs = find_runs(cfg, "train_fold", tags={TAG_TRAIN_KEY: train_key(cfg)})
     if store_key is None and runs:
         store_key = runs[0].data.tags.get(TAG_STORE_KEY, "")
@@ -172,6 +178,8 @@ def fold_runs(cfg: Config, run_ids: list[str] | None = None) -> dict[int, Run]:
     Explicit ``run_ids`` are checked to be fold runs of one training; an incomplete or mixed
     set is refused with a message saying what is missing or different.
     """
+    import mlflow
+
     if run_ids:
         runs = [mlflow.get_run(r) for r in run_ids]
         keys = {(r.data.tags.get(TAG_TRAIN_KEY), r.data.tags.get(TAG_STORE_KEY)) for r in runs}
@@ -223,6 +231,7 @@ def select_fold_runs(cfg: Config, run_ids: list[str] | None) -> dict[int, Run]:
 
 
 def _get_run(run_id: str) -> Run:
+    import mlflow
     from mlflow.exceptions import MlflowException
 
     try:
@@ -236,13 +245,17 @@ def training_config(cfg: Config, run: Run) -> Config:
     """The config the fold run ``run`` was trained with (features, model), with ``cfg``'s
     ensemble, baseline, tracking and output settings: serving must featurize exactly as
     training did, and the baselines to blend with are this run's choice."""
+    import mlflow
+
     try:
         text = mlflow.artifacts.load_text(f"runs:/{run.info.run_id}/config.yaml")
     except Exception as exc:  # an old run without config.yaml: fall back to the given config
         log.warning("fold run %s has no readable config.yaml (%s); using this config",
                     run.info.run_id, exc)
         return cfg
-    path = cfg.experiment_dir / "ensemble" / f".config-{run.info.run_id}.yaml"
+    from fsd.train.experimentdir import ExperimentDir
+
+    path = ExperimentDir.of(cfg).training_config(run.info.run_id)
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(text)
     trained = load_config(path)

@@ -28,10 +28,6 @@ from importlib import metadata
 from pathlib import Path
 from typing import Any
 
-import mlflow
-from mlflow.entities import LoggedModelOutput, LoggedModelStatus, Metric
-from mlflow.tracking import MlflowClient
-
 from fsd.tracking.tags import TAG_NOTE
 
 log = logging.getLogger(__name__)
@@ -63,7 +59,10 @@ def log_logged_model(save: Callable[[str, Any], None], *, name: str, description
                      tags: dict[str, str] | None = None):
     """Create a LoggedModel of the active run: ``save(path, mlflow_model)`` writes it with a
     flavor's ``save_model``; returns the LoggedModel (``model_id``, ``models:/<id>``)."""
+    import mlflow
+    from mlflow.entities import LoggedModelOutput, LoggedModelStatus
     from mlflow.models import Model
+    from mlflow.tracking import MlflowClient
 
     client = MlflowClient()
     run_id = mlflow.active_run().info.run_id
@@ -88,7 +87,9 @@ def log_logged_model(save: Callable[[str, Any], None], *, name: str, description
 def log_keras_model(path: Path, *, name: str, description: str, params: dict[str, Any],
                     step: int = 0):
     """A saved ``.keras`` model as a Keras-flavor LoggedModel of the active run."""
+
     import keras
+    import mlflow
     import mlflow.keras
 
     net = keras.saving.load_model(path, compile=False)
@@ -125,6 +126,7 @@ def log_sklearn_model(estimator, *, name: str, description: str, params: dict[st
     """A fitted scikit-learn estimator as a scikit-learn-flavor LoggedModel of the run, in
     skops format (no pickle): the types it holds, all scikit-learn's and numpy's, are named as
     trusted so ``mlflow.sklearn.load_model`` reads it back."""
+    import mlflow
     import mlflow.sklearn
     import skops.io
 
@@ -143,7 +145,10 @@ def log_sklearn_model(estimator, *, name: str, description: str, params: dict[st
 def log_model_metrics(metrics: dict[str, float], model_id: str, dataset) -> None:
     """Metrics of the active run that score model ``model_id`` on ``dataset`` (they show on
     the run, on the model, and name the dataset)."""
+
     import warnings
+
+    import mlflow
 
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", UserWarning)  # MLflow's schema hints (see datasets)
@@ -153,6 +158,10 @@ def log_model_metrics(metrics: dict[str, float], model_id: str, dataset) -> None
 
 def log_run_metrics(metrics: dict[str, float], step: int = 0) -> None:
     """Metrics of the active run only (never attached to one of its models)."""
+    import mlflow
+    from mlflow.entities import Metric
+    from mlflow.tracking import MlflowClient
+
     if not metrics:
         return
     run_id = mlflow.active_run().info.run_id

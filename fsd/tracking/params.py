@@ -4,9 +4,6 @@ from __future__ import annotations
 
 from typing import Any
 
-import mlflow
-from mlflow.tracking import MlflowClient
-
 from fsd.config import Config, dump_config
 
 # MLflow caps a param value at 6000 characters; long lists are still readable in config.yaml.
@@ -55,6 +52,8 @@ def log_config(cfg: Config, stage: str | None = None) -> None:
     Under `mlflow run`, the -P values were already logged under the same dotted keys as the
     user typed them ("2" where the config holds 2.0); params cannot change, so those stay.
     """
+    import mlflow
+
     log_new_params(stage_params(cfg, stage))
     mlflow.log_text(dump_config(cfg), "config.yaml")
 
@@ -66,6 +65,9 @@ def param_value(v: Any) -> str:
 
 def log_new_params(params: dict[str, Any]) -> None:
     """Log the params the active run does not hold yet (params cannot change)."""
+    import mlflow
+    from mlflow.tracking import MlflowClient
+
     active = mlflow.active_run()
     logged = MlflowClient().get_run(active.info.run_id).data.params if active else {}
     new = {k: param_value(v) for k, v in params.items() if k not in logged}

@@ -8,10 +8,7 @@ import os
 import socket
 from collections.abc import Iterator
 from contextlib import contextmanager
-
-import mlflow
-from mlflow.entities import Run
-from mlflow.tracking import MlflowClient
+from typing import TYPE_CHECKING
 
 from fsd.config import Config
 from fsd.processes import proc_start, process_alive
@@ -25,8 +22,12 @@ from fsd.tracking.tags import (
     TAG_PID,
     TAG_PROC_START,
     TAG_REAPED,
+    TAG_RESUMED_FROM_PID,
     TAG_STAGE,
 )
+
+if TYPE_CHECKING:
+    from mlflow.entities import Run
 
 log = logging.getLogger(__name__)
 
@@ -36,6 +37,9 @@ SYSTEM_METRICS_STAGES = ("train_fold", "sweep")
 
 def set_experiment(cfg: Config) -> str:
     """Select (or create) the config's experiment; return its id."""
+    import mlflow
+    from mlflow.tracking import MlflowClient
+
     if "MLFLOW_TRACKING_URI" not in os.environ and mlflow.get_tracking_uri().startswith("file:"):
         # MLflow 3 refuses the plain ./mlruns file store; sqlite is its own recommended default.
         mlflow.set_tracking_uri("sqlite:///mlflow.db")
@@ -83,6 +87,8 @@ def open_run(
 ) -> Iterator[Run]:
     """A run for one stage, with the fully resolved config logged as params and config.yaml;
     touches no other run."""
+    import mlflow
+
     set_experiment(cfg)
     name = run_name or cfg.tracking.run_name or f"{stage}"
     all_tags = {TAG_STAGE: stage, TAG_CONFIG: cfg.name, **process_tags(), **(tags or {})}
@@ -98,11 +104,14 @@ def open_run(
 def resume_run(run_id: str, *, nested: bool = False, stage: str = "train_fold") -> Iterator[Run]:
     """Reopen the interrupted run ``run_id`` in its own experiment (it may live in another,
     e.g. `mlflow run`'s default), retagged with the process that now runs it."""
+    import mlflow
+    from mlflow.tracking import MlflowClient
+
     run = MlflowClient().get_run(run_id)
     mlflow.set_experiment(experiment_id=run.info.experiment_id)
     with mlflow.start_run(run_id=run_id, nested=nested,
                           log_system_metrics=system_metrics(stage)) as active:
-        mlflow.set_tags({**process_tags(), "fsd.resumed_from_pid": run.data.tags.get(TAG_PID, "")})
+        mlflow.set_tags({**process_tags(), TAG_RESUMED_FROM_PID: run.data.tags.get(TAG_PID, "")})
         yield active
 
 
@@ -149,6 +158,8 @@ def reap_dead_runs(experiment_id: str) -> list[Run]:
     """Mark KILLED every RUNNING run of the experiment whose process (on this host) is gone;
     returns those runs (as they were). Called when a step starts, so a kill -9 or a crash does
     not leave runs RUNNING forever."""
+    from mlflow.tracking import MlflowClient
+
     client = MlflowClient()
     try:
         runs = client.search_runs([experiment_id], filter_string="attributes.status = 'RUNNING'",
@@ -178,6 +189,8 @@ def reap_dead_runs(experiment_id: str) -> list[Run]:
 def reap_if_gone(run_id: str) -> None:
     """Mark the interrupted run ``run_id`` KILLED when it is RUNNING and its process is gone
     (with the other dead runs of its experiment)."""
+    from mlflow.tracking import MlflowClient
+
     try:
         run = MlflowClient().get_run(run_id)
     except Exception:
@@ -189,6 +202,8 @@ def reap_if_gone(run_id: str) -> None:
 def unfinished_run(run_id: str) -> str:
     """``run_id`` when that run was left open by an interrupted step (RUNNING, FAILED or
     KILLED) in this tracking store, else ''."""
+    from mlflow.tracking import MlflowClient
+
     if not run_id:
         return ""
     try:

@@ -28,6 +28,44 @@ TAG_REAPED = "fsd.reaped"  # why a run was marked KILLED
 # A featurize run that failed --strict: later steps refuse its features.
 TAG_STRICT_FAILED = "fsd.strict_failed"
 
+# The ensemble run: the fold runs it assembled, and the baseline it blends with (if any).
+TAG_FOLD_RUNS = "fsd.fold_runs"
+TAG_BLENDED = "fsd.blended"
+TAG_BLEND_RUN = "fsd.blend_baseline_run"
+TAG_BLEND_MODEL = "fsd.blend_baseline"
+# The baselines' parent run: the baseline runs it reused; a baseline scoring at chance.
+TAG_BASELINE_RUNS = "fsd.baseline_runs"
+TAG_AT_CHANCE = "fsd.at_chance"
+# A sweep's parent run and its trials' nested runs.
+TAG_SWEEP_STUDY = "fsd.sweep.study"
+TAG_SWEEP_STORAGE = "fsd.sweep.storage"
+TAG_SWEEP_TRIAL = "fsd.sweep.trial"
+TAG_SWEEP_STATE = "fsd.sweep.state"
+TAG_SWEEP_PRUNED = "fsd.sweep.pruned"
+TAG_SWEEP_ERROR = "fsd.sweep.error"
+TAG_SWEEP_BEST_TRIAL = "fsd.sweep.best_trial"
+TAG_SWEEP_BEST_RUN = "fsd.sweep.best_run"
+TAG_SWEEP_WORKDIR = "fsd.sweep.workdir"
+TAG_ENSEMBLE_RUN = "fsd.ensemble_run"
+TAG_MODEL_URI = "fsd.model_uri"  # the ensemble's logged pyfunc
+TAG_REGISTERED_VERSION = "fsd.registered_version"
+TAG_ALIAS_MOVED = "fsd.alias_moved"
+TAG_ALIAS_REASON = "fsd.alias_reason"
+TAG_BEST_BASELINE = "fsd.best_baseline"
+TAG_BEST_BASELINE_RUN = "fsd.best_baseline_run"
+# A featurize run that reused a store; a fold run that replayed an earlier run's epochs, and
+# which training stage's network it kept.
+TAG_REUSED = "fsd.reused"
+TAG_REPLAYED_EPOCHS = "fsd.replayed_epochs"
+TAG_REUSED_FROM = "fsd.reused_from"
+TAG_SELECTED_STAGE = "fsd.selected_stage"
+TAG_RESUMED_FROM_PID = "fsd.resumed_from_pid"
+# Registered model versions: the score the alias moves by, why it moved (or not), and who
+# holds the alias's lock.
+TAG_OOF_MAP3 = "fsd.oof_map3"
+TAG_PROMOTION = "fsd.promotion"
+TAG_LOCK_OWNER = "fsd.lock_owner"
+
 # What the MLflow UI shows: a run's description, and the experiment's kind (custom model
 # development opens the experiment on its training runs, not on the GenAI traces overview).
 TAG_NOTE = "mlflow.note.content"
