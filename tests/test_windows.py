@@ -270,7 +270,8 @@ def test_a_window_longer_than_the_recording_is_the_whole_file(tmp_path, monkeypa
 def test_windows_are_scored_in_batches_that_a_cancel_stops(tmp_path):
     from threading import Event
 
-    from fsd.inference.windows import WINDOW_BATCH, Cancelled, score_windows
+    from fsd.inference.inflight import Cancelled
+    from fsd.inference.windows import WINDOW_BATCH, score_windows
 
     concatenation(tmp_path / "long.flac")
     cfg = config()

@@ -28,9 +28,10 @@ def clip_features(blob: bytes, cfg) -> tuple[np.ndarray, np.ndarray | None]:
     is off. Raises ClipError for a clip that is not usable audio or gives no log-mel frame."""
     from fsd.data.audio import AudioError
     from fsd.features.extract import extract_clip
+    from fsd.inference.inflight import slot
 
     try:
-        with DECODE_SLOTS:
+        with slot(DECODE_SLOTS):  # a given-up request stops waiting for one
             feats = extract_clip(bytes(blob), cfg)
     except AudioError as exc:
         raise ClipError(f"not usable audio: {exc}") from None

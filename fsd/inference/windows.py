@@ -74,10 +74,6 @@ def window_plan(seconds: float, window: float, hop: float, cfg,
     return WindowPlan(eff, n, views, n_crops, n * per)
 
 
-class Cancelled(RuntimeError):
-    """Work stopped because its request was given up (timed out or dropped)."""
-
-
 # Windows scored per ensemble call: between calls a cancelled request stops and progress moves.
 WINDOW_BATCH = 32
 
@@ -88,8 +84,12 @@ def score_windows(ensemble, wf, lengths: Sequence[int], crops: int, seed: int, *
 
     Scored :data:`WINDOW_BATCH` windows at a time (a window's answer does not depend on its
     batch); ``cancel`` (anything with ``is_set()``, e.g. a threading.Event) is checked before
-    each batch and raises :class:`Cancelled`; ``progress`` (a tqdm-like bar) is advanced by
-    the windows done."""
+    each batch and raises :class:`fsd.inference.inflight.Cancelled` (default: the served
+    request's flag, :data:`fsd.inference.inflight.CANCEL`); ``progress`` (a tqdm-like bar) is
+    advanced by the windows done."""
+    from fsd.inference.inflight import CANCEL, check_cancel
+
+    cancel = cancel if cancel is not None else CANCEL.get()
     probs = np.full((len(wf), len(ensemble.labels)), np.nan, dtype=np.float64)
     mels = wf.window_logmels()
     summaries = wf.summaries if wf.summaries is not None and wf.summaries.size else None
@@ -97,8 +97,7 @@ def score_windows(ensemble, wf, lengths: Sequence[int], crops: int, seed: int, *
     if progress is not None:
         progress.update(len(wf) - len(rows))  # silent windows: nothing to score
     for a in range(0, len(mels), WINDOW_BATCH):
-        if cancel is not None and cancel.is_set():
-            raise Cancelled("the request was given up; its windows stopped")
+        check_cancel(cancel)
         b = min(a + WINDOW_BATCH, len(mels))
         probs[rows[a:b]] = ensemble.predict(mels[a:b], None if summaries is None
                                             else summaries[a:b], list(lengths), int(crops),

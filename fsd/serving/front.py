@@ -31,9 +31,11 @@ import io
 import json
 import logging
 import re
+import threading
 from collections.abc import Awaitable, Callable, Iterable
 from typing import Any
 
+from fsd.inference.inflight import CANCEL
 from fsd.serving.requests import AUDIO_COLUMN, KNOWN_PARAMS, REFUSALS, RequestError, check_param_types
 
 log = logging.getLogger(__name__)
@@ -45,7 +47,8 @@ GENERIC_REFUSAL = ("the request does not fit the model's input: send one column 
                    "base64-encoded clips (or parquet with the clips as bytes)")
 ERROR_CODES = frozenset({"BAD_REQUEST", "INVALID_PARAMETER_VALUE", "MALFORMED_REQUEST",
                          "REQUEST_TIMEOUT", "INTERNAL_ERROR", "UNSUPPORTED_MEDIA_TYPE",
-                         "REQUEST_TOO_LARGE", "RESOURCE_EXHAUSTED", "INVALID_STATE"})
+                         "REQUEST_TOO_LARGE", "RESOURCE_EXHAUSTED", "INVALID_STATE",
+                         "TEMPORARILY_UNAVAILABLE"})
 JSON_TYPES = ("application/json",)
 CSV_TYPES = ("text/csv",)
 PARQUET_TYPES = ("application/vnd.apache.parquet",)  # what MLflow 3's scoring server takes
@@ -321,11 +324,14 @@ class Front:
             elif message["type"] == "http.response.body":
                 parts.append(message.get("body", b""))
 
-        refusals: list[str] = []
+        refusals: list[tuple[int, str]] = []
         token = REFUSALS.set(refusals)  # the model notes its refusals here (same process)
+        cancel = threading.Event()  # set when the request is given up: its work stops
+        cancel_token = CANCEL.set(cancel)
         try:
             await asyncio.wait_for(self.app(scope, receive, capture), timeout=self.timeout_s)
         except (asyncio.TimeoutError, TimeoutError):
+            cancel.set()  # the worker thread stops at its next window, batch or block
             await _respond(send, 503, error_body(
                 "REQUEST_TIMEOUT", f"the request took longer than {self.timeout_s:g} s; send "
                 "fewer clips or a cheaper TTA"), extra=[(b"retry-after", b"5")])
@@ -334,8 +340,12 @@ class Front:
             log.exception("the scoring app failed")
             await _respond(send, 500, error_body("INTERNAL_ERROR", "internal error"))
             return
+        except BaseException:
+            cancel.set()  # the connection went away (the task is cancelled): stop the work
+            raise
         finally:
             REFUSALS.reset(token)
+            CANCEL.reset(cancel_token)
         status = int(start.get("status", 500))
         if status < 400:
             await send(start)
@@ -343,13 +353,17 @@ class Front:
             return
         raw = b"".join(parts)
         code, _ = _parse_error(raw)  # MLflow's message quotes the request: never passed on
+        if refusals and refusals[-1][0] == 503:  # the work in flight is at its ceiling
+            await _respond(send, 503, error_body("TEMPORARILY_UNAVAILABLE", refusals[-1][1]),
+                           extra=[(b"retry-after", b"2")])
+            return
         if status == 504 or code == "REQUEST_TIMEOUT":  # MLflow's own deadline
             status, code, message = 503, "REQUEST_TIMEOUT", "the request took too long"
         elif status >= 500:
             log.error("the scoring app answered %d: %s", status, raw[:2000])
             code, message = "INTERNAL_ERROR", "internal error"
         elif refusals:  # the model's own refusal, built from what it checked
-            message = refusals[-1]
+            message = refusals[-1][1]
         else:
             log.info("the scoring app answered %d: %s", status, raw[:500])
             message = GENERIC_REFUSAL

@@ -34,9 +34,10 @@ import mlflow
 import numpy as np
 import pandas as pd
 from mlflow.exceptions import MlflowException
-from mlflow.protos.databricks_pb2 import INVALID_PARAMETER_VALUE
+from mlflow.protos.databricks_pb2 import INVALID_PARAMETER_VALUE, TEMPORARILY_UNAVAILABLE
 
 import fsd
+from fsd.inference.inflight import Busy
 from fsd.inference.scoring import response_frame
 from fsd.serving.requests import AUDIO_COLUMN, RequestError, score_request
 
@@ -66,6 +67,8 @@ class EnsembleModel(mlflow.pyfunc.PythonModel):
             return score_request(_Locked(self._ensemble, self._lock), model_input, params)
         except RequestError as exc:
             raise MlflowException(str(exc), error_code=INVALID_PARAMETER_VALUE) from None
+        except Busy as exc:  # the work in flight is at its ceiling: 503, retry shortly
+            raise MlflowException(str(exc), error_code=TEMPORARILY_UNAVAILABLE) from None
 
 
 class _Locked:

@@ -26,6 +26,7 @@ import numpy as np
 import pandas as pd
 
 from fsd.inference.clips import DECODE_SLOTS, ClipError, clips_features
+from fsd.inference.inflight import IN_FLIGHT, Busy, check_cancel, slot
 from fsd.inference.scoring import cost_limit, request_cost, response_frame
 from fsd.inference.windows import (
     MIN_HOP_SECONDS,
@@ -64,15 +65,16 @@ class RequestError(ValueError):
 # runs in the same process and sets a list here before it calls the scoring app: the front
 # answers a refused request with this text instead of MLflow's message, which quotes the
 # request. Context variables follow the request into MLflow's worker thread.
-REFUSALS: contextvars.ContextVar[list[str] | None] = contextvars.ContextVar("fsd_refusals",
-                                                                             default=None)
+REFUSALS: contextvars.ContextVar[list[tuple[int, str]] | None] = contextvars.ContextVar(
+    "fsd_refusals", default=None)
 
 
-def note_refusal(message: str) -> None:
-    """Record a refusal for the front (a no-op outside a served request)."""
+def note_refusal(message: str, status: int = 400) -> None:
+    """Record a refusal (its HTTP status and text) for the front (a no-op outside a served
+    request)."""
     refusals = REFUSALS.get()
     if refusals is not None:
-        refusals.append(message)
+        refusals.append((status, message))
 
 
 @dataclass(frozen=True)
@@ -413,9 +415,6 @@ def recording_headers(blobs: Sequence[bytes], max_seconds: float) -> list[float]
 def score_windowed_request(ensemble, rows: list[Any], p: InferenceParams) -> pd.DataFrame:
     """A request with ``window_seconds``: one row per window of each clip (``clip`` is the
     request's row), bounded as the module docstring says."""
-    from fsd.data.audio import AudioError
-    from fsd.features.windows import window_features
-
     info, cfg = ensemble.info, ensemble.cfg
     max_seconds = float(getattr(cfg.ensemble, "max_recording_seconds", 600.0))
     blobs = decode_rows(rows, info.max_clip_bytes)
@@ -432,12 +431,23 @@ def score_windowed_request(ensemble, rows: list[Any], p: InferenceParams) -> pd.
             f"request too costly: {n_windows:,} windows of {p.window_seconds:g} s every "
             f"{p.hop_seconds:g} s = {cost:,} view frames > {limit:,} "
             "(ensemble.max_request_frames); use a longer hop_seconds or send shorter recordings")
+    with IN_FLIGHT.admit(cost, limit):  # with the work in flight, or Busy (503) at once
+        return _score_windows(ensemble, blobs, plans, p, max_seconds)
+
+
+def _score_windows(ensemble, blobs: list[bytes], plans, p: InferenceParams,
+                   max_seconds: float) -> pd.DataFrame:
+    """Each admitted recording decoded (holding a decode slot) and scored window batch by
+    window batch; a given-up request stops between blocks and batches."""
+    from fsd.data.audio import AudioError
+    from fsd.features.windows import window_features
+
     tables = []
     for i, blob in enumerate(blobs):
         try:
-            with DECODE_SLOTS:
-                wf = window_features(blob, cfg, p.window_seconds, p.hop_seconds,
-                                     max_seconds=max_seconds)
+            with slot(DECODE_SLOTS):
+                wf = window_features(blob, ensemble.cfg, p.window_seconds, p.hop_seconds,
+                                     max_seconds=max_seconds, between_blocks=check_cancel)
         except AudioError as exc:
             raise RequestError(f"row {i}: not usable audio: {exc}") from None
         except ValueError:
@@ -461,6 +471,9 @@ def score_request(ensemble, model_input: Any, params: Mapping[str, Any] | None) 
     except RequestError as exc:
         note_refusal(str(exc))
         raise
+    except Busy as exc:
+        note_refusal(str(exc), 503)
+        raise
 
 
 def _score(ensemble, model_input: Any, params: Mapping[str, Any] | None) -> pd.DataFrame:
@@ -472,7 +485,10 @@ def _score(ensemble, model_input: Any, params: Mapping[str, Any] | None) -> pd.D
     if p.window_seconds:  # a long recording, window by window
         return score_windowed_request(ensemble, rows, p)
     check_cost(len(rows), p, cost_limit(info))  # before any clip is decoded
-    blobs = decode_rows(rows, info.max_clip_bytes)
-    logmels, summaries = clip_features(blobs, ensemble.cfg)
-    probs = ensemble.predict(logmels, summaries, p.tta_lengths, p.tta_crops, p.seed)
+    # admitted with the work already in flight, or Busy (503) at once
+    with IN_FLIGHT.admit(request_cost(len(rows), p.tta_lengths, p.tta_crops), cost_limit(info)):
+        blobs = decode_rows(rows, info.max_clip_bytes)
+        logmels, summaries = clip_features(blobs, ensemble.cfg)
+        check_cancel()
+        probs = ensemble.predict(logmels, summaries, p.tta_lengths, p.tta_crops, p.seed)
     return response_frame(probs, ensemble.labels, p.top_k, p.return_probabilities)
