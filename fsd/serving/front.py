@@ -27,6 +27,7 @@ from __future__ import annotations
 
 import asyncio
 import csv
+import hmac
 import io
 import json
 import logging
@@ -45,10 +46,11 @@ MAX_MESSAGE = 300
 # (MLflow's schema or parsing errors, whose own messages quote the request).
 GENERIC_REFUSAL = ("the request does not fit the model's input: send one column 'audio' of "
                    "base64-encoded clips (or parquet with the clips as bytes)")
+OPEN_PATHS = ("/ping", "/health")  # liveness probes answer without the token (nothing in them)
 ERROR_CODES = frozenset({"BAD_REQUEST", "INVALID_PARAMETER_VALUE", "MALFORMED_REQUEST",
                          "REQUEST_TIMEOUT", "INTERNAL_ERROR", "UNSUPPORTED_MEDIA_TYPE",
                          "REQUEST_TOO_LARGE", "RESOURCE_EXHAUSTED", "INVALID_STATE",
-                         "TEMPORARILY_UNAVAILABLE"})
+                         "TEMPORARILY_UNAVAILABLE", "UNAUTHENTICATED"})
 JSON_TYPES = ("application/json",)
 CSV_TYPES = ("text/csv",)
 PARQUET_TYPES = ("application/vnd.apache.parquet",)  # what MLflow 3's scoring server takes
@@ -99,8 +101,11 @@ class Front:
 
     def __init__(self, app, *, max_body_bytes: int = 16 * 2**20, timeout_s: float = 60.0,
                  drain_bytes: int | None = None, columns: Iterable[str] = (AUDIO_COLUMN,),
-                 known_params: Iterable[str] = KNOWN_PARAMS, path: str = "/invocations"):
+                 known_params: Iterable[str] = KNOWN_PARAMS, path: str = "/invocations",
+                 token: str | None = None):
         self.app = app
+        # a bearer token every request must carry (None: none asked); compared in constant time
+        self.token = token.encode() if token else None
         self.max_body_bytes = int(max_body_bytes)
         self.timeout_s = float(timeout_s)
         self.drain_bytes = int(drain_bytes if drain_bytes is not None else 8 * max_body_bytes)
@@ -109,6 +114,12 @@ class Front:
         self.path = path
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope.get("type") == "http" and self.token is not None \
+                and scope.get("path") not in OPEN_PATHS and not self._authorized(scope):
+            await _respond(send, 401, error_body(
+                "UNAUTHENTICATED", "missing or wrong bearer token: send 'Authorization: Bearer "
+                "<token>'"), extra=[(b"www-authenticate", b'Bearer realm="fsd"')])
+            return
         if scope.get("type") != "http" or scope.get("path") != self.path:
             await self.app(scope, receive, send)
             return
@@ -128,6 +139,16 @@ class Front:
             await _respond(send, exc.status, error_body(exc.code, exc.message))
             return
         await self._forward(scope, body, send)
+
+    def _authorized(self, scope: Scope) -> bool:
+        """Whether the request carries ``Authorization: Bearer <token>`` (constant-time; the
+        header's value is never logged or echoed)."""
+        given = b""
+        for k, v in scope.get("headers", []):
+            if k.lower() == b"authorization":
+                scheme, _, value = v.partition(b" ")
+                given = value.strip() if scheme.lower() == b"bearer" else b""
+        return hmac.compare_digest(given, self.token or b"")
 
     # --- checks before the app sees the request ---------------------------------------------
 
@@ -399,71 +420,3 @@ async def _respond(send: Send, status: int, body: bytes,
                (b"content-length", str(len(body)).encode())] + list(extra or [])
     await send({"type": "http.response.start", "status": status, "headers": headers})
     await send({"type": "http.response.body", "body": body})
-
-
-# --- connections: slow and idle clients --------------------------------------------------------
-
-_SLOW_HEADERS = error_body("REQUEST_TIMEOUT", "the request headers came too slowly")
-_TIMEOUT_408 = (b"HTTP/1.1 408 Request Timeout\r\nContent-Type: application/json\r\n"
-                b"Connection: close\r\nContent-Length: " + str(len(_SLOW_HEADERS)).encode()
-                + b"\r\n\r\n" + _SLOW_HEADERS)
-
-
-def guarded_protocol(header_timeout: float = 10.0, max_connections: int = 64):
-    """uvicorn's h11 protocol with what it lacks against slow clients (uvicorn 0.5x: a fresh
-    connection has no timer, and a request's headers may trickle in for ever):
-
-    - a header deadline: a request's headers must be complete within ``header_timeout`` s of
-      the connection opening, or of the previous response (a keep-alive connection); else
-      408 and the connection is closed. An idle fresh connection is closed the same way. The
-      body then has the front's ``timeout_s`` (408), the app its own (503); between requests
-      uvicorn's ``timeout_keep_alive`` closes an idle keep-alive connection;
-    - at most ``max_connections`` open connections: one more is closed as it opens (before
-      any request is read), so held connections cannot exhaust the server.
-
-    Pass the returned class as ``uvicorn.run(..., http=cls)``."""
-    import h11
-    from uvicorn.protocols.http.h11_impl import H11Protocol
-
-    class GuardedH11(H11Protocol):
-        def connection_made(self, transport) -> None:  # type: ignore[override]
-            super().connection_made(transport)
-            self._fsd_timer = None
-            if len(self.connections) > max_connections:
-                log.warning("more than %d open connections: closing a new one", max_connections)
-                transport.close()
-                return
-            self._fsd_arm()
-
-        def _fsd_arm(self) -> None:
-            self._fsd_cancel()
-            self._fsd_timer = self.loop.call_later(header_timeout, self._fsd_expire)
-
-        def _fsd_cancel(self) -> None:
-            if getattr(self, "_fsd_timer", None) is not None:
-                self._fsd_timer.cancel()
-                self._fsd_timer = None
-
-        def _fsd_expire(self) -> None:
-            self._fsd_timer = None
-            if self.transport.is_closing() or self.conn.their_state is not h11.IDLE:
-                return
-            if self.conn.our_state is h11.IDLE:  # no answer under way: say why we close
-                self.transport.write(_TIMEOUT_408)
-            self.transport.close()
-
-        def data_received(self, data: bytes) -> None:
-            super().data_received(data)
-            if self.conn.their_state is not h11.IDLE:  # the headers are complete
-                self._fsd_cancel()
-
-        def on_response_complete(self) -> None:
-            super().on_response_complete()
-            if not self.transport.is_closing():
-                self._fsd_arm()  # the next request's headers get the same deadline
-
-        def connection_lost(self, exc) -> None:
-            self._fsd_cancel()
-            super().connection_lost(exc)
-
-    return GuardedH11
