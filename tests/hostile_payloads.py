@@ -4,6 +4,10 @@ hostile client sends to ``fsd serve``, and a probe of the server's memory."""
 from __future__ import annotations
 
 import io
+import os
+import socket
+import threading
+import time
 from pathlib import Path
 
 
@@ -147,3 +151,32 @@ def parquet_many_nulls(rows: int = 5_000_000) -> bytes:
     pq.write_table(pa.table({"audio": pa.nulls(rows, pa.binary())}), buf, compression="zstd",
                    data_page_size=1 << 30)
     return buf.getvalue()
+
+
+def unprivileged(cmd: list[str]) -> list[str]:
+    """``cmd`` run without the capabilities that let root ignore file modes (so a read-only
+    folder is read-only in a test, as it is for a user)."""
+    if os.geteuid() != 0:
+        return cmd
+    caps = "-dac_override,-dac_read_search,-fowner"
+    return ["setpriv", f"--inh-caps={caps}", f"--bounding-set={caps}", *cmd]
+
+
+def trickle(port: int, stop: threading.Event, data: bytes, pause: float = 0.5) -> None:
+    """A client that sends ``data`` to 127.0.0.1:``port`` a byte every ``pause`` seconds and
+    opens a new connection as soon as the server closes one, until ``stop``."""
+    while not stop.is_set():
+        try:
+            s = socket.create_connection(("127.0.0.1", port), timeout=5)
+        except OSError:
+            time.sleep(0.05)
+            continue
+        try:
+            for b in data:
+                if stop.wait(pause):
+                    break
+                s.sendall(bytes([b]))
+        except OSError:
+            pass
+        finally:
+            s.close()

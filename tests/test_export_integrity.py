@@ -13,21 +13,13 @@ import sys
 from pathlib import Path
 
 import pytest
+from hostile_payloads import unprivileged
 
 from fsd.export.manifest import ExportInvalid, hash_files, labels_sha256, verify_export
 from fsd.export.writer import ExportError, check_target
 
 REPO = Path(__file__).resolve().parents[1]
 pytest_plugins = ["conftest_ensemble"]
-
-
-def unprivileged(cmd: list[str]) -> list[str]:
-    """``cmd`` run without the capabilities that let root ignore file modes (so a read-only
-    folder is read-only in the test, as it is for a user)."""
-    if os.geteuid() != 0:
-        return cmd
-    caps = "-dac_override,-dac_read_search,-fowner"
-    return ["setpriv", f"--inh-caps={caps}", f"--bounding-set={caps}", *cmd]
 
 
 def fake_export(folder: Path, labels=("a", "b")) -> Path:

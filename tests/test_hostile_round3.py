@@ -10,17 +10,9 @@ import sys
 from pathlib import Path
 
 import pytest
+from hostile_payloads import unprivileged
 
 REPO = Path(__file__).resolve().parents[1]
-
-
-def unprivileged(cmd: list[str]) -> list[str]:
-    """``cmd`` run without the capabilities that let root ignore file modes (so a read-only
-    folder is read-only in the test, as it is for a user)."""
-    if os.geteuid() != 0:
-        return cmd
-    caps = "-dac_override,-dac_read_search,-fowner"
-    return ["setpriv", f"--inh-caps={caps}", f"--bounding-set={caps}", *cmd]
 
 
 def one_line_error(done: subprocess.CompletedProcess) -> str:

@@ -122,3 +122,30 @@ def test_past_the_ceiling_new_work_is_a_503_at_once():
     assert wait_idle(IN_FLIGHT, timeout=1.0)
     # with nothing in flight the same request is admitted
     assert call(front, windowed(recording(20.0)))[0] == 200
+
+
+def test_forward_passes_take_turns_in_arrival_order():
+    """A long request releasing the lock between batches must not take it straight back
+    while a short one waits (with threading.Lock, valid clips waited 55 s behind windows)."""
+    from fsd.inference.inflight import TurnLock
+
+    lock, order = TurnLock(), []
+
+    def long_request():
+        for i in range(5):
+            with lock:
+                order.append(f"long{i}")
+                time.sleep(0.05)
+
+    def short_request():
+        with lock:
+            order.append("short")
+
+    t = threading.Thread(target=long_request)
+    t.start()
+    time.sleep(0.02)  # the long request holds its first turn
+    s = threading.Thread(target=short_request)
+    s.start()
+    t.join()
+    s.join()
+    assert order.index("short") <= 2, order

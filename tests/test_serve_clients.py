@@ -15,11 +15,13 @@ import time
 from pathlib import Path
 
 import pytest
+from hostile_payloads import trickle
 from test_serve_front import Echo, call, good
 
 from fsd.serving.front import Front
 
 TOKEN = "s3cret-token-0123456789"
+HEAD = b"POST /invocations HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
 REPO = Path(__file__).resolve().parents[1]
 
 
@@ -126,25 +128,6 @@ class Served:
         self.thread.join(timeout=30)
 
 
-def trickle(port: int, stop: threading.Event) -> None:
-    head = b"POST /invocations HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
-    while not stop.is_set():
-        try:
-            s = socket.create_connection(("127.0.0.1", port), timeout=5)
-        except OSError:
-            time.sleep(0.05)
-            continue
-        try:
-            for b in head:
-                if stop.wait(0.2):
-                    break
-                s.sendall(bytes([b]))
-        except OSError:
-            pass
-        finally:
-            s.close()
-
-
 def test_tricklers_cannot_hold_the_server():
     """Round 3: 64 connections sending a byte at a time, reopened as they close, left 0 of 28
     legitimate requests served. Here 24 tricklers against caps of 16 in all and 8 per
@@ -152,7 +135,7 @@ def test_tricklers_cannot_hold_the_server():
     app = Echo()
     stop = threading.Event()
     with Served(Front(app), header_timeout=10.0, max_connections=16, per_client=8) as srv:
-        threads = [threading.Thread(target=trickle, args=(srv.port, stop), daemon=True)
+        threads = [threading.Thread(target=trickle, args=(srv.port, stop, HEAD, 0.2), daemon=True)
                    for _ in range(24)]
         for t in threads:
             t.start()

@@ -28,7 +28,6 @@ EXPORT_FORMAT = "fsd-export-1"
 MAX_MANIFEST_BYTES = 4 * 2**20  # a real manifest is a few kB
 _REQUIRED = {"format": str, "kind": str, "labels": list, "info": dict, "folds": list,
              "front_end": dict, "files": dict, "labels_sha256": str}
-CHUNK = 1 << 20
 
 
 class ExportInvalid(ValueError):
@@ -36,11 +35,8 @@ class ExportInvalid(ValueError):
 
 
 def file_sha256(path: Path) -> str:
-    h = hashlib.sha256()
     with open(path, "rb") as fh:
-        for block in iter(lambda: fh.read(CHUNK), b""):
-            h.update(block)
-    return h.hexdigest()
+        return hashlib.file_digest(fh, "sha256").hexdigest()
 
 
 def labels_sha256(labels: list[str]) -> str:

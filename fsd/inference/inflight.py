@@ -69,6 +69,31 @@ class WorkBudget:
 IN_FLIGHT = WorkBudget()
 
 
+class TurnLock:
+    """A lock taken in arrival order. The scoring server runs forward passes one at a time;
+    with a plain ``threading.Lock`` a long request that releases it between its window
+    batches takes it straight back, and a short request waiting beside it starves. Here each
+    waiter gets the next turn: a 5 s clip waits at most one batch of someone else's windows."""
+
+    def __init__(self) -> None:
+        self._cv = threading.Condition()
+        self._next = 0
+        self._serving = 0
+
+    def __enter__(self) -> TurnLock:
+        with self._cv:
+            ticket = self._next
+            self._next += 1
+            while ticket != self._serving:
+                self._cv.wait()
+        return self
+
+    def __exit__(self, *exc) -> None:
+        with self._cv:
+            self._serving += 1
+            self._cv.notify_all()
+
+
 @contextmanager
 def slot(semaphore: threading.Semaphore, cancel: threading.Event | None = None,
          poll_s: float = 0.1) -> Iterator[None]:

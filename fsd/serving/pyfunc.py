@@ -25,7 +25,6 @@ from __future__ import annotations
 
 import io
 import logging
-import threading
 from importlib import metadata
 from pathlib import Path
 from typing import Any
@@ -37,7 +36,7 @@ from mlflow.exceptions import MlflowException
 from mlflow.protos.databricks_pb2 import INVALID_PARAMETER_VALUE, TEMPORARILY_UNAVAILABLE
 
 import fsd
-from fsd.inference.inflight import Busy
+from fsd.inference.inflight import Busy, TurnLock
 from fsd.inference.scoring import response_frame
 from fsd.serving.requests import AUDIO_COLUMN, RequestError, score_request
 
@@ -59,8 +58,9 @@ class EnsembleModel(mlflow.pyfunc.PythonModel):
 
         self._ensemble = Ensemble.load(context.artifacts[BUNDLE_ARTIFACT])
         # The scoring server calls predict from worker threads; TF already uses every core
-        # for one forward pass, so passes are serialised while decoding stays concurrent.
-        self._lock = threading.Lock()
+        # for one forward pass, so passes are serialised (in arrival order: a long windowed
+        # request cannot starve short ones between its batches) while decoding stays concurrent.
+        self._lock = TurnLock()
 
     def predict(self, context, model_input: pd.DataFrame, params: dict[str, Any] | None = None):
         try:
@@ -74,7 +74,7 @@ class EnsembleModel(mlflow.pyfunc.PythonModel):
 class _Locked:
     """The ensemble with its forward passes behind a lock (see load_context)."""
 
-    def __init__(self, ensemble, lock: threading.Lock):
+    def __init__(self, ensemble, lock: TurnLock):
         self._e, self._lock = ensemble, lock
         self.info, self.labels, self.cfg = ensemble.info, ensemble.labels, ensemble.cfg
 
