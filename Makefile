@@ -1,6 +1,7 @@
 # Two commands on a fresh machine (Python 3.11+ and PyPI):
 #   make demo   set up .venv, run the whole pipeline on the embedded sample, tracked in MLflow
-#   make test   set up .venv, run the tests
+#   make test   set up .venv, run the tests (both tiers, as CI does)
+#   make test-fast   the unit tier only (tests/unit: nothing trains, serves or starts services)
 PYTHON ?= python3
 VENV ?= .venv
 BIN := $(VENV)/bin
@@ -8,7 +9,7 @@ export MLFLOW_TRACKING_URI ?= sqlite:///mlflow.db
 export MLFLOW_SKIP_PIP_REQUIREMENTS_CHECK ?= true
 export TF_CPP_MIN_LOG_LEVEL ?= 2
 
-.PHONY: demo test setup ui lint clean
+.PHONY: demo test test-fast setup ui lint clean
 
 setup: $(VENV)/.installed
 
@@ -28,6 +29,9 @@ demo: setup
 
 test: setup
 	$(BIN)/python -m pytest -q
+
+test-fast: setup
+	$(BIN)/python -m pytest -q tests/unit -m "not e2e"
 
 lint: setup
 	$(BIN)/python -m pip install -q -c constraints.txt ruff

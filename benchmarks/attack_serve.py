@@ -36,7 +36,7 @@ import numpy as np
 import soundfile as sf
 
 REPO = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(REPO / "tests"))
+sys.path.insert(0, str(REPO / "tests" / "support"))
 sys.path.insert(0, str(REPO / "benchmarks"))
 
 from hostile_payloads import trickle  # noqa: E402
@@ -162,6 +162,8 @@ def main(argv=None) -> int:
     from local_server import LocalServer
 
     os.environ.setdefault("MLFLOW_SKIP_PIP_REQUIREMENTS_CHECK", "true")
+    # the tiny model's artifacts under --workdir, not ./mlruns of the checkout
+    os.environ.setdefault("_MLFLOW_SERVER_ARTIFACT_ROOT", str(Path(args.workdir) / "artifacts"))
     uri, model_uri = build_tiny_model(Path(args.workdir))
     env = {**os.environ, "MLFLOW_TRACKING_URI": uri}
     with LocalServer(model_uri, front=True, env=env, start_timeout=300,

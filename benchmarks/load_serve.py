@@ -12,7 +12,7 @@ class of answer, no answer quotes a request, every slow client is closed by the 
 server's peak RSS (sampled every 20 ms) stays within +600 MB of its post-warm-up level, and
 its RSS at the end within 20% of it. Prints p50/p95 of the good requests.
 
-The model is the tests' tiny ensemble (tests/conftest_ensemble.py: 2 folds, 2 lengths x 2
+The model is the tests' tiny ensemble (tests/support/conftest_ensemble.py: 2 folds, 2 lengths x 2
 crops), trained once into ``--workdir`` (about a minute) and reused, or any ``--model`` URI
 with ``MLFLOW_TRACKING_URI`` set. Not a test: it takes minutes; run it by hand::
 
@@ -42,7 +42,7 @@ import numpy as np
 import soundfile as sf
 
 REPO = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(REPO / "tests"))
+sys.path.insert(0, str(REPO / "tests" / "support"))
 
 import hostile_payloads as crafted  # noqa: E402
 from hostile_payloads import flac_bomb, parquet_bomb, rss_mb  # noqa: E402

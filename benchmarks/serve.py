@@ -235,7 +235,8 @@ def clip_wav(seconds: float, seed: int = 0) -> bytes:
 
 
 def bench_serve(args) -> dict:
-    from tests.local_server import LocalServer, audio_request
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests" / "support"))
+    from local_server import LocalServer, audio_request
 
     tmp = Path(tempfile.mkdtemp(prefix="fsd-serve-bench-"))
     os.environ["MLFLOW_TRACKING_URI"] = f"sqlite:///{tmp}/mlflow.db"

@@ -6,7 +6,7 @@ positional ``train.fold=3``, ``--set train.fold=3``, and ``--train.fold 3`` (wha
 
 Starting is cheap: building the parser imports each entry point's module, and those import
 mlflow, TensorFlow and the stages only inside the functions that run a command, so ``fsd
---help`` and ``fsd COMMAND --help`` load neither (tests/test_cli.py holds them under a CPU
+--help`` and ``fsd COMMAND --help`` load neither (tests/unit/test_cli.py holds them under a CPU
 bound). A command that needs TensorFlow imports it here first, with its C++ start-up logs
 (oneDNN notices, absl's pre-init warning, which TF 2.21 prints whatever TF_CPP_MIN_LOG_LEVEL
 says) kept off the terminal unless ``-v``; they are shown if the import fails.

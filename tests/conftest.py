@@ -1,5 +1,12 @@
 """Shared fixtures: the real clips beside the checkout, and writing audio into tmp_path.
 
+The tests come in two tiers: ``tests/unit/<package>/`` mirrors ``fsd/`` (fast; nothing trains,
+serves or starts a service: ``make test-fast``), ``tests/e2e/`` holds what trains, serves or
+starts services, every module there marked ``e2e`` (its trained session fixtures live in
+``tests/e2e/conftest.py``, out of the unit tier's reach). ``tests/support/`` holds the
+harnesses both tiers and the benchmarks import (on ``sys.path`` from here); collection fails
+when an e2e test is unmarked or a unit test carries ``e2e``, ``slow`` or ``distributed``.
+
 The tests leave nothing in the checkout: the session points MLflow at a tracking store and an
 artifact root in a temporary folder (a sqlite store created without an artifact root would
 put its artifacts under ``./mlruns`` of the working directory, the checkout), and at its end
@@ -11,6 +18,7 @@ from __future__ import annotations
 import os
 import shutil
 import subprocess
+import sys
 import tempfile
 from collections.abc import Callable
 from pathlib import Path
@@ -19,7 +27,10 @@ import numpy as np
 import pytest
 import soundfile as sf
 
-REPO = Path(__file__).resolve().parents[1]
+TESTS = Path(__file__).resolve().parent
+REPO = TESTS.parent
+# the harnesses (tests/support/) import as top-level modules from either tier
+sys.path.insert(0, str(TESTS / "support"))
 SHARED_DATA = REPO.parent / "shared" / "data"
 # What a test run may leave in the checkout (caches of Python and pytest, the venv).
 _ALLOWED = ("__pycache__", ".pytest_cache", ".venv", ".egg-info", ".hypothesis", ".ruff_cache")
@@ -50,6 +61,24 @@ def pytest_sessionstart(session) -> None:
     os.environ.setdefault(_ARTIFACT_ROOT_VAR, str(tmp / "mlartifacts"))
     os.environ.setdefault("MLFLOW_SKIP_PIP_REQUIREMENTS_CHECK", "true")
     _SESSION["before"] = _untracked_in_checkout()
+
+
+def pytest_collection_modifyitems(config, items) -> None:
+    """Each test sits in the tier its markers say: e2e ones under tests/e2e/, marked ``e2e``;
+    nothing under tests/unit/ marked e2e, slow or distributed."""
+    wrong = []
+    for item in items:
+        where = Path(str(item.fspath)).resolve().relative_to(TESTS).parts[0]
+        marks = {m.name for m in item.iter_markers()}
+        if where == "e2e" and "e2e" not in marks:
+            wrong.append(f"{item.nodeid}: under tests/e2e/ without the e2e marker")
+        elif where == "unit" and marks & {"e2e", "slow", "distributed"}:
+            wrong.append(f"{item.nodeid}: in the unit tier but marked "
+                         f"{', '.join(sorted(marks & {'e2e', 'slow', 'distributed'}))}")
+        elif where not in ("e2e", "unit"):
+            wrong.append(f"{item.nodeid}: outside tests/unit/ and tests/e2e/")
+    if wrong:
+        raise pytest.UsageError("tests in the wrong tier:\n  " + "\n  ".join(wrong[:20]))
 
 
 def pytest_sessionfinish(session, exitstatus) -> None:
