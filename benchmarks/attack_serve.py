@@ -122,6 +122,8 @@ def attack_windows(port: int, args) -> bool:
           f"{statistics.median(ok_lat) if ok_lat else float('nan'):.2f} s, p95 {under_p95:.2f} s "
           f"({under_p95 / idle_p95:.2f}x idle)")
     print(f"attack answers: {dict(answers)}")
+    print("valid under attack (status, s): "
+          + ", ".join(f"{st} {secs:.1f}" for st, secs in sorted(under, key=lambda x: x[1])))
     return statuses.get(200, 0) == len(under) and under_p95 <= 3 * idle_p95
 
 

@@ -72,8 +72,12 @@ class Worker:
         self.proc.wait(timeout=30)
 
 
-def test_pipeline_and_sweep_on_a_shared_tracking_server(stack, tmp_path):
+def test_pipeline_and_sweep_on_a_shared_tracking_server(stack, tmp_path, monkeypatch):
     from mlflow.tracking import MlflowClient
+
+    # this process reads the results back as a worker would: with the worker's credentials
+    for key in ("MLFLOW_TRACKING_USERNAME", "MLFLOW_TRACKING_PASSWORD"):
+        monkeypatch.setenv(key, stack.worker_env[key])
 
     logs = tmp_path / "logs"
     logs.mkdir()
