@@ -25,7 +25,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from fsd.inference.clips import DECODE_SLOTS, ClipError, clips_features
+from fsd.inference.clips import WINDOW_DECODE_SLOTS, ClipError, clips_features
 from fsd.inference.inflight import IN_FLIGHT, Busy, check_cancel, slot
 from fsd.inference.scoring import cost_limit, request_cost, response_frame
 from fsd.inference.windows import (
@@ -445,7 +445,7 @@ def _score_windows(ensemble, blobs: list[bytes], plans, p: InferenceParams,
     tables = []
     for i, blob in enumerate(blobs):
         try:
-            with slot(DECODE_SLOTS):
+            with slot(WINDOW_DECODE_SLOTS):  # not the clips' pool: see its comment
                 wf = window_features(blob, ensemble.cfg, p.window_seconds, p.hop_seconds,
                                      max_seconds=max_seconds, between_blocks=check_cancel)
         except AudioError as exc:
