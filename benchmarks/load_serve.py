@@ -44,7 +44,10 @@ import soundfile as sf
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO / "tests" / "support"))
 
+import hostile_payloads as crafted  # noqa: E402
 from hostile_payloads import flac_bomb, parquet_bomb, rss_mb  # noqa: E402
+
+PARQUET = "application/vnd.apache.parquet"
 
 # --- the model -------------------------------------------------------------------------------
 
@@ -159,6 +162,12 @@ def make_kinds() -> dict[str, tuple[bytes, str | None, str]]:
         # issue 19: compressed bombs and requests that try to get their text echoed
         "parquet bomb (200 MiB)": (parquet_bomb(), "application/vnd.apache.parquet", "4xx"),
         "FLAC bomb (1.24 GB)": (split([[b64(flac_bomb())]]), JSON, "4xx"),
+        # issue 25: parquet bodies whose footer lies (page headers say 200 MiB / 2 GiB), whose
+        # page headers lie (1 KB claimed, 200 MiB of zstd data), 5M null rows (honest, 12 KB)
+        "parquet bomb, lying footer (200 MiB)": (crafted.parquet_lying_footer(200), PARQUET, "4xx"),
+        "parquet bomb, lying footer (2,000 MiB)": (crafted.parquet_lying_footer(2000), PARQUET, "4xx"),
+        "parquet bomb, lying page header": (crafted.parquet_lying_page(200), PARQUET, "4xx"),
+        "parquet bomb, 5M null rows": (crafted.parquet_many_nulls(5_000_000), PARQUET, "4xx"),
         "echo: inputs string": (json.dumps({"inputs": SECRET}).encode(), JSON, "4xx"),
         "echo: records strings": (json.dumps({"dataframe_records": [SECRET]}).encode(), JSON,
                                   "4xx"),

@@ -15,11 +15,13 @@ says) kept off the terminal unless ``-v``; they are shown if the import fails.
 from __future__ import annotations
 
 import argparse
+import errno
 import logging
 import os
 import sys
 import tempfile
 from collections.abc import Sequence
+from pathlib import Path
 
 from fsd.cluster.runtime import RayUnavailable
 from fsd.config import ConfigError, load_config
@@ -162,6 +164,18 @@ def main(argv: Sequence[str] | None = None) -> int:
     except KeyboardInterrupt:
         log.error("interrupted; finished work is kept and a rerun resumes")
         return 130
+    except OSError as exc:
+        if exc.errno not in (errno.EACCES, errno.EPERM, errno.EROFS):
+            raise
+        # a folder the user cannot write (a read-only cache, output or export folder): the
+        # path and what to do, not a traceback
+        where = Path(exc.filename) if exc.filename else None
+        while where is not None and not where.exists() and where.parent != where:
+            where = where.parent  # a file it could not create: the folder that refused it
+        log.error("cannot write %s (%s): make it writable, or point the command elsewhere "
+                  "(store.cache_dir=..., output_dir=..., --output ...)", where or "a file",
+                  exc.strerror or "permission denied")
+        return 2
 
 
 if __name__ == "__main__":

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import dataclasses
 import math
+import os
 import re
 from collections.abc import Callable, Iterator
 from typing import Any
@@ -108,7 +109,30 @@ class Name:
                 f"{'; or empty' if self.empty_ok else ''})")
 
 
-Rule = Range | Choice | Text | Name
+SYSTEM_FOLDERS = ("/etc", "/proc", "/sys", "/dev", "/usr")
+
+
+@dataclasses.dataclass(frozen=True)
+class Folder:
+    """A folder fsd writes into (outputs, the feature cache): text as :class:`Text`, and not
+    ``/`` nor, once ``~`` and links are resolved, inside a system folder (``/etc``, ``/proc``,
+    ``/sys``, ``/dev``, ``/usr``): a typo there must not fill or shadow the system's files."""
+
+    max_len: int = MAX_TEXT
+
+    def ok(self, value: Any) -> bool:
+        if not Text(self.max_len, 1).ok(value):
+            return False
+        real = os.path.realpath(os.path.expanduser(value))
+        return real != "/" and not any(real == d or real.startswith(d + "/")
+                                       for d in SYSTEM_FOLDERS)
+
+    def __str__(self) -> str:
+        return (f"a folder path of 1 to {self.max_len} characters, not / and not inside "
+                f"{', '.join(SYSTEM_FOLDERS)}: choose a folder of your own")
+
+
+Rule = Range | Choice | Text | Name | Folder
 
 BOOL = Choice((True, False))  # type: ignore[arg-type]
 PROB = Range(0, 1)

@@ -33,6 +33,7 @@ from fsd.config.rules import (
     SEEDS,
     TEXT,
     Choice,
+    Folder,
     Name,
     Range,
     Text,
@@ -151,7 +152,7 @@ class FoldConfig:
 class StoreConfig:
     """The on-disk feature store: compact, memory-mappable, addressed by a key of its inputs."""
 
-    cache_dir: str = ruled("", Text(MAX_TEXT, 1))  # empty: <output_dir>/cache
+    cache_dir: str = ruled("", Folder())  # empty: <output_dir>/cache
     shard_size: int = ruled(64, Range(1, 100_000))
     float16: bool = ruled(True, BOOL)
     workers: int = ruled(0, Range(0, 1024))  # 0: all cores
@@ -341,7 +342,8 @@ class EnsembleConfig:
     max_request_frames: int = ruled(2_000_000, Range(1, 10**10))
     # The longest recording a served request may ask to tag window by window (window_seconds),
     # checked on its header before it is decoded; its windows count against
-    # max_request_frames too. `fsd predict FILE --window` on local files has no such bound.
+    # max_request_frames too. `fsd predict FILE --window` is held to the same rules per file:
+    # the window at most this long, its windows' work at most max_request_frames.
     max_recording_seconds: float = ruled(600.0, Range(1, 86_400))
 
 
@@ -428,7 +430,7 @@ class Config:
     """The whole experiment. ``name`` also names the output folder and MLflow experiment."""
 
     name: str = ruled("default", Name())
-    output_dir: str = ruled("outputs", Text(MAX_TEXT, 1))
+    output_dir: str = ruled("outputs", Folder())
     data: DataConfig = section(DataConfig)
     audio: AudioConfig = section(AudioConfig)
     logmel: LogMelConfig = section(LogMelConfig)

@@ -25,18 +25,21 @@ from __future__ import annotations
 
 import hashlib
 import http.client
-import json
 import logging
 import os
 import shutil
 import stat
+import tempfile
 import time
 import urllib.error
 import urllib.parse
 import urllib.request
 import zipfile
+import zlib
 from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
+
+from fsd.boundedjson import loads as bounded_loads
 
 log = logging.getLogger(__name__)
 
@@ -90,9 +93,7 @@ def record_files(record: str, base_url: str = ZENODO, timeout: float = 60, *,
     try:
         with _open(url, timeout=timeout) as resp:
             raw = resp.read(MAX_LIST_BYTES + 1)
-        if len(raw) > MAX_LIST_BYTES:
-            raise ValueError(f"larger than {MAX_LIST_BYTES} bytes")
-        data = json.loads(raw.decode())
+        data = bounded_loads(raw, "the answer", MAX_LIST_BYTES)  # depth checked first
     except (urllib.error.URLError, OSError, ValueError, http.client.HTTPException) as exc:
         raise DownloadError(f"cannot read the file list of record {record} at {url}: "
                             f"{str(exc)[:200]}") from None
@@ -174,7 +175,6 @@ def download_zenodo(dest: str | Path, record: str = ZENODO_RECORD,
                   max_unsized=max_unsized)
         unpack(archive, dest)
         (state / f"{name}.done").write_text(rf.md5 + "\n")
-        (state / f"{name}.unpacking").unlink(missing_ok=True)
         if not keep_archives:
             archive.unlink(missing_ok=True)
         log.info("%s: verified (md5 %s) and unpacked into %s", name, rf.md5, dest)
@@ -306,15 +306,22 @@ def unpack(archive: Path, dest: Path, tops: tuple[str, ...] | None = None) -> li
     Zenodo's FSDKaggle2018 archives are laid out) are moved into ``dest``.
 
     Members outside ``tops`` are not unpacked (a member ``precious/x`` cannot touch
-    ``DEST/precious``, nor ``.fsd-download/x`` the download's state). A folder already in
-    ``dest`` is replaced only when it is this archive's own, left by an interrupted unpack
-    (recorded in ``.fsd-download/<archive>.unpacking``); anything else there is a
-    DownloadError, and nothing is replaced."""
+    ``DEST/precious``, nor ``.fsd-download/x`` the download's state). Nothing in ``dest`` is
+    ever removed or replaced: a folder already there is kept when it holds exactly the
+    archive's files (an interrupted unpack that got as far as moving it), and anything else
+    there is a DownloadError."""
     tops = tuple(tops) if tops is not None else (archive.name.removesuffix(".zip"),)
     state = dest / STATE_DIR
-    tmp = state / f"unpack-{archive.name}"
-    shutil.rmtree(tmp, ignore_errors=True)
-    tmp.mkdir(parents=True)
+    state.mkdir(parents=True, exist_ok=True)
+    # a fresh private folder (never one found there: that could be anything)
+    tmp = Path(tempfile.mkdtemp(prefix=f"unpack-{archive.name}-", dir=state))
+    try:
+        return _unpack_into(archive, dest, tops, tmp)
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+
+
+def _unpack_into(archive: Path, dest: Path, tops: tuple[str, ...], tmp: Path) -> list[Path]:
     root = tmp.resolve()
     skipped: set[str] = set()
     try:
@@ -338,22 +345,59 @@ def unpack(archive: Path, dest: Path, tops: tuple[str, ...] | None = None) -> li
     children = sorted(tmp.iterdir())
     if not children:
         raise DownloadError(f"{archive.name} holds nothing under {', '.join(tops)}")
-    marker = state / f"{archive.name}.unpacking"
-    ours = set(marker.read_text().split("\n")) if marker.is_file() else set()
+    # A folder already in dest is never removed: it is kept when its files are exactly this
+    # archive's (the same names, sizes and CRC-32s: an interrupted unpack that moved it
+    # already), and otherwise the unpack stops. No marker can vouch for a folder: a stale
+    # one would let the download replace a folder the user made since.
+    keep, clash = [], []
     for child in children:
         target = dest / child.name
-        if (target.exists() or target.is_symlink()) and child.name not in ours:
-            raise DownloadError(f"{target} already exists and is not from an earlier unpack of "
-                                f"{archive.name}: move it away (nothing was replaced)")
-    marker.write_text("\n".join(c.name for c in children))
+        if not (target.exists() or target.is_symlink()):
+            continue
+        if _matches(target, child):
+            keep.append(child)
+        else:
+            clash.append(target)
+    if clash:
+        raise DownloadError(f"{clash[0]} already exists and is not exactly what {archive.name} "
+                            "holds: move it away and rerun (nothing was replaced)")
     moved = []
     for child in children:
         target = dest / child.name
-        if target.is_dir() and not target.is_symlink():
-            shutil.rmtree(target)  # this archive's own, from an interrupted unpack
-        elif target.exists() or target.is_symlink():
-            target.unlink()
-        os.replace(child, target)
+        if child not in keep:
+            os.rename(child, target)  # a name that does not exist: nothing is replaced
         moved.append(target)
-    shutil.rmtree(tmp, ignore_errors=True)
-    return moved  # the marker stays until the caller records the archive as done
+    return moved
+
+
+def _matches(target: Path, fresh: Path) -> bool:
+    """Whether ``target`` holds exactly the files of ``fresh`` (a just-unpacked copy): the same
+    relative names, no links, no other entries, the same sizes and CRC-32s."""
+    if target.is_symlink() or fresh.is_dir() != target.is_dir():
+        return False
+    if not fresh.is_dir():
+        return _same_file(fresh, target)
+    want = {p.relative_to(fresh): p for p in fresh.rglob("*")}
+    have = {}
+    for p in target.rglob("*"):  # rglob does not follow links into folders
+        if p.is_symlink():
+            return False
+        have[p.relative_to(target)] = p
+    if set(want) != set(have):
+        return False
+    return all(want[r].is_dir() == have[r].is_dir() and
+               (want[r].is_dir() or _same_file(want[r], have[r])) for r in want)
+
+
+def _same_file(a: Path, b: Path) -> bool:
+    if not b.is_file() or b.is_symlink() or a.stat().st_size != b.stat().st_size:
+        return False
+    return _crc32(a) == _crc32(b)
+
+
+def _crc32(path: Path) -> int:
+    crc = 0
+    with open(path, "rb") as fh:
+        for block in iter(lambda: fh.read(CHUNK), b""):
+            crc = zlib.crc32(block, crc)
+    return crc

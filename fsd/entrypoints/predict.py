@@ -44,10 +44,10 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--top-k", type=optional_int, default=None,
                    help="labels per file (default: ensemble.top_k)")
     p.add_argument("--output", default="", help="also write the table to this CSV")
-    p.add_argument("--window", type=float, default=0.0, metavar="SECONDS",
+    p.add_argument("--window", type=float, default=None, metavar="SECONDS",
                    help="tag long recordings window by window: one row per window of this "
                         "many seconds, and a whole-file summary (labels found, total time)")
-    p.add_argument("--hop", type=float, default=0.0, metavar="SECONDS",
+    p.add_argument("--hop", type=float, default=None, metavar="SECONDS",
                    help="seconds between window starts (default: the window: no overlap)")
     p.add_argument("--plot", default="", metavar="PNG",
                    help="with --window: draw each file's timeline (labels over time, score as "
@@ -58,7 +58,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
 
 def run(cfg: Config, args: argparse.Namespace) -> int:
-    if args.window or args.hop or args.plot:
+    if args.window is not None or args.hop is not None or args.plot:
         return run_windows(cfg, args)
     if args.exported:
         return run_exported(args)
@@ -146,29 +146,37 @@ def format_table(rows: list[dict], top_k: int) -> str:
 
 
 def run_windows(cfg: Config, args: argparse.Namespace) -> int:
-    """``--window``: each file tagged window by window, decoded once, any length (local files:
-    no request bound applies)."""
+    """``--window``: each file tagged window by window, decoded once, under the served
+    request's bounds (:class:`fsd.inference.windows.WindowScorer`), with a progress bar."""
+    import math
+
     import pandas as pd
 
     from fsd.data.audio import AudioError
-    from fsd.serving.requests import MIN_HOP_SECONDS, MIN_WINDOW_SECONDS
+    from fsd.inference.windows import WindowLimit, check_window
 
-    if not args.window:
+    if args.window is None:
         log.error("--hop and --plot need --window SECONDS")
         return 2
-    hop = args.hop or args.window
-    if not (args.window >= MIN_WINDOW_SECONDS and MIN_HOP_SECONDS <= hop):
-        log.error("--window must be at least %g s and --hop at least %g s", MIN_WINDOW_SECONDS,
-                  MIN_HOP_SECONDS)
+    hop = args.window if args.hop is None else args.hop
+    try:
+        check_window(args.window, hop, math.inf)  # before the model loads: nan, inf, 0, < 0
+    except WindowLimit as exc:
+        log.error("%s", exc)
         return 2
     scorer = _window_scorer(cfg, args)
     if scorer is None:
         return 2
+    try:  # the model's own bound on the window
+        check_window(args.window, hop, float(scorer.ensemble.cfg.ensemble.max_recording_seconds))
+    except WindowLimit as exc:
+        log.error("%s", exc)
+        return 2
     tables, failed = [], 0
     for n, f in enumerate(args.files):
         try:
-            table, summary, probs, wf = scorer(f, args.window, hop, args.top_k)
-        except (AudioError, OSError) as exc:
+            table, summary, probs, wf = scorer(f, args.window, hop, args.top_k, progress=True)
+        except (AudioError, OSError, WindowLimit) as exc:
             print(f"{f}: ERROR: {exc}")
             failed += 1
             continue
@@ -195,9 +203,8 @@ def run_windows(cfg: Config, args: argparse.Namespace) -> int:
 
 def _window_scorer(cfg: Config, args: argparse.Namespace):
     if args.exported:
-        from fsd.export.predictor import ExportedModel
-
-        return ExportedModel.load(args.exported).window_scorer()
+        model = _load_exported(args.exported)
+        return None if model is None else model.window_scorer()
     import mlflow
     from mlflow.exceptions import MlflowException
 
@@ -217,12 +224,24 @@ def run_exported(args: argparse.Namespace) -> int:
     """``--exported DIR``: the export run with onnxruntime and numpy/librosa only."""
     import pandas as pd
 
-    from fsd.export.predictor import ExportedModel
-
-    model = ExportedModel.load(args.exported)
+    model = _load_exported(args.exported)
+    if model is None:
+        return 2
     top_k = args.top_k or model.top_k
     rows = model.predict_files(args.files, top_k)
     print(format_table(rows, top_k))
     if args.output:
         pd.DataFrame(rows).to_csv(args.output, index=False)
     return 1 if any("error" in r for r in rows) else 0
+
+
+def _load_exported(folder: str):
+    """The verified export, or None once its one-line reason is logged."""
+    from fsd.export.manifest import ExportInvalid
+    from fsd.export.predictor import ExportedModel
+
+    try:
+        return ExportedModel.load(folder)
+    except ExportInvalid as exc:
+        log.error("%s", exc)
+        return None

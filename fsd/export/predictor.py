@@ -13,7 +13,6 @@ registered model on the same clips, to float32 rounding of the networks.
 
 from __future__ import annotations
 
-import json
 import os
 from pathlib import Path
 from types import SimpleNamespace
@@ -21,10 +20,10 @@ from typing import Any
 
 import numpy as np
 
+from fsd.export.manifest import ExportInvalid, inside, verify_export
 from fsd.export.portable import Portable, read_portable
 
-MANIFEST = "export.json"  # as fsd.export.writer.MANIFEST (not imported: it needs no writer)
-EXPORT_FORMAT = "fsd-export-1"
+INFO_KEYS = ("top_k", "tta_lengths", "tta_crops", "seed", "batch_size")  # what predict reads
 
 
 class ExportedNetwork:
@@ -36,11 +35,20 @@ class ExportedNetwork:
         opts = ort.SessionOptions()
         if threads:
             opts.intra_op_num_threads = threads
-        self.session = ort.InferenceSession(str(path), sess_options=opts,
-                                            providers=["CPUExecutionProvider"])
+        try:
+            self.session = ort.InferenceSession(str(path), sess_options=opts,
+                                                providers=["CPUExecutionProvider"])
+        except Exception as exc:  # onnxruntime's own error types (InvalidProtobuf, Fail, ...)
+            raise ExportInvalid(f"{path} is not a readable ONNX model "
+                                f"({type(exc).__name__}): export again") from None
         names = [i.name for i in self.session.get_inputs()]
+        if not isinstance(inputs, list) or not all(isinstance(k, str) for k in inputs):
+            raise ExportInvalid(f"{path}: the manifest's inputs are not a list of names")
         # ONNX inputs carry the Keras inputs' names (logmel, pca), maybe with a :0 suffix
-        self.names = [next(n for n in names if n.split(":")[0] == k) for k in inputs]
+        found = [[n for n in names if n.split(":")[0] == k] for k in inputs]
+        if not all(found):
+            raise ExportInvalid(f"{path}: the network has no input the manifest names")
+        self.names = [f[0] for f in found]
         self.inputs = [SimpleNamespace(name=k) for k in inputs]
 
     def predict_on_batch(self, x) -> np.ndarray:
@@ -67,30 +75,61 @@ class ExportedModel:
 
     @classmethod
     def load(cls, path: str | os.PathLike, threads: int = 0) -> ExportedModel:
-        from fsd.config import load_config
-
+        """Load an ONNX export once :func:`fsd.export.manifest.verify_export` holds: every
+        path inside the folder, every file's and the labels' SHA-256 as exported, nothing
+        else there. Any failure is an ExportInvalid of one line."""
         path = Path(path)
-        file = path / MANIFEST
-        if not file.is_file():
-            raise FileNotFoundError(f"{path} is not an fsd export: {MANIFEST} is missing")
-        manifest = json.loads(file.read_text())
-        if manifest.get("format") != EXPORT_FORMAT or manifest.get("kind") != "onnx":
-            raise ValueError(f"{path}: not an ONNX export of format {EXPORT_FORMAT} "
-                             f"(kind {manifest.get('kind')!r})")
-        cfg = load_config(path / manifest["front_end"]["config"])
+        manifest = verify_export(path)
+        if manifest["kind"] != "onnx":
+            raise ExportInvalid(f"{path}: a {str(manifest['kind'])[:20]!r} export; "
+                                "`--exported` runs ONNX exports (fsd export --format onnx)")
+        listed = set(manifest["files"])
+
+        def listed_path(rel, *suffixes: str) -> Path:
+            for name in [rel + s for s in suffixes] if suffixes else [rel]:
+                if name not in listed:  # verified files only
+                    raise ExportInvalid(f"{path}: {str(name)[:80]!r} is not a file the "
+                                        "manifest vouches for: export again")
+            return inside(path, rel)
+
+        try:
+            return cls._load(path, manifest, threads, listed_path)
+        except ExportInvalid:
+            raise
+        except (KeyError, TypeError, AttributeError) as exc:
+            raise ExportInvalid(f"{path}: the manifest lacks or mistypes {str(exc)[:60]}: "
+                                "export again") from None
+        except (ValueError, OSError) as exc:  # a portable file or config that is not one
+            reason = (str(exc).splitlines() or [type(exc).__name__])[0][:160]
+            raise ExportInvalid(f"{path}: {reason}") from None
+
+    @classmethod
+    def _load(cls, path: Path, manifest: dict[str, Any], threads: int, listed_path):
+        from fsd.config import ConfigError, load_config
+
+        missing = [k for k in INFO_KEYS if k not in manifest["info"]]
+        if missing:
+            raise ExportInvalid(f"{path}: the manifest's info lacks {missing[0]!r}: export again")
+        try:
+            cfg = load_config(listed_path(manifest["front_end"]["config"]))
+        except ConfigError as exc:
+            raise ExportInvalid(f"{path}: its config: {exc}") from None
         models, projectors = [], []
         for entry in manifest["folds"]:
             if entry.get("error"):
                 continue  # a network the converter refused is not in the export
-            models.append(ExportedNetwork(path / entry["model"], entry["inputs"], threads))
+            models.append(ExportedNetwork(listed_path(entry["model"]), entry["inputs"], threads))
             proj = None
             if entry.get("projector"):
-                specs, arrays = read_portable(path / entry["projector"])
+                specs, arrays = read_portable(listed_path(entry["projector"], ".json", ".npz"))
                 proj = Portable(specs["projector"], arrays)
             projectors.append(proj)
+        if not models:
+            raise ExportInvalid(f"{path}: the manifest lists no fold network")
         baseline, weight = None, 1.0
         if manifest.get("baseline"):
-            specs, arrays = read_portable(path / manifest["baseline"]["path"])
+            specs, arrays = read_portable(listed_path(manifest["baseline"]["path"], ".json",
+                                                      ".npz"))
             baseline, weight = Portable(specs["baseline"], arrays), float(
                 manifest["baseline"]["weight"])
         return cls(path, manifest, cfg, models, projectors, baseline, weight)

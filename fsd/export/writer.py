@@ -23,6 +23,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import logging
+import os
 import shutil
 import tempfile
 import time
@@ -33,12 +34,19 @@ from typing import Any
 import numpy as np
 
 from fsd.config import dump_config
+from fsd.export.manifest import (
+    EXPORT_FORMAT,
+    MANIFEST,
+    ExportInvalid,
+    empty_dirs,
+    hash_files,
+    labels_sha256,
+    verify_export,
+)
 from fsd.export.portable import _Arrays, baseline_spec, projector_spec, write_portable
 
 log = logging.getLogger(__name__)
 
-EXPORT_FORMAT = "fsd-export-1"
-MANIFEST = "export.json"
 CONFIG = "config.yaml"
 FORMATS = ("onnx", "saved_model", "litert")
 PROBE_FRAMES = 157  # an odd length, not a crop length the networks were traced at
@@ -58,10 +66,67 @@ def export_ensemble(ensemble, out_dir: str | Path, fmt: str = "onnx",
     if fmt not in FORMATS:
         raise ExportError(f"unknown export format {fmt!r}; use one of {', '.join(FORMATS)}")
     out = Path(out_dir)
-    if out.exists() and any(out.iterdir()) and not (out / MANIFEST).is_file():
-        raise ExportError(f"{out} exists and is not an earlier export: refusing to write into it")
-    if out.exists():
-        shutil.rmtree(out)
+    check_target(out)
+    try:  # beside the target, so the final rename stays on one file system
+        out.parent.mkdir(parents=True, exist_ok=True)
+        tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.fsd-export-", dir=out.parent))
+    except OSError as exc:
+        raise ExportError(f"cannot write in {out.parent} ({exc.strerror or exc}): choose an "
+                          "output folder you can write to") from None
+    try:
+        manifest = _write(ensemble, tmp, fmt, source)
+        _put_in_place(tmp, out)
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)  # ours; gone already once renamed
+    return manifest
+
+
+def check_target(out: Path) -> None:
+    """Refuse an output that is a link, a file, or a folder that is not provably an earlier
+    export (its manifest's hashes match every file and nothing else is there): the folder is
+    replaced, and nothing a user owns is ever deleted."""
+    if out.is_symlink():
+        raise ExportError(f"{out} is a symbolic link: give the path of a real folder")
+    if out.exists() and not out.is_dir():
+        raise ExportError(f"{out} is a file, not a folder: choose another output path")
+    if out.is_dir() and not os.access(out, os.W_OK | os.X_OK):  # the user's wish: leave it
+        raise ExportError(f"{out} is read-only: choose an output folder you can write to")
+    if out.is_dir() and any(out.iterdir()):
+        try:
+            verify_export(out)
+        except ExportInvalid as exc:
+            raise ExportError(f"{out} exists and is not an earlier export left as written "
+                              f"({exc}): choose a new folder; nothing was changed") from None
+        except OSError as exc:
+            raise ExportError(f"cannot read {out} ({exc.strerror or exc}): choose a new "
+                              "folder") from None
+
+
+def _put_in_place(tmp: Path, out: Path) -> None:
+    """Move the finished export to ``out``; an earlier export there is moved aside, checked
+    again (it may have changed since :func:`check_target`) and only then deleted."""
+    try:
+        if not out.exists():
+            os.rename(tmp, out)
+            return
+        old = Path(tempfile.mkdtemp(prefix=f".{out.name}.fsd-old-", dir=out.parent))
+        old.rmdir()
+        os.rename(out, old)
+        try:
+            if any(old.iterdir()):
+                verify_export(old)
+        except ExportInvalid as exc:
+            os.rename(old, out)
+            raise ExportError(f"{out} changed while exporting ({exc}): nothing was "
+                              "replaced") from None
+        os.rename(tmp, out)
+        shutil.rmtree(old)
+    except OSError as exc:
+        raise ExportError(f"cannot write {out} ({exc.strerror or exc}): choose an output "
+                          "folder you can write to") from None
+
+
+def _write(ensemble, out: Path, fmt: str, source: dict[str, Any] | None) -> dict[str, Any]:
     (out / "folds").mkdir(parents=True)
     cfg, info = ensemble.cfg, ensemble.info
     (out / CONFIG).write_text(dump_config(cfg))
@@ -108,6 +173,9 @@ def export_ensemble(ensemble, out_dir: str | Path, fmt: str = "onnx",
         "source": dict(source or {}),
         "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
         "versions": _versions(),
+        "labels_sha256": labels_sha256(list(ensemble.labels)),
+        "files": hash_files(out),
+        "dirs": empty_dirs(out),
     }
     (out / MANIFEST).write_text(json.dumps(manifest, indent=2, default=_jsonable))
     return manifest

@@ -22,6 +22,7 @@ from __future__ import annotations
 import io
 import math
 import os
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import numpy as np
@@ -86,11 +87,14 @@ def _open(source: str | os.PathLike | bytes):
 
 
 def window_features(source: str | os.PathLike | bytes, cfg: Config, window: float, hop: float,
-                    max_seconds: float | None = None) -> WindowFeatures:
+                    max_seconds: float | None = None,
+                    between_blocks: Callable[[], None] | None = None) -> WindowFeatures:
     """Decode ``source`` once, in blocks, into its windows' features (module docstring).
 
-    ``max_seconds`` refuses a longer file from its header (None: any length). Raises
-    AudioError for a file that is not usable audio."""
+    ``max_seconds`` refuses a longer file from its header (None: any length);
+    ``between_blocks`` is called before each block is decoded (a served request's cancel check:
+    whatever it raises stops the decode). Raises AudioError for a file that is not usable
+    audio."""
     import soundfile as sf
 
     handle = _open(source)
@@ -104,6 +108,8 @@ def window_features(source: str | os.PathLike | bytes, cfg: Config, window: floa
             block = max(1, int(BLOCK_SECONDS * rate))
             left = total
             while left > 0:  # never past the header's frames: it bounds the work
+                if between_blocks is not None:
+                    between_blocks()
                 data = f.read(min(block, left), dtype="float32", always_2d=True)
                 if len(data) == 0:
                     break  # a truncated file: the present part is used

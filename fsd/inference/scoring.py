@@ -16,6 +16,27 @@ import pandas as pd
 
 from fsd.inference.clips import ClipError, clip_features, stack_summaries
 
+# The work of one request, bounded as a whole: view frames per fold model, clips x crops x the
+# sum of the lengths (each view is one crop of one clip at one length). Each bound above alone
+# let 4 clips x 16 lengths of 4000 x 32 crops (8.2M frames, minutes of CPU) through. The
+# default admits ensemble.max_request_clips clips at the recipe's defaults (64 x 5 crops x six
+# lengths summing ~3,100 frames = ~1M); a bundle's own defaults are always admitted. Local
+# windowed prediction (`fsd predict --window`) is held to the same bound per file.
+MAX_REQUEST_FRAMES = 2_000_000
+
+
+def request_cost(n_clips: int, lengths: Sequence[int], crops: int) -> int:
+    """View frames one fold model computes for a request: clips x crops x sum of lengths."""
+    return int(n_clips) * int(crops) * int(sum(int(v) for v in lengths))
+
+
+def cost_limit(info) -> int:
+    """The bundle's bound on :func:`request_cost`: ``max_request_frames`` (the module default
+    when unset), never below what its own defaults need at ``max_request_clips`` clips."""
+    limit = int(getattr(info, "max_request_frames", 0) or MAX_REQUEST_FRAMES)
+    own = request_cost(info.max_request_clips, info.tta_lengths, info.tta_crops)
+    return max(limit, own)
+
 
 def response_frame(probs: np.ndarray, labels: Sequence[str], top_k: int,
                    return_probabilities: bool = False) -> pd.DataFrame:

@@ -18,7 +18,9 @@ window frames)`` (the views, plus the window's own features), count against
 from __future__ import annotations
 
 import math
+import os
 from collections.abc import Sequence
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
@@ -39,13 +41,69 @@ def window_views(window: float, cfg, lengths: Sequence[int] | None = None,
     return [max(1, int(round(window * frames_per_second(cfg))))], 1
 
 
-def score_windows(ensemble, wf, lengths: Sequence[int], crops: int, seed: int) -> np.ndarray:
-    """(n_windows, classes) probabilities of ``wf``'s windows; NaN rows for silent ones."""
+@dataclass(frozen=True)
+class WindowPlan:
+    """How a recording of ``seconds`` is tagged: ``n_windows`` windows of ``window`` seconds,
+    each seen as ``lengths`` x ``crops``; ``cost`` view frames of work per fold model."""
+
+    window: float
+    n_windows: int
+    lengths: list[int]
+    crops: int
+    cost: int
+
+
+def window_plan(seconds: float, window: float, hop: float, cfg,
+                lengths: Sequence[int] | None = None, crops: int = 1,
+                whole: tuple[Sequence[int], int] | None = None) -> WindowPlan:
+    """The :class:`WindowPlan` of a recording of ``seconds`` (from its header).
+
+    A window at least as long as the recording is the recording: one window, seen as the
+    whole clip is (``whole``: the model's own TTA lengths and crops) unless ``lengths`` are
+    given, so it gets the whole file's answer; never a view padded to the asked window
+    (which changed the answer and cost memory in proportion to the window)."""
+    from fsd.features.windows import count_windows
+
+    eff = min(float(window), float(seconds)) if seconds > 0 else float(window)
+    if lengths is None and whole is not None and seconds <= window:
+        views, n_crops = [int(v) for v in whole[0]], int(whole[1])
+    else:
+        views, n_crops = window_views(eff, cfg, lengths, crops)
+    n = count_windows(seconds, window, hop)
+    per = n_crops * int(sum(views)) + int(round(eff * frames_per_second(cfg)))
+    return WindowPlan(eff, n, views, n_crops, n * per)
+
+
+# Windows scored per ensemble call: between calls a cancelled request stops and progress moves.
+WINDOW_BATCH = 32
+
+
+def score_windows(ensemble, wf, lengths: Sequence[int], crops: int, seed: int, *,
+                  cancel=None, progress=None) -> np.ndarray:
+    """(n_windows, classes) probabilities of ``wf``'s windows; NaN rows for silent ones.
+
+    Scored :data:`WINDOW_BATCH` windows at a time (a window's answer does not depend on its
+    batch); ``cancel`` (anything with ``is_set()``, e.g. a threading.Event) is checked before
+    each batch and raises :class:`fsd.inference.inflight.Cancelled` (default: the served
+    request's flag, :data:`fsd.inference.inflight.CANCEL`); ``progress`` (a tqdm-like bar) is
+    advanced by the windows done."""
+    from fsd.inference.inflight import CANCEL, check_cancel
+
+    cancel = cancel if cancel is not None else CANCEL.get()
     probs = np.full((len(wf), len(ensemble.labels)), np.nan, dtype=np.float64)
     mels = wf.window_logmels()
-    if mels:
-        summaries = wf.summaries if wf.summaries is not None and wf.summaries.size else None
-        probs[~wf.silent] = ensemble.predict(mels, summaries, list(lengths), int(crops), seed)
+    summaries = wf.summaries if wf.summaries is not None and wf.summaries.size else None
+    rows = np.flatnonzero(~np.asarray(wf.silent, bool))
+    if progress is not None:
+        progress.update(len(wf) - len(rows))  # silent windows: nothing to score
+    for a in range(0, len(mels), WINDOW_BATCH):
+        check_cancel(cancel)
+        b = min(a + WINDOW_BATCH, len(mels))
+        probs[rows[a:b]] = ensemble.predict(mels[a:b], None if summaries is None
+                                            else summaries[a:b], list(lengths), int(crops),
+                                            seed)
+        if progress is not None:
+            progress.update(b - a)
     return probs
 
 
@@ -116,20 +174,84 @@ def format_summary(summary: pd.DataFrame, seconds: float) -> str:
     return "\n".join(lines)
 
 
+class WindowLimit(ValueError):
+    """A local windowed run refused before decoding: the window, the hop or the work is out of
+    bounds (the served request's bounds; the message is one line)."""
+
+
 class WindowScorer:
     """A file -> (window table, summary, probabilities, features) over an ensemble-like object
-    (``predict``, ``labels``, ``cfg``, ``info``): the registered model's, or an export's."""
+    (``predict``, ``labels``, ``cfg``, ``info``): the registered model's, or an export's.
+
+    Held to the served request's bounds (:func:`check_window`): the window at most
+    ``ensemble.max_recording_seconds``, the windows' work (:func:`window_plan`) at most the
+    bundle's ``max_request_frames`` per file, checked on the file's header before decoding."""
 
     def __init__(self, ensemble):
         self.ensemble = ensemble
         self.labels = list(ensemble.labels)
 
-    def __call__(self, source, window: float, hop: float, top_k: int | None = None):
+    def plan(self, source, window: float, hop: float) -> WindowPlan:
+        """The file's plan, or a WindowLimit naming the bound it breaks."""
+        import soundfile as sf
+
+        from fsd.data.audio import AudioError, open_checked
+        from fsd.inference.scoring import cost_limit
+
+        cfg = self.ensemble.cfg
+        check_window(window, hop, float(cfg.ensemble.max_recording_seconds))
+        try:
+            with open_checked(os.path.realpath(source)) as fh:
+                header = sf.info(fh)
+            seconds = int(header.frames) / int(header.samplerate)
+        except AudioError:
+            raise
+        except Exception:
+            raise AudioError("not usable audio: its header cannot be read") from None
+        info = self.ensemble.info
+        plan = window_plan(seconds, window, hop, cfg,
+                           whole=(list(info.tta_lengths), int(info.tta_crops)))
+        limit = cost_limit(self.ensemble.info)
+        if plan.cost > limit:
+            raise WindowLimit(
+                f"{plan.n_windows:,} windows of {plan.window:g} s every {hop:g} s = "
+                f"{plan.cost:,} view frames > {limit:,} (the model's max_request_frames): "
+                "use a longer --hop or a shorter --window")
+        return plan
+
+    def __call__(self, source, window: float, hop: float, top_k: int | None = None,
+                 progress: bool = False):
+        from fsd import progress as bars
         from fsd.features.windows import window_features
 
         cfg = self.ensemble.cfg
-        wf = window_features(source, cfg, window, hop)
-        lengths, crops = window_views(window, cfg)
-        probs = score_windows(self.ensemble, wf, lengths, crops, int(self.ensemble.info.seed))
+        plan = self.plan(source, window, hop)
+        wf = window_features(source, cfg, window, hop,
+                             max_seconds=None)  # the header's length was planned above
+        bar = bars.bar(total=len(wf), enabled=progress, unit="window", leave=False,
+                       desc=str(getattr(source, "name", source))[-40:])
+        try:
+            probs = score_windows(self.ensemble, wf, plan.lengths, plan.crops,
+                                  int(self.ensemble.info.seed), progress=bar)
+        finally:
+            bar.close()
         table = windows_frame(wf, probs, self.labels, int(top_k or self.ensemble.info.top_k))
         return table, summarise(table, wf.seconds), probs, wf
+
+
+# The served bounds on a window (fsd.serving.requests checks a request's params against them)
+MIN_WINDOW_SECONDS = 0.25
+MIN_HOP_SECONDS = 0.05
+
+
+def check_window(window: Any, hop: Any, max_seconds: float) -> None:
+    """A finite window in [MIN_WINDOW_SECONDS, ``max_seconds``] and a finite hop in
+    [MIN_HOP_SECONDS, window]; else a WindowLimit (1e9, inf, nan, 0 and negatives included)."""
+    for name, v in (("--window", window), ("--hop", hop)):
+        if isinstance(v, bool) or not isinstance(v, (int, float)) or not math.isfinite(v):
+            raise WindowLimit(f"{name} must be a finite number of seconds")
+    if not MIN_WINDOW_SECONDS <= window <= max_seconds:
+        raise WindowLimit(f"--window must be between {MIN_WINDOW_SECONDS:g} and {max_seconds:g} "
+                          "s (ensemble.max_recording_seconds)")
+    if not MIN_HOP_SECONDS <= hop <= window:
+        raise WindowLimit(f"--hop must be between {MIN_HOP_SECONDS:g} s and the window")

@@ -27,14 +27,17 @@ from __future__ import annotations
 
 import asyncio
 import csv
+import hmac
 import io
 import json
 import logging
 import re
+import threading
 from collections.abc import Awaitable, Callable, Iterable
 from typing import Any
 
-from fsd.serving.requests import AUDIO_COLUMN, KNOWN_PARAMS, REFUSALS
+from fsd.inference.inflight import CANCEL
+from fsd.serving.requests import AUDIO_COLUMN, KNOWN_PARAMS, REFUSALS, RequestError, check_param_types
 
 log = logging.getLogger(__name__)
 
@@ -43,9 +46,11 @@ MAX_MESSAGE = 300
 # (MLflow's schema or parsing errors, whose own messages quote the request).
 GENERIC_REFUSAL = ("the request does not fit the model's input: send one column 'audio' of "
                    "base64-encoded clips (or parquet with the clips as bytes)")
+OPEN_PATHS = ("/ping", "/health")  # liveness probes answer without the token (nothing in them)
 ERROR_CODES = frozenset({"BAD_REQUEST", "INVALID_PARAMETER_VALUE", "MALFORMED_REQUEST",
                          "REQUEST_TIMEOUT", "INTERNAL_ERROR", "UNSUPPORTED_MEDIA_TYPE",
-                         "REQUEST_TOO_LARGE", "RESOURCE_EXHAUSTED", "INVALID_STATE"})
+                         "REQUEST_TOO_LARGE", "RESOURCE_EXHAUSTED", "INVALID_STATE",
+                         "TEMPORARILY_UNAVAILABLE", "UNAUTHENTICATED"})
 JSON_TYPES = ("application/json",)
 CSV_TYPES = ("text/csv",)
 PARQUET_TYPES = ("application/vnd.apache.parquet",)  # what MLflow 3's scoring server takes
@@ -58,6 +63,9 @@ Send = Callable[[dict[str, Any]], Awaitable[None]]
 _B64_RUN = re.compile(r"[A-Za-z0-9+/=_-]{24,}")
 _ADDRESS = re.compile(r"\s*at 0x[0-9a-fA-F]+")
 _PATH = re.compile(r"(?<![\w.])(?:[A-Za-z]:)?(?:[\\/][\w.@+~-]+){2,}[\\/]?")
+
+
+MAX_PARQUET_ROWS = 10_000  # far above any request's clips (ensemble.max_request_clips)
 
 
 class Refused(Exception):
@@ -93,8 +101,11 @@ class Front:
 
     def __init__(self, app, *, max_body_bytes: int = 16 * 2**20, timeout_s: float = 60.0,
                  drain_bytes: int | None = None, columns: Iterable[str] = (AUDIO_COLUMN,),
-                 known_params: Iterable[str] = KNOWN_PARAMS, path: str = "/invocations"):
+                 known_params: Iterable[str] = KNOWN_PARAMS, path: str = "/invocations",
+                 token: str | None = None):
         self.app = app
+        # a bearer token every request must carry (None: none asked); compared in constant time
+        self.token = token.encode() if token else None
         self.max_body_bytes = int(max_body_bytes)
         self.timeout_s = float(timeout_s)
         self.drain_bytes = int(drain_bytes if drain_bytes is not None else 8 * max_body_bytes)
@@ -103,6 +114,12 @@ class Front:
         self.path = path
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope.get("type") == "http" and self.token is not None \
+                and scope.get("path") not in OPEN_PATHS and not self._authorized(scope):
+            await _respond(send, 401, error_body(
+                "UNAUTHENTICATED", "missing or wrong bearer token: send 'Authorization: Bearer "
+                "<token>'"), extra=[(b"www-authenticate", b'Bearer realm="fsd"')])
+            return
         if scope.get("type") != "http" or scope.get("path") != self.path:
             await self.app(scope, receive, send)
             return
@@ -122,6 +139,16 @@ class Front:
             await _respond(send, exc.status, error_body(exc.code, exc.message))
             return
         await self._forward(scope, body, send)
+
+    def _authorized(self, scope: Scope) -> bool:
+        """Whether the request carries ``Authorization: Bearer <token>`` (constant-time; the
+        header's value is never logged or echoed)."""
+        given = b""
+        for k, v in scope.get("headers", []):
+            if k.lower() == b"authorization":
+                scheme, _, value = v.partition(b" ")
+                given = value.strip() if scheme.lower() == b"bearer" else b""
+        return hmac.compare_digest(given, self.token or b"")
 
     # --- checks before the app sees the request ---------------------------------------------
 
@@ -227,6 +254,10 @@ class Front:
             if unknown_p:
                 raise Refused(400, f"{len(unknown_p)} unknown param(s); known: "
                               f"{sorted(self.known_params)}", "INVALID_PARAMETER_VALUE")
+            try:
+                check_param_types(params)
+            except RequestError as exc:
+                raise Refused(400, f"param {exc}", "INVALID_PARAMETER_VALUE") from None
 
     def _check_split(self, data: Any) -> None:
         if not isinstance(data, dict) or "columns" not in data or "data" not in data \
@@ -262,24 +293,33 @@ class Front:
         self._columns([h.strip() for h in header] if header else [])
 
     def _check_parquet(self, body: bytes) -> None:
-        """Columns from the schema, and the size the body expands to from its metadata (every
-        column chunk's uncompressed size), before MLflow builds a frame of it: a few KB of
-        zstd can hold hundreds of MB of zeros."""
+        """Columns from the schema, and the size the body decodes to from every page header
+        (:mod:`fsd.serving.parquet_pages`: what pyarrow sizes its buffers by, whatever the
+        footer claims), before MLflow builds a frame of it: a few KB of zstd can hold
+        hundreds of MB of zeros, or millions of null rows."""
+        from fsd.serving.parquet_pages import decoded_bytes
+
+        try:
+            decoded_bytes(body, self.max_body_bytes, MAX_PARQUET_ROWS)
+        except OverflowError:
+            raise Refused(413, f"the parquet body decodes to more than {self.max_body_bytes} "
+                          f"bytes or {MAX_PARQUET_ROWS} rows; send fewer or smaller clips per "
+                          "request", "REQUEST_TOO_LARGE") from None
+        except (ValueError, TypeError, KeyError, IndexError, RecursionError):
+            raise Refused(400, "not a readable parquet file") from None
         try:
             import pyarrow.parquet as pq
 
             meta = pq.ParquetFile(io.BytesIO(body)).metadata
             names = list(meta.schema.to_arrow_schema().names)
-            expanded = sum(max(0, meta.row_group(g).column(c).total_uncompressed_size)
-                           for g in range(meta.num_row_groups) for c in range(meta.num_columns))
         except ImportError:
             raise Refused(415, "parquet is not supported by this server",
                           "UNSUPPORTED_MEDIA_TYPE") from None
         except Exception:  # pyarrow raises several types for junk; all mean "not parquet"
             raise Refused(400, "not a readable parquet file") from None
-        if expanded > self.max_body_bytes:
-            raise Refused(413, f"the parquet body expands to more than {self.max_body_bytes} "
-                          "bytes; send fewer or smaller clips per request", "REQUEST_TOO_LARGE")
+        if meta.num_rows > MAX_PARQUET_ROWS:
+            raise Refused(413, f"the parquet body holds more than {MAX_PARQUET_ROWS} rows",
+                          "REQUEST_TOO_LARGE")
         names = [n for n in names if not n.startswith("__index_level_")]
         self._columns(names)
 
@@ -305,11 +345,14 @@ class Front:
             elif message["type"] == "http.response.body":
                 parts.append(message.get("body", b""))
 
-        refusals: list[str] = []
+        refusals: list[tuple[int, str]] = []
         token = REFUSALS.set(refusals)  # the model notes its refusals here (same process)
+        cancel = threading.Event()  # set when the request is given up: its work stops
+        cancel_token = CANCEL.set(cancel)
         try:
             await asyncio.wait_for(self.app(scope, receive, capture), timeout=self.timeout_s)
         except (asyncio.TimeoutError, TimeoutError):
+            cancel.set()  # the worker thread stops at its next window, batch or block
             await _respond(send, 503, error_body(
                 "REQUEST_TIMEOUT", f"the request took longer than {self.timeout_s:g} s; send "
                 "fewer clips or a cheaper TTA"), extra=[(b"retry-after", b"5")])
@@ -318,8 +361,12 @@ class Front:
             log.exception("the scoring app failed")
             await _respond(send, 500, error_body("INTERNAL_ERROR", "internal error"))
             return
+        except BaseException:
+            cancel.set()  # the connection went away (the task is cancelled): stop the work
+            raise
         finally:
             REFUSALS.reset(token)
+            CANCEL.reset(cancel_token)
         status = int(start.get("status", 500))
         if status < 400:
             await send(start)
@@ -327,13 +374,17 @@ class Front:
             return
         raw = b"".join(parts)
         code, _ = _parse_error(raw)  # MLflow's message quotes the request: never passed on
+        if refusals and refusals[-1][0] == 503:  # the work in flight is at its ceiling
+            await _respond(send, 503, error_body("TEMPORARILY_UNAVAILABLE", refusals[-1][1]),
+                           extra=[(b"retry-after", b"2")])
+            return
         if status == 504 or code == "REQUEST_TIMEOUT":  # MLflow's own deadline
             status, code, message = 503, "REQUEST_TIMEOUT", "the request took too long"
         elif status >= 500:
             log.error("the scoring app answered %d: %s", status, raw[:2000])
             code, message = "INTERNAL_ERROR", "internal error"
         elif refusals:  # the model's own refusal, built from what it checked
-            message = refusals[-1]
+            message = refusals[-1][1]
         else:
             log.info("the scoring app answered %d: %s", status, raw[:500])
             message = GENERIC_REFUSAL
@@ -369,71 +420,3 @@ async def _respond(send: Send, status: int, body: bytes,
                (b"content-length", str(len(body)).encode())] + list(extra or [])
     await send({"type": "http.response.start", "status": status, "headers": headers})
     await send({"type": "http.response.body", "body": body})
-
-
-# --- connections: slow and idle clients --------------------------------------------------------
-
-_SLOW_HEADERS = error_body("REQUEST_TIMEOUT", "the request headers came too slowly")
-_TIMEOUT_408 = (b"HTTP/1.1 408 Request Timeout\r\nContent-Type: application/json\r\n"
-                b"Connection: close\r\nContent-Length: " + str(len(_SLOW_HEADERS)).encode()
-                + b"\r\n\r\n" + _SLOW_HEADERS)
-
-
-def guarded_protocol(header_timeout: float = 10.0, max_connections: int = 64):
-    """uvicorn's h11 protocol with what it lacks against slow clients (uvicorn 0.5x: a fresh
-    connection has no timer, and a request's headers may trickle in for ever):
-
-    - a header deadline: a request's headers must be complete within ``header_timeout`` s of
-      the connection opening, or of the previous response (a keep-alive connection); else
-      408 and the connection is closed. An idle fresh connection is closed the same way. The
-      body then has the front's ``timeout_s`` (408), the app its own (503); between requests
-      uvicorn's ``timeout_keep_alive`` closes an idle keep-alive connection;
-    - at most ``max_connections`` open connections: one more is closed as it opens (before
-      any request is read), so held connections cannot exhaust the server.
-
-    Pass the returned class as ``uvicorn.run(..., http=cls)``."""
-    import h11
-    from uvicorn.protocols.http.h11_impl import H11Protocol
-
-    class GuardedH11(H11Protocol):
-        def connection_made(self, transport) -> None:  # type: ignore[override]
-            super().connection_made(transport)
-            self._fsd_timer = None
-            if len(self.connections) > max_connections:
-                log.warning("more than %d open connections: closing a new one", max_connections)
-                transport.close()
-                return
-            self._fsd_arm()
-
-        def _fsd_arm(self) -> None:
-            self._fsd_cancel()
-            self._fsd_timer = self.loop.call_later(header_timeout, self._fsd_expire)
-
-        def _fsd_cancel(self) -> None:
-            if getattr(self, "_fsd_timer", None) is not None:
-                self._fsd_timer.cancel()
-                self._fsd_timer = None
-
-        def _fsd_expire(self) -> None:
-            self._fsd_timer = None
-            if self.transport.is_closing() or self.conn.their_state is not h11.IDLE:
-                return
-            if self.conn.our_state is h11.IDLE:  # no answer under way: say why we close
-                self.transport.write(_TIMEOUT_408)
-            self.transport.close()
-
-        def data_received(self, data: bytes) -> None:
-            super().data_received(data)
-            if self.conn.their_state is not h11.IDLE:  # the headers are complete
-                self._fsd_cancel()
-
-        def on_response_complete(self) -> None:
-            super().on_response_complete()
-            if not self.transport.is_closing():
-                self._fsd_arm()  # the next request's headers get the same deadline
-
-        def connection_lost(self, exc) -> None:
-            self._fsd_cancel()
-            super().connection_lost(exc)
-
-    return GuardedH11

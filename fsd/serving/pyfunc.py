@@ -25,7 +25,6 @@ from __future__ import annotations
 
 import io
 import logging
-import threading
 from importlib import metadata
 from pathlib import Path
 from typing import Any
@@ -34,9 +33,10 @@ import mlflow
 import numpy as np
 import pandas as pd
 from mlflow.exceptions import MlflowException
-from mlflow.protos.databricks_pb2 import INVALID_PARAMETER_VALUE
+from mlflow.protos.databricks_pb2 import INVALID_PARAMETER_VALUE, TEMPORARILY_UNAVAILABLE
 
 import fsd
+from fsd.inference.inflight import Busy, TurnLock
 from fsd.inference.scoring import response_frame
 from fsd.serving.requests import AUDIO_COLUMN, RequestError, score_request
 
@@ -58,20 +58,23 @@ class EnsembleModel(mlflow.pyfunc.PythonModel):
 
         self._ensemble = Ensemble.load(context.artifacts[BUNDLE_ARTIFACT])
         # The scoring server calls predict from worker threads; TF already uses every core
-        # for one forward pass, so passes are serialised while decoding stays concurrent.
-        self._lock = threading.Lock()
+        # for one forward pass, so passes are serialised (in arrival order: a long windowed
+        # request cannot starve short ones between its batches) while decoding stays concurrent.
+        self._lock = TurnLock()
 
     def predict(self, context, model_input: pd.DataFrame, params: dict[str, Any] | None = None):
         try:
             return score_request(_Locked(self._ensemble, self._lock), model_input, params)
         except RequestError as exc:
             raise MlflowException(str(exc), error_code=INVALID_PARAMETER_VALUE) from None
+        except Busy as exc:  # the work in flight is at its ceiling: 503, retry shortly
+            raise MlflowException(str(exc), error_code=TEMPORARILY_UNAVAILABLE) from None
 
 
 class _Locked:
     """The ensemble with its forward passes behind a lock (see load_context)."""
 
-    def __init__(self, ensemble, lock: threading.Lock):
+    def __init__(self, ensemble, lock: TurnLock):
         self._e, self._lock = ensemble, lock
         self.info, self.labels, self.cfg = ensemble.info, ensemble.labels, ensemble.cfg
 

@@ -25,9 +25,16 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from fsd.inference.clips import DECODE_SLOTS, ClipError, clips_features
-from fsd.inference.scoring import response_frame
-from fsd.inference.windows import score_windows, window_views, windows_frame
+from fsd.inference.clips import WINDOW_DECODE_SLOTS, ClipError, clips_features
+from fsd.inference.inflight import IN_FLIGHT, Busy, check_cancel, slot
+from fsd.inference.scoring import cost_limit, request_cost, response_frame
+from fsd.inference.windows import (
+    MIN_HOP_SECONDS,
+    MIN_WINDOW_SECONDS,
+    score_windows,
+    window_plan,
+    windows_frame,
+)
 
 AUDIO_COLUMN = "audio"
 
@@ -35,18 +42,10 @@ AUDIO_COLUMN = "audio"
 MAX_TTA_LENGTHS = 16
 MAX_TTA_CROPS = 32
 MAX_FRAMES = 4000  # ~40 s of log-mel at hop 220 / 22.05 kHz
-# The work of one request, bounded as a whole: view frames per fold model, clips x crops x the
-# sum of the lengths (each view is one crop of one clip at one length). Each bound above alone
-# let 4 clips x 16 lengths of 4000 x 32 crops (8.2M frames, minutes of CPU) through. The
-# default admits ensemble.max_request_clips clips at the recipe's defaults (64 x 5 crops x six
-# lengths summing ~3,100 frames = ~1M); a bundle's own defaults are always admitted.
-MAX_REQUEST_FRAMES = 2_000_000
 KNOWN_PARAMS = ("tta_lengths", "tta_crops", "top_k", "seed", "return_probabilities",
                 "window_seconds", "hop_seconds")
 # Long recordings tagged window by window (fsd.inference.windows): a window's length and hop.
-MIN_WINDOW_SECONDS = 0.25
 MAX_WINDOW_SECONDS = 60.0
-MIN_HOP_SECONDS = 0.05
 
 
 # Decoded samples (all channels, all clips) one request may cost, checked on the clips'
@@ -66,15 +65,16 @@ class RequestError(ValueError):
 # runs in the same process and sets a list here before it calls the scoring app: the front
 # answers a refused request with this text instead of MLflow's message, which quotes the
 # request. Context variables follow the request into MLflow's worker thread.
-REFUSALS: contextvars.ContextVar[list[str] | None] = contextvars.ContextVar("fsd_refusals",
-                                                                             default=None)
+REFUSALS: contextvars.ContextVar[list[tuple[int, str]] | None] = contextvars.ContextVar(
+    "fsd_refusals", default=None)
 
 
-def note_refusal(message: str) -> None:
-    """Record a refusal for the front (a no-op outside a served request)."""
+def note_refusal(message: str, status: int = 400) -> None:
+    """Record a refusal (its HTTP status and text) for the front (a no-op outside a served
+    request)."""
     refusals = REFUSALS.get()
     if refusals is not None:
-        refusals.append(message)
+        refusals.append((status, message))
 
 
 @dataclass(frozen=True)
@@ -223,6 +223,24 @@ def parse_params(
     )
 
 
+def check_param_types(params: Mapping[str, Any]) -> None:
+    """Each known param's type (not its range: that needs the model), so a wrong-type param
+    is named before MLflow's own schema check answers it with a message that names nothing:
+    a RequestError naming the param and the type it needs, never the value."""
+    for name in ("top_k", "tta_crops", "seed"):
+        if params.get(name) is not None:
+            _int(params[name], name, -2**63, 2**63)
+    lengths = params.get("tta_lengths")
+    if lengths is not None and not isinstance(lengths, str):
+        for v in (lengths if isinstance(lengths, (list, tuple)) else [lengths]):
+            _int(v, "tta_lengths", -2**63, 2**63)
+    if params.get("return_probabilities") is not None:
+        _bool(params["return_probabilities"], "return_probabilities")
+    for name in ("window_seconds", "hop_seconds"):
+        if params.get(name) is not None:
+            _float(params[name], name)
+
+
 def _given(value: Any) -> bool:
     return value is not None and not (isinstance(value, (list, tuple, np.ndarray, str))
                                       and len(value) == 0)
@@ -304,11 +322,6 @@ def _type(value: Any) -> str:
     return "value of another type"
 
 
-def request_cost(n_clips: int, lengths: Sequence[int], crops: int) -> int:
-    """View frames one fold model computes for a request: clips x crops x sum of lengths."""
-    return int(n_clips) * int(crops) * int(sum(int(v) for v in lengths))
-
-
 def check_cost(n_clips: int, p: InferenceParams, limit: int) -> None:
     """Refuse a request whose work (:func:`request_cost`) exceeds ``limit`` view frames."""
     cost = request_cost(n_clips, p.tta_lengths, p.tta_crops)
@@ -319,13 +332,6 @@ def check_cost(n_clips: int, p: InferenceParams, limit: int) -> None:
             "(ensemble.max_request_frames); send fewer clips, crops or lengths"
         )
 
-
-def cost_limit(info) -> int:
-    """The bundle's bound on :func:`request_cost`: ``max_request_frames`` (the module default
-    when unset), never below what its own defaults need at ``max_request_clips`` clips."""
-    limit = int(getattr(info, "max_request_frames", 0) or MAX_REQUEST_FRAMES)
-    own = request_cost(info.max_request_clips, info.tta_lengths, info.tta_crops)
-    return max(limit, own)
 
 
 def check_headers(blobs: Sequence[bytes], audio_cfg,
@@ -376,15 +382,6 @@ def clip_features(blobs: Sequence[bytes], cfg) -> tuple[list[np.ndarray], np.nda
 # windows' work against max_request_frames), then fsd.features.windows' one streamed decode
 # per recording, each window scored as a clip (fsd.inference.windows, which also summarises).
 
-def window_cost(n_windows: int, window: float, lengths: Sequence[int], crops: int, cfg) -> int:
-    """Work of ``n_windows`` windows: their views (crops x sum of lengths) and their own
-    features (the window's frames), per fold model."""
-    from fsd.features.windows import frames_per_second
-
-    per = int(crops) * int(sum(lengths)) + int(round(window * frames_per_second(cfg)))
-    return int(n_windows) * per
-
-
 def recording_headers(blobs: Sequence[bytes], max_seconds: float) -> list[float]:
     """Each recording's duration from its header, refusing before any decoding: a header that
     cannot be read (windows are planned from it), a recording over ``max_seconds``, one that
@@ -418,34 +415,44 @@ def recording_headers(blobs: Sequence[bytes], max_seconds: float) -> list[float]
 def score_windowed_request(ensemble, rows: list[Any], p: InferenceParams) -> pd.DataFrame:
     """A request with ``window_seconds``: one row per window of each clip (``clip`` is the
     request's row), bounded as the module docstring says."""
-    from fsd.data.audio import AudioError
-    from fsd.features.windows import count_windows, window_features
-
     info, cfg = ensemble.info, ensemble.cfg
     max_seconds = float(getattr(cfg.ensemble, "max_recording_seconds", 600.0))
     blobs = decode_rows(rows, info.max_clip_bytes)
     durations = recording_headers(blobs, max_seconds)
-    # the request's TTA when it set one, else the whole window once
-    lengths, crops = window_views(p.window_seconds, cfg, p.tta_lengths if p.tta_given else None,
-                                  p.tta_crops)
-    n_windows = sum(count_windows(d, p.window_seconds, p.hop_seconds) for d in durations)
-    cost, limit = window_cost(n_windows, p.window_seconds, lengths, crops, cfg), cost_limit(info)
+    # the request's TTA when it set one, else the whole window (or the recording when it is
+    # shorter) once
+    plans = [window_plan(d, p.window_seconds, p.hop_seconds, cfg,
+                         p.tta_lengths if p.tta_given else None, p.tta_crops,
+                         whole=(info.tta_lengths, info.tta_crops)) for d in durations]
+    n_windows = sum(pl.n_windows for pl in plans)
+    cost, limit = sum(pl.cost for pl in plans), cost_limit(info)
     if cost > limit:
         raise RequestError(
             f"request too costly: {n_windows:,} windows of {p.window_seconds:g} s every "
             f"{p.hop_seconds:g} s = {cost:,} view frames > {limit:,} "
             "(ensemble.max_request_frames); use a longer hop_seconds or send shorter recordings")
+    with IN_FLIGHT.admit(cost, limit):  # with the work in flight, or Busy (503) at once
+        return _score_windows(ensemble, blobs, plans, p, max_seconds)
+
+
+def _score_windows(ensemble, blobs: list[bytes], plans, p: InferenceParams,
+                   max_seconds: float) -> pd.DataFrame:
+    """Each admitted recording decoded (holding a decode slot) and scored window batch by
+    window batch; a given-up request stops between blocks and batches."""
+    from fsd.data.audio import AudioError
+    from fsd.features.windows import window_features
+
     tables = []
     for i, blob in enumerate(blobs):
         try:
-            with DECODE_SLOTS:
-                wf = window_features(blob, cfg, p.window_seconds, p.hop_seconds,
-                                     max_seconds=max_seconds)
+            with slot(WINDOW_DECODE_SLOTS):  # not the clips' pool: see its comment
+                wf = window_features(blob, ensemble.cfg, p.window_seconds, p.hop_seconds,
+                                     max_seconds=max_seconds, between_blocks=check_cancel)
         except AudioError as exc:
             raise RequestError(f"row {i}: not usable audio: {exc}") from None
         except ValueError:
             raise RequestError(f"row {i}: cannot compute features of this recording") from None
-        probs = score_windows(ensemble, wf, lengths, crops, p.seed)
+        probs = score_windows(ensemble, wf, plans[i].lengths, plans[i].crops, p.seed)
         table = windows_frame(wf, probs, ensemble.labels, p.top_k, p.return_probabilities)
         table.insert(0, "clip", i)
         tables.append(table)
@@ -464,6 +471,9 @@ def score_request(ensemble, model_input: Any, params: Mapping[str, Any] | None) 
     except RequestError as exc:
         note_refusal(str(exc))
         raise
+    except Busy as exc:
+        note_refusal(str(exc), 503)
+        raise
 
 
 def _score(ensemble, model_input: Any, params: Mapping[str, Any] | None) -> pd.DataFrame:
@@ -475,7 +485,10 @@ def _score(ensemble, model_input: Any, params: Mapping[str, Any] | None) -> pd.D
     if p.window_seconds:  # a long recording, window by window
         return score_windowed_request(ensemble, rows, p)
     check_cost(len(rows), p, cost_limit(info))  # before any clip is decoded
-    blobs = decode_rows(rows, info.max_clip_bytes)
-    logmels, summaries = clip_features(blobs, ensemble.cfg)
-    probs = ensemble.predict(logmels, summaries, p.tta_lengths, p.tta_crops, p.seed)
+    # admitted with the work already in flight, or Busy (503) at once
+    with IN_FLIGHT.admit(request_cost(len(rows), p.tta_lengths, p.tta_crops), cost_limit(info)):
+        blobs = decode_rows(rows, info.max_clip_bytes)
+        logmels, summaries = clip_features(blobs, ensemble.cfg)
+        check_cancel()
+        probs = ensemble.predict(logmels, summaries, p.tta_lengths, p.tta_crops, p.seed)
     return response_frame(probs, ensemble.labels, p.top_k, p.return_probabilities)

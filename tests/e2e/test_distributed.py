@@ -67,8 +67,12 @@ class Worker:
         self.proc.wait(timeout=30)
 
 
-def test_pipeline_and_sweep_on_a_shared_tracking_server(stack, tmp_path):
+def test_pipeline_and_sweep_on_a_shared_tracking_server(stack, tmp_path, monkeypatch):
     from mlflow.tracking import MlflowClient
+
+    # this process reads the results back as a worker would: with the worker's credentials
+    for key in ("MLFLOW_TRACKING_USERNAME", "MLFLOW_TRACKING_PASSWORD"):
+        monkeypatch.setenv(key, stack.worker_env[key])
 
     logs = tmp_path / "logs"
     logs.mkdir()
@@ -185,3 +189,30 @@ def _trials(stack, state: str) -> list:
         return stack.sql("optuna", "SELECT number FROM trials WHERE state = %s", (state,))
     except Exception:  # noqa: BLE001 - the study's tables are not created yet
         return []
+
+
+def test_the_tracking_server_refuses_requests_without_credentials(stack):
+    """Issue 25: the stack runs MLflow's basic-auth app; workers authenticate through
+    MLFLOW_TRACKING_USERNAME / MLFLOW_TRACKING_PASSWORD, and a request without them (or with
+    a wrong password) is refused."""
+    env = stack.worker_env
+    path = "/api/2.0/mlflow/experiments/search?max_results=1"
+    assert stack.request(path)[0] == 401
+    assert stack.request(path, user=env["MLFLOW_TRACKING_USERNAME"], password="wrong")[0] == 401
+    status, body = stack.request(path, user=env["MLFLOW_TRACKING_USERNAME"],
+                                 password=env["MLFLOW_TRACKING_PASSWORD"])
+    assert status == 200, body[:300]
+    # a worker creates what it logs, through MLflow's client and the same two variables
+    code = ("import mlflow; e = mlflow.create_experiment('auth-check'); "
+            "print(mlflow.get_experiment(e).name)")
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                          timeout=120, env={**os.environ, **env})
+    assert done.returncode == 0 and done.stdout.strip() == "auth-check", done.stderr[-2000:]
+    anonymous = {k: v for k, v in env.items() if not k.startswith("MLFLOW_TRACKING_USER")
+                 and k != "MLFLOW_TRACKING_PASSWORD"}
+    done = subprocess.run([sys.executable, "-c", code.replace("auth-check", "anon")],
+                          capture_output=True, text=True, timeout=120,
+                          env={**{k: v for k, v in os.environ.items()
+                                  if not k.startswith("MLFLOW_TRACKING_")}, **anonymous})
+    assert done.returncode != 0 and "401" in done.stderr + done.stdout, done.stderr[-2000:]
+    assert devstack.WORKER_USER == env["MLFLOW_TRACKING_USERNAME"]

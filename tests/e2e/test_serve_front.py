@@ -10,7 +10,14 @@ import re
 from pathlib import Path
 
 import pytest
-from hostile_payloads import flac_bomb, parquet_bomb, rss_mb
+from hostile_payloads import (
+    flac_bomb,
+    parquet_bomb,
+    parquet_lying_footer,
+    parquet_lying_page,
+    parquet_many_nulls,
+    rss_mb,
+)
 
 pytestmark = pytest.mark.e2e
 
@@ -139,6 +146,12 @@ def test_fsd_serve_bounds_bombs_echoes_slow_clients_and_batches(ensemble_trackin
             status, answer = srv.invoke(bomb,
                                         content_type="application/vnd.apache.parquet")
             assert status == 413, answer
+            for crafted in (parquet_lying_footer(200), parquet_many_nulls(5_000_000),
+                            parquet_lying_page(200)):  # round 3: <= 64 KB crafted any way
+                assert len(crafted) <= 64_000
+                status, answer = srv.invoke(crafted,
+                                            content_type="application/vnd.apache.parquet")
+                assert status in (400, 413), answer
             answers = []
             threads = [threading.Thread(target=lambda: answers.append(srv.invoke(split)))
                        for _ in range(3)]

@@ -12,7 +12,11 @@ Production runs the same ``mlflow server`` against a managed PostgreSQL and AWS 
   (no password in the URI: libpq reads ``PGPASSWORD``) and ``--artifacts-destination
   s3://<bucket>/mlartifacts`` (proxied: clients upload and download through the server and
   need no S3 credentials; the server's boto3 reads ``AWS_ACCESS_KEY_ID``,
-  ``AWS_SECRET_ACCESS_KEY`` and ``MLFLOW_S3_ENDPOINT_URL`` from its environment).
+  ``AWS_SECRET_ACCESS_KEY`` and ``MLFLOW_S3_ENDPOINT_URL`` from its environment), behind
+  MLflow's own ``basic-auth`` app (``--app-name basic-auth``, users in the database
+  ``mlflow_auth``): the admin's password comes from ``MLFLOW_AUTH_ADMIN_PASSWORD``, the
+  stack creates a worker user, and workers authenticate with ``MLFLOW_TRACKING_USERNAME`` /
+  ``MLFLOW_TRACKING_PASSWORD``; a request without them is refused (401).
 
 Every credential is random per stack and passed only through environment variables.
 ``python tests/support/devstack.py`` starts one, prints the ``export`` lines for workers, and stops it
@@ -38,6 +42,15 @@ from pathlib import Path
 
 PG_USER = "fsd"
 BUCKET = "fsd-artifacts"
+ADMIN_USER = "fsd-admin"
+WORKER_USER = "fsd-worker"
+AUTH_INI = """[mlflow]
+default_permission = EDIT
+database_uri = {database_uri}
+admin_username = {admin}
+authorization_function = mlflow.server.auth:authenticate_request_basic_auth
+grant_default_workspace_access = true
+"""
 
 
 class StackError(RuntimeError):
@@ -63,7 +76,7 @@ def missing_parts() -> list[str]:
     if postgres_bin() is None:
         missing.append("PostgreSQL server binaries (apt-get install postgresql)")
     for module, pip_name in (("psycopg2", "psycopg2-binary"), ("moto.server", "moto[server]"),
-                             ("flask_cors", "moto[server]")):
+                             ("flask_cors", "moto[server]"), ("flask_wtf", "Flask-WTF")):
         try:
             __import__(module)
         except ImportError:
@@ -124,6 +137,8 @@ class Stack:
         self.pg_password = "pg-" + secrets.token_urlsafe(18)
         self.aws_key_id = "AKIA" + secrets.token_hex(8).upper()
         self.aws_secret = "aws-" + secrets.token_urlsafe(24)
+        self.admin_password = "adm-" + secrets.token_urlsafe(18)
+        self.worker_password = "wrk-" + secrets.token_urlsafe(18)
         self.pg_port = self.s3_port = self.mlflow_port = 0
         self._procs: list[subprocess.Popen] = []
         self._pg_data: Path | None = None
@@ -145,7 +160,7 @@ class Stack:
 
     @property
     def secrets(self) -> list[str]:
-        return [self.pg_password, self.aws_secret]
+        return [self.pg_password, self.aws_secret, self.admin_password, self.worker_password]
 
     @property
     def server_env(self) -> dict[str, str]:
@@ -156,8 +171,11 @@ class Stack:
 
     @property
     def worker_env(self) -> dict[str, str]:
-        """A worker's environment: the server's URI, and PGPASSWORD for a shared Optuna study."""
-        return {"MLFLOW_TRACKING_URI": self.tracking_uri, "PGPASSWORD": self.pg_password}
+        """A worker's environment: the server's URI, its user and password on the server, and
+        PGPASSWORD for a shared Optuna study."""
+        return {"MLFLOW_TRACKING_URI": self.tracking_uri, "PGPASSWORD": self.pg_password,
+                "MLFLOW_TRACKING_USERNAME": WORKER_USER,
+                "MLFLOW_TRACKING_PASSWORD": self.worker_password}
 
     # -- lifecycle ------------------------------------------------------------------------
 
@@ -245,7 +263,7 @@ class Stack:
                                 password=self.pg_password, dbname="postgres")
         conn.autocommit = True
         with conn.cursor() as cur:
-            for db in ("mlflow", "optuna"):
+            for db in ("mlflow", "optuna", "mlflow_auth"):
                 cur.execute(f"CREATE DATABASE {db}")
         conn.close()
 
@@ -274,9 +292,17 @@ class Stack:
         env.update(self.server_env)
         env["MLFLOW_SERVER_ENABLE_JOB_EXECUTION"] = "false"
         env["PATH"] = os.pathsep.join([str(Path(sys.executable).parent), env.get("PATH", "")])
+        # the basic-auth app: its settings in a file without secrets, the admin's password and
+        # the CSRF key in the environment only
+        ini = self.root / "basic_auth.ini"
+        ini.write_text(AUTH_INI.format(database_uri=self.db_url("mlflow_auth"), admin=ADMIN_USER))
+        env["MLFLOW_AUTH_CONFIG_PATH"] = str(ini)
+        env["MLFLOW_AUTH_ADMIN_PASSWORD"] = self.admin_password
+        env["MLFLOW_FLASK_SERVER_SECRET_KEY"] = secrets.token_urlsafe(32)
         self._mlflow = self._popen(
             [sys.executable, "-m", "mlflow", "server", "--host", "127.0.0.1",
              "--port", str(self.mlflow_port), "--workers", str(self.mlflow_workers),
+             "--app-name", "basic-auth",
              "--backend-store-uri", self.db_url("mlflow"),
              "--artifacts-destination", f"s3://{BUCKET}/mlartifacts"], "mlflow", env=env)
 
@@ -286,6 +312,35 @@ class Stack:
 
         # ~20 s on an idle 2-core machine; minutes when it is busy (schema migrations)
         _wait("mlflow server", ok, self._mlflow, 900, self.root / "mlflow.log")
+        self._create_worker_user()
+
+    def request(self, path: str, body: dict | None = None, user: str | None = None,
+                password: str | None = None) -> tuple[int, bytes]:
+        """An HTTP request to the tracking server (POST with a JSON ``body``, else GET), with
+        basic auth when ``user`` is given: (status, body)."""
+        import base64
+        import json
+        import urllib.error
+
+        req = urllib.request.Request(f"{self.tracking_uri}{path}",
+                                     data=None if body is None else json.dumps(body).encode(),
+                                     headers={"Content-Type": "application/json"})
+        if user is not None:
+            token = base64.b64encode(f"{user}:{password}".encode()).decode()
+            req.add_header("Authorization", f"Basic {token}")
+        try:
+            with urllib.request.urlopen(req, timeout=30) as resp:
+                return resp.status, resp.read()
+        except urllib.error.HTTPError as exc:
+            return exc.code, exc.read()
+
+    def _create_worker_user(self) -> None:
+        status, _ = self.request("/api/2.0/mlflow/users/create",
+                                 {"username": WORKER_USER, "password": self.worker_password},
+                                 ADMIN_USER, self.admin_password)
+        if status != 200:
+            raise StackError(f"creating the worker user answered {status}"
+                             + _tail(self.root / "mlflow.log"))
 
     def stop(self) -> None:
         for proc in reversed(self._procs):

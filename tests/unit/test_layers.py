@@ -19,7 +19,7 @@ COMPOSERS = {"fsd.cli", "fsd.entrypoints.pipeline"}
 # The rooms bottom up: a room imports only rooms of earlier layers (never one of its own
 # layer). The stages in pipeline order, then scoring and its consumers, then the edges.
 LAYERS: list[tuple[str, ...]] = [
-    ("config", "progress", "locks", "processes"),  # what every stage may use
+    ("config", "progress", "locks", "processes", "boundedjson"),  # what every stage may use
     ("data",),  # datasets, audio decoding
     ("folds",),  # which fold each clip belongs to
     ("features",),  # log-mel, summary features, the store (its folds assigned at featurize)

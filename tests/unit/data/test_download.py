@@ -79,7 +79,7 @@ class Zenodo:
                                 "links": {"content": f"/api/records/{RECORD}/files/{n}/content"}}
                                for n, d in owner.files.items()]
                     listing = owner.listing if owner.listing is not None else {"entries": entries}
-                    body = json.dumps(listing).encode()
+                    body = listing if isinstance(listing, bytes) else json.dumps(listing).encode()
                     self.send_response(200)
                     self.send_header("Content-Type", "application/json")
                     self.send_header("Content-Length", str(len(body)))
@@ -313,6 +313,17 @@ def test_a_malformed_file_list_is_a_clean_cli_error(tmp_path):
     assert out.returncode == 1 and "Traceback" not in out.stderr, out.stderr[-2000:]
 
 
+def test_a_file_list_nested_200000_deep_is_one_line(tmp_path):
+    """Round 3: a download list nested 200,000 deep was a RecursionError traceback."""
+    with Zenodo(dataset_zips()) as server:
+        server.listing = b'{"entries": ' + b"[" * 200_000 + b"]" * 200_000 + b"}"
+        out = subprocess.run([sys.executable, "-m", "fsd", "download", "fsdkaggle2018",
+                              str(tmp_path / "d"), "--base-url", server.url, "--allow-http"],
+                             cwd=tmp_path, capture_output=True, text=True, timeout=120)
+    assert out.returncode == 1 and "Traceback" not in out.stderr, out.stderr[-2000:]
+    assert len(out.stderr.strip().splitlines()) == 1 and "nests deeper" in out.stderr
+
+
 def test_unpacking_touches_only_the_datasets_own_folders(tmp_path):
     dest = tmp_path / "d"
     (dest / "precious").mkdir(parents=True)
@@ -339,7 +350,37 @@ def test_unpacking_never_replaces_a_folder_that_is_not_the_downloads(tmp_path):
     with pytest.raises(DownloadError, match="already exists"):
         unpack(archive, dest)
     assert (dest / "FSDKaggle2018.meta" / "mine.txt").read_text() == "the user's"
-    # an interrupted unpack of the archive itself is taken over on the next run
-    (dest / ".fsd-download" / "FSDKaggle2018.meta.zip.unpacking").write_text("FSDKaggle2018.meta")
+    # an interrupted unpack that already moved the folder: kept as it is, the unpack completes
+    (dest / "FSDKaggle2018.meta" / "mine.txt").unlink()
+    (dest / "FSDKaggle2018.meta" / "a.csv").write_bytes(b"fname,label\n")
     unpack(archive, dest)
-    assert (dest / "FSDKaggle2018.meta" / "a.csv").exists()
+    assert (dest / "FSDKaggle2018.meta" / "a.csv").read_bytes() == b"fname,label\n"
+
+
+@pytest.mark.parametrize("marker", ["FSDKaggle2018.meta", "FSDKaggle2018.meta\nother"])
+def test_a_stale_unpacking_marker_does_not_vouch_for_a_users_folder(tmp_path, marker):
+    """Round 3: a stale `.unpacking` marker made the download replace the user's own
+    FSDKaggle2018.meta/, files included."""
+    dest = tmp_path / "d"
+    mine = dest / "FSDKaggle2018.meta"
+    mine.mkdir(parents=True)
+    (mine / "a.csv").write_text("my own edited labels\n")  # same name, other content
+    (mine / "notes.txt").write_text("the user's")
+    state = dest / ".fsd-download"
+    state.mkdir()
+    (state / "FSDKaggle2018.meta.zip.unpacking").write_text(marker)
+    archive = tmp_path / "FSDKaggle2018.meta.zip"
+    archive.write_bytes(_zip({"FSDKaggle2018.meta/a.csv": b"fname,label\n"}))
+    with pytest.raises(DownloadError, match="move it away"):
+        unpack(archive, dest)
+    assert (mine / "a.csv").read_text() == "my own edited labels\n"
+    assert (mine / "notes.txt").read_text() == "the user's"
+    # a file of the archive's name is not replaced either
+    (mine / "notes.txt").unlink()
+    (mine / "a.csv").unlink()
+    mine.rmdir()
+    mine.write_text("a file")
+    with pytest.raises(DownloadError, match="move it away"):
+        unpack(archive, dest)
+    assert mine.read_text() == "a file"
+    assert [p.name for p in state.iterdir()] == ["FSDKaggle2018.meta.zip.unpacking"]

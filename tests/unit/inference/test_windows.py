@@ -7,65 +7,18 @@ from __future__ import annotations
 import base64
 import io
 import tracemalloc
-from pathlib import Path
 from types import SimpleNamespace
 
 import numpy as np
 import pandas as pd
 import pytest
 import soundfile as sf
+from band_ensemble import SR, TONES, BandEnsemble, concatenation, config, tone
 
-from fsd.config import from_dict
 from fsd.features.logmel import logmel
 from fsd.features.windows import plan_windows, window_features
 from fsd.inference.windows import WindowScorer, summarise
 from fsd.serving.requests import RequestError, score_request
-
-SR = 44100
-TONES = {"low": 220.0, "mid": 1800.0, "high": 7000.0}
-
-
-def tone(freq: float, seconds: float, sr: int = SR) -> np.ndarray:
-    t = np.arange(int(seconds * sr)) / sr
-    rng = np.random.default_rng(int(freq))
-    return (0.4 * np.sin(2 * np.pi * freq * t) + 0.01 * rng.standard_normal(len(t))) \
-        .astype(np.float32)
-
-
-def config(**extra):
-    return from_dict({"summary": {"enabled": False}, "ensemble": {"top_k": 2}, **extra})
-
-
-class BandEnsemble:
-    """A stand-in ensemble that knows each class by the mel band its tone peaks in: the
-    windowing is tested, not a network's quality."""
-
-    def __init__(self, cfg):
-        self.cfg = cfg
-        self.labels = list(TONES)
-        self.info = SimpleNamespace(seed=0, top_k=2, max_request_clips=4,
-                                    max_clip_bytes=50_000_000, max_request_frames=2_000_000,
-                                    tta_lengths=[100], tta_crops=1)
-        self.bands = np.array([logmel(tone(f, 1.0), SR, cfg.logmel).mean(0).argmax()
-                               for f in TONES.values()])
-        self.calls: list[tuple] = []
-
-    def predict(self, logmels, summaries, lengths, crops, seed):
-        self.calls.append((len(logmels), tuple(lengths), crops))
-        out = []
-        for m in logmels:
-            d = np.abs(self.bands - np.asarray(m).mean(0).argmax())
-            p = np.exp(-d / 2.0)
-            out.append(p / p.sum())
-        return np.asarray(out, np.float32)
-
-
-def concatenation(path: Path) -> dict[str, tuple[float, float]]:
-    """low 0-3 s, silence 3-4 s, mid 4-7 s, high 7-10 s (a FLAC)."""
-    parts = [tone(TONES["low"], 3), np.zeros(SR, np.float32), tone(TONES["mid"], 3),
-             tone(TONES["high"], 3)]
-    sf.write(path, np.concatenate(parts), SR)
-    return {"low": (0, 3), "mid": (4, 7), "high": (7, 10)}
 
 
 def test_windows_plan_every_hop_and_end_with_the_file():
@@ -206,3 +159,89 @@ def test_summary_counts_each_instant_once():
     assert s.seconds.sum() == pytest.approx(5.0)
     assert s.loc["a", "seconds"] == pytest.approx(2.5) and s.loc["a", "spans"] == "0.0-2.5"
     assert "(silence)" in s.index and "(unsure)" in s.index
+
+
+@pytest.mark.parametrize("window,hop,match", [
+    (1e9, None, "--window must be between 0.25 and 600 s"),
+    (float("inf"), None, "--window must be a finite number"),
+    (float("nan"), None, "--window must be a finite number"),
+    (0.0, None, "--window must be between"), (-1.0, None, "--window must be between"),
+    (1.0, 0.0, "--hop must be between"), (1.0, -2.0, "--hop must be between"),
+    (1.0, float("nan"), "--hop must be a finite number"), (1.0, 2.0, "--hop must be between"),
+    (None, 1.0, "--hop and --plot need --window")])
+def test_local_windows_out_of_bounds_are_one_line(tmp_path, monkeypatch, caplog, window, hop,
+                                                  match):
+    """Round 3: `--window 1e9` and `inf` were tracebacks, 0 silently predicted whole files."""
+    from fsd.entrypoints import predict
+
+    concatenation(tmp_path / "long.flac")
+    cfg = config()
+    ens = BandEnsemble(cfg)
+    monkeypatch.setattr(predict, "_window_scorer", lambda cfg, args: WindowScorer(ens))
+    args = SimpleNamespace(files=[str(tmp_path / "long.flac")], window=window, hop=hop,
+                           output="", plot="", top_k=None, model="", exported="")
+    assert predict.run(cfg, args) == 2
+    errors = [r.getMessage() for r in caplog.records if r.levelname == "ERROR"]
+    assert len(errors) == 1 and match in errors[0] and "\n" not in errors[0], errors
+    assert not ens.calls
+
+
+def test_local_windows_follow_the_served_work_bound(tmp_path, capsys):
+    concatenation(tmp_path / "long.flac")
+    cfg = config()
+    ens = BandEnsemble(cfg)
+    ens.info.max_request_frames = 1_000
+    from fsd.inference.windows import WindowLimit
+
+    with pytest.raises(WindowLimit, match=r"windows of 1 s every 0.05 s = [\d,]+ view frames"):
+        WindowScorer(ens)(str(tmp_path / "long.flac"), 1.0, 0.05)
+    assert not ens.calls  # refused from the header, before decoding
+    cfg.ensemble.max_recording_seconds = 5
+    with pytest.raises(WindowLimit, match="between 0.25 and 5 s"):
+        WindowScorer(ens)(str(tmp_path / "long.flac"), 6.0, 1.0)
+
+
+def test_a_window_longer_than_the_recording_is_the_whole_file(tmp_path, monkeypatch):
+    """Round 3: `--window 5000` on a 5 s clip padded one view to 5000 s (5.4 GB) and changed
+    the answer. Now the one window is the file, seen as the model sees a whole clip."""
+    import tracemalloc
+
+    sf.write(tmp_path / "clip.wav", tone(TONES["mid"], 2.0), SR)
+    cfg = config()
+    ens = BandEnsemble(cfg)
+    tracemalloc.start()
+    table, _, probs, wf = WindowScorer(ens)(str(tmp_path / "clip.wav"), 500.0, 500.0)
+    peak = tracemalloc.get_traced_memory()[1]
+    tracemalloc.stop()
+    assert len(table) == 1 and table.end.iloc[0] == pytest.approx(2.0)
+    assert ens.calls[-1][1:] == ((100,), 1)  # the model's own tta_lengths and crops
+    assert peak < 200 * 2**20
+    exact, _, probs_exact, _ = WindowScorer(ens)(str(tmp_path / "clip.wav"), 2.0, 2.0)
+    np.testing.assert_array_equal(probs, probs_exact)
+
+
+def test_windows_are_scored_in_batches_that_a_cancel_stops(tmp_path):
+    from threading import Event
+
+    from fsd.inference.inflight import Cancelled
+    from fsd.inference.windows import WINDOW_BATCH, score_windows
+
+    concatenation(tmp_path / "long.flac")
+    cfg = config()
+    ens = BandEnsemble(cfg)
+    wf = window_features(str(tmp_path / "long.flac"), cfg, 0.5, 0.1)
+    assert len(wf) > 2 * WINDOW_BATCH
+    whole = score_windows(ens, wf, [50], 1, 0)
+    sizes = [c[0] for c in ens.calls]
+    assert max(sizes) == WINDOW_BATCH and sum(sizes) == int((~wf.silent).sum()) > WINDOW_BATCH
+    ens.calls.clear()
+
+    class AfterFirst:  # set once the first batch is done
+        def is_set(self):
+            return len(ens.calls) >= 1
+
+    with pytest.raises(Cancelled):
+        score_windows(ens, wf, [50], 1, 0, cancel=AfterFirst())
+    assert len(ens.calls) == 1
+    ev = Event()
+    np.testing.assert_array_equal(score_windows(ens, wf, [50], 1, 0, cancel=ev), whole)

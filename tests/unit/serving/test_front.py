@@ -4,11 +4,18 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import io
 import json
 import re
 
 import pytest
-from hostile_payloads import flac_bomb, parquet_bomb
+from hostile_payloads import (
+    flac_bomb,
+    parquet_bomb,
+    parquet_lying_footer,
+    parquet_lying_page,
+    parquet_many_nulls,
+)
 
 from fsd.serving.front import MAX_MESSAGE, Front, short_message
 
@@ -245,13 +252,41 @@ def test_request_errors_never_quote_param_values(params):
     assert "ZZSECRET" not in str(err.value) and "script" not in str(err.value)
 
 
-def test_a_parquet_bomb_is_refused_from_its_metadata():
-    bomb = parquet_bomb(8)
+@pytest.mark.parametrize("build", [parquet_bomb, parquet_lying_footer])
+def test_a_parquet_bomb_is_refused_from_its_page_headers(build):
+    """Round 3: a footer claiming 1,000 bytes passed the footer check while its page header
+    (what pyarrow believes) said 8 MiB."""
+    bomb = build(8)
     assert len(bomb) < 20_000
     app = Echo()
     status, answer = call(Front(app, max_body_bytes=2**20), bomb,
                           content_type="application/vnd.apache.parquet")
-    assert status == 413 and app.calls == 0 and "expands" in answer.decode()
+    assert status == 413 and app.calls == 0 and "decodes to more than" in answer.decode()
+
+
+def test_a_million_null_rows_are_refused():
+    """Honest metadata, a few KB: millions of null rows cost memory per row, not per byte."""
+    body = parquet_many_nulls(2_000_000)
+    assert len(body) < 64_000
+    app = Echo()
+    status, answer = call(Front(app, max_body_bytes=2**20), body,
+                          content_type="application/vnd.apache.parquet")
+    assert status == 413 and app.calls == 0, answer
+
+
+def test_a_page_header_that_lies_small_cannot_decode_past_it():
+    """The other lie: the page header claims 1,000 bytes while its zstd data holds 8 MiB.
+    The front admits it (its claim is small); the reader sizes its buffer by the claim and
+    refuses the page, so the data never expands."""
+    import pyarrow.parquet as pq
+
+    body = parquet_lying_page(8)
+    app = Echo()
+    status, _ = call(Front(app, max_body_bytes=2**20), body,
+                     content_type="application/vnd.apache.parquet")
+    assert status == 200 and app.calls == 1
+    with pytest.raises(OSError, match="Destination buffer is too small"):
+        pq.read_table(io.BytesIO(body))
 
 
 def test_a_flac_bomb_is_refused_from_its_header():
@@ -267,3 +302,18 @@ def test_a_flac_bomb_is_refused_from_its_header():
     ok = flac_bomb(seconds=5, rate=44100, channels=2)
     with pytest.raises(RequestError, match="request too large once decoded"):
         check_headers([ok] * 100, AudioConfig(), max_samples=10 * 44100 * 2)
+
+
+@pytest.mark.parametrize("params,name", [({"top_k": "x"}, "top_k"), ({"seed": [1]}, "seed"),
+                                         ({"tta_crops": True}, "tta_crops"),
+                                         ({"tta_lengths": ["a"]}, "tta_lengths"),
+                                         ({"return_probabilities": "maybe"},
+                                          "return_probabilities"),
+                                         ({"window_seconds": {"a": 1}}, "window_seconds")])
+def test_a_wrong_type_param_is_named_in_its_400(params, name):
+    """Round 3: `top_k: "x"` got MLflow's generic schema message, which named nothing."""
+    app = Echo()
+    status, answer = call(Front(app), good(params))
+    assert status == 400 and app.calls == 0
+    msg = assert_short(answer)["message"]
+    assert msg.startswith(f"param {name}: expected"), msg
