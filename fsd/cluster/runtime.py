@@ -41,7 +41,9 @@ SECRET_ENV = (
     "MLFLOW_TRACKING_USERNAME", "MLFLOW_TRACKING_PASSWORD", "MLFLOW_TRACKING_TOKEN",
     "AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "AWS_SESSION_TOKEN", "PGPASSWORD",
 )
-_secrets: list[Any] = []  # [the ObjectRef of the driver's credentials], once connected
+# {Ray job id: the ObjectRef of the driver's credentials}: a reference lives only as long as
+# the Ray session that put it, and one process may connect to several in turn (tests do)
+_secrets: dict[str, Any] = {}
 
 
 class RayUnavailable(RuntimeError):
@@ -149,17 +151,26 @@ def connect(cfg: Config) -> Any:
                                  f"{type(exc).__name__}") from exc
         log.info("ray: connected to %s (%d nodes)", address or "a local cluster",
                  len(ray.nodes()))
-    if not _secrets:
-        _secrets.append(ray.put(driver_secrets()))
+    job = _job_id(ray)
+    if job not in _secrets:
+        _secrets.clear()
+        _secrets[job] = ray.put(driver_secrets())
     return ray
+
+
+def _job_id(ray: Any) -> str:
+    return ray.get_runtime_context().get_job_id()
 
 
 def secrets_ref() -> list[Any]:
     """What a task is given to reach the driver's credentials: a list holding the reference
     (so Ray hands the task the reference, not the value). Call :func:`connect` first."""
-    if not _secrets:
+    import ray
+
+    ref = _secrets.get(_job_id(ray)) if ray.is_initialized() else None
+    if ref is None:
         raise RuntimeError("connect() first: the credentials are put when the driver connects")
-    return list(_secrets)
+    return [ref]
 
 
 def task_environment(secrets: list[Any], base: dict[str, str] | None = None) -> dict[str, str]:

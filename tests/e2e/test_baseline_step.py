@@ -134,7 +134,7 @@ def test_ensemble_blends_with_the_baseline_that_blends_best(ensemble_tracking, t
     assert run.data.params["blend.rule"] == "best"
     # @champion's floor: the best baseline alone on the same clips
     assert m["best_baseline_oof_map3"] == pytest.approx(max(
-        mlflow.get_run(rid).data.metrics["oof_map3"] for rid in runs.values()))
+        mlflow.get_run(rid).data.metrics["oof_map3"] for rid in runs.values()), abs=5e-5)
     # the CNN's out-of-fold probabilities, as a baseline logs its own (fname, label, classes)
     cnn_probs = pd.read_csv(mlflow.artifacts.download_artifacts(
         run_id=s["run_id"], artifact_path="oof/oof_cnn_probabilities.csv",
@@ -143,7 +143,8 @@ def test_ensemble_blends_with_the_baseline_that_blends_best(ensemble_tracking, t
     y = np.array([labels.index(v) for v in cnn_probs["label"]])
     from fsd.evaluation.metrics import map_at_k
 
-    assert map_at_k(y, cnn_probs[labels].to_numpy(), 3) == pytest.approx(m["cnn_oof_map3"])
+    assert map_at_k(y, cnn_probs[labels].to_numpy(), 3) == pytest.approx(m["cnn_oof_map3"],
+                                                                         abs=5e-5)
     # the headline scores the nested procedure: each fold's (baseline, weight) chosen on the
     # other fold, its clips scored with that choice
     nested = pd.read_csv(mlflow.artifacts.download_artifacts(

@@ -54,7 +54,8 @@ def stack(tmp_path_factory):
     missing = devstack.missing_parts()
     if missing:
         _required("the distributed stack needs " + "; ".join(missing))
-    with devstack.Stack(tmp_path_factory.mktemp("stack")) as s:
+    # the test's own MLflow clients read the server as a worker does
+    with devstack.Stack(tmp_path_factory.mktemp("stack")) as s, s.credentials():
         yield s
 
 

@@ -39,7 +39,8 @@ def test_sweep_workers_as_ray_tasks_share_a_postgresql_study(tmp_path):
 
     logs = tmp_path / "logs"
     logs.mkdir()
-    with devstack.Stack(tmp_path / "stack") as stack, local_cluster(2, 1) as cluster:
+    with devstack.Stack(tmp_path / "stack") as stack, stack.credentials(), \
+            local_cluster(2, 1) as cluster:
         base = {k: v for k, v in os.environ.items()
                 if not k.startswith(("MLFLOW_", "AWS_", "PG", "RAY_ADDRESS"))}
         env = {**base, **stack.worker_env, "MLFLOW_SKIP_PIP_REQUIREMENTS_CHECK": "true",
