@@ -108,14 +108,32 @@ class RayShards:
         pool = ActorPool(list(self.actors))
         return list(pool.map(lambda actor, shard: actor.score.remote(shard), list(shards)))
 
-    def nodes(self) -> list[str]:
-        """The node id of each actor."""
-        return self.ray.get([a.node.remote() for a in self.actors])
+    def nodes(self, timeout: float | None = None) -> list[str]:
+        """The node id of each actor (waiting at most ``timeout`` seconds for them to start)."""
+        return self.ray.get([a.node.remote() for a in self.actors], timeout=timeout)
 
     def close(self) -> None:
         for actor in self.actors:
             self.ray.kill(actor)
         self.actors, self.blob = [], None
+
+
+# How long the driver waits for its scoring actors to start (placed, bundle and features
+# loaded) before it gives up with an error instead of waiting on resources forever.
+ACTOR_START_TIMEOUT_S = 900.0
+
+
+def actor_count(cluster_resources: dict[str, float], cfg: Config) -> int:
+    """How many scoring actors to start: ``cluster.scoring_actors``, but no more than the
+    live cluster holds at ``cluster.cpus_per_fold`` / ``gpus_per_fold`` each (after a node
+    died, an actor asking for its share would wait for a node that never comes), at least 1."""
+    c = cfg.cluster
+    fits = [c.scoring_actors]
+    if c.cpus_per_fold:
+        fits.append(int(cluster_resources.get("CPU", 0) // c.cpus_per_fold))
+    if c.gpus_per_fold:
+        fits.append(int(cluster_resources.get("GPU", 0) // c.gpus_per_fold))
+    return max(1, min(fits))
 
 
 def ray_scorer(cfg: Config, train_cfg: Config, features_run: str) -> ScorerFactory:
@@ -134,15 +152,27 @@ def ray_scorer(cfg: Config, train_cfg: Config, features_run: str) -> ScorerFacto
             num_cpus=c.cpus_per_fold, num_gpus=c.gpus_per_fold, scheduling_strategy="SPREAD",
             max_restarts=c.max_retries, max_task_retries=c.max_retries)
         config_text = dump_config(train_cfg)
+        n = actor_count(ray.cluster_resources(), cfg)
+        if n < c.scoring_actors:
+            log.warning("ensemble: %d scoring actors, not %d: the live cluster holds no more at "
+                        "cluster.cpus_per_fold=%g, cluster.gpus_per_fold=%g", n,
+                        c.scoring_actors, c.cpus_per_fold, c.gpus_per_fold)
         actors = [remote.remote(blob, config_text, features_run, train_cfg.summary.enabled,
-                                secrets_ref()) for _ in range(c.scoring_actors)]
+                                secrets_ref()) for _ in range(n)]
         shards = RayShards(ray, actors, blob)
         try:
-            log.info("ensemble: TTA scoring on %d Ray actors (nodes %s)", len(actors),
-                     ", ".join(sorted({n[:8] for n in shards.nodes()})))
-        except Exception:
+            nodes = shards.nodes(timeout=ACTOR_START_TIMEOUT_S)
+        except Exception as exc:
             shards.close()
+            if type(exc).__name__ == "GetTimeoutError":
+                raise RuntimeError(
+                    f"the {n} TTA scoring actors did not start within "
+                    f"{ACTOR_START_TIMEOUT_S:g} s (each asks for {c.cpus_per_fold:g} CPUs and "
+                    f"{c.gpus_per_fold:g} GPUs): lower cluster.scoring_actors or add nodes"
+                ) from exc
             raise
+        log.info("ensemble: TTA scoring on %d Ray actors (nodes %s)", len(actors),
+                 ", ".join(sorted({x[:8] for x in nodes})))
         return shards
 
     return start

@@ -182,7 +182,7 @@ def test_credentials_reach_tasks_without_the_runtime_environment(cluster, monkey
     from fsd.config import Config
 
     monkeypatch.setenv("PGPASSWORD", "pg-secret-for-the-task")
-    monkeypatch.setattr(runtime, "_secrets", [])
+    monkeypatch.setattr(runtime, "_secrets", {})  # put this test's credentials afresh
     runtime.connect(Config())
     secrets = runtime.secrets_ref()
 

@@ -39,7 +39,7 @@ def test_a_local_store_is_made_absolute_for_tasks(uri, absolute, local):
 
 
 def test_secrets_ref_needs_a_connection(monkeypatch):
-    monkeypatch.setattr(runtime, "_secrets", [])
+    monkeypatch.setattr(runtime, "_secrets", {})
     with pytest.raises(RuntimeError, match="connect"):
         runtime.secrets_ref()
 
@@ -69,3 +69,17 @@ def test_a_task_config_drops_the_sweep_password():
     text = task_config(cfg)
     assert "hunter2secret" not in text and "optuna@db:5432/optuna" in text
     assert cfg.sweep.storage.endswith(":hunter2secret@db:5432/optuna")  # the caller's is kept
+
+
+@pytest.mark.parametrize("resources, overrides, expected", [
+    ({"CPU": 4.0}, [], 2),  # as many as asked where they fit
+    ({"CPU": 1.0}, [], 1),  # a node died: the one left holds one actor, not two that wait
+    ({"CPU": 0.0}, [], 1),  # at least one (Ray says what it waits for)
+    ({"CPU": 8.0, "GPU": 1.0}, ["cluster.gpus_per_fold=1"], 1),
+    ({"CPU": 8.0}, ["cluster.scoring_actors=3", "cluster.cpus_per_fold=2"], 3),
+])
+def test_scoring_actors_fit_the_live_cluster(resources, overrides, expected):
+    from fsd.cluster.scoring import actor_count
+    from fsd.config import load_config
+
+    assert actor_count(resources, load_config(None, overrides)) == expected
