@@ -41,7 +41,7 @@ SECRET_ENV = (
     "MLFLOW_TRACKING_USERNAME", "MLFLOW_TRACKING_PASSWORD", "MLFLOW_TRACKING_TOKEN",
     "AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "AWS_SESSION_TOKEN", "PGPASSWORD",
 )
-# {Ray job id: the ObjectRef of the driver's credentials}: a reference lives only as long as
+# {cluster address/job id: the ObjectRef of the driver's credentials}: a reference lives only as long as
 # the Ray session that put it, and one process may connect to several in turn (tests do)
 _secrets: dict[str, Any] = {}
 
@@ -159,7 +159,10 @@ def connect(cfg: Config) -> Any:
 
 
 def _job_id(ray: Any) -> str:
-    return ray.get_runtime_context().get_job_id()
+    """This driver's job on this cluster: job ids restart at 1 on every cluster, so the
+    cluster's own address is part of it."""
+    ctx = ray.get_runtime_context()
+    return f"{ctx.gcs_address}/{ctx.get_job_id()}"
 
 
 def secrets_ref() -> list[Any]:
