@@ -26,7 +26,6 @@ all on Ctrl-C. Tests use :class:`Stack` as a context manager.
 from __future__ import annotations
 
 import argparse
-import contextlib
 import glob
 import os
 import pwd
@@ -40,6 +39,7 @@ import tempfile
 import time
 import urllib.request
 from pathlib import Path
+from unittest import mock
 
 PG_USER = "fsd"
 BUCKET = "fsd-artifacts"
@@ -178,21 +178,11 @@ class Stack:
                 "MLFLOW_TRACKING_USERNAME": WORKER_USER,
                 "MLFLOW_TRACKING_PASSWORD": self.worker_password}
 
-    @contextlib.contextmanager
     def credentials(self):
         """This process's MLflow clients authenticated as the worker user (they read the
         variables), for as long as the block runs; the variables as they were afterwards."""
         names = ("MLFLOW_TRACKING_USERNAME", "MLFLOW_TRACKING_PASSWORD")
-        saved = {k: os.environ.get(k) for k in names}
-        os.environ.update({k: self.worker_env[k] for k in names})
-        try:
-            yield self
-        finally:
-            for k, v in saved.items():
-                if v is None:
-                    os.environ.pop(k, None)
-                else:
-                    os.environ[k] = v
+        return mock.patch.dict(os.environ, {k: self.worker_env[k] for k in names})
 
     # -- lifecycle ------------------------------------------------------------------------
 
