@@ -26,11 +26,17 @@ import numpy as np
 import pandas as pd
 
 from fsd.config import Config
-from fsd.distill.student import StudentOOF, distill_out_of_fold, distill_served, student_config
+from fsd.distill.student import (
+    StudentOOF,
+    distill_out_of_fold,
+    distill_served,
+    student_config,
+    student_tta,
+)
 from fsd.distill.targets import fold_teacher_rows
 from fsd.ensemble.bundle import BundleInfo, Ensemble, FoldFiles, build_bundle
 from fsd.evaluation.blend import align_probabilities, blend
-from fsd.model.tta import ClipRows, predict_ensemble, tta_lengths
+from fsd.model.tta import ClipRows, predict_ensemble
 
 log = logging.getLogger(__name__)
 
@@ -99,18 +105,17 @@ def run_distill(cfg: Config, store, teacher: Ensemble, fold_targets: dict[int, n
                 served_targets: np.ndarray, out: Path, run_eagerly: bool = False,
                 ) -> DistillResult:
     """The honest students (one per fold of ``fold_targets``), then the served one on every
-    clip, bundled under ``out/bundle``. ``cfg`` supplies the ``distill`` section; the
-    features, training and TTA settings are the teacher's (its bundle's config)."""
+    clip, bundled under ``out/bundle``. ``cfg`` supplies the ``distill`` section (the
+    student's network, schedule and TTA); the features and training settings are the
+    teacher's (its bundle's config)."""
     t0 = time.perf_counter()
     base_cfg = dataclasses.replace(teacher.cfg, distill=cfg.distill)
     oof = distill_out_of_fold(base_cfg, store, fold_targets, run_eagerly=run_eagerly)
     student = distill_served(base_cfg, store, served_targets, run_eagerly=run_eagerly)
-    serve_cfg = student_config(base_cfg)
-    # the request path: log-mel only (no summary features, no projector, no baseline)
-    serve_cfg = dataclasses.replace(serve_cfg, summary=dataclasses.replace(serve_cfg.summary,
-                                                                           enabled=False))
-    lengths = tta_lengths(base_cfg.ensemble, *student.crop)
-    info = dataclasses.replace(teacher.info, tta_lengths=lengths, crop_min=int(student.crop[0]),
+    lengths, crops = student_tta(base_cfg, student.crop)  # as the honest score was taken
+    serve_cfg = _served_config(base_cfg, lengths, crops)
+    info = dataclasses.replace(teacher.info, tta_lengths=lengths, tta_crops=crops,
+                               crop_min=int(student.crop[0]),
                                crop_max=int(student.crop[1]), baseline=None, blend_weight=1.0,
                                scores={"student_oof_map3": oof.scores.overall,
                                        "student_oof_accuracy": oof.scores.accuracy})
@@ -122,3 +127,14 @@ def run_distill(cfg: Config, store, teacher: Ensemble, fold_targets: dict[int, n
     return DistillResult(bundle=bundle, info=info, oof=oof,
                          params=int(student.model.count_params()),
                          seconds=time.perf_counter() - t0)
+
+
+def _served_config(cfg: Config, lengths: list[int], crops: int) -> Config:
+    """The served student's config: its network width, the summary features off (the request
+    path computes log-mel only: no summary features, projector or baseline), and its own TTA
+    in ``ensemble`` (what its bundle's info carries too)."""
+    cfg = student_config(cfg)
+    return dataclasses.replace(
+        cfg, summary=dataclasses.replace(cfg.summary, enabled=False),
+        ensemble=dataclasses.replace(cfg.ensemble, tta_lengths=list(lengths),
+                                     tta_n_lengths=len(lengths), tta_crops=int(crops)))

@@ -27,7 +27,7 @@ from fsd.config import Config
 from fsd.distill.targets import fold_teacher_rows, mix_targets
 from fsd.evaluation.oof import OOFScores, score_oof
 from fsd.model.networks import build_network, set_input_statistics
-from fsd.model.tta import ClipRows, predict_ensemble, tta_lengths
+from fsd.model.tta import ClipRows, predict_ensemble, spaced_lengths
 from fsd.train.batches import FeatureSource, TrainBatches, resolve_crop_limits
 from fsd.train.fit import compile_network, run_epoch
 from fsd.train.schedule import stage_phases
@@ -94,12 +94,20 @@ def train_student(cfg: Config, store: FeatureSource, rows: np.ndarray, targets: 
     return Student(model=model, crop=crop)
 
 
+def student_tta(cfg: Config, crop: tuple[int, int]) -> tuple[list[int], int]:
+    """The student's own TTA: (``distill.tta_n_lengths`` lengths spaced over its training
+    crop limits ``crop``, ``distill.tta_crops``). What its honest score is taken with and what
+    its served bundle carries, so the score measures what is served."""
+    d = cfg.distill
+    return spaced_lengths((), d.tta_n_lengths, int(crop[0]), int(crop[1])), int(d.tta_crops)
+
+
 def predict_student(cfg: Config, student: Student, store: FeatureSource,
                     rows: np.ndarray) -> np.ndarray:
-    """The student's probabilities for ``rows``, with the ensemble's TTA (lengths x crops)."""
-    lengths = tta_lengths(cfg.ensemble, *student.crop)
+    """The student's probabilities for ``rows``, with its own TTA (:func:`student_tta`)."""
+    lengths, crops = student_tta(cfg, student.crop)
     res = predict_ensemble([student.model], ClipRows(store.logmel, rows), [None], lengths,
-                           crops=cfg.ensemble.tta_crops, seed=cfg.ensemble.seed,
+                           crops=crops, seed=cfg.ensemble.seed,
                            batch_size=cfg.ensemble.batch_size)
     return res.probs()
 

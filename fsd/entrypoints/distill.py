@@ -140,6 +140,7 @@ def _log_student(cfg: Config, tcfg: Config, result, summary: dict, clips):
     name = student_model_name(cfg.ensemble.model_name)
     mlflow.log_params({"student.params": result.params,
                        "student.tta_lengths": str(result.info.tta_lengths),
+                       "student.tta_crops": int(result.info.tta_crops),
                        "student.folds_scored": len(result.oof.scores.per_fold)})
     model = mlflow.initialize_logged_model(
         name=name, source_run_id=mlflow.active_run().info.run_id, model_type="pyfunc",

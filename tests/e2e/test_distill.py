@@ -43,6 +43,9 @@ def test_distill_logs_the_honest_score_beside_the_teacher_and_registers(distille
     assert m["teacher_cnn_oof_map3"] == pytest.approx(teacher["cnn_oof_map3"])
     assert m["teacher_oof_map3"] == pytest.approx(teacher["oof_map3"])
     assert 0.0 <= m["student_oof_map3"] <= 1.0
+    # the student's own TTA (distill.tta_*: 1 x 1 by default), not the teacher's 2 x 2
+    p = run.data.params
+    assert p["student.tta_crops"] == "1" and len(json.loads(p["student.tta_lengths"])) == 1
     assert run.data.tags["fsd.teacher_run"] == ensemble_tracking.summary["run_id"]
     held = MlflowClient().get_model_version_by_alias(f"{MODEL_NAME}-student", "champion")
     assert held.run_id == distilled["run_id"]
