@@ -375,6 +375,10 @@ class DistillConfig:
     # 6 x 5 would make the one network cost 30 forward passes a clip).
     tta_n_lengths: int = ruled(1, Range(1, 16))
     tta_crops: int = ruled(1, Range(1, 32))
+    # Unlabeled clips the students also learn from (training rows only; nothing is scored on
+    # them): none, or test (the dataset's test split, its labels unread): the served student's
+    # targets from the whole ensemble, fold k's honest student's from fold k's teacher alone.
+    unlabeled: str = ruled("none", Choice(("none", "test")))  # none | test
 
 
 @dataclass

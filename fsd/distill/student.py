@@ -24,7 +24,7 @@ import keras
 import numpy as np
 
 from fsd.config import Config
-from fsd.distill.targets import fold_teacher_rows, mix_targets
+from fsd.distill.targets import fold_teacher_rows, mix_targets, unlabeled_rows
 from fsd.evaluation.oof import OOFScores, score_oof
 from fsd.model.networks import build_network, set_input_statistics
 from fsd.model.tta import ClipRows, predict_ensemble, spaced_lengths
@@ -115,8 +115,9 @@ def predict_student(cfg: Config, student: Student, store: FeatureSource,
 def distill_out_of_fold(cfg: Config, store: FeatureSource, teachers: Mapping[int, np.ndarray],
                         run_eagerly: bool = False) -> StudentOOF:
     """The honest score: for each fold ``k`` of ``teachers``, a student trained on the other
-    folds' clips towards ``teachers[k]`` (fold ``k``'s teacher's probabilities, one row per
-    store row; only the other folds' rows are read) and scored on fold ``k``'s clips.
+    folds' clips and the unlabeled ones (:func:`fsd.distill.targets.unlabeled_rows`) towards
+    ``teachers[k]`` (fold ``k``'s teacher's probabilities, one row per store row; only those
+    rows are read) and scored on fold ``k``'s clips.
 
     Fold ``k``'s labels are read only to score its student (never to train or choose it).
     """
@@ -127,8 +128,10 @@ def distill_out_of_fold(cfg: Config, store: FeatureSource, teachers: Mapping[int
     labels = list(store.labels)
     probs = np.zeros((len(index), len(labels)), dtype=np.float32)
     scored = np.zeros(len(index), dtype=bool)
+    extra = unlabeled_rows(y)
     for k in sorted(teachers):
         train_rows, held_out = fold_teacher_rows(folds, k)
+        train_rows = np.concatenate([train_rows, extra])
         teacher = np.asarray(teachers[k])
         if teacher.shape != (len(index), len(labels)):
             raise ValueError(f"fold {k}'s teacher has shape {teacher.shape}, expected "
@@ -152,11 +155,12 @@ def distill_served(cfg: Config, store: FeatureSource, teacher_oof: np.ndarray,
                    run_eagerly: bool = False) -> Student:
     """The student that is served: every labelled clip, its target from the whole ensemble's
     out-of-fold prediction (``teacher_oof``, one row per store row: the fold models that did
-    not see the clip)."""
+    not see the clip), and every unlabeled clip, its target the whole ensemble's."""
     index = store.index
     folds = index["fold"].to_numpy(np.int64)
-    rows = np.flatnonzero(folds >= 0)
-    y = index["label_id"].to_numpy(np.int64)[rows]
+    y = index["label_id"].to_numpy(np.int64)
+    rows = np.concatenate([np.flatnonzero(folds >= 0), unlabeled_rows(y)])
+    y = y[rows]
     targets = mix_targets(y, np.asarray(teacher_oof)[rows], cfg.distill.hard_weight,
                           cfg.distill.temperature)
     return train_student(cfg, store, rows, targets, stream=0, run_eagerly=run_eagerly)
