@@ -32,6 +32,7 @@ clip per request, one client; then one 60 s recording tagged window by window
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import os
 import statistics
@@ -82,6 +83,11 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                    help="part 4: the student network's width")
     p.add_argument("--student-lengths", type=int, default=2, help="part 4: student TTA lengths")
     p.add_argument("--student-crops", type=int, default=1, help="part 4: student crops a length")
+    p.add_argument("--served-student", action="store_true",
+                   help="part 5: the ensemble and the student each behind `fsd serve`")
+    p.add_argument("--predict-recording-seconds", type=float, default=0.0, metavar="S",
+                   help="part 5: also `fsd predict --window 5 --hop 2.5` a recording of S s "
+                        "with the student (3600: the issue's 60 minutes)")
     p.add_argument("--json", default="", help="also write the figures to this JSON file")
     return p.parse_args(argv)
 
@@ -418,6 +424,59 @@ def bench_student(args) -> dict:
     return out
 
 
+def bench_student_served(args) -> dict:
+    """Part 5: the registered ensemble and student each behind a real ``fsd serve`` on
+    127.0.0.1, one 5 s clip a request, requests interleaved; then, optionally, ``fsd predict
+    --window 5 --hop 2.5`` over a long recording with the student (the whole command timed,
+    its start included)."""
+    import subprocess
+
+    import mlflow
+
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests" / "support"))
+    from local_server import LocalServer, audio_request
+
+    tmp = Path(tempfile.mkdtemp(prefix="fsd-student-serve-"))
+    os.environ["MLFLOW_TRACKING_URI"] = f"sqlite:///{tmp}/mlflow.db"
+    os.environ.setdefault("MLFLOW_SKIP_PIP_REQUIREMENTS_CHECK", "true")
+    mlflow.create_experiment("serve-benchmark", artifact_location=(tmp / "artifacts").as_uri())
+    uris = {"ensemble": build_served_model(args, tmp), "student": build_student_model(args, tmp)}
+    body = audio_request([clip_wav(args.clip_seconds)])
+    lat: dict[str, list[float]] = {k: [] for k in uris}
+    with contextlib.ExitStack() as stack:
+        servers = {k: stack.enter_context(LocalServer(
+            u, front=True, start_timeout=300, request_timeout=120,
+            log_path=tmp / f"{k}.log")) for k, u in uris.items()}
+        for name, srv in servers.items():
+            for _ in range(2):  # warm-up: traces every length
+                status, out = srv.invoke(body)
+                if status != 200:
+                    raise RuntimeError(f"{name}: warm-up request failed ({status}): {out}")
+        for _ in range(args.latency_requests):
+            for name, srv in servers.items():
+                t0 = time.perf_counter()
+                status, _ = srv.invoke(body, timeout=120)
+                lat[name].append(time.perf_counter() - t0)
+                assert status == 200, (name, status)
+    out: dict = {"clip_seconds": args.clip_seconds, "requests": args.latency_requests}
+    for name, times in lat.items():
+        out[name] = {"p50_s": statistics.median(times),
+                     "p95_s": float(np.percentile(times, 95)),
+                     "clips_per_s": len(times) / sum(times)}
+    out["student_over_ensemble"] = out["student"]["clips_per_s"] / out["ensemble"]["clips_per_s"]
+    if args.predict_recording_seconds > 0:
+        wav = tmp / "recording.wav"
+        wav.write_bytes(clip_wav(args.predict_recording_seconds, seed=3))
+        cmd = [sys.executable, "-m", "fsd", "predict", "--model", uris["student"], "--window",
+               "5", "--hop", "2.5", "--output", str(tmp / "windows.csv"), str(wav)]
+        t0 = time.perf_counter()
+        subprocess.run(cmd, check=True, stdout=subprocess.DEVNULL, cwd=tmp)
+        dt = time.perf_counter() - t0
+        out["predict"] = {"recording_seconds": args.predict_recording_seconds, "seconds": dt,
+                          "x_real_time": args.predict_recording_seconds / dt}
+    return out
+
+
 def print_interleaved(figures: dict, names: tuple[str, str], note: str, ratio: str) -> None:
     """Parts 3 and 4: each model's latency and clips/s, their ratio, then the recording."""
     print(f"one {figures['clip_seconds']:g} s clip a request, {figures['requests']} requests "
@@ -456,6 +515,19 @@ def main(argv: list[str] | None = None) -> int:
         figures["student"] = st = bench_student(args)
         print_interleaved(st, ("ensemble", "student"), "(ensemble vs student)",
                           f"student / ensemble: {st['student_over_ensemble']:.1f}x")
+    if args.served_student:
+        figures["served_student"] = ss = bench_student_served(args)
+        print(f"through fsd serve, one {ss['clip_seconds']:g} s clip a request, "
+              f"{ss['requests']} each, interleaved:")
+        for name in ("ensemble", "student"):
+            r = ss[name]
+            print(f"  {name:<10} p50 {r['p50_s'] * 1000:.0f} ms, p95 {r['p95_s'] * 1000:.0f} ms, "
+                  f"{r['clips_per_s']:.2f} clips/s")
+        print(f"  student / ensemble: {ss['student_over_ensemble']:.1f}x clips/s")
+        if "predict" in ss:
+            pr = ss["predict"]
+            print(f"  fsd predict --window 5 --hop 2.5, {pr['recording_seconds']:g} s recording, "
+                  f"student: {pr['seconds']:.1f} s ({pr['x_real_time']:.1f}x real time)")
     if not args.skip_serve:
         figures["serve"] = s = bench_serve(args)
         print(f"served, one {s['clip_seconds']:g} s clip: p50 {s['latency_p50_s'] * 1000:.0f} ms, "

@@ -151,8 +151,9 @@ def train_on_ray(cfg: Config, folds: list[int], baselines: list[str], features_r
             text, fold, features_run, parent_run, threads, secrets)
         labels[ref] = ("fold", fold)
     for model in baselines:
-        ref = baseline_remote.options(name=f"fsd-baseline-{model}",
-                                      **{**fold_needs, "num_gpus": 0}).remote(
+        ref = baseline_remote.options(name=f"fsd-baseline-{model}", num_gpus=0,
+                                      num_cpus=c.cpus_per_baseline,
+                                      max_retries=c.max_retries).remote(
             text, model, features_run, parent_run, threads, secrets)
         labels[ref] = ("baseline", model)
     log.info("ray: %d fold and %d baseline tasks submitted", len(folds), len(baselines))

@@ -143,6 +143,12 @@ def connect(cfg: Config) -> Any:
     if not ray.is_initialized():
         address = cfg.cluster.address or os.environ.get("RAY_ADDRESS") or None
         check_reachable(address)
+        if address is None:
+            # Ray runs its workers at nice 15 (so its own daemons stay responsive); on the
+            # user's own machine that left the folds yielding to everything else, where the
+            # local executor's fold workers run at the user's priority. Read by the raylet
+            # this start launches; a cluster joined by address keeps its own setting.
+            os.environ.setdefault("RAY_worker_niceness", "0")
         try:
             ray.init(address=address, runtime_env={"env_vars": task_env()},
                      log_to_driver=True, logging_level=logging.WARNING)

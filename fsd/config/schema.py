@@ -427,6 +427,10 @@ class ClusterConfig:
     address: str = ruled("", Text(MAX_TEXT))  # empty: RAY_ADDRESS, else a local Ray started for this run
     gpus_per_fold: float = ruled(0.0, Range(0, 64))  # GPUs a fold task asks Ray for (0 on CPU-only clusters)
     cpus_per_fold: float = ruled(1.0, Range(0, 1024, lo_open=True))
+    # CPUs a baseline task holds. 0: none, so the baselines run beside the folds as the local
+    # executor fits them in the driver beside its fold workers (a one-node CPU machine); but a
+    # 0-CPU task may land on a head node kept free of work (KubeRay's num-cpus: 0)
+    cpus_per_baseline: float = ruled(1.0, Range(0, 1024))
     max_retries: int = ruled(2, Range(0, 100))  # a task whose node died is retried this often on another node
     scoring_actors: int = ruled(2, Range(1, 1024))  # TTA scoring shards run on this many actors
     # A fold task uploads its checkpoint to its run's artifacts after an epoch when this many
