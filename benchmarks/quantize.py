@@ -8,7 +8,9 @@ is loaded as ``fsd predict --exported`` loads it (:class:`fsd.export.predictor.E
 and scores the same held-out labelled clips from features computed once (the front end is the
 same numpy/librosa code for all three): MAP@3 and accuracy against the labels, top-1 agreement
 with the float export, the largest probability difference from it; then clips/s of the
-networks' work (TTA included), the three exports' repeats interleaved, best of ``--repeats``.
+networks' work over all clips at once (TTA included), and the median latency of one clip a
+call (as a served request), the three exports' repeats interleaved in a rotating order, best
+of ``--repeats``.
 
 Models: ``--model URI`` (repeatable; MLFLOW_TRACKING_URI names the store) or, by default, the
 demo's: ``fsd main --config experiments/demo.yaml --set distill.enabled=true`` in a sqlite store
@@ -57,8 +59,10 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--clips", default="", help="held-out clips: a CSV fname,label, audio beside it")
     p.add_argument("--heldout-seed", type=int, default=1,
                    help="seed of the fresh synthetic held-out sample (the demo trained on 0)")
-    p.add_argument("--heldout-per-class", type=int, default=8)
-    p.add_argument("--repeats", type=int, default=5, help="timed repeats (best is reported)")
+    p.add_argument("--heldout-per-class", type=int, default=16)
+    p.add_argument("--repeats", type=int, default=10, help="timed repeats (best is reported)")
+    p.add_argument("--latency-clips", type=int, default=20,
+                   help="clips timed one a call (median reported)")
     p.add_argument("--threads", type=int, default=0,
                    help="onnxruntime intra-op threads (0: its default, every core)")
     p.add_argument("--results", default=str(REPO / "benchmarks/results/quantize.jsonl"))
@@ -137,12 +141,12 @@ def score_and_time(exports: dict, blobs: list[bytes], labels: list[str], args) -
     mels, summ = [f[0] for f in feats], stack_summaries([f[1] for f in feats])
     y = np.array(y)
     probs = {n: m.predict(mels, summ) for n, m in models.items()}  # also the warm-up
-    best = {n: float("inf") for n in models}
-    for _ in range(args.repeats):
-        for n, m in models.items():
-            t0 = time.perf_counter()
-            m.predict(mels, summ)
-            best[n] = min(best[n], time.perf_counter() - t0)
+    best = _timed(models, lambda m: m.predict(mels, summ), args.repeats)
+    one = {n: [] for n in models}
+    for i in range(min(args.latency_clips, len(mels))):
+        row = None if summ is None else summ[i:i + 1]
+        for n, t in _timed(models, lambda m: m.predict(mels[i:i + 1], row), 3).items():
+            one[n].append(t)
     ref = probs["float32"]
     rows = {}
     for n, p in probs.items():
@@ -152,21 +156,35 @@ def score_and_time(exports: dict, blobs: list[bytes], labels: list[str], args) -
                    "max_abs_prob_diff": float(np.abs(p - ref).max()),
                    "clips_per_s": len(y) / best[n],
                    "speed_vs_float": best["float32"] / best[n],
+                   "one_clip_p50_ms": 1000 * float(np.median(one[n])),
                    "network_bytes": size, "export_s": round(seconds, 1),
                    "probe_max_abs_diff": max(f["max_abs_diff"] for f in manifest["folds"])}
     return {"clips": len(y), "passes_per_clip": len(first.models) * len(
         first.info.tta_lengths) * int(first.info.tta_crops), "variants": rows}
 
 
+def _timed(models: dict, call, repeats: int) -> dict[str, float]:
+    """Best seconds of ``call(model)`` per model over ``repeats`` rounds, the models' order
+    rotated each round (so none always runs first or last)."""
+    names = list(models)
+    best = {n: float("inf") for n in names}
+    for r in range(repeats):
+        for n in names[r % len(names):] + names[:r % len(names)]:
+            t0 = time.perf_counter()
+            call(models[n])
+            best[n] = min(best[n], time.perf_counter() - t0)
+    return best
+
+
 def print_table(uri: str, figures: dict) -> None:
     print(f"\n{uri}: {figures['clips']} held-out clips, {figures['passes_per_clip']} forward "
           "passes a clip")
     print(f"{'export':<20} {'MAP@3':>6} {'acc':>6} {'top-1 agr':>9} {'max|dp|':>8} "
-          f"{'clips/s':>8} {'x float':>7} {'MB':>6}")
+          f"{'clips/s':>8} {'x float':>7} {'1 clip ms':>9} {'MB':>6}")
     for n, r in figures["variants"].items():
         print(f"{n:<20} {r['map3']:6.3f} {r['accuracy']:6.3f} {r['top1_agreement']:9.3f} "
               f"{r['max_abs_prob_diff']:8.4f} {r['clips_per_s']:8.1f} {r['speed_vs_float']:7.2f} "
-              f"{r['network_bytes'] / 2**20:6.2f}")
+              f"{r['one_clip_p50_ms']:9.2f} {r['network_bytes'] / 2**20:6.2f}")
 
 
 def main(argv: list[str] | None = None) -> int:
