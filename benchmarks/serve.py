@@ -467,7 +467,9 @@ def bench_student_served(args) -> dict:
     if args.predict_recording_seconds > 0:
         wav = tmp / "recording.wav"
         wav.write_bytes(clip_wav(args.predict_recording_seconds, seed=3))
-        cmd = [sys.executable, "-m", "fsd", "predict", "--model", uris["student"], "--window",
+        demo = Path(__file__).resolve().parents[1] / "experiments" / "demo.yaml"
+        cmd = [sys.executable, "-m", "fsd", "predict", "--config", str(demo),
+               "--model", uris["student"], "--window",
                "5", "--hop", "2.5", "--output", str(tmp / "windows.csv"), str(wav)]
         t0 = time.perf_counter()
         subprocess.run(cmd, check=True, stdout=subprocess.DEVNULL, cwd=tmp)
