@@ -369,6 +369,16 @@ class DistillConfig:
     width: float = ruled(1.0, Range(0, 100, lo_open=True))
     schedule: StageConfig = section(_student_stage)
     seed: int = ruled(0, SEEDS)
+    # The student's own test-time augmentation: tta_n_lengths crop lengths spaced over its
+    # training crop limits x tta_crops crops each. The honest score is taken with these, and
+    # the served bundle carries them, so the score measures what is served (the ensemble's
+    # 6 x 5 would make the one network cost 30 forward passes a clip).
+    tta_n_lengths: int = ruled(1, Range(1, 16))
+    tta_crops: int = ruled(1, Range(1, 32))
+    # Unlabeled clips the students also learn from (training rows only; nothing is scored on
+    # them): none, or test (the dataset's test split, its labels unread): the served student's
+    # targets from the whole ensemble, fold k's honest student's from fold k's teacher alone.
+    unlabeled: str = ruled("none", Choice(("none", "test")))  # none | test
 
 
 @dataclass

@@ -26,11 +26,17 @@ import numpy as np
 import pandas as pd
 
 from fsd.config import Config
-from fsd.distill.student import StudentOOF, distill_out_of_fold, distill_served, student_config
-from fsd.distill.targets import fold_teacher_rows
+from fsd.distill.student import (
+    StudentOOF,
+    distill_out_of_fold,
+    distill_served,
+    student_config,
+    student_tta,
+)
+from fsd.distill.targets import fold_teacher_rows, unlabeled_rows
 from fsd.ensemble.bundle import BundleInfo, Ensemble, FoldFiles, build_bundle
 from fsd.evaluation.blend import align_probabilities, blend
-from fsd.model.tta import ClipRows, predict_ensemble, tta_lengths
+from fsd.model.tta import ClipRows, predict_ensemble
 
 log = logging.getLogger(__name__)
 
@@ -44,12 +50,15 @@ class DistillResult:
     oof: StudentOOF
     params: int
     seconds: float
+    unlabeled: int = 0  # unlabeled clips the students trained on (distill.unlabeled)
 
 
 def fold_teachers(ensemble: Ensemble, store, choices: pd.DataFrame) -> dict[int, np.ndarray]:
     """Per fold ``k`` of the ensemble: its teacher's probabilities for every store row (zeros
-    on fold ``k``'s own rows, which its student never reads). ``choices``: the nested blend's
-    rows (fold, baseline, weight); a fold without one, or weight 1, is the CNN alone."""
+    on fold ``k``'s own rows, which its student never reads; the unlabeled rows of a
+    :class:`fsd.distill.pool.StudentPool` scored too). ``choices``: the nested blend's rows
+    (fold, baseline, weight); a fold without one, or weight 1, is the CNN alone. The fold's
+    baseline is fitted on the other folds' labelled rows only."""
     from fsd.baseline.model import BaselineModel
 
     index = store.index
@@ -60,8 +69,10 @@ def fold_teachers(ensemble: Ensemble, store, choices: pd.DataFrame) -> dict[int,
     pcas = ensemble.pca_inputs(summary)
     by_fold = {int(r.fold): r for r in choices.itertuples()} if len(choices) else {}
     out = {}
+    extra = unlabeled_rows(y)
     for i, k in enumerate(ensemble.folds):
-        rows, _ = fold_teacher_rows(folds, k)
+        fit_rows, _ = fold_teacher_rows(folds, k)
+        rows = np.concatenate([fit_rows, extra])
         pca = None if pcas[i] is None else pcas[i][rows]
         cnn = predict_ensemble([ensemble.models[i]], ClipRows(store.logmel, rows), [pca],
                                ensemble.info.tta_lengths, crops=ensemble.info.tta_crops,
@@ -71,7 +82,7 @@ def fold_teachers(ensemble: Ensemble, store, choices: pd.DataFrame) -> dict[int,
         choice = by_fold.get(k)
         if choice is not None and str(choice.baseline) and float(choice.weight) < 1.0:
             base = BaselineModel.fit_new(str(choice.baseline), ensemble.cfg.baseline,
-                                         summary[rows], y[rows], len(labels), labels)
+                                         summary[fit_rows], y[fit_rows], len(labels), labels)
             probs = blend(cnn, base.predict_proba(summary[rows]), float(choice.weight))
         teacher = np.zeros((len(index), len(labels)), dtype=np.float32)
         teacher[rows] = probs
@@ -80,37 +91,69 @@ def fold_teachers(ensemble: Ensemble, store, choices: pd.DataFrame) -> dict[int,
 
 
 def served_teacher(store, cnn_oof: pd.DataFrame, baseline_oof: pd.DataFrame | None,
-                   weight: float) -> np.ndarray:
+                   weight: float, unlabeled: np.ndarray | None = None) -> np.ndarray:
     """The served blend's out-of-fold probabilities, one row per store row: ``weight`` x the
     CNN's (``oof/oof_cnn_probabilities.csv``) + the rest x its baseline's, aligned by name (a
-    clip the CNN did not score: uniform, a clip the baseline did not: the CNN's)."""
+    clip the CNN did not score: uniform, a clip the baseline did not: the CNN's). The
+    unlabeled rows get ``unlabeled`` (:func:`ensemble_teacher`), one row each, in order."""
     names = store.index["fname"].astype(str).tolist()
     labels = list(store.labels)
     cnn, found = align_probabilities(cnn_oof, names, labels)
     cnn[~found] = 1.0 / len(labels)
-    if baseline_oof is None or weight >= 1.0:
-        return cnn
-    base, has = align_probabilities(baseline_oof, names, labels)
-    base[~has] = cnn[~has]
-    return blend(cnn, base, weight)
+    out = cnn
+    if baseline_oof is not None and weight < 1.0:
+        base, has = align_probabilities(baseline_oof, names, labels)
+        base[~has] = cnn[~has]
+        out = blend(cnn, base, weight)
+    extra = unlabeled_rows(store.index["label_id"].to_numpy(np.int64))
+    if len(extra):
+        if unlabeled is None or len(unlabeled) != len(extra):
+            raise ValueError(f"{len(extra)} unlabeled clips need the ensemble's probabilities")
+        out[extra] = unlabeled
+    return out
+
+
+def ensemble_teacher(ensemble: Ensemble, store, test_probs: pd.DataFrame | None) -> np.ndarray:
+    """The whole ensemble's probabilities for the unlabeled rows of ``store`` (a
+    :class:`fsd.distill.pool.StudentPool`): read from ``test_probs`` (the ensemble run's
+    ``test/test_probabilities.csv``, by name) where it has them, else scored as the
+    ensemble scores its test split (every fold with TTA, then the blend)."""
+    extra = unlabeled_rows(store.index["label_id"].to_numpy(np.int64))
+    labels = list(store.labels)
+    if not len(extra):
+        return np.zeros((0, len(labels)), dtype=np.float32)
+    names = store.index["fname"].astype(str).to_numpy()[extra].tolist()
+    if test_probs is not None and len(test_probs):
+        probs, found = align_probabilities(test_probs, names, labels)
+    else:
+        probs, found = np.zeros((len(extra), len(labels)), np.float32), np.zeros(len(extra), bool)
+    todo = extra[~found]
+    if len(todo):
+        summary = np.asarray(store.summary)[todo] if ensemble.cfg.summary.enabled else None
+        info = ensemble.info
+        cnn = predict_ensemble(ensemble.models, ClipRows(store.logmel, todo),
+                               ensemble.pca_inputs(summary), info.tta_lengths,
+                               crops=info.tta_crops, seed=info.seed,
+                               batch_size=info.batch_size).probs()
+        probs[~found] = ensemble.blend(cnn, summary) if ensemble.blended else cnn
+    return probs
 
 
 def run_distill(cfg: Config, store, teacher: Ensemble, fold_targets: dict[int, np.ndarray],
                 served_targets: np.ndarray, out: Path, run_eagerly: bool = False,
                 ) -> DistillResult:
     """The honest students (one per fold of ``fold_targets``), then the served one on every
-    clip, bundled under ``out/bundle``. ``cfg`` supplies the ``distill`` section; the
-    features, training and TTA settings are the teacher's (its bundle's config)."""
+    clip, bundled under ``out/bundle``. ``cfg`` supplies the ``distill`` section (the
+    student's network, schedule and TTA); the features and training settings are the
+    teacher's (its bundle's config)."""
     t0 = time.perf_counter()
     base_cfg = dataclasses.replace(teacher.cfg, distill=cfg.distill)
     oof = distill_out_of_fold(base_cfg, store, fold_targets, run_eagerly=run_eagerly)
     student = distill_served(base_cfg, store, served_targets, run_eagerly=run_eagerly)
-    serve_cfg = student_config(base_cfg)
-    # the request path: log-mel only (no summary features, no projector, no baseline)
-    serve_cfg = dataclasses.replace(serve_cfg, summary=dataclasses.replace(serve_cfg.summary,
-                                                                           enabled=False))
-    lengths = tta_lengths(base_cfg.ensemble, *student.crop)
-    info = dataclasses.replace(teacher.info, tta_lengths=lengths, crop_min=int(student.crop[0]),
+    lengths, crops = student_tta(base_cfg, student.crop)  # as the honest score was taken
+    serve_cfg = _served_config(base_cfg, lengths, crops)
+    info = dataclasses.replace(teacher.info, tta_lengths=lengths, tta_crops=crops,
+                               crop_min=int(student.crop[0]),
                                crop_max=int(student.crop[1]), baseline=None, blend_weight=1.0,
                                scores={"student_oof_map3": oof.scores.overall,
                                        "student_oof_accuracy": oof.scores.accuracy})
@@ -121,4 +164,16 @@ def run_distill(cfg: Config, store, teacher: Ensemble, fold_targets: dict[int, n
         bundle = build_bundle(out / "bundle", files, serve_cfg, info)
     return DistillResult(bundle=bundle, info=info, oof=oof,
                          params=int(student.model.count_params()),
-                         seconds=time.perf_counter() - t0)
+                         seconds=time.perf_counter() - t0,
+                         unlabeled=len(unlabeled_rows(store.index["label_id"].to_numpy())))
+
+
+def _served_config(cfg: Config, lengths: list[int], crops: int) -> Config:
+    """The served student's config: its network width, the summary features off (the request
+    path computes log-mel only: no summary features, projector or baseline), and its own TTA
+    in ``ensemble`` (what its bundle's info carries too)."""
+    cfg = student_config(cfg)
+    return dataclasses.replace(
+        cfg, summary=dataclasses.replace(cfg.summary, enabled=False),
+        ensemble=dataclasses.replace(cfg.ensemble, tta_lengths=list(lengths),
+                                     tta_n_lengths=len(lengths), tta_crops=int(crops)))

@@ -24,10 +24,10 @@ import keras
 import numpy as np
 
 from fsd.config import Config
-from fsd.distill.targets import fold_teacher_rows, mix_targets
+from fsd.distill.targets import fold_teacher_rows, mix_targets, unlabeled_rows
 from fsd.evaluation.oof import OOFScores, score_oof
 from fsd.model.networks import build_network, set_input_statistics
-from fsd.model.tta import ClipRows, predict_ensemble, tta_lengths
+from fsd.model.tta import ClipRows, predict_ensemble, spaced_lengths
 from fsd.train.batches import FeatureSource, TrainBatches, resolve_crop_limits
 from fsd.train.fit import compile_network, run_epoch
 from fsd.train.schedule import stage_phases
@@ -94,12 +94,20 @@ def train_student(cfg: Config, store: FeatureSource, rows: np.ndarray, targets: 
     return Student(model=model, crop=crop)
 
 
+def student_tta(cfg: Config, crop: tuple[int, int]) -> tuple[list[int], int]:
+    """The student's own TTA: (``distill.tta_n_lengths`` lengths spaced over its training
+    crop limits ``crop``, ``distill.tta_crops``). What its honest score is taken with and what
+    its served bundle carries, so the score measures what is served."""
+    d = cfg.distill
+    return spaced_lengths((), d.tta_n_lengths, int(crop[0]), int(crop[1])), int(d.tta_crops)
+
+
 def predict_student(cfg: Config, student: Student, store: FeatureSource,
                     rows: np.ndarray) -> np.ndarray:
-    """The student's probabilities for ``rows``, with the ensemble's TTA (lengths x crops)."""
-    lengths = tta_lengths(cfg.ensemble, *student.crop)
+    """The student's probabilities for ``rows``, with its own TTA (:func:`student_tta`)."""
+    lengths, crops = student_tta(cfg, student.crop)
     res = predict_ensemble([student.model], ClipRows(store.logmel, rows), [None], lengths,
-                           crops=cfg.ensemble.tta_crops, seed=cfg.ensemble.seed,
+                           crops=crops, seed=cfg.ensemble.seed,
                            batch_size=cfg.ensemble.batch_size)
     return res.probs()
 
@@ -107,8 +115,9 @@ def predict_student(cfg: Config, student: Student, store: FeatureSource,
 def distill_out_of_fold(cfg: Config, store: FeatureSource, teachers: Mapping[int, np.ndarray],
                         run_eagerly: bool = False) -> StudentOOF:
     """The honest score: for each fold ``k`` of ``teachers``, a student trained on the other
-    folds' clips towards ``teachers[k]`` (fold ``k``'s teacher's probabilities, one row per
-    store row; only the other folds' rows are read) and scored on fold ``k``'s clips.
+    folds' clips and the unlabeled ones (:func:`fsd.distill.targets.unlabeled_rows`) towards
+    ``teachers[k]`` (fold ``k``'s teacher's probabilities, one row per store row; only those
+    rows are read) and scored on fold ``k``'s clips.
 
     Fold ``k``'s labels are read only to score its student (never to train or choose it).
     """
@@ -119,8 +128,10 @@ def distill_out_of_fold(cfg: Config, store: FeatureSource, teachers: Mapping[int
     labels = list(store.labels)
     probs = np.zeros((len(index), len(labels)), dtype=np.float32)
     scored = np.zeros(len(index), dtype=bool)
+    extra = unlabeled_rows(y)
     for k in sorted(teachers):
         train_rows, held_out = fold_teacher_rows(folds, k)
+        train_rows = np.concatenate([train_rows, extra])
         teacher = np.asarray(teachers[k])
         if teacher.shape != (len(index), len(labels)):
             raise ValueError(f"fold {k}'s teacher has shape {teacher.shape}, expected "
@@ -144,11 +155,12 @@ def distill_served(cfg: Config, store: FeatureSource, teacher_oof: np.ndarray,
                    run_eagerly: bool = False) -> Student:
     """The student that is served: every labelled clip, its target from the whole ensemble's
     out-of-fold prediction (``teacher_oof``, one row per store row: the fold models that did
-    not see the clip)."""
+    not see the clip), and every unlabeled clip, its target the whole ensemble's."""
     index = store.index
     folds = index["fold"].to_numpy(np.int64)
-    rows = np.flatnonzero(folds >= 0)
-    y = index["label_id"].to_numpy(np.int64)[rows]
+    y = index["label_id"].to_numpy(np.int64)
+    rows = np.concatenate([np.flatnonzero(folds >= 0), unlabeled_rows(y)])
+    y = y[rows]
     targets = mix_targets(y, np.asarray(teacher_oof)[rows], cfg.distill.hard_weight,
                           cfg.distill.temperature)
     return train_student(cfg, store, rows, targets, stream=0, run_eagerly=run_eagerly)

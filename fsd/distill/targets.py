@@ -60,3 +60,9 @@ def fold_teacher_rows(folds: np.ndarray, fold: int) -> tuple[np.ndarray, np.ndar
     if fold not in set(folds.tolist()):
         raise ValueError(f"fold {fold} holds no clips")
     return np.flatnonzero((folds != fold) & (folds >= 0)), np.flatnonzero(folds == fold)
+
+
+def unlabeled_rows(label_ids: np.ndarray) -> np.ndarray:
+    """Rows without a label (``UNLABELED``: :class:`fsd.distill.pool.StudentPool`'s test
+    clips). Every student trains on them with its own teacher's targets; none is scored."""
+    return np.flatnonzero(np.asarray(label_ids, dtype=np.int64) == UNLABELED)

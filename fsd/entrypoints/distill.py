@@ -12,6 +12,11 @@ config's experiment): its fold CNNs with TTA and its baseline, blended as it ser
 - **The served student** learns from the whole ensemble on every clip: each clip's target is
   the served blend's out-of-fold prediction (the fold models that did not see it).
 
+With ``distill.unlabeled: test`` the dataset's test split joins both as unlabeled clips (its
+labels unread; nothing is scored on them): the served student's targets there are the whole
+ensemble's (the ensemble run's ``test/test_probabilities.csv``), fold ``k``'s honest
+student's are fold ``k``'s teacher's alone.
+
 Targets are ``distill.hard_weight`` x the label + the rest x the teacher softened at
 ``distill.temperature``. The student is a bundle of one log-mel network whose config has the
 summary features off, logged as this run's LoggedModel, registered as
@@ -68,7 +73,7 @@ def distill_logged(cfg: Config, ensemble_run: str = "", *, register: bool = True
 
     import mlflow
 
-    from fsd.distill.stage import fold_teachers, run_distill, served_teacher
+    from fsd.distill.stage import ensemble_teacher, fold_teachers, run_distill, served_teacher
     from fsd.serving.pyfunc import ensemble_of
     from fsd.tracking import datasets
     from fsd.tracking.artifacts import CNN_OOF_PROBS, load_oof_probabilities
@@ -90,19 +95,21 @@ def distill_logged(cfg: Config, ensemble_run: str = "", *, register: bool = True
     base_run = tags.get(tracking.TAG_BLEND_RUN, "") if teacher.blended else ""
     base_oof = load_oof_probabilities(base_run, downloads / base_run) if base_run else None
     choices = _nested_choices(rid, downloads / rid)
+    pool, test_probs = _with_unlabeled(cfg, store, rid, downloads / rid)
     run_tags = {tracking.TAG_TEACHER_RUN: rid, tracking.TAG_FEATURES_RUN: features_run,
                 tracking.TAG_TRAIN_KEY: tags.get(tracking.TAG_TRAIN_KEY, "")}
     with tracking.stage_run(tcfg, "distill", tags=run_tags, nested=nested) as active:
         clips = datasets.store_dataset(tcfg, store.index, tracking.feature_key(tcfg))
         datasets.log_dataset(clips, datasets.TRAINING)
-        targets = fold_teachers(teacher, store, choices)
-        served = served_teacher(store, cnn_oof, base_oof, teacher.info.blend_weight)
+        targets = fold_teachers(teacher, pool, choices)
+        served = served_teacher(pool, cnn_oof, base_oof, teacher.info.blend_weight,
+                                ensemble_teacher(teacher, pool, test_probs))
         out = work / active.info.run_id
-        result = run_distill(tcfg, store, teacher, targets, served, out)
+        result = run_distill(tcfg, pool, teacher, targets, served, out)
         summary = {"run_id": active.info.run_id, "teacher_run": rid,
                    "student_oof_map3": result.oof.scores.overall,
                    "student_oof_accuracy": result.oof.scores.accuracy,
-                   "student_params": result.params}
+                   "student_params": result.params, "unlabeled_clips": result.unlabeled}
         for ours, theirs in (("teacher_oof_map3", "oof_map3"),
                              ("teacher_cnn_oof_map3", "cnn_oof_map3")):
             if theirs in metrics:
@@ -113,6 +120,32 @@ def distill_logged(cfg: Config, ensemble_run: str = "", *, register: bool = True
             summary["promotion"] = _register(cfg, summary, rid)
         tracking.describe(_description(tcfg, summary))
     return summary
+
+
+def _with_unlabeled(cfg: Config, store, run_id: str, dst: Path):
+    """(the store the students train on, the teacher's test probabilities or None): with
+    ``distill.unlabeled: test``, the store with its test split's clips as unlabeled rows."""
+    import pandas as pd
+    from mlflow.exceptions import MlflowException
+
+    from fsd.config import ConfigError
+    from fsd.distill.pool import StudentPool
+    from fsd.tracking.artifacts import download_artifacts
+
+    if cfg.distill.unlabeled == "none":
+        return store, None
+    if "test" not in getattr(store, "splits", []):
+        raise ConfigError("distill.unlabeled=test: this dataset's feature store has no test "
+                          "split; set distill.unlabeled=none")
+    pool = StudentPool(store, store.open_split("test"))
+    try:
+        probs = pd.read_csv(download_artifacts(run_id, "test/test_probabilities.csv", dst),
+                            keep_default_na=False)
+    except (OSError, MlflowException):
+        probs = None  # scored again from the features (fsd.distill.stage.ensemble_teacher)
+    log.info("distill: %d unlabeled test clips join the students' training clips",
+             len(pool.unlabeled_rows))
+    return pool, probs
 
 
 def _nested_choices(run_id: str, dst: Path):
@@ -140,6 +173,8 @@ def _log_student(cfg: Config, tcfg: Config, result, summary: dict, clips):
     name = student_model_name(cfg.ensemble.model_name)
     mlflow.log_params({"student.params": result.params,
                        "student.tta_lengths": str(result.info.tta_lengths),
+                       "student.tta_crops": int(result.info.tta_crops),
+                       "student.unlabeled_clips": result.unlabeled,
                        "student.folds_scored": len(result.oof.scores.per_fold)})
     model = mlflow.initialize_logged_model(
         name=name, source_run_id=mlflow.active_run().info.run_id, model_type="pyfunc",
@@ -198,4 +233,7 @@ def _description(cfg: Config, summary: dict) -> str:
         f"- {_scores(summary)}",
         "- per fold: `student/fold_<k>_map3`; per clip: `oof/oof_student.csv`",
         f"- the served student ({summary['student_params']:,} parameters) learned every clip "
-        "from the whole ensemble's out-of-fold predictions"])
+        "from the whole ensemble's out-of-fold predictions",
+        *([f"- and {summary['unlabeled_clips']:,} unlabeled test clips (labels unread, nothing "
+           "scored on them): the served student's targets the whole ensemble's, fold k's "
+           "student's fold k's teacher's"] if summary.get("unlabeled_clips") else [])])

@@ -34,7 +34,8 @@ log = logging.getLogger(__name__)
 # the parent run's tags naming the runs it composed (summary keys -> tags)
 _SUMMARY_TAGS = {"features_run": tracking.TAG_FEATURES_RUN, "fold_runs": tracking.TAG_FOLD_RUNS,
                  "baseline_runs": tracking.TAG_BASELINE_RUNS,
-                 "ensemble_run": tracking.TAG_ENSEMBLE_RUN}
+                 "ensemble_run": tracking.TAG_ENSEMBLE_RUN,
+                 "distill_run": tracking.TAG_DISTILL_RUN}
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
@@ -245,8 +246,9 @@ def _print_summary(cfg: Config, run_id: str, summary: dict, table: pd.DataFrame)
                      f"oof_map3={r.data.metrics.get('oof_map3', float('nan')):.4f}")
     shown = {"features_run": ("perf.audio_seconds_per_s",),  # a param: a timing
              "ensemble_run": ("oof_map3", "oof_accuracy", "cnn_oof_map3", "blend_weight",
-                              "blend_insample_oof_map3")}
-    for key in ("features_run", "ensemble_run"):
+                              "blend_insample_oof_map3"),
+             "distill_run": ("student_oof_map3", "teacher_oof_map3")}
+    for key in ("features_run", "ensemble_run", "distill_run"):
         if summary.get(key):
             r = client.get_run(summary[key])
             figures = {**r.data.params, **r.data.metrics}

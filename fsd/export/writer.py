@@ -7,7 +7,8 @@ Layout of an export folder::
                            fold's network and projector, the front end, where it came from,
                            and each network's agreement with Keras on a probe input
     config.yaml            the training config: audio decoding, log-mel and summary settings
-    folds/fold_<k>.onnx    (onnx) or folds/fold_<k>/ (saved_model) or fold_<k>.tflite (litert)
+    folds/fold_<k>.onnx    (onnx) or folds/fold_<k>/ (saved_model) or fold_<k>.tflite (litert);
+                           folds/fold_<k>.int8.onnx with ``--quantize int8`` (fsd.export.quantize)
     folds/fold_<k>_projector.json/.npz    the fold's StandardScaler + PCA of the summary
                            features as arrays (fsd.export.portable), when the network takes it
     baseline.json/.npz     the blend's baseline as arrays, when the ensemble blends one
@@ -44,6 +45,7 @@ from fsd.export.manifest import (
     verify_export,
 )
 from fsd.export.portable import _Arrays, baseline_spec, projector_spec, write_portable
+from fsd.export.quantize import QuantizeRefused, check_quantize, quantization_spec, quantize_onnx
 
 log = logging.getLogger(__name__)
 
@@ -59,12 +61,14 @@ class ExportError(ValueError):
 
 
 def export_ensemble(ensemble, out_dir: str | Path, fmt: str = "onnx",
-                    source: dict[str, Any] | None = None) -> dict[str, Any]:
+                    source: dict[str, Any] | None = None, quantize: str = "none",
+                    quantize_ops: str = "all") -> dict[str, Any]:
     """Write ``ensemble`` (a loaded :class:`fsd.ensemble.bundle.Ensemble`) to ``out_dir`` in
     ``fmt``; returns the manifest. A fold whose network the converter refuses is listed in the
-    manifest with the reason (``error``) and left out; none left is an ExportError."""
-    if fmt not in FORMATS:
-        raise ExportError(f"unknown export format {fmt!r}; use one of {', '.join(FORMATS)}")
+    manifest with the reason (``error``) and left out; none left is an ExportError.
+    ``quantize="int8"`` (ONNX only) stores each network with int8 weights
+    (:mod:`fsd.export.quantize`, ``quantize_ops`` the operators)."""
+    check_options(fmt, quantize, quantize_ops)
     out = Path(out_dir)
     check_target(out)
     try:  # beside the target, so the final rename stays on one file system
@@ -74,11 +78,21 @@ def export_ensemble(ensemble, out_dir: str | Path, fmt: str = "onnx",
         raise ExportError(f"cannot write in {out.parent} ({exc.strerror or exc}): choose an "
                           "output folder you can write to") from None
     try:
-        manifest = _write(ensemble, tmp, fmt, source)
+        manifest = _write(ensemble, tmp, fmt, source, (quantize, quantize_ops))
         _put_in_place(tmp, out)
     finally:
         shutil.rmtree(tmp, ignore_errors=True)  # ours; gone already once renamed
     return manifest
+
+
+def check_options(fmt: str, quantize: str = "none", quantize_ops: str = "all") -> None:
+    """An ExportError of one line for a format or quantization this module cannot write."""
+    if fmt not in FORMATS:
+        raise ExportError(f"unknown export format {fmt!r}; use one of {', '.join(FORMATS)}")
+    try:
+        check_quantize(fmt, quantize, quantize_ops)
+    except QuantizeRefused as exc:
+        raise ExportError(str(exc)) from None
 
 
 def check_target(out: Path) -> None:
@@ -126,7 +140,8 @@ def _put_in_place(tmp: Path, out: Path) -> None:
                           "folder you can write to") from None
 
 
-def _write(ensemble, out: Path, fmt: str, source: dict[str, Any] | None) -> dict[str, Any]:
+def _write(ensemble, out: Path, fmt: str, source: dict[str, Any] | None,
+           quant: tuple[str, str]) -> dict[str, Any]:
     (out / "folds").mkdir(parents=True)
     cfg, info = ensemble.cfg, ensemble.info
     (out / CONFIG).write_text(dump_config(cfg))
@@ -137,7 +152,7 @@ def _write(ensemble, out: Path, fmt: str, source: dict[str, Any] | None) -> dict
         probe = _probe(model, cfg.logmel.n_mels, k)
         t0 = time.perf_counter()
         try:
-            entry.update(_export_network(model, out, f"folds/fold_{fold}", fmt, probe))
+            entry.update(_export_network(model, out, f"folds/fold_{fold}", fmt, probe, quant))
         except Exception as exc:  # the converter's refusal: say which fold and why
             entry["error"] = f"{type(exc).__name__}: {str(exc).splitlines()[0][:300]}"
             log.warning("fold %d: %s export failed: %s", fold, fmt, entry["error"])
@@ -162,7 +177,7 @@ def _write(ensemble, out: Path, fmt: str, source: dict[str, Any] | None) -> dict
     manifest = {
         "format": EXPORT_FORMAT, "kind": fmt, "labels": list(ensemble.labels),
         "info": {k: v for k, v in dataclasses.asdict(info).items()},
-        "folds": folds, "baseline": baseline,
+        "folds": folds, "baseline": baseline, "quantization": quantization_spec(*quant),
         "front_end": {"config": CONFIG, "input": "raw audio, any format soundfile reads",
                       "audio": dataclasses.asdict(cfg.audio),
                       "logmel": dataclasses.asdict(cfg.logmel),
@@ -209,14 +224,19 @@ def _probe(model, n_mels: int, seed: int) -> list[np.ndarray]:
     return x
 
 
-def _export_network(model, out: Path, stem: str, fmt: str, probe: list[np.ndarray]) -> dict:
+def _export_network(model, out: Path, stem: str, fmt: str, probe: list[np.ndarray],
+                    quant: tuple[str, str] = ("none", "all")) -> dict:
     ref = np.asarray(model.predict_on_batch(probe if len(probe) > 1 else probe[0]))
     if fmt == "onnx":
         path = out / f"{stem}.onnx"
         model.export(str(path), format="onnx", verbose=False)
         got = _run_onnx(path, model, probe)
-        return {"model": f"{stem}.onnx", "output": "softmax",
-                "max_abs_diff": float(np.abs(got - ref).max())}
+        diff = float(np.abs(got - ref).max())
+        entry = {"model": f"{stem}.onnx", "output": "softmax", "max_abs_diff": diff}
+        if quant[0] == "int8":
+            entry["float_max_abs_diff"] = diff
+            entry.update(_quantized(out, stem, quant[1], model, probe, ref))
+        return entry
     if fmt == "saved_model":
         path = out / stem
         model.export(str(path), format="tf_saved_model", verbose=False)
@@ -232,6 +252,18 @@ def _export_network(model, out: Path, stem: str, fmt: str, probe: list[np.ndarra
     path.write_bytes(flat)
     got = _run_litert(path, model, probe)
     return {"model": f"{stem}.tflite", "max_abs_diff": float(np.abs(got - ref).max())}
+
+
+def _quantized(out: Path, stem: str, ops: str, model, probe: list[np.ndarray],
+               ref: np.ndarray) -> dict:
+    """``stem``.onnx (the float32 network, then removed: the export holds what it serves) with
+    int8 weights as ``stem``.int8.onnx, and its difference from Keras on the probe (the float
+    network's stays as ``float_max_abs_diff``)."""
+    src, rel = out / f"{stem}.onnx", f"{stem}.int8.onnx"
+    quantize_onnx(src, out / rel, ops)
+    src.unlink()
+    got = _run_onnx(out / rel, model, probe)
+    return {"model": rel, "quantized": "int8", "max_abs_diff": float(np.abs(got - ref).max())}
 
 
 def _feeds(names: list[str], model, probe: list[np.ndarray]) -> dict[str, np.ndarray]:

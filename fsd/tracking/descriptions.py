@@ -201,6 +201,9 @@ def pipeline_description(cfg: Config, summary: dict, headline: dict[str, float])
     if summary.get("ensemble_run"):
         lines.append(f"1. {run_link(summary['ensemble_run'], 'ensemble')}: "
                      f"{metric(summary['ensemble_run'], 'oof_map3')}")
+    if summary.get("distill_run"):
+        lines.append(f"1. {run_link(summary['distill_run'], 'student')}: "
+                     f"{metric(summary['distill_run'], 'student_oof_map3')}")
     return "\n".join(lines)
 
 

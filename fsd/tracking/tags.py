@@ -42,6 +42,8 @@ TAG_BLEND_MODEL = "fsd.blend_baseline"
 TAG_BLEND_REASON = "fsd.blend_reason"  # why ensemble.blend_rule chose that (baseline, weight)
 # A distill run: the ensemble run its student learned from.
 TAG_TEACHER_RUN = "fsd.teacher_run"
+# The main run: its distill step's run (distill.enabled).
+TAG_DISTILL_RUN = "fsd.distill_run"
 # The baselines' parent run: the baseline runs it reused; a baseline scoring at chance.
 TAG_BASELINE_RUNS = "fsd.baseline_runs"
 TAG_AT_CHANCE = "fsd.at_chance"

@@ -43,6 +43,9 @@ def test_distill_logs_the_honest_score_beside_the_teacher_and_registers(distille
     assert m["teacher_cnn_oof_map3"] == pytest.approx(teacher["cnn_oof_map3"])
     assert m["teacher_oof_map3"] == pytest.approx(teacher["oof_map3"])
     assert 0.0 <= m["student_oof_map3"] <= 1.0
+    # the student's own TTA (distill.tta_*: 1 x 1 by default), not the teacher's 2 x 2
+    p = run.data.params
+    assert p["student.tta_crops"] == "1" and len(json.loads(p["student.tta_lengths"])) == 1
     assert run.data.tags["fsd.teacher_run"] == ensemble_tracking.summary["run_id"]
     held = MlflowClient().get_model_version_by_alias(f"{MODEL_NAME}-student", "champion")
     assert held.run_id == distilled["run_id"]
@@ -89,3 +92,50 @@ print(json.dumps({{"diff": float(np.abs(got[cols].to_numpy() - want).max()),
     assert seen["summary_off"] and seen["loaded"] == []
     assert seen["diff"] < 1e-4
     assert np.isfinite(seen["diff"])
+
+
+@pytest.mark.slow
+def test_unlabeled_test_clips_join_the_students_with_the_ensembles_targets(trained_ensemble,
+                                                                           tmp_path):
+    """distill.unlabeled=test: the test split's decodable clips train the students; the
+    served student's targets there are the ensemble's own test probabilities (read from its
+    run, the same as scoring them again), and nothing is scored on them."""
+    import mlflow
+    import pandas as pd
+    from conftest_ensemble import tracking_at
+
+    from fsd.distill.pool import StudentPool
+    from fsd.distill.stage import ensemble_teacher
+    from fsd.entrypoints.distill import distill_logged
+    from fsd.entrypoints.featurize import resolve_store
+    from fsd.serving.pyfunc import ensemble_of
+
+    cfg = copy.deepcopy(trained_ensemble.cfg)
+    cfg.distill.schedule.cyclic_epochs = 1
+    cfg.distill.width = 0.35
+    cfg.distill.unlabeled = "test"
+    run_id = trained_ensemble.summary["run_id"]
+    with tracking_at(trained_ensemble.uri):
+        summary = distill_logged(cfg, run_id, register=False)
+        run = mlflow.get_run(summary["run_id"])
+        store = resolve_store(trained_ensemble.cfg)[0]
+        pool = StudentPool(store, store.open_split("test"))
+        teacher = ensemble_of(mlflow.pyfunc.load_model(trained_ensemble.model_uri))
+        logged = pd.read_csv(mlflow.artifacts.download_artifacts(
+            run_id=run_id, artifact_path="test/test_probabilities.csv", dst_path=str(tmp_path)))
+        oof = pd.read_csv(mlflow.artifacts.download_artifacts(
+            run_id=summary["run_id"], artifact_path="oof/oof_student.csv",
+            dst_path=str(tmp_path)))
+    test = store.open_split("test").index
+    decodable = int((test["frames"] > 0).sum())
+    assert 0 < decodable < len(test)  # the fixture's empty clip is left out
+    assert run.data.params["student.unlabeled_clips"] == str(decodable)
+    assert summary["unlabeled_clips"] == decodable
+    assert "unlabeled test clips" in run.data.tags["mlflow.note.content"]
+    # scored on the labelled folds only, as without them
+    assert set(run.data.metrics) >= {"student/fold_0_map3", "student/fold_1_map3"}
+    assert not set(oof["fname"]) & set(test["fname"])
+    read = ensemble_teacher(teacher, pool, logged)
+    scored = ensemble_teacher(teacher, pool, None)
+    assert read.shape == (decodable, len(pool.labels))
+    np.testing.assert_allclose(read, scored, atol=1e-4)

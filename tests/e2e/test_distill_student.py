@@ -83,3 +83,43 @@ def test_the_served_student_learns_every_labelled_clip():
     probs = predict_student(cfg, student, s, np.arange(len(s.index)))
     assert probs.shape == (24, 3)
     np.testing.assert_allclose(probs.sum(axis=1), 1.0, rtol=1e-4)
+
+
+def test_unlabeled_clips_train_the_fold_k_student_and_fold_k_labels_still_never_reach_it():
+    """With the test split pooled in (distill.unlabeled: test), fold 0's student learns from
+    its teacher's targets on the unlabeled clips, and still nothing of fold 0's labels (nor
+    the test split's own labels) changes what it learns or predicts."""
+    from fsd.distill.pool import StudentPool
+    from fsd.distill.student import distill_out_of_fold
+
+    cfg = load_config("experiments/demo.yaml", TINY)
+
+    def pooled(fold0_shift: int = 0, test_shift: int = 0) -> StudentPool:
+        s, test = store(), MemoryStore.random(n_clips=12, n_classes=3, n_folds=1,
+                                              frames=(20, 60), n_mels=8, summary_dim=4, seed=5)
+        fold0 = s.index["fold"].to_numpy() == 0
+        s.index.loc[fold0, "label_id"] = (s.index.loc[fold0, "label_id"] + fold0_shift) % 3
+        test.index["label_id"] = (test.index["label_id"] + test_shift) % 3
+        return StudentPool(s, test)
+
+    pool = pooled()
+    extra = pool.unlabeled_rows
+    assert len(extra) == 12 and (pool.index["fold"].to_numpy()[extra] == -1).all()
+    rng = np.random.default_rng(0)
+    teacher = rng.random((len(pool.index), 3)).astype(np.float32)
+    teacher /= teacher.sum(axis=1, keepdims=True)
+    first = distill_out_of_fold(cfg, pool, {0: teacher}, run_eagerly=True)
+    fold0 = pool.index["fold"].to_numpy() == 0
+    assert list(first.rows) == list(np.flatnonzero(fold0))  # nothing scored on the test clips
+    # fold 0's labels and its rows of the teacher scrambled, the test split's labels too:
+    # the same student, the same answers
+    t0 = teacher.copy()
+    t0[fold0] = t0[fold0][:, ::-1]
+    again = distill_out_of_fold(cfg, pooled(fold0_shift=1, test_shift=1), {0: t0},
+                                run_eagerly=True)
+    np.testing.assert_allclose(again.probs, first.probs, rtol=1e-5, atol=1e-6)
+    # while the teacher's targets on the unlabeled clips do reach it
+    t1 = teacher.copy()
+    t1[extra] = t1[extra][:, ::-1]
+    moved = distill_out_of_fold(cfg, pooled(), {0: t1}, run_eagerly=True)
+    assert not np.allclose(moved.probs, first.probs, rtol=1e-5, atol=1e-6)

@@ -176,6 +176,28 @@ def test_main_runs_every_step_nested_then_skips_them(tmp_path, monkeypatch, caps
 
 
 @pytest.mark.slow
+def test_main_with_distill_runs_the_student_as_its_last_step(tmp_path, monkeypatch, capsys):
+    """distill.enabled: the student is a nested step after the ensemble, registered, and the
+    main run names it (a tag, its description, the printed summary)."""
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{tmp_path}/mlflow.db")
+    args = ["main", "--config", str(REPO / "experiments" / "demo.yaml"),
+            f"store.cache_dir={tmp_path}/cache", f"output_dir={tmp_path}/out", *TINY,
+            "baseline.models=[logreg]", "distill.enabled=true", "distill.width=0.35",
+            "distill.schedule.cyclic_epochs=1"]
+    assert main(args) == 0
+    client = MlflowClient()
+    runs = client.search_runs([client.get_experiment_by_name("demo").experiment_id])
+    parent = next(r for r in runs if r.data.tags["fsd.stage"] == "main")
+    student = next(r for r in runs if r.data.tags["fsd.stage"] == "distill")
+    assert student.data.tags["mlflow.parentRunId"] == parent.info.run_id
+    assert parent.data.tags["fsd.distill_run"] == student.info.run_id
+    assert "student" in parent.data.tags["mlflow.note.content"]
+    assert f"distill_run: {student.info.run_id}" in capsys.readouterr().out
+    held = client.get_model_version_by_alias("fsd-pipeline-test-student", "champion")
+    assert held.run_id == student.info.run_id
+
+
+@pytest.mark.slow
 def test_main_trains_folds_in_worker_processes(tmp_path, monkeypatch):
     monkeypatch.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{tmp_path}/mlflow.db")
     args = ["main", "--config", str(REPO / "experiments" / "demo.yaml"), "--no-ensemble",

@@ -53,3 +53,19 @@ def test_the_distill_section_has_rules():
         load_config("experiments/demo.yaml", ["distill.temperature=0"])
     with pytest.raises(ConfigError, match="distill.hard_weight"):
         load_config("experiments/demo.yaml", ["distill.hard_weight=1.5"])
+
+
+def test_the_student_has_its_own_tta_one_pass_by_default():
+    """The student is scored and served with distill.tta_* (1 x 1 by default), not the
+    ensemble's lengths x crops."""
+    from fsd.config import ConfigError, load_config
+    from fsd.distill.student import student_tta
+
+    cfg = load_config("experiments/demo.yaml")
+    assert cfg.ensemble.tta_n_lengths * cfg.ensemble.tta_crops > 1
+    assert student_tta(cfg, (30, 60)) == ([45], 1)
+    three = load_config("experiments/demo.yaml", ["distill.tta_n_lengths=3",
+                                                  "distill.tta_crops=2"])
+    assert student_tta(three, (30, 60)) == ([30, 45, 60], 2)
+    with pytest.raises(ConfigError, match="distill.tta_crops"):
+        load_config("experiments/demo.yaml", ["distill.tta_crops=0"])
