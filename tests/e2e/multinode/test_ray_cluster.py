@@ -70,6 +70,13 @@ class Driver:
         assert rc == 0, f"fsd main exited {rc}:\n{self.log.read_text()[-5000:]}"
 
 
+def _mid_fold(run) -> bool:
+    """A fold run training, with a checkpoint uploaded and stage 2's epochs still ahead: killed
+    now, it cannot finish first (one near its end, seen RUNNING, sometimes did)."""
+    return run.info.status == "RUNNING" and bool(run.data.tags.get("fsd.checkpoint")) and \
+        not any(k.startswith("stage2/") for k in run.data.metrics)
+
+
 def _runs(client, experiment: str) -> dict[str, list]:
     exp = client.get_experiment_by_name(experiment)
     by_stage: dict[str, list] = {}
@@ -172,8 +179,7 @@ def test_a_node_dies_mid_fold_and_the_fold_resumes_elsewhere(stack, ray_cluster,
         exp = client.get_experiment_by_name("node-kill")
         if exp is not None:
             for r in client.search_runs([exp.experiment_id], "tags.`fsd.stage` = 'train_fold'"):
-                if r.data.tags.get("fsd.ray_node") == worker_id and \
-                        r.data.tags.get("fsd.checkpoint") and r.info.status == "RUNNING":
+                if r.data.tags.get("fsd.ray_node") == worker_id and _mid_fold(r):
                     victim = r
         time.sleep(0.3)
     cluster.remove_node(cluster.worker, allow_graceful=False)
@@ -245,8 +251,7 @@ def test_a_driver_killed_mid_pipeline_resumes_when_started_again(stack, ray_clus
         folds = client.search_runs([exp.experiment_id], "tags.`fsd.stage` = 'train_fold'") \
             if exp else []
         done = {r.data.tags["fsd.fold"]: r for r in folds if r.info.status == "FINISHED"}
-        going = {r.data.tags["fsd.fold"]: r for r in folds if r.info.status == "RUNNING"
-                 and r.data.tags.get("fsd.checkpoint")}
+        going = {r.data.tags["fsd.fold"]: r for r in folds if _mid_fold(r)}
         if done and going:
             break
         time.sleep(0.3)
