@@ -4,9 +4,10 @@ of devstack.py, each step a ``python -m fsd`` process of its own, as on separate
 1. ``fsd featurize`` once, then its store hidden (the other "machines" share no disk);
 2. ``fsd train-fold`` for folds 0 and 1 at the same time, on two machines, each fetching the
    features through the artifact store into its own cache;
-3. ``fsd main`` on the local executor, on a fourth machine: it reuses the featurize run and the
-   two folds (the same training key), fits the logreg baseline and runs the ensemble
-   (registered, @champion).
+3. ``fsd main`` on the local executor, back on the first machine (its store gone): it reuses
+   the featurize run (fetching its features) and the two folds (the same training key: what
+   the local executor's fold workers run is this same ``fsd train-fold``), fits the logreg
+   baseline and runs the ensemble (registered, @champion).
 
 test_distributed.py checks what these left on the server (and sweeps on top);
 test_ray_cluster.py checks that ``fsd main --executor ray`` with the same :data:`PIPELINE`
@@ -111,7 +112,9 @@ def run_local_pipeline(stack, root: Path, settings: list[str]) -> LocalPipeline:
         folds = [pipeline.fsd(f"fold{k}", "train-fold", "--fold", str(k)) for k in (0, 1)]
         for w in folds:
             w.wait()
-        pipeline.fsd("main", "main").wait()
+        # on the featurize machine: the synthetic clips are made in a machine's own cache, and
+        # with them the features' key (elsewhere main would featurize, and train, anew)
+        pipeline.fsd("main", "main", where="featurize").wait()
         (main,) = client.search_runs([exp.experiment_id], "tags.`fsd.stage` = 'main'")
         pipeline.main_run = main.info.run_id
     return pipeline
