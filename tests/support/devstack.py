@@ -264,15 +264,21 @@ class Stack:
         _wait("PostgreSQL", ok, self._pg, 60, self.root / "postgres.log")
 
     def _create_databases(self) -> None:
+        self.create_database("mlflow", "optuna", "mlflow_auth")
+
+    def create_database(self, *names: str) -> None:
+        """New, empty databases owned by the stack's user (e.g. an Optuna study of its own)."""
         import psycopg2
 
         conn = psycopg2.connect(host="127.0.0.1", port=self.pg_port, user=PG_USER,
                                 password=self.pg_password, dbname="postgres")
         conn.autocommit = True
-        with conn.cursor() as cur:
-            for db in ("mlflow", "optuna", "mlflow_auth"):
-                cur.execute(f"CREATE DATABASE {db}")
-        conn.close()
+        try:
+            with conn.cursor() as cur:
+                for db in names:
+                    cur.execute(f"CREATE DATABASE {db}")
+        finally:
+            conn.close()
 
     def _start_s3(self) -> None:
         self.s3_port = free_port()

@@ -17,7 +17,7 @@ import os
 from collections.abc import Iterator
 from contextlib import contextmanager
 
-from devstack import skip_or_fail
+from devstack import free_port, skip_or_fail
 
 LOOPBACK = "127.0.0.1"
 os.environ["RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER"] = "0"
@@ -34,8 +34,9 @@ def require_ray() -> None:
 
 @contextmanager
 def local_cluster(nodes: int = 2, cpus_per_node: float = 1) -> Iterator[object]:
-    """A ``nodes``-node Ray cluster on loopback (``.address`` to join it); the driver's Ray
-    connection and every node are shut down on exit."""
+    """A ``nodes``-node Ray cluster on loopback (``.address`` to join it, ``.worker`` its last
+    node, ``.node_args`` what to add a node with); the driver's Ray connection and every node
+    are shut down on exit."""
     require_ray()
     import ray
     from ray._private import ray_constants
@@ -43,16 +44,33 @@ def local_cluster(nodes: int = 2, cpus_per_node: float = 1) -> Iterator[object]:
 
     # Ray imported before this module set the variable (a test imported it directly)
     ray_constants.ENABLE_RAY_CLUSTER = False
+    common = {"num_cpus": cpus_per_node, "node_ip_address": LOOPBACK,
+              "object_store_memory": 80 << 20}
     cluster = Cluster(initialize_head=True, head_node_args={
-        "num_cpus": cpus_per_node, "node_ip_address": LOOPBACK, "include_dashboard": False})
+        # its own ports, beside any other Ray on this machine
+        **common, "gcs_server_port": free_port(), "include_dashboard": False,
+        "ray_client_server_port": free_port(), "dashboard_agent_listen_port": free_port()})
+    cluster.node_args = common
     try:
         for _ in range(nodes - 1):
-            cluster.add_node(num_cpus=cpus_per_node, node_ip_address=LOOPBACK)
+            cluster.worker = cluster.add_node(**common)
         cluster.wait_for_nodes()
         yield cluster
     finally:
         ray.shutdown()
         cluster.shutdown()
+
+
+@contextmanager
+def driver_session() -> Iterator[None]:
+    """The Ray connection this process opens inside the block is closed after it (a cluster
+    shared by several modules stays up for the next one)."""
+    try:
+        yield
+    finally:
+        import ray
+
+        ray.shutdown()
 
 
 def node_addresses() -> set[str]:

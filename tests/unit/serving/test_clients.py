@@ -73,19 +73,31 @@ def test_the_token_lets_requests_through_and_probes_stay_open():
     assert call(Front(Echo()), good())[0] == 200  # no token configured: none asked
 
 
-@pytest.mark.parametrize("host,extra,code,match", [
-    ("0.0.0.0", [], 2, "refusing to listen on 0.0.0.0 without a token"),
-    ("::", [], 2, "without a token"),
-    ("127.0.0.1", ["--token-file", "/nonexistent/token"], 2,
+def test_serve_refuses_an_open_address_without_a_token():
+    """As a user sees it: `fsd serve` in its own process, one error line and no traceback."""
+    done = subprocess.run([sys.executable, "-m", "fsd", "serve", "--model", "models:/none@x",
+                           "--host", "0.0.0.0"], capture_output=True, text=True, timeout=120,
+                          cwd=REPO)
+    assert done.returncode == 2, done.stderr[-2000:]
+    assert "refusing to listen on 0.0.0.0 without a token" in done.stderr
+    assert "Traceback" not in done.stderr
+    assert len([ln for ln in done.stderr.splitlines() if " ERROR " in ln]) == 1
+
+
+@pytest.mark.parametrize("host,extra,match", [
+    ("::", [], "refusing to listen on :: without a token"),
+    ("127.0.0.1", ["--token-file", "/nonexistent/token"],
      "cannot read the token file /nonexistent/token"),
 ])
-def test_serve_refuses_an_open_address_without_a_token(tmp_path, host, extra, code, match):
-    done = subprocess.run([sys.executable, "-m", "fsd", "serve", "--model", "models:/none@x",
-                           "--host", host, *extra], capture_output=True, text=True, timeout=120,
-                          cwd=REPO)
-    assert done.returncode == code, done.stderr[-2000:]
-    assert match in done.stderr and "Traceback" not in done.stderr
-    assert len([ln for ln in done.stderr.splitlines() if " ERROR " in ln]) == 1
+def test_serve_refuses_before_loading_a_model(caplog, host, extra, match):
+    """The other refusals through the same command line, in this process (a process of its
+    own costs seconds; the one above shows what the user sees)."""
+    from fsd.cli import main
+
+    with caplog.at_level("INFO"):
+        assert main(["serve", "--model", "models:/none@x", "--host", host, *extra]) == 2
+    errors = [r.getMessage() for r in caplog.records if r.levelname == "ERROR"]
+    assert len(errors) == 1 and match in errors[0], errors
 
 
 def test_a_short_token_file_is_refused(tmp_path):

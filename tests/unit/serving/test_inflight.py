@@ -104,7 +104,8 @@ def test_a_timed_out_request_stops_its_windows_and_frees_its_admission():
 
 
 def test_past_the_ceiling_new_work_is_a_503_at_once():
-    ens = SlowBand(config(), delay=0.3)
+    # ~17 window batches: the first request stays in flight ~2.5 s, past the 503's 1 s
+    ens = SlowBand(config(), delay=0.15)
     ens.info.max_request_frames = 30_000  # the ceiling: one such request (19,600) in flight
     front = Front(Scoring(ens), timeout_s=20)
     first: list = []

@@ -1,7 +1,8 @@
 """The ensemble's TTA scoring in shards on Ray actors (fsd.cluster.scoring) against the local,
-unsharded scoring: a real 2-node Ray cluster on loopback (tests/support/raycluster.py), the
-tiny trained ensemble of tests/support/conftest_ensemble.py. Without Ray it skips; under
-FSD_REQUIRE_DISTRIBUTED=1 that is a failure instead."""
+unsharded scoring: a real 2-node Ray cluster on loopback (tests/support/raycluster.py, shared
+with this folder's other modules: conftest.py), the tiny trained ensemble of
+tests/support/conftest_ensemble.py. Without Ray it skips; under FSD_REQUIRE_DISTRIBUTED=1 that
+is a failure instead."""
 
 from __future__ import annotations
 
@@ -9,12 +10,12 @@ import dataclasses
 
 import numpy as np
 import pytest
-from raycluster import local_cluster, node_addresses
+from raycluster import driver_session, node_addresses
 
 pytestmark = [pytest.mark.e2e, pytest.mark.distributed, pytest.mark.slow]
 
 
-def test_tta_shards_on_ray_actors_equal_local_scoring(trained_ensemble, tmp_path):
+def test_tta_shards_on_ray_actors_equal_local_scoring(trained_ensemble, ray_cluster, tmp_path):
     """OOF and test scoring on 2 actors on 2 nodes == the local, unsharded scoring, bit for
     bit; then the ensemble step with cluster.executor=ray scores what the local one did."""
     from conftest_ensemble import tracking_at
@@ -26,7 +27,9 @@ def test_tta_shards_on_ray_actors_equal_local_scoring(trained_ensemble, tmp_path
     from fsd.tracking.lookups import training_config
 
     te = trained_ensemble
-    with tracking_at(te.uri), local_cluster(nodes=2, cpus_per_node=1) as cluster:
+    cluster = ray_cluster
+    # the scorer joins the cluster itself (fsd.cluster.runtime.connect); it leaves after the test
+    with tracking_at(te.uri), driver_session():
         runs = select_fold_runs(te.cfg, None)
         first = next(iter(runs.values()))
         train_cfg = training_config(te.cfg, first)

@@ -1,13 +1,15 @@
 """`fsd main --executor ray` on a real 2-node Ray cluster, with the team's tracking stack.
 
 A head node and a worker node (`ray.cluster_utils.Cluster`, one CPU each, every address
-127.0.0.1) and PostgreSQL + moto S3 + `mlflow server` (`tests/devstack.py`). The driver is
+127.0.0.1) and PostgreSQL + moto S3 + `mlflow server` (tests/support/devstack.py), both shared
+with this folder's other modules (conftest.py). The driver is
 `fsd main` in its own process; each fold and baseline is a Ray task that runs `fsd train-fold`
 / `fsd baseline` in a process of its own, with node-local outputs and feature cache: the
 nodes exchange everything through the tracking server and its artifact store.
 
-1. the demo's folds land on both nodes (two `fsd.ray_node` values), and the out-of-fold MAP@3
-   equals the local executor's on the same folds and seeds;
+1. the demo's folds land on both nodes (two `fsd.ray_node` values), and the folds' and the
+   out-of-fold MAP@3 equal the local pipeline's on the same folds and seeds (conftest.py's
+   ``local_pipeline``, which test_distributed.py checks too: `fsd main` on the local executor);
 2. the worker node is killed mid-fold, after its first checkpoint upload: Ray retries the fold
    on the head node, which resumes it from the artifact store's checkpoint; the dead attempt's
    run ends KILLED; the pipeline finishes and registers a model;
@@ -23,74 +25,32 @@ Without Ray or the stack it skips; with FSD_REQUIRE_DISTRIBUTED=1 (.ci/run) it f
 
 from __future__ import annotations
 
-import os
 import subprocess
 import sys
 import time
 from pathlib import Path
 
-import devstack
 import pytest
-from tiny_schedule import ONE_EPOCH
+from stack_pipeline import CONFIG, PIPELINE, worker_env
 
 pytestmark = [pytest.mark.e2e, pytest.mark.distributed, pytest.mark.slow]
 
-REPO = Path(__file__).resolve().parents[2]
-CONFIG = str(REPO / "experiments" / "demo.yaml")
-TINY = [*ONE_EPOCH, "folds.n_folds=2", "store.workers=1", "model.backbone=cnn",
-        "model.cnn_channels=[8,16]", "model.cnn_convs=1", "model.dense1=16", "model.dense2=16",
-        "ensemble.tta_n_lengths=1", "ensemble.tta_crops=2", "ensemble.blend=false",
-        "baseline.models=[logreg]", "cluster.cpus_per_fold=1"]
 
+@pytest.fixture(scope="module", autouse=True)
+def connected(stack, ray_cluster):
+    """This process joined to the cluster (to read its nodes, and for the in-process tests),
+    its own MLflow clients reading the server as a worker does."""
+    import ray
 
-def _required(reason: str) -> None:
-    if os.environ.get("FSD_REQUIRE_DISTRIBUTED") == "1":
-        pytest.fail(f"FSD_REQUIRE_DISTRIBUTED=1 but {reason}")
-    pytest.skip(reason)
-
-
-@pytest.fixture(scope="module")
-def stack(tmp_path_factory):
-    missing = devstack.missing_parts()
-    if missing:
-        _required("the distributed stack needs " + "; ".join(missing))
-    # the test's own MLflow clients read the server as a worker does
-    with devstack.Stack(tmp_path_factory.mktemp("stack")) as s, s.credentials():
-        yield s
-
-
-@pytest.fixture(scope="module")
-def cluster():
-    """A head and a worker node on 127.0.0.1, one CPU each (so two folds take both)."""
-    # Ray advertises the machine's network address unless told this (see issue 28's note);
-    # read when Ray is imported, so set before (and left as it was afterwards)
-    before = os.environ.get("RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER")
-    os.environ["RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER"] = "0"
+    ray.init(address=ray_cluster.address)
     try:
-        import ray
-        from ray.cluster_utils import Cluster
-    except ImportError:
-        _required("Ray is not installed (pip install 'fsd[ray]')")
-    common = {"num_cpus": 1, "node_ip_address": "127.0.0.1", "object_store_memory": 80 << 20}
-    c = Cluster(initialize_head=True, head_node_args={
-        # its own ports, beside any other Ray on this machine
-        **common, "gcs_server_port": devstack.free_port(), "include_dashboard": False,
-        "ray_client_server_port": devstack.free_port(),
-        "dashboard_agent_listen_port": devstack.free_port()})
-    try:
-        c.worker = c.add_node(**common)
-        ray.init(address=c.address)
         addresses = {n["NodeManagerAddress"] for n in ray.nodes() if n["Alive"]}
         assert addresses == {"127.0.0.1"}, f"a Ray node is not on loopback: {addresses}"
         assert len([n for n in ray.nodes() if n["Alive"]]) == 2
-        yield c
+        with stack.credentials():
+            yield
     finally:
         ray.shutdown()
-        c.shutdown()
-        if before is None:
-            os.environ.pop("RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER", None)
-        else:
-            os.environ["RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER"] = before
 
 
 class Driver:
@@ -101,7 +61,7 @@ class Driver:
         self.log = where / f"{name}.log"
         with open(self.log, "wb") as fh:
             self.proc = subprocess.Popen(
-                [sys.executable, "-m", "fsd", "main", "--config", CONFIG, *TINY,
+                [sys.executable, "-m", "fsd", "main", "--config", CONFIG, *PIPELINE,
                  f"output_dir={where / 'out'}", f"store.cache_dir={where / 'cache'}", *args],
                 cwd=where, env=env, stdout=fh, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL)
 
@@ -110,12 +70,11 @@ class Driver:
         assert rc == 0, f"fsd main exited {rc}:\n{self.log.read_text()[-5000:]}"
 
 
-def _env(stack) -> dict[str, str]:
-    base = {k: v for k, v in os.environ.items()
-            if not k.startswith(("MLFLOW_", "AWS_", "PG", "RAY_ADDRESS"))}
-    return {**base, **stack.worker_env, "MLFLOW_SKIP_PIP_REQUIREMENTS_CHECK": "true",
-            "TF_CPP_MIN_LOG_LEVEL": "2", "PYTHONPATH": str(REPO),
-            "AWS_ACCESS_KEY_ID": stack.aws_key_id, "AWS_SECRET_ACCESS_KEY": stack.aws_secret}
+def _mid_fold(run) -> bool:
+    """A fold run training, with a checkpoint uploaded and stage 2's epochs still ahead: killed
+    now, it cannot finish first (one near its end, seen RUNNING, sometimes did)."""
+    return run.info.status == "RUNNING" and bool(run.data.tags.get("fsd.checkpoint")) and \
+        not any(k.startswith("stage2/") for k in run.data.metrics)
 
 
 def _runs(client, experiment: str) -> dict[str, list]:
@@ -126,20 +85,17 @@ def _runs(client, experiment: str) -> dict[str, list]:
     return by_stage
 
 
-def test_folds_on_both_nodes_match_the_local_executor(stack, cluster, tmp_path):
+def test_folds_on_both_nodes_match_the_local_executor(stack, ray_cluster, local_pipeline,
+                                                       tmp_path):
     from mlflow.tracking import MlflowClient
 
     client = MlflowClient(tracking_uri=stack.tracking_uri)
-    env = _env(stack)
-    ray_main = Driver("ray", ["--executor", "ray", "--ray-address", cluster.address,
+    ray_main = Driver("ray", ["--executor", "ray", "--ray-address", ray_cluster.address,
                               "tracking.experiment=on-ray", "ensemble.model_name=fsd-ray"],
-                      env, tmp_path / "ray")
+                      worker_env(stack), tmp_path / "ray")
     ray_main.wait()
-    local_main = Driver("local", ["tracking.experiment=on-local", "ensemble.model_name=fsd-local"],
-                        env, tmp_path / "local")
-    local_main.wait()
 
-    on_ray, on_local = _runs(client, "on-ray"), _runs(client, "on-local")
+    on_ray = _runs(client, "on-ray")
     (main,) = on_ray["main"]
     folds = {int(r.data.tags["fsd.fold"]): r for r in on_ray["train_fold"]}
     assert sorted(folds) == [0, 1]
@@ -156,9 +112,11 @@ def test_folds_on_both_nodes_match_the_local_executor(stack, cluster, tmp_path):
     assert client.get_model_version_by_alias("fsd-ray", "champion").run_id == \
         on_ray["ensemble"][0].info.run_id
 
-    # the same folds and seeds on this machine's local executor: the same figures
-    (local,) = on_local["main"]
-    local_folds = {int(r.data.tags["fsd.fold"]): r for r in on_local["train_fold"]}
+    # the same folds and seeds in the local pipeline on this machine (conftest.py: the folds
+    # in `fsd train-fold` processes, `fsd main` on the local executor): the same figures
+    local = client.get_run(local_pipeline.main_run)
+    local_folds = {int(r.data.tags["fsd.fold"]): r for r in
+                   map(client.get_run, local.data.tags["fsd.fold_runs"].split(","))}
     for k in (0, 1):
         assert folds[k].data.metrics["val_map3"] == local_folds[k].data.metrics["val_map3"], k
     for key in ("oof_map3", "cnn_oof_map3", "best_baseline_oof_map3"):
@@ -167,7 +125,7 @@ def test_folds_on_both_nodes_match_the_local_executor(stack, cluster, tmp_path):
     # no credential in the driver's log, nor in any log of the Ray nodes (Ray logs a job's
     # runtime environment there: the credentials travel through the object store instead)
     texts = {"driver log": ray_main.log.read_text(errors="replace")}
-    logs = Path(cluster.head_node.get_session_dir_path()) / "logs"
+    logs = Path(ray_cluster.head_node.get_session_dir_path()) / "logs"
     texts |= {p.name: p.read_text(errors="replace") for p in logs.rglob("*") if p.is_file()}
     assert any("Creating runtime env" in t for t in texts.values())  # the log checked is there
     for secret in stack.secrets + [stack.aws_key_id]:
@@ -175,7 +133,7 @@ def test_folds_on_both_nodes_match_the_local_executor(stack, cluster, tmp_path):
             assert secret not in text, f"a credential leaked into {where}"
 
 
-def test_credentials_reach_tasks_without_the_runtime_environment(cluster, monkeypatch):
+def test_credentials_reach_tasks_without_the_runtime_environment(monkeypatch):
     import ray
 
     from fsd.cluster import runtime
@@ -201,17 +159,18 @@ def test_credentials_reach_tasks_without_the_runtime_environment(cluster, monkey
     assert {r[2] for r in results} == {""}
 
 
-def test_a_node_dies_mid_fold_and_the_fold_resumes_elsewhere(stack, cluster, tmp_path):
+def test_a_node_dies_mid_fold_and_the_fold_resumes_elsewhere(stack, ray_cluster, tmp_path):
     from mlflow.tracking import MlflowClient
 
     client = MlflowClient(tracking_uri=stack.tracking_uri)
+    cluster = ray_cluster
     worker_id = cluster.worker.node_id
     # the fold must live long enough to be killed after its first upload: more epochs
     longer = ["train.stage1.cyclic_epochs=3", "train.stage2.cyclic_epochs=3",
               "tracking.experiment=node-kill", "ensemble.model_name=fsd-node-kill",
               "baseline.models=[]", "cluster.max_retries=2"]
     driver = Driver("kill", ["--executor", "ray", "--ray-address", cluster.address, *longer],
-                    _env(stack), tmp_path / "kill")
+                    worker_env(stack), tmp_path / "kill")
     deadline = time.monotonic() + 600
     victim = None
     while victim is None:
@@ -220,16 +179,14 @@ def test_a_node_dies_mid_fold_and_the_fold_resumes_elsewhere(stack, cluster, tmp
         exp = client.get_experiment_by_name("node-kill")
         if exp is not None:
             for r in client.search_runs([exp.experiment_id], "tags.`fsd.stage` = 'train_fold'"):
-                if r.data.tags.get("fsd.ray_node") == worker_id and \
-                        r.data.tags.get("fsd.checkpoint") and r.info.status == "RUNNING":
+                if r.data.tags.get("fsd.ray_node") == worker_id and _mid_fold(r):
                     victim = r
         time.sleep(0.3)
     cluster.remove_node(cluster.worker, allow_graceful=False)
     try:
         driver.wait()
     finally:
-        cluster.worker = cluster.add_node(num_cpus=1, node_ip_address="127.0.0.1",
-                                          object_store_memory=80 << 20)
+        cluster.worker = cluster.add_node(**cluster.node_args)
 
     runs = _runs(client, "node-kill")
     fold = victim.data.tags["fsd.fold"]
@@ -250,13 +207,13 @@ def test_a_node_dies_mid_fold_and_the_fold_resumes_elsewhere(stack, cluster, tmp
 
 
 def test_a_task_that_fails_for_good_names_its_fold_and_node_and_the_others_finish(
-        stack, cluster, monkeypatch, tmp_path):
+        stack, monkeypatch, tmp_path):
     import ray
 
     from fsd.cluster.folds import ClusterError, train_on_ray
     from fsd.config import load_config
 
-    cfg = load_config(CONFIG, [*TINY, "cluster.executor=ray"])
+    cfg = load_config(CONFIG, [*PIPELINE, "cluster.executor=ray"])
     nodes = {n["NodeID"] for n in ray.nodes() if n["Alive"]}
     # a tracking store in a file on this machine: the other node cannot reach it
     monkeypatch.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{tmp_path / 'mlflow.db'}")
@@ -273,17 +230,19 @@ def test_a_task_that_fails_for_good_names_its_fold_and_node_and_the_others_finis
     assert "rerun the same command to resume" in message
 
 
-def test_a_driver_killed_mid_pipeline_resumes_when_started_again(stack, cluster, tmp_path):
+def test_a_driver_killed_mid_pipeline_resumes_when_started_again(stack, ray_cluster, tmp_path):
     from mlflow.tracking import MlflowClient
 
     client = MlflowClient(tracking_uri=stack.tracking_uri)
-    # three folds on two one-CPU nodes: the third starts when the first is done
-    args = ["--executor", "ray", "--ray-address", cluster.address, "folds.n_folds=3",
+    # three folds on two one-CPU nodes: the third starts when the first is done (no baseline
+    # task: it would hold a CPU, and what is killed and resumed here are folds)
+    args = ["--executor", "ray", "--ray-address", ray_cluster.address, "folds.n_folds=3",
             "train.stage1.cyclic_epochs=3", "train.stage2.cyclic_epochs=3",
-            "tracking.experiment=driver-kill", "ensemble.model_name=fsd-driver-kill"]
+            "tracking.experiment=driver-kill", "ensemble.model_name=fsd-driver-kill",
+            "baseline.models=[]"]
     # the same machine and folders both times (the synthetic clips, and so the features' key,
     # are made in the driver's cache)
-    first = Driver("first", args, _env(stack), tmp_path / "driver")
+    first = Driver("first", args, worker_env(stack), tmp_path / "driver")
     deadline = time.monotonic() + 600
     while True:
         assert first.proc.poll() is None, first.log.read_text()[-4000:]
@@ -292,15 +251,14 @@ def test_a_driver_killed_mid_pipeline_resumes_when_started_again(stack, cluster,
         folds = client.search_runs([exp.experiment_id], "tags.`fsd.stage` = 'train_fold'") \
             if exp else []
         done = {r.data.tags["fsd.fold"]: r for r in folds if r.info.status == "FINISHED"}
-        going = {r.data.tags["fsd.fold"]: r for r in folds if r.info.status == "RUNNING"
-                 and r.data.tags.get("fsd.checkpoint")}
+        going = {r.data.tags["fsd.fold"]: r for r in folds if _mid_fold(r)}
         if done and going:
             break
         time.sleep(0.3)
     first.proc.kill()  # the driver dies: Ray ends its job's tasks, and their processes
     first.proc.wait()
 
-    second = Driver("second", args, _env(stack), tmp_path / "driver")
+    second = Driver("second", args, worker_env(stack), tmp_path / "driver")
     second.wait()
     runs = _runs(client, "driver-kill")
     mains = sorted(runs["main"], key=lambda r: r.info.start_time)

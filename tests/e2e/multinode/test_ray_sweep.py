@@ -1,50 +1,44 @@
 """``fsd sweep --executor ray --workers N``: Optuna workers as Ray tasks on one shared study,
 for real: a 2-node Ray cluster on loopback, the PostgreSQL + S3 + mlflow server stack of
-tests/support/devstack.py, one featurize, and a driver that
-starts 2 sweep workers as Ray tasks (one per node) on a study in PostgreSQL. A local sqlite
-study is refused on that cluster first. Without PostgreSQL or Ray this skips, saying what is
-missing; under FSD_REQUIRE_DISTRIBUTED=1 that is a failure instead.
+tests/support/devstack.py (both shared with this folder's other modules: conftest.py), one
+featurize, and a driver that starts 2 sweep workers as Ray tasks (one per node) on a study in
+PostgreSQL. A local sqlite study is refused on that cluster first. Without PostgreSQL or Ray
+this skips, saying what is missing; under FSD_REQUIRE_DISTRIBUTED=1 that is a failure instead.
 """
 
 from __future__ import annotations
 
-import os
 import re
 import subprocess
 import sys
 from pathlib import Path
 
 import pytest
-from raycluster import local_cluster, require_ray
+from stack_pipeline import CONFIG, worker_env
 from tiny_schedule import ONE_EPOCH
 
 pytestmark = [pytest.mark.e2e, pytest.mark.distributed, pytest.mark.slow]
 
-REPO = Path(__file__).resolve().parents[2]
-CONFIG = str(REPO / "experiments" / "demo.yaml")
+# its own experiment and study database: the stack is shared with this folder's other modules
+EXPERIMENT = "ray-sweep"
+STUDY_DB = "optuna_ray_sweep"
 TINY = [*ONE_EPOCH, "store.workers=1", "model.backbone=cnn", "model.cnn_channels=[8,16]",
         "model.cnn_convs=1", "model.dense1=16", "model.dense2=16",
         "sweep.cyclic_epochs=1", "sweep.plateau_low_epochs=0", "sweep.plateau_high_epochs=0",
         "sweep.crop_min_low=30", "sweep.crop_min_high=40", "sweep.crop_max_low=60",
-        "sweep.crop_max_high=80", "sweep.pruner=none", "sweep.folds=[0]"]
+        "sweep.crop_max_high=80", "sweep.pruner=none", "sweep.folds=[0]",
+        f"tracking.experiment={EXPERIMENT}"]
 
 
-
-def test_sweep_workers_as_ray_tasks_share_a_postgresql_study(tmp_path):
-    import devstack
-
-    require_ray()
-    devstack.require_stack()
+def test_sweep_workers_as_ray_tasks_share_a_postgresql_study(stack, ray_cluster, tmp_path):
     from mlflow.tracking import MlflowClient
 
     logs = tmp_path / "logs"
     logs.mkdir()
-    with devstack.Stack(tmp_path / "stack") as stack, stack.credentials(), \
-            local_cluster(2, 1) as cluster:
-        base = {k: v for k, v in os.environ.items()
-                if not k.startswith(("MLFLOW_", "AWS_", "PG", "RAY_ADDRESS"))}
-        env = {**base, **stack.worker_env, "MLFLOW_SKIP_PIP_REQUIREMENTS_CHECK": "true",
-               "TF_CPP_MIN_LOG_LEVEL": "2", "PYTHONPATH": str(REPO)}
+    stack.create_database(STUDY_DB)
+    cluster = ray_cluster
+    with stack.credentials():
+        env = worker_env(stack)
         where = [f"store.cache_dir={tmp_path / 'cache'}", f"output_dir={tmp_path / 'out'}"]
 
         def fsd(name: str, *args: str) -> tuple[int, str]:
@@ -66,16 +60,16 @@ def test_sweep_workers_as_ray_tasks_share_a_postgresql_study(tmp_path):
         rc, out = fsd("sweep", "sweep", "--executor", "ray", "--workers", "2",
                       "--ray-address", cluster.address, "--n-trials", "2",
                       # the password travels in the runtime env, never in an argument
-                      f"sweep.storage={stack.db_url('optuna', with_password=True)}")
+                      f"sweep.storage={stack.db_url(STUDY_DB, with_password=True)}")
         assert rc == 0, out[-4000:]
 
         # two workers, one per node, each ran its trial on the shared study
         nodes = re.findall(r"sweep worker \d on node ([0-9a-f]+): done", out)
         assert len(nodes) == 2, out[-3000:]
-        states = dict(stack.sql("optuna", "SELECT number, state FROM trials ORDER BY number"))
+        states = dict(stack.sql(STUDY_DB, "SELECT number, state FROM trials ORDER BY number"))
         assert sorted(states) == [0, 1] and set(states.values()) == {"COMPLETE"}, states
         client = MlflowClient(tracking_uri=stack.tracking_uri)
-        exp = client.get_experiment_by_name("demo")
+        exp = client.get_experiment_by_name(EXPERIMENT)
         runs = client.search_runs([exp.experiment_id], max_results=100)
         sweeps = [r for r in runs if r.data.tags.get("fsd.stage") == "sweep"]
         trials = [r for r in runs if r.data.tags.get("fsd.stage") == "sweep_trial"]
@@ -83,7 +77,7 @@ def test_sweep_workers_as_ray_tasks_share_a_postgresql_study(tmp_path):
         assert {r.data.tags.get("fsd.ray_node") for r in sweeps} == set(nodes)
         assert len(set(nodes)) == 2, "the workers did not spread over both nodes"
         assert len(trials) == 2 and {r.info.status for r in trials} == {"FINISHED"}
-        assert {r.data.params.get("sweep.storage") for r in sweeps} == {stack.db_url("optuna")}
+        assert {r.data.params.get("sweep.storage") for r in sweeps} == {stack.db_url(STUDY_DB)}
         texts = {p.name: p.read_text(errors="replace") for p in logs.iterdir()}
         texts["mlflow db"] = stack.dump_database("mlflow")
         # nor in any log of the Ray nodes (Ray logs a job's runtime environment, values too)

@@ -1,13 +1,14 @@
 """The team setup for real: PostgreSQL + an S3 server + `mlflow server`, and many workers.
 
-Starts the local stand-in of `tests/devstack.py` (Debian PostgreSQL, moto's S3 server, a real
-`mlflow server` with a PostgreSQL backend store and proxied S3 artifacts) on 127.0.0.1, then,
-each in its own process as on separate machines: featurize once; folds 0 and 1 at the same
-time, each fetching the features through the artifact store into its own cache; the ensemble
-(registered, @champion); a sweep whose first worker is killed mid-trial and two more workers
-that share the Optuna study in PostgreSQL. Checks runs, per-epoch metrics, trials, the
-registered model, the bucket's objects, and that no credential reached the tracking data, the
-study, the bucket or the logs.
+On the stand-in stack of tests/support/devstack.py (Debian PostgreSQL, moto's S3 server, a
+real `mlflow server` with a PostgreSQL backend store and proxied S3 artifacts, on 127.0.0.1),
+shared by this folder's modules (conftest.py), each step in its own process as on separate
+machines: the local pipeline of tests/support/stack_pipeline.py (featurize once; folds 0 and 1
+at the same time, each fetching the features through the artifact store into its own cache;
+`fsd main` reusing them, fitting a baseline and registering the ensemble @champion); then a
+sweep whose first worker is killed mid-trial and two more workers that share the Optuna study
+in PostgreSQL. Checks runs, per-epoch metrics, trials, the registered model, the bucket's
+objects, and that no credential reached the tracking data, the study, the bucket or the logs.
 
 Without PostgreSQL or the Python packages (a laptop) it skips, saying what is missing;
 with FSD_REQUIRE_DISTRIBUTED=1 (.ci/run sets it) that is a failure instead.
@@ -16,104 +17,47 @@ with FSD_REQUIRE_DISTRIBUTED=1 (.ci/run sets it) that is a failure instead.
 from __future__ import annotations
 
 import os
-import signal
 import subprocess
 import sys
 import time
-from pathlib import Path
 
 import devstack
 import pytest
-from tiny_schedule import ONE_EPOCH
+from stack_pipeline import EXPERIMENT, MODEL_NAME
 
 pytestmark = [pytest.mark.e2e, pytest.mark.distributed, pytest.mark.slow]
 
-REPO = Path(__file__).resolve().parents[2]
-CONFIG = str(REPO / "experiments" / "demo.yaml")
-TINY = [*ONE_EPOCH, "folds.n_folds=2",
-        "store.workers=1", "model.backbone=cnn", "model.cnn_channels=[8,16]", "model.cnn_convs=1",
-        "model.dense1=16", "model.dense2=16",
-        "ensemble.tta_n_lengths=1", "ensemble.tta_crops=2", "ensemble.blend=false",
-        "ensemble.model_name=fsd-distributed-test",
-        "sweep.cyclic_epochs=1", "sweep.plateau_low_epochs=0", "sweep.plateau_high_epochs=0",
-        "sweep.crop_min_low=30", "sweep.crop_min_high=40", "sweep.crop_max_low=60",
-        "sweep.crop_max_high=80", "sweep.pruner=none"]
+SWEEP = ["sweep.cyclic_epochs=1", "sweep.plateau_low_epochs=0", "sweep.plateau_high_epochs=0",
+         "sweep.crop_min_low=30", "sweep.crop_min_high=40", "sweep.crop_max_low=60",
+         "sweep.crop_max_high=80", "sweep.pruner=none"]
+# a trial's heartbeat every second, stale after 8 s: the killed worker's trial is failed soon
+SWEEP_ENV = {"FSD_SWEEP_HEARTBEAT_S": "1", "FSD_SWEEP_GRACE_S": "8"}
 
 
-@pytest.fixture(scope="module")
-def stack(tmp_path_factory):
-    devstack.require_stack()
-    with devstack.Stack(tmp_path_factory.mktemp("stack")) as s:
-        yield s
-
-
-class Worker:
-    """`python -m fsd ...` in its own process (session), as on another machine."""
-
-    def __init__(self, name: str, args: list[str], env: dict[str, str], logs: Path):
-        self.name = name
-        self.log = logs / f"{name}.log"
-        with open(self.log, "wb") as fh:
-            self.proc = subprocess.Popen([sys.executable, "-m", "fsd", *args], cwd=logs, env=env,
-                                         stdout=fh, stderr=subprocess.STDOUT,
-                                         stdin=subprocess.DEVNULL, start_new_session=True)
-
-    def wait(self, timeout: float = 600) -> None:
-        rc = self.proc.wait(timeout=timeout)
-        assert rc == 0, f"{self.name} exited {rc}:\n{self.log.read_text()[-4000:]}"
-
-    def kill(self) -> None:
-        os.killpg(self.proc.pid, signal.SIGKILL)
-        self.proc.wait(timeout=30)
-
-
-def test_pipeline_and_sweep_on_a_shared_tracking_server(stack, tmp_path, monkeypatch):
+def test_pipeline_and_sweep_on_a_shared_tracking_server(stack, local_pipeline, monkeypatch):
     from mlflow.tracking import MlflowClient
 
     # this process reads the results back as a worker would: with the worker's credentials
     for key in ("MLFLOW_TRACKING_USERNAME", "MLFLOW_TRACKING_PASSWORD"):
         monkeypatch.setenv(key, stack.worker_env[key])
-
-    logs = tmp_path / "logs"
-    logs.mkdir()
-    base = {k: v for k, v in os.environ.items()
-            if not k.startswith(("MLFLOW_", "AWS_", "PG")) and k != "FSD_PROGRESS"}
-    env = {**base, **stack.worker_env, "MLFLOW_SKIP_PIP_REQUIREMENTS_CHECK": "true",
-           "TF_CPP_MIN_LOG_LEVEL": "2", "PYTHONPATH": str(REPO),
-           # a worker may well hold S3 keys too; they must not leak either
-           "AWS_ACCESS_KEY_ID": stack.aws_key_id, "AWS_SECRET_ACCESS_KEY": stack.aws_secret,
-           "FSD_SWEEP_HEARTBEAT_S": "1", "FSD_SWEEP_GRACE_S": "8"}
-
-    def machine(name: str) -> list[str]:
-        return [f"store.cache_dir={tmp_path / name / 'cache'}",
-                f"output_dir={tmp_path / name / 'out'}"]
-
-    def fsd(name: str, *args: str, where: str | None = None, extra_env=None) -> Worker:
-        return Worker(name, [args[0], "--config", CONFIG, *args[1:], *TINY,
-                             *machine(where or name)], {**env, **(extra_env or {})}, logs)
-
-    # 1. featurize once, then hide its store: the workers are other machines
-    fsd("featurize", "featurize").wait()
+    pipeline = local_pipeline
     client = MlflowClient(tracking_uri=stack.tracking_uri)
-    exp = client.get_experiment_by_name("demo")
-    feat = client.search_runs([exp.experiment_id], "tags.`fsd.stage` = 'featurize'")[0]
-    local_store = Path(feat.data.tags["fsd.store_dir"])
-    local_store.rename(tmp_path / "hidden-store")
+    exp = client.get_experiment_by_name(EXPERIMENT)
+    feat = client.get_run(pipeline.features_run)
 
-    # 2. two folds at once, on two "machines", each downloading the features
-    folds = [fsd(f"fold{k}", "train-fold", "--fold", str(k)) for k in (0, 1)]
-    for w in folds:
-        w.wait()
+    # 1-3 (tests/support/stack_pipeline.py): featurize, its store hidden; two folds at once on
+    # two "machines", each downloading the features; `fsd main` reusing both
     for k in (0, 1):
-        fetched = list((tmp_path / f"fold{k}" / "cache" / "features").glob("*/train/logmel.npy"))
+        fetched = list((pipeline.root / f"fold{k}" / "cache" / "features").glob(
+            "*/train/logmel.npy"))
         assert len(fetched) == 1, f"fold {k} did not fetch the features into its own cache"
 
-    # 3. the ensemble gathers the folds from the server and registers the model
-    fsd("ensemble", "ensemble").wait()
-
     # 4. a sweep: the first worker is killed mid-trial, two more share the study
-    first = fsd("sweep-a", "sweep", "--n-trials", "1",
-                f"sweep.storage={stack.db_url('optuna')}")
+    def sweep(name: str, storage: str):
+        return pipeline.fsd(name, "sweep", "--n-trials", "1", *SWEEP, f"sweep.storage={storage}",
+                            extra_env=SWEEP_ENV)
+
+    first = sweep("sweep-a", stack.db_url("optuna"))
     deadline = time.monotonic() + 300
     while not _trials(stack, "RUNNING"):
         assert first.proc.poll() is None, first.log.read_text()[-3000:]
@@ -121,10 +65,9 @@ def test_pipeline_and_sweep_on_a_shared_tracking_server(stack, tmp_path, monkeyp
         time.sleep(0.5)
     first.kill()
     time.sleep(9)  # past the grace period: the trial's heartbeat has gone stale
-    others = [fsd("sweep-b", "sweep", "--n-trials", "1",
-                  # a password in the URL must be redacted everywhere
-                  f"sweep.storage={stack.db_url('optuna', with_password=True)}"),
-              fsd("sweep-c", "sweep", "--n-trials", "1", f"sweep.storage={stack.db_url('optuna')}")]
+    # a password in the URL must be redacted everywhere
+    others = [sweep("sweep-b", stack.db_url("optuna", with_password=True)),
+              sweep("sweep-c", stack.db_url("optuna"))]
     for w in others:
         w.wait()
 
@@ -142,11 +85,28 @@ def test_pipeline_and_sweep_on_a_shared_tracking_server(stack, tmp_path, monkeyp
         assert len(client.get_metric_history(r.info.run_id, "stage1/loss")) >= 1
         assert client.get_metric_history(r.info.run_id, "stage2/val_map3")
         assert "val_map3" in r.data.metrics
+    # `fsd main` reused the featurize run and both folds (same keys), trained nothing again
+    (main,) = by_stage["main"]
+    assert main.info.run_id == pipeline.main_run and main.info.status == "FINISHED"
+    assert len(by_stage["featurize"]) == 1
+    assert main.data.tags["fsd.features_run"] == feat.info.run_id
+    assert main.data.tags["fsd.fold_runs"] == ",".join(fold_runs[k].info.run_id for k in (0, 1))
+    (baseline,) = by_stage["baseline"]
+    assert baseline.info.status == "FINISHED"
+    assert baseline.data.tags["mlflow.parentRunId"] == main.info.run_id
+    assert main.data.metrics["best_baseline_oof_map3"] == baseline.data.metrics["oof_map3"]
     (ens,) = by_stage["ensemble"]
     assert ens.info.status == "FINISHED" and "oof_map3" in ens.data.metrics
-    version = client.get_model_version_by_alias("fsd-distributed-test", "champion")
+    assert ens.data.tags["mlflow.parentRunId"] == main.info.run_id
+    assert main.data.metrics["oof_map3"] == ens.data.metrics["oof_map3"]
+    version = client.get_model_version_by_alias(MODEL_NAME, "champion")
     assert version.run_id == ens.info.run_id
-    assert [m.name for m in client.search_registered_models()] == ["fsd-distributed-test"]
+    # the only model registered from this experiment's runs (sweeps register none); the other
+    # modules on this server register their own
+    ours = {r.info.run_id for r in runs}
+    registered = {v.name for m in client.search_registered_models()
+                  for v in client.search_model_versions(f"name='{m.name}'") if v.run_id in ours}
+    assert registered == {MODEL_NAME}
 
     # the study: the killed worker's trial marked FAIL and retried, never lost
     states = dict(stack.sql("optuna", "SELECT number, state FROM trials ORDER BY number"))
@@ -174,7 +134,8 @@ def test_pipeline_and_sweep_on_a_shared_tracking_server(stack, tmp_path, monkeyp
 
     # no credential anywhere: tracking rows, study rows, bucket objects, worker logs
     texts = {"mlflow db": stack.dump_database("mlflow"), "optuna db": stack.dump_database("optuna")}
-    texts.update({f"worker log {p.name}": p.read_text(errors="replace") for p in logs.iterdir()})
+    texts.update({f"worker log {p.name}": p.read_text(errors="replace")
+                  for p in pipeline.logs.iterdir()})
     for secret in stack.secrets + [stack.aws_key_id]:
         for where, text in texts.items():
             assert secret not in text, f"a credential leaked into the {where}"
