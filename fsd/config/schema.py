@@ -432,7 +432,9 @@ class ClusterConfig:
     # 0-CPU task may land on a head node kept free of work (KubeRay's num-cpus: 0)
     cpus_per_baseline: float = ruled(1.0, Range(0, 1024))
     max_retries: int = ruled(2, Range(0, 100))  # a task whose node died is retried this often on another node
-    scoring_actors: int = ruled(2, Range(1, 1024))  # TTA scoring shards run on this many actors
+    # TTA scoring shards run on this many actors; 0: in the driver (a test set of a few hundred
+    # clips is not worth the actors' start, ~20 s)
+    scoring_actors: int = ruled(2, Range(0, 1024))
     # A fold task uploads its checkpoint to its run's artifacts after an epoch when this many
     # seconds have passed since the last upload (0: after every epoch), so that a retry on
     # another node resumes it.

@@ -138,8 +138,9 @@ def build_ensemble(cfg: Config, run_ids: list[str] | None = None, *, register: b
 
 def _scorer(cfg: Config, train_cfg: Config, features_run: str):
     """Where the TTA scoring runs: Ray actors under ``cluster.executor: ray`` (each loads the
-    bundle from Ray's object store and the features from the artifact store), else here."""
-    if cfg.cluster.executor != "ray":
+    bundle from Ray's object store and the features from the artifact store), else here
+    (also under Ray with ``cluster.scoring_actors: 0``)."""
+    if cfg.cluster.executor != "ray" or cfg.cluster.scoring_actors == 0:
         return None
     from fsd.cluster.scoring import ray_scorer
 

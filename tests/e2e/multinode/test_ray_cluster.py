@@ -168,7 +168,9 @@ def test_a_node_dies_mid_fold_and_the_fold_resumes_elsewhere(stack, ray_cluster,
     # the fold must live long enough to be killed after its first upload: more epochs
     longer = ["train.stage1.cyclic_epochs=3", "train.stage2.cyclic_epochs=3",
               "tracking.experiment=node-kill", "ensemble.model_name=fsd-node-kill",
-              "baseline.models=[]", "cluster.max_retries=2"]
+              "baseline.models=[]", "cluster.max_retries=2",
+              # the ensemble scores in the driver: the actors are test 1's and test_ray_scoring's
+              "cluster.scoring_actors=0"]
     driver = Driver("kill", ["--executor", "ray", "--ray-address", cluster.address, *longer],
                     worker_env(stack), tmp_path / "kill")
     deadline = time.monotonic() + 600
@@ -239,7 +241,7 @@ def test_a_driver_killed_mid_pipeline_resumes_when_started_again(stack, ray_clus
     args = ["--executor", "ray", "--ray-address", ray_cluster.address, "folds.n_folds=3",
             "train.stage1.cyclic_epochs=3", "train.stage2.cyclic_epochs=3",
             "tracking.experiment=driver-kill", "ensemble.model_name=fsd-driver-kill",
-            "baseline.models=[]"]
+            "baseline.models=[]", "cluster.scoring_actors=0"]
     # the same machine and folders both times (the synthetic clips, and so the features' key,
     # are made in the driver's cache)
     first = Driver("first", args, worker_env(stack), tmp_path / "driver")
