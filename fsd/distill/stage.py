@@ -130,12 +130,7 @@ def ensemble_teacher(ensemble: Ensemble, store, test_probs: pd.DataFrame | None)
     todo = extra[~found]
     if len(todo):
         summary = np.asarray(store.summary)[todo] if ensemble.cfg.summary.enabled else None
-        info = ensemble.info
-        cnn = predict_ensemble(ensemble.models, ClipRows(store.logmel, todo),
-                               ensemble.pca_inputs(summary), info.tta_lengths,
-                               crops=info.tta_crops, seed=info.seed,
-                               batch_size=info.batch_size).probs()
-        probs[~found] = ensemble.blend(cnn, summary) if ensemble.blended else cnn
+        probs[~found] = ensemble.predict(ClipRows(store.logmel, todo), summary)
     return probs
 
 

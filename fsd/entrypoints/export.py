@@ -18,6 +18,7 @@ import argparse
 import logging
 
 from fsd.config import Config
+from fsd.export.quantize import QUANTIZE, QUANTIZE_OPS
 
 HELP = "write a registered ensemble for other runtimes (onnx, saved_model, litert)"
 log = logging.getLogger(__name__)
@@ -30,9 +31,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                    choices=("onnx", "saved_model", "litert"), help="(default: %(default)s)")
     p.add_argument("--output", required=True, metavar="DIR",
                    help="folder to write (replaced when it holds an earlier export)")
-    p.add_argument("--quantize", default="none", choices=("none", "int8"),
+    p.add_argument("--quantize", default="none", choices=QUANTIZE,
                    help="int8 weights, dynamic quantization (onnx only; default: %(default)s)")
-    p.add_argument("--quantize-ops", default="all", choices=("all", "matmul"),
+    p.add_argument("--quantize-ops", default="all", choices=tuple(QUANTIZE_OPS),
                    help="with --quantize: the operators quantized: all (convolutions and dense "
                         "layers) or matmul (dense layers only) (default: %(default)s)")
     p.add_argument("--no-log", action="store_true",

@@ -21,23 +21,6 @@ QUANTIZE = ("none", "int8")
 QUANTIZE_OPS = {"all": None, "matmul": ["MatMul", "Gemm"]}  # None: onnxruntime's default set
 
 
-class QuantizeRefused(ValueError):
-    """A quantization that cannot be done as asked (one line)."""
-
-
-def check_quantize(fmt: str, quantize: str, ops: str = "all") -> None:
-    """Refuse what the export cannot do: int8 is for ONNX exports only."""
-    if quantize not in QUANTIZE:
-        raise QuantizeRefused(f"unknown quantization {quantize!r}; use one of "
-                              f"{', '.join(QUANTIZE)}")
-    if ops not in QUANTIZE_OPS:
-        raise QuantizeRefused(f"unknown quantize ops {ops!r}; use one of "
-                              f"{', '.join(QUANTIZE_OPS)}")
-    if quantize != "none" and fmt != "onnx":
-        raise QuantizeRefused(f"--quantize {quantize} is for ONNX exports only (--format onnx), "
-                              f"not {fmt}")
-
-
 def quantization_spec(quantize: str, ops: str) -> dict[str, Any] | None:
     """What the manifest records of the quantization (None: float32 networks)."""
     if quantize == "none":

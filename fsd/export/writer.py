@@ -45,7 +45,7 @@ from fsd.export.manifest import (
     verify_export,
 )
 from fsd.export.portable import _Arrays, baseline_spec, projector_spec, write_portable
-from fsd.export.quantize import QuantizeRefused, check_quantize, quantization_spec, quantize_onnx
+from fsd.export.quantize import QUANTIZE, QUANTIZE_OPS, quantization_spec, quantize_onnx
 
 log = logging.getLogger(__name__)
 
@@ -89,10 +89,14 @@ def check_options(fmt: str, quantize: str = "none", quantize_ops: str = "all") -
     """An ExportError of one line for a format or quantization this module cannot write."""
     if fmt not in FORMATS:
         raise ExportError(f"unknown export format {fmt!r}; use one of {', '.join(FORMATS)}")
-    try:
-        check_quantize(fmt, quantize, quantize_ops)
-    except QuantizeRefused as exc:
-        raise ExportError(str(exc)) from None
+    if quantize not in QUANTIZE:
+        raise ExportError(f"unknown quantization {quantize!r}; use one of {', '.join(QUANTIZE)}")
+    if quantize_ops not in QUANTIZE_OPS:
+        raise ExportError(f"unknown quantize ops {quantize_ops!r}; use one of "
+                          f"{', '.join(QUANTIZE_OPS)}")
+    if quantize != "none" and fmt != "onnx":  # int8 is onnxruntime's: ONNX exports only
+        raise ExportError(f"--quantize {quantize} is for ONNX exports only (--format onnx), "
+                          f"not {fmt}")
 
 
 def check_target(out: Path) -> None:
