@@ -164,7 +164,7 @@ def ray_scorer(cfg: Config, train_cfg: Config, features_run: str) -> ScorerFacto
             nodes = shards.nodes(timeout=ACTOR_START_TIMEOUT_S)
         except Exception as exc:
             shards.close()
-            if type(exc).__name__ == "GetTimeoutError":
+            if isinstance(exc, ray.exceptions.GetTimeoutError):
                 raise RuntimeError(
                     f"the {n} TTA scoring actors did not start within "
                     f"{ACTOR_START_TIMEOUT_S:g} s (each asks for {c.cpus_per_fold:g} CPUs and "
