@@ -8,11 +8,8 @@ from __future__ import annotations
 import http.client
 import json
 import socket
-import subprocess
-import sys
 import threading
 import time
-from pathlib import Path
 
 import pytest
 from hostile_payloads import trickle
@@ -22,7 +19,6 @@ from fsd.serving.front import Front
 
 TOKEN = "s3cret-token-0123456789"
 HEAD = b"POST /invocations HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
-REPO = Path(__file__).resolve().parents[3]
 
 
 def auth_call(front, token: str | None, path: str = "/invocations"):
@@ -73,25 +69,14 @@ def test_the_token_lets_requests_through_and_probes_stay_open():
     assert call(Front(Echo()), good())[0] == 200  # no token configured: none asked
 
 
-def test_serve_refuses_an_open_address_without_a_token():
-    """As a user sees it: `fsd serve` in its own process, one error line and no traceback."""
-    done = subprocess.run([sys.executable, "-m", "fsd", "serve", "--model", "models:/none@x",
-                           "--host", "0.0.0.0"], capture_output=True, text=True, timeout=120,
-                          cwd=REPO)
-    assert done.returncode == 2, done.stderr[-2000:]
-    assert "refusing to listen on 0.0.0.0 without a token" in done.stderr
-    assert "Traceback" not in done.stderr
-    assert len([ln for ln in done.stderr.splitlines() if " ERROR " in ln]) == 1
-
-
 @pytest.mark.parametrize("host,extra,match", [
     ("::", [], "refusing to listen on :: without a token"),
     ("127.0.0.1", ["--token-file", "/nonexistent/token"],
      "cannot read the token file /nonexistent/token"),
 ])
 def test_serve_refuses_before_loading_a_model(caplog, host, extra, match):
-    """The other refusals through the same command line, in this process (a process of its
-    own costs seconds; the one above shows what the user sees)."""
+    """The refusals through the command line, in this process (a process of its own costs
+    seconds; tests/e2e/test_user_errors.py shows what the user sees)."""
     from fsd.cli import main
 
     with caplog.at_level("INFO"):

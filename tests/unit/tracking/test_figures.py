@@ -1,19 +1,17 @@
 """What a run shows in the MLflow UI: figures rounded to what they resolve (one function for
 every logger), descriptions whose Markdown renders (no bare @word), and system metrics sampled
-often enough to draw a curve."""
+often enough to draw a curve (a run sampling them: tests/e2e/test_system_metrics.py)."""
 
 from __future__ import annotations
 
 import math
-import time
 
 import mlflow
 import numpy as np
-import pytest
 
 from fsd.tracking.descriptions import markdown_safe
 from fsd.tracking.rounding import figure_text, rounded
-from fsd.tracking.runs import sample_system_metrics, system_metrics_interval
+from fsd.tracking.runs import system_metrics_interval
 
 
 def test_map3_keeps_4_decimals_and_tells_every_value_on_n_clips_apart():
@@ -92,19 +90,3 @@ def test_system_metrics_interval_scales_with_the_run():
     # at >= 0.1 s a step, a run sampled at its interval gets >= 20 samples (up to the cap)
     for s, i in zip(steps, intervals):
         assert s * 0.1 / i >= 20 or i == 1.0 or i == 60.0
-
-
-def test_a_training_run_samples_its_system_metrics_at_that_interval(tmp_path, monkeypatch):
-    pytest.importorskip("psutil")
-    monkeypatch.delenv("MLFLOW_SYSTEM_METRICS_SAMPLING_INTERVAL", raising=False)
-    assert sample_system_metrics(14 * 16) == 1.0
-    monkeypatch.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{tmp_path}/m.db")
-    exp = mlflow.create_experiment("s", artifact_location=str(tmp_path / "a"))
-    with mlflow.start_run(experiment_id=exp, log_system_metrics=True) as run:
-        time.sleep(4.5)
-    history = mlflow.MlflowClient().get_metric_history(run.info.run_id,
-                                                       "system/cpu_utilization_percentage")
-    assert len(history) >= 3  # MLflow's default (10 s) would give one
-    # a value the user exported wins
-    monkeypatch.setenv("MLFLOW_SYSTEM_METRICS_SAMPLING_INTERVAL", "7")
-    assert sample_system_metrics(14 * 16) == 7.0

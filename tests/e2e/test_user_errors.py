@@ -1,5 +1,7 @@
 """Issue 25 item 7: user errors that were tracebacks are one line naming the path and what to
-do (a read-only feature cache: the sample's mkdtemp, the store's lock file)."""
+do (a read-only feature cache: the sample's mkdtemp, the store's lock file), and issue 25 item
+4's refusal to serve an open address without a token. Each is `fsd` in a process of its own
+(without root's file capabilities where files are read-only), as a user runs it."""
 
 from __future__ import annotations
 
@@ -10,7 +12,8 @@ from pathlib import Path
 import pytest
 from hostile_payloads import unprivileged
 
-REPO = Path(__file__).resolve().parents[3]
+REPO = Path(__file__).resolve().parents[2]
+pytestmark = pytest.mark.e2e
 
 
 def one_line_error(done: subprocess.CompletedProcess) -> str:
@@ -48,3 +51,14 @@ def test_a_read_only_feature_cache_is_one_line(tmp_path, ro):
     assert done.returncode == 2, done.stderr[-3000:]
     line = one_line_error(done)
     assert f"cannot write {locked}" in line and "store.cache_dir=" in line, line
+
+
+def test_serve_refuses_an_open_address_without_a_token():
+    """As a user sees it: `fsd serve` in its own process, one error line and no traceback."""
+    done = subprocess.run([sys.executable, "-m", "fsd", "serve", "--model", "models:/none@x",
+                           "--host", "0.0.0.0"], capture_output=True, text=True, timeout=120,
+                          cwd=REPO)
+    assert done.returncode == 2, done.stderr[-2000:]
+    assert "refusing to listen on 0.0.0.0 without a token" in done.stderr
+    assert "Traceback" not in done.stderr
+    assert len([ln for ln in done.stderr.splitlines() if " ERROR " in ln]) == 1
