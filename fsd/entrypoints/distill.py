@@ -8,7 +8,9 @@ config's experiment): its fold CNNs with TTA and its baseline, blended as it ser
   the other folds, at the weight the nested blend chose for fold ``k``; neither saw fold ``k``)
   on the other folds' clips, and is scored on fold ``k``. Logged beside the teacher's
   ``teacher_cnn_oof_map3`` (its ``cnn_oof_map3``) and ``teacher_oof_map3`` (its nested
-  ``oof_map3``), on the same folds; per fold ``student/fold_<k>_map3``.
+  ``oof_map3``), on the same folds; per fold ``student/fold_<k>_map3``. Taken with the
+  student's own TTA (``distill.tta_*``, what is served); ``student_oof_map3_teacher_tta`` scores
+  the same students with the teacher's (``ensemble.tta_*``), for what more passes would buy.
 - **The served student** learns from the whole ensemble on every clip: each clip's target is
   the served blend's out-of-fold prediction (the fold models that did not see it).
 
@@ -110,6 +112,8 @@ def distill_logged(cfg: Config, ensemble_run: str = "", *, register: bool = True
                    "student_oof_map3": result.oof.scores.overall,
                    "student_oof_accuracy": result.oof.scores.accuracy,
                    "student_params": result.params, "unlabeled_clips": result.unlabeled}
+        if result.oof.at_teacher_tta is not None:
+            summary["student_oof_map3_teacher_tta"] = result.oof.at_teacher_tta.overall
         for ours, theirs in (("teacher_oof_map3", "oof_map3"),
                              ("teacher_cnn_oof_map3", "cnn_oof_map3")):
             if theirs in metrics:
@@ -189,7 +193,9 @@ def _log_student(cfg: Config, tcfg: Config, result, summary: dict, clips):
     models.log_model_metrics(headline, model.model_id, clips)
     teacher = {k: summary[k] for k in ("teacher_oof_map3", "teacher_cnn_oof_map3")
                if k in summary}
+    wide = result.oof.at_teacher_tta
     tracking.log_run_metrics({**teacher, **result.oof.scores.fold_metrics("student"),
+                              **({"student_oof_map3_teacher_tta": wide.overall} if wide else {}),
                               "perf/distill_seconds": result.seconds})
     log_frame(result.oof.scores.frame, result.bundle.parent / "oof_student.csv", OOF_ARTIFACT)
     mlflow.set_tag(tracking.TAG_MODEL_URI, info.model_uri)
@@ -213,6 +219,9 @@ def _register(cfg: Config, summary: dict, teacher_run: str) -> dict:
 
 def _scores(summary: dict) -> str:
     line = f"student out-of-fold MAP@3 **{summary['student_oof_map3']:.3f}**"
+    if "student_oof_map3_teacher_tta" in summary:
+        line += (f" ({summary['student_oof_map3_teacher_tta']:.3f} with the teacher's TTA, "
+                 "more forward passes a clip)")
     if "teacher_oof_map3" in summary:
         line += (f"; its teacher on the same folds {summary['teacher_oof_map3']:.3f} (the blend, "
                  f"nested), the teacher's CNN alone {summary.get('teacher_cnn_oof_map3', 0):.3f}")

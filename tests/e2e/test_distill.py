@@ -46,6 +46,10 @@ def test_distill_logs_the_honest_score_beside_the_teacher_and_registers(distille
     # the student's own TTA (distill.tta_*: 1 x 1 by default), not the teacher's 2 x 2
     p = run.data.params
     assert p["student.tta_crops"] == "1" and len(json.loads(p["student.tta_lengths"])) == 1
+    # the same students scored with the teacher's TTA too, beside (more passes a clip)
+    assert 0.0 <= m["student_oof_map3_teacher_tta"] <= 1.0
+    assert distilled["student_oof_map3_teacher_tta"] == pytest.approx(
+        m["student_oof_map3_teacher_tta"], abs=1e-4)
     assert run.data.tags["fsd.teacher_run"] == ensemble_tracking.summary["run_id"]
     held = MlflowClient().get_model_version_by_alias(f"{MODEL_NAME}-student", "champion")
     assert held.run_id == distilled["run_id"]
