@@ -13,9 +13,9 @@ the same folds (``best_baseline_oof_map3``), and the comparison is recorded in t
 With ``ensemble.blend`` and finished baseline runs on the same feature store (``fsd
 baseline``), one baseline is blended in: ``p = w * cnn + (1 - w) * baseline``, ``w`` one of
 ``ensemble.blend_steps + 1`` values in [0, 1] (ties: the larger ``w``), the baseline the one
-whose blend scores best, as ``ensemble.blend_rule`` decides (``majority``, the default: the best
-single model unless the best blend beats it on most folds; ``best``: the highest pooled score;
-``shrink``: that weight halfway to 0.5). What each figure measures:
+whose blend scores best, as ``ensemble.blend_rule`` decides (``best``, the default: the highest
+pooled score; ``majority``: the best single model unless the best blend beats it on most
+folds; ``shrink``: that weight halfway to 0.5). What each figure measures:
 
 - ``oof_map3`` / ``oof_accuracy``, the headline (what the alias, e.g. ``champion``, is decided
   on): the blend as a procedure, scored out of fold with the choice nested: each fold's clips

@@ -55,8 +55,8 @@ def test_main_runs_every_step_nested_then_skips_them(tmp_path, monkeypatch, caps
     assert sorted(tried["run_id"]) == sorted(r.info.run_id for r in by_stage["baseline"])
     best = tried.loc[tried["blend_insample_oof_map3"].idxmax()]
     alone = tried.loc[tried["baseline_oof_map3"].idxmax()]
-    # the demo's rule (best; majority elsewhere) serves the best blend (majority: or, failing
-    # it, the best single model)
+    # the default rule (best) serves the best blend (majority: or, failing it, the best
+    # single model)
     assert ens.data.params["blend.rule"] == "best"
     assert ens.data.tags["fsd.blend_baseline_run"] in (best["run_id"], alone["run_id"])
     assert {"blend_weight", "cnn_oof_map3", "oof_accuracy"} <= set(ens.data.metrics)

@@ -77,8 +77,7 @@ def test_the_config_offers_exactly_the_rules_there_are():
     from fsd.config import Config, load_config
     from fsd.config.errors import ConfigError
 
-    assert Config().ensemble.blend_rule == "majority"
-    assert load_config("experiments/demo.yaml").ensemble.blend_rule == "best"  # 2 folds
+    assert Config().ensemble.blend_rule == "best" and Config().ensemble.blend_steps == 4
     for rule in BLEND_RULES:
         assert load_config("experiments/demo.yaml", [f"ensemble.blend_rule={rule}"])
     with pytest.raises(ConfigError, match="blend_rule"):
