@@ -42,6 +42,8 @@ from pathlib import Path, PurePosixPath
 from fsd.boundedjson import loads as bounded_loads
 
 log = logging.getLogger(__name__)
+# Seconds before the n-th retry of an interrupted transfer: n times this, at most 5 times.
+RETRY_WAIT_S = 2.0
 
 ZENODO = "https://zenodo.org"
 ZENODO_RECORD = "2552860"
@@ -198,7 +200,7 @@ def fetch(rf: RemoteFile, target: Path, *, retries: int = 3, progress: bool = Tr
                                     f"{_size(part)} bytes kept in {part}, rerun to resume") from None
             log.warning("%s: transfer interrupted at %d bytes (%s); resuming", rf.name,
                         _size(part), exc)
-            time.sleep(min(2.0 * attempts, 10.0))
+            time.sleep(min(RETRY_WAIT_S * attempts, 5 * RETRY_WAIT_S))
             continue
         got = file_md5(part)
         if got == rf.md5:

@@ -22,6 +22,13 @@ REPO = Path(__file__).resolve().parents[3]
 RECORD = "2552860"
 
 
+@pytest.fixture(autouse=True)
+def no_retry_wait(monkeypatch):
+    """Retries here follow a test server's cut or corrupt transfer at once (a real one waits
+    RETRY_WAIT_S x the attempt)."""
+    monkeypatch.setattr("fsd.data.download.RETRY_WAIT_S", 0.0)
+
+
 def _wav(seconds: float, freq: float) -> bytes:
     t = np.arange(int(44100 * seconds)) / 44100
     buf = io.BytesIO()
