@@ -137,7 +137,7 @@ def distill_out_of_fold(cfg: Config, store: FeatureSource, teachers: Mapping[int
     labels = list(store.labels)
     probs = np.zeros((len(index), len(labels)), dtype=np.float32)
     at_teacher_tta = np.zeros_like(probs)
-    same_tta = True
+    tta_differs = False
     scored = np.zeros(len(index), dtype=bool)
     extra = unlabeled_rows(y)
     for k in sorted(teachers):
@@ -153,8 +153,10 @@ def distill_out_of_fold(cfg: Config, store: FeatureSource, teachers: Mapping[int
                                 run_eagerly=run_eagerly)
         probs[held_out] = predict_student(cfg, student, store, held_out)
         tta = teacher_tta(cfg, student.crop)
-        same_tta = same_tta and tta == student_tta(cfg, student.crop)
-        if not same_tta:
+        if tta == student_tta(cfg, student.crop):
+            at_teacher_tta[held_out] = probs[held_out]
+        else:
+            tta_differs = True
             at_teacher_tta[held_out] = predict_student(cfg, student, store, held_out, tta)
         scored[held_out] = True
         keras.backend.clear_session()
@@ -162,8 +164,8 @@ def distill_out_of_fold(cfg: Config, store: FeatureSource, teachers: Mapping[int
     names = index["fname"].astype(str).to_numpy()[rows].tolist()
     scores = score_oof(names, y[rows], folds[rows], probs[rows], labels, k=3)
     log.info("student out of fold: MAP@3 %.4f over %d folds", scores.overall, len(teachers))
-    wide = None if same_tta else score_oof(names, y[rows], folds[rows], at_teacher_tta[rows],
-                                           labels, k=3)
+    wide = score_oof(names, y[rows], folds[rows], at_teacher_tta[rows], labels, k=3) \
+        if tta_differs else None
     if wide is not None:
         log.info("the same students with the teacher's TTA: MAP@3 %.4f", wide.overall)
     return StudentOOF(probs=probs[rows], rows=rows, scores=scores,
