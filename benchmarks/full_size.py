@@ -11,13 +11,18 @@
    and its pool), train (the fold workers), baseline and ensemble (the main process).
 3. **Serve**: ``fsd serve`` of the registered ``@champion`` model, then ``--serve-clips``
    scored test clips, one request each, over HTTP on 127.0.0.1.
-4. **Report**: ``OUT/report.json``: ``stages`` (name, wall_s, cpu_s, peak_rss_mb), ``n_train``,
+4. **Student** (``--student``): ``fsd main`` also runs the distill step (``distill.enabled``);
+   its student is scored out of fold (the distill run's honest ``student_oof_map3``), on every
+   test clip through its pyfunc (raw audio in, as served: ``OUT/student_submission.csv``, its
+   Public/Private MAP@3 beside the blend's submission) and served like the ensemble.
+5. **Report**: ``OUT/report.json``: ``stages`` (name, wall_s, cpu_s, peak_rss_mb), ``n_train``,
    ``n_test``, ``submission_rows`` (and whether the submission is valid), ``public_map3``,
    ``private_map3``, ``served_p50_ms``, the baselines' out-of-fold scores and times. One JSON
    line is appended to ``benchmarks/results/full_size.jsonl``.
 
     .venv/bin/python benchmarks/full_size.py --scale 0.03 --out /tmp/fsd-rehearsal-0.03  # minutes
     .venv/bin/python benchmarks/full_size.py --scale 1 --out /work/rehearsal/full          # ~1 h
+    .venv/bin/python benchmarks/full_size.py --scale 1 --out /work/rehearsal/full --student
 
 A rerun on the same ``OUT`` reuses what ``fsd main`` finds done (its steps skip finished work);
 ``--fresh`` starts from an empty store. Nothing here asserts: it measures and prints.
@@ -172,12 +177,13 @@ def _post(port: int, body: bytes, timeout: float) -> tuple[int, bytes]:
 
 
 def serve_and_score(model_uri: str, config: Path, env: dict, clips: list[tuple[Path, str]],
-                    timeout: float = 600.0) -> dict:
-    """``fsd serve`` the model, score each clip in its own request, stop the server."""
+                    timeout: float = 600.0, name: str = "serve") -> dict:
+    """``fsd serve`` the model, score each clip in its own request, stop the server (its log
+    ``OUT/<name>.log``, its stage ``name``)."""
     port = _free_port()
     cmd = [sys.executable, "-m", "fsd", "serve", "--config", str(config), "--model", model_uri,
            "--port", str(port)]
-    log = open(env["FSD_REHEARSAL_OUT"] + "/serve.log", "w")
+    log = open(f"{env['FSD_REHEARSAL_OUT']}/{name}.log", "w")
     t_start = time.time()
     # in OUT: a sqlite store keeps its artifacts in ./mlruns of the working directory
     server = subprocess.Popen(cmd, cwd=env["FSD_REHEARSAL_OUT"], env=env, stdout=log,
@@ -188,7 +194,7 @@ def serve_and_score(model_uri: str, config: Path, env: dict, clips: list[tuple[P
             deadline = time.time() + timeout
             while time.time() < deadline:
                 if server.poll() is not None:
-                    raise RuntimeError(f"fsd serve exited with {server.returncode}; see serve.log")
+                    raise RuntimeError(f"fsd serve exited with {server.returncode}; see {name}.log")
                 try:
                     conn = http.client.HTTPConnection("127.0.0.1", port, timeout=2)
                     conn.request("GET", "/ping")
@@ -218,7 +224,7 @@ def serve_and_score(model_uri: str, config: Path, env: dict, clips: list[tuple[P
                     "served_p95_ms": round(float(np.percentile(latencies, 95)), 1),
                     "served_errors": errors,
                     "served_map3": round(float(np.mean(rr)), 4) if rr else None,
-                    "stage": sampler.stage("serve", t_start, t_end, ("main", "other", "pool"))})
+                    "stage": sampler.stage(name, t_start, t_end, ("main", "other", "pool"))})
     finally:
         server.terminate()
         try:
@@ -231,14 +237,19 @@ def serve_and_score(model_uri: str, config: Path, env: dict, clips: list[tuple[P
 
 def check_submission(out_dir: Path, data: Path) -> dict:
     """The newest submission.csv under the outputs: rows, validity, public/private MAP@3."""
+    subs = sorted(out_dir.rglob("submission.csv"), key=lambda p: p.stat().st_mtime)
+    if not subs:
+        return {"submission_rows": 0, "submission_valid": False}
+    return score_submission_file(subs[-1], data)
+
+
+def score_submission_file(path: Path, data: Path) -> dict:
+    """One submission CSV against the test clips: rows, validity, public/private MAP@3."""
     import pandas as pd
 
     from fsd.ensemble.submission import score_submission
 
-    subs = sorted(out_dir.rglob("submission.csv"), key=lambda p: p.stat().st_mtime)
-    if not subs:
-        return {"submission_rows": 0, "submission_valid": False}
-    sub = pd.read_csv(subs[-1], keep_default_na=False)
+    sub = pd.read_csv(path, keep_default_na=False)
     test = pd.read_csv(data / rehearsal_set.META / "test_post_competition.csv",
                        keep_default_na=False)
     names = set((data / rehearsal_set.TEST_DIR).iterdir())
@@ -249,9 +260,61 @@ def check_submission(out_dir: Path, data: Path) -> dict:
                                  and set(v) <= set(rehearsal_set.LABELS)).all()))
     test = test[test["usage"].isin(["Public", "Private"])]
     scores = score_submission(sub, test)
-    return {"submission": str(subs[-1]), "submission_rows": len(sub), "submission_valid": valid,
+    return {"submission": str(path), "submission_rows": len(sub), "submission_valid": valid,
             "public_map3": round(scores.get("public_map3", float("nan")), 4),
             "private_map3": round(scores.get("private_map3", float("nan")), 4)}
+
+
+def student_submission(model_uri: str, data: Path, dst: Path, chunk: int = 32) -> Path:
+    """The student's top 3 labels for every test clip through its pyfunc, the raw audio in as
+    a request carries it; a clip it refuses gets no labels (it scores 0)."""
+    import mlflow
+    import pandas as pd
+    from mlflow.exceptions import MlflowException
+
+    model = mlflow.pyfunc.load_model(model_uri)
+    files = sorted((data / rehearsal_set.TEST_DIR).iterdir())
+
+    def labels(part: list[Path]) -> list[str]:
+        frame = model.predict(pd.DataFrame({"audio": [p.read_bytes() for p in part]}),
+                              params={"top_k": 3})
+        return [" ".join(str(r[f"label_{k}"]) for k in (1, 2, 3))
+                for r in frame.to_dict("records")]
+
+    rows = []
+    for i in range(0, len(files), chunk):
+        part = files[i:i + chunk]
+        try:
+            got = labels(part)
+        except MlflowException:  # one bad clip fails its chunk: the others one by one
+            got = []
+            for p in part:
+                try:
+                    got += labels([p])
+                except MlflowException:
+                    got.append("")
+        rows += [{"fname": p.name, "label": g} for p, g in zip(part, got)]
+    pd.DataFrame(rows, columns=["fname", "label"]).to_csv(dst, index=False)
+    return dst
+
+
+def student_report(runs: list, data: Path, out: Path, config: Path, env: dict,
+                   clips: list[tuple[Path, str]]) -> dict:
+    """The distill run's student (``runs``: this rehearsal's distill runs): its honest score,
+    its submission's Public/Private MAP@3 and its served figures (``student_*``), and the
+    serving stage (``student_stage``)."""
+    if not runs:
+        raise SystemExit("--student: fsd main finished no distill run; see main.log")
+    run = runs[-1]
+    report = {"student_metrics": {k: round(v, 4) for k, v in run.data.metrics.items()
+                                  if "/" not in k and "map3" in k}}
+    uri = run.data.tags["fsd.model_uri"]
+    sub = student_submission(uri, data, out / "student_submission.csv")
+    report.update({f"student_{k}": v for k, v in score_submission_file(sub, data).items()})
+    served = serve_and_score(uri, config, env, clips, name="serve-student")
+    report["student_stage"] = served.pop("stage")
+    report.update({f"student_{k}": v for k, v in served.items()})
+    return report
 
 
 def rehearse(args: argparse.Namespace) -> dict:
@@ -270,7 +333,8 @@ def rehearse(args: argparse.Namespace) -> dict:
     os.environ["MLFLOW_TRACKING_URI"] = env["MLFLOW_TRACKING_URI"]
     from fsd.config import load_config
 
-    overrides = [f"data.root={data}", f"output_dir={out / 'outputs'}", *args.set]
+    overrides = [f"data.root={data}", f"output_dir={out / 'outputs'}",
+                 *(["distill.enabled=true"] if args.student else []), *args.set]
     cfg = load_config(Path(args.config).resolve(), overrides)
     cmd = [sys.executable, "-m", "fsd", "main", "--config", str(Path(args.config).resolve())]
     for o in overrides:
@@ -301,7 +365,8 @@ def rehearse(args: argparse.Namespace) -> dict:
     for name, stage, roles in (("featurize", "featurize", ("main", "pool")),
                                ("train", "train_fold", ("fold_worker",)),
                                ("baseline", "baseline", ("main",)),
-                               ("ensemble", "ensemble", ("main",))):
+                               ("ensemble", "ensemble", ("main",)),
+                               *([("distill", "distill", ("main",))] if args.student else [])):
         runs = [r for r in by.get(stage, []) if r.info.start_time / 1000 >= t0 - 1]
         if not runs:
             stages.append({"name": name, "reused": True})
@@ -342,6 +407,12 @@ def rehearse(args: argparse.Namespace) -> dict:
     report["stages"] = stages
     # the whole rehearsal: fsd main, then the server's start and its requests
     report["rehearsal_wall_s"] = round(report["main_wall_s"] + stages[-1]["wall_s"], 1)
+    if args.student:
+        # this run's distill step, else (fsd main found it done) the newest finished one
+        mine = [r for r in by.get("distill", []) if r.info.start_time / 1000 >= t0 - 1] or \
+            sorted(by.get("distill", []), key=lambda r: r.info.start_time)
+        report.update(student_report(mine, data, out, Path(args.config).resolve(), env, clips))
+        stages.append(report.pop("student_stage"))
     return report
 
 
@@ -394,6 +465,9 @@ def main(argv: list[str] | None = None) -> int:
                     help="an extra config override for fsd main (repeatable)")
     ap.add_argument("--workers", type=int, default=0, help="generator processes (0: all cores)")
     ap.add_argument("--serve-clips", type=int, default=100, help="test clips scored over HTTP")
+    ap.add_argument("--student", action="store_true",
+                    help="also run the distill step and score its student: out of fold, on "
+                         "the test clips' Public/Private, served")
     ap.add_argument("--generate-only", action="store_true", help="only generate the data")
     ap.add_argument("--analyze", action="store_true",
                     help="do not run fsd main: report on OUT's last run (samples.json), serve")

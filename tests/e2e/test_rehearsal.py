@@ -23,25 +23,35 @@ import rehearsal_set  # noqa: E402
 
 @pytest.mark.slow
 def test_the_rehearsal_runs_end_to_end_at_a_tiny_scale(tmp_path):
-    """Wiring only: 2 folds, one epoch, 2 TTA views, logreg; every report field present."""
+    """Wiring only: 2 folds, one epoch, 2 TTA views, logreg, a one-epoch student; every
+    report field present."""
     sets = ["folds.n_folds=2", "baseline.models=[logreg]", "pca.n_components=8",
             "ensemble.tta_n_lengths=2", "ensemble.tta_crops=1", "train.fold_workers=1",
+            "distill.schedule.cyclic_epochs=1", "distill.width=0.35",
             *[o for o in ONE_EPOCH if not o.startswith("data.")]]
     cmd = [sys.executable, str(REPO / "benchmarks" / "full_size.py"), "--scale", "0.005",
-           "--out", str(tmp_path), "--serve-clips", "3", "--results", str(tmp_path / "r.jsonl")]
+           "--out", str(tmp_path), "--serve-clips", "3", "--results", str(tmp_path / "r.jsonl"),
+           "--student"]
     for s in sets:
         cmd += ["--set", s]
     done = subprocess.run(cmd, capture_output=True, text=True, timeout=1200)
     assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
     report = json.loads((tmp_path / "report.json").read_text())
     names = [s["name"] for s in report["stages"]]
-    assert names == ["featurize", "train", "baseline", "ensemble", "serve"]
+    assert names == ["featurize", "train", "baseline", "ensemble", "distill", "serve",
+                     "serve-student"]
     for s in report["stages"]:
         assert s["wall_s"] > 0 and s["cpu_s"] > 0 and s["peak_rss_mb"] > 0, s
     assert report["n_train"] >= 41 and report["n_test"] == report["submission_rows"]
     assert report["submission_valid"] is True
     assert 0 <= report["public_map3"] <= 1 and 0 <= report["private_map3"] <= 1
     assert report["served_errors"] == 0 and report["served_p50_ms"] > 0
+    # the student: its honest score, its own submission of every test clip, served
+    assert 0 <= report["student_metrics"]["student_oof_map3"] <= 1
+    assert report["student_submission_valid"] is True
+    assert report["student_submission_rows"] == report["n_test"]
+    assert 0 <= report["student_private_map3"] <= 1
+    assert report["student_served_errors"] == 0 and report["student_served_p50_ms"] > 0
     assert len((tmp_path / "r.jsonl").read_text().splitlines()) == 1
 
 
