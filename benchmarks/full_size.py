@@ -9,7 +9,7 @@
    registration. Every process of its tree is sampled every 0.5 s (CPU time, resident memory);
    each stage's figures are read in its MLflow runs' time windows: featurize (the main process
    and its pool), train (the fold workers), baseline and ensemble (the main process).
-3. **Serve**: ``fsd serve`` of the registered ``@champion`` model, then ``--serve-clips``
+3. **Serve**: ``fsd serve`` of the ensemble run's logged model, then ``--serve-clips``
    scored test clips, one request each, over HTTP on 127.0.0.1.
 4. **Student** (``--student``): ``fsd main`` also runs the distill step (``distill.enabled``);
    its student is scored out of fold (the distill run's honest ``student_oof_map3``), on every
@@ -400,7 +400,9 @@ def rehearse(args: argparse.Namespace) -> dict:
     truth = rehearsal_set.true_test_labels(data)
     clips = [(data / rehearsal_set.TEST_DIR / f, label)
              for f, label in sorted(truth.items())[: args.serve_clips]]
-    model_uri = f"models:/{cfg.ensemble.model_name}@{cfg.ensemble.alias}"
+    # the ensemble run's own model: @champion stays off a blend below its best baseline
+    model_uri = ens[-1].data.tags["fsd.model_uri"] if ens else \
+        f"models:/{cfg.ensemble.model_name}@{cfg.ensemble.alias}"
     served = serve_and_score(model_uri, Path(args.config).resolve(), env, clips)
     stages.append(served.pop("stage"))
     report.update(served)
