@@ -51,6 +51,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 import rehearsal_set  # noqa: E402  (beside this script)
 from results_log import append_result  # noqa: E402
 
+from fsd.tracking.tags import TAG_MODEL_URI  # noqa: E402
+
 DEFAULT_CONFIG = REPO / "experiments" / "rehearsal.yaml"
 
 
@@ -265,36 +267,19 @@ def score_submission_file(path: Path, data: Path) -> dict:
             "private_map3": round(scores.get("private_map3", float("nan")), 4)}
 
 
-def student_submission(model_uri: str, data: Path, dst: Path, chunk: int = 32) -> Path:
-    """The student's top 3 labels for every test clip through its pyfunc, the raw audio in as
-    a request carries it; a clip it refuses gets no labels (it scores 0)."""
+def student_submission(model_uri: str, data: Path, dst: Path) -> Path:
+    """The student's top 3 labels for every test clip through its pyfunc, as `fsd predict`
+    scores files (raw audio in, as a request carries it); a refused clip gets no labels."""
     import mlflow
     import pandas as pd
-    from mlflow.exceptions import MlflowException
 
-    model = mlflow.pyfunc.load_model(model_uri)
+    from fsd.entrypoints.predict import predict_files
+
     files = sorted((data / rehearsal_set.TEST_DIR).iterdir())
-
-    def labels(part: list[Path]) -> list[str]:
-        frame = model.predict(pd.DataFrame({"audio": [p.read_bytes() for p in part]}),
-                              params={"top_k": 3})
-        return [" ".join(str(r[f"label_{k}"]) for k in (1, 2, 3))
-                for r in frame.to_dict("records")]
-
-    rows = []
-    for i in range(0, len(files), chunk):
-        part = files[i:i + chunk]
-        try:
-            got = labels(part)
-        except MlflowException:  # one bad clip fails its chunk: the others one by one
-            got = []
-            for p in part:
-                try:
-                    got += labels([p])
-                except MlflowException:
-                    got.append("")
-        rows += [{"fname": p.name, "label": g} for p, g in zip(part, got)]
-    pd.DataFrame(rows, columns=["fname", "label"]).to_csv(dst, index=False)
+    rows = predict_files(mlflow.pyfunc.load_model(model_uri), files, 3)
+    pd.DataFrame([{"fname": r["fname"], "label": "" if "error" in r else
+                   " ".join(str(r[f"label_{k}"]) for k in (1, 2, 3))} for r in rows],
+                 columns=["fname", "label"]).to_csv(dst, index=False)
     return dst
 
 
@@ -308,7 +293,7 @@ def student_report(runs: list, data: Path, out: Path, config: Path, env: dict,
     run = runs[-1]
     report = {"student_metrics": {k: round(v, 4) for k, v in run.data.metrics.items()
                                   if "/" not in k and "map3" in k}}
-    uri = run.data.tags["fsd.model_uri"]
+    uri = run.data.tags[TAG_MODEL_URI]
     sub = student_submission(uri, data, out / "student_submission.csv")
     report.update({f"student_{k}": v for k, v in score_submission_file(sub, data).items()})
     served = serve_and_score(uri, config, env, clips, name="serve-student")
@@ -401,7 +386,7 @@ def rehearse(args: argparse.Namespace) -> dict:
     clips = [(data / rehearsal_set.TEST_DIR / f, label)
              for f, label in sorted(truth.items())[: args.serve_clips]]
     # the ensemble run's own model: @champion stays off a blend below its best baseline
-    model_uri = ens[-1].data.tags["fsd.model_uri"] if ens else \
+    model_uri = ens[-1].data.tags[TAG_MODEL_URI] if ens else \
         f"models:/{cfg.ensemble.model_name}@{cfg.ensemble.alias}"
     served = serve_and_score(model_uri, Path(args.config).resolve(), env, clips)
     stages.append(served.pop("stage"))

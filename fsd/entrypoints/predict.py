@@ -18,6 +18,8 @@ from fsd.config import Config
 from fsd.entrypoints.flags import optional_int
 
 if TYPE_CHECKING:
+    from collections.abc import Sequence
+
     import pandas as pd
 
 HELP = "top labels for local audio files from a registered ensemble (models:/name@alias)"
@@ -75,18 +77,32 @@ def run(cfg: Config, args: argparse.Namespace) -> int:
     except MlflowException as exc:
         log.error("cannot load model %s: %s", uri, exc.message)
         return 2
+    rows = predict_files(model, args.files, top_k)
+    failed = sum("error" in r for r in rows)
+    table = format_table(rows, top_k)
+    print(table)
+    if args.output:
+        pd.DataFrame(rows).to_csv(args.output, index=False)
+    return 1 if failed else 0
+
+
+def predict_files(model, files: Sequence[str | Path], top_k: int) -> list[dict]:
+    """One row per file through a loaded pyfunc, raw audio in as a request carries it: fname,
+    label_1, score_1, ... or ``error`` (why the file was refused or unreadable). Files are
+    read and scored CHUNK at a time, so memory stays bounded by a chunk, not the file list."""
+    import pandas as pd
+    from mlflow.exceptions import MlflowException
+
     rows: list[dict] = []
-    readable: list[tuple[int, bytes]] = []
-    for f in args.files:
-        path = Path(f)
-        rows.append({"fname": path.name})
-        try:
-            readable.append((len(rows) - 1, path.read_bytes()))
-        except OSError as exc:
-            rows[-1]["error"] = exc.strerror or str(exc)
-    for start in range(0, len(readable), CHUNK):
-        chunk = readable[start:start + CHUNK]
-        frame = _predict(model, [b for _, b in chunk], top_k)
+    for start in range(0, len(files), CHUNK):
+        chunk: list[tuple[int, bytes]] = []
+        for f in files[start:start + CHUNK]:
+            rows.append({"fname": Path(f).name})
+            try:
+                chunk.append((len(rows) - 1, Path(f).read_bytes()))
+            except OSError as exc:
+                rows[-1]["error"] = exc.strerror or str(exc)
+        frame = _predict(model, [b for _, b in chunk], top_k) if chunk else None
         if frame is not None:
             for (i, _), rec in zip(chunk, frame.to_dict("records")):
                 rows[i].update(rec)
@@ -97,12 +113,7 @@ def run(cfg: Config, args: argparse.Namespace) -> int:
                 rows[i].update(out.to_dict("records")[0])
             except MlflowException as exc:
                 rows[i]["error"] = _reason(exc.message)
-    failed = sum("error" in r for r in rows)
-    table = format_table(rows, top_k)
-    print(table)
-    if args.output:
-        pd.DataFrame(rows).to_csv(args.output, index=False)
-    return 1 if failed else 0
+    return rows
 
 
 def _predict(model, blobs: list[bytes], top_k: int) -> pd.DataFrame | None:
